@@ -1,0 +1,73 @@
+"""The store manifest: what the store holds and where it came from."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import platform
+from pathlib import Path
+
+from ..errors import StoreError
+
+FORMAT_NAME = "stellarscope-store"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+CATALOG = "catalog.parquet"
+
+#: What a store's ``kind`` may say; the UI shows it verbatim.
+KINDS = ("mock survey", "ingested", "generic")
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def new_manifest(*, grid, kind: str, title: str, dtype: str, normalized: bool,
+                 provenance: dict | None, sources: list | None) -> dict:
+    if kind not in KINDS:
+        raise ValueError(f"store kind must be one of {KINDS}, got {kind!r}")
+    from .. import __version__
+
+    return {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "kind": kind,
+        "title": title,
+        "created": now_iso(),
+        "stellarscope_version": __version__,
+        "python": platform.python_version(),
+        "grid": {
+            "name": grid.name,
+            "n_pix": grid.n_pix,
+            "chips_apstar": [list(c) for c in grid.chips],
+            "wavelength": "vacuum Angstrom, log10(lambda) = 4.179 + 6e-6 * apStar pixel",
+        },
+        "dtype": dtype,
+        "normalized": bool(normalized),
+        "n_stars": 0,
+        "parts": [],
+        "sources": list(sources or []),
+        "provenance": dict(provenance or {}),
+        "columns": {},
+        "history": [],
+    }
+
+
+def read_manifest(store_dir: Path) -> dict:
+    path = Path(store_dir) / MANIFEST
+    if not Path(store_dir).is_dir():
+        raise StoreError(f"{store_dir}: no such store directory")
+    if not path.is_file():
+        raise StoreError(f"{store_dir}: not a Stellarscope store (no {MANIFEST})")
+    try:
+        m = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise StoreError(f"{path}: unreadable manifest ({exc})") from exc
+    if m.get("format") != FORMAT_NAME:
+        raise StoreError(f"{path}: not a Stellarscope store manifest (format={m.get('format')!r})")
+    if int(m.get("version", 0)) > FORMAT_VERSION:
+        raise StoreError(
+            f"{path}: store format version {m['version']} is newer than this Stellarscope "
+            f"understands ({FORMAT_VERSION}); upgrade stellarscope"
+        )
+    return m
