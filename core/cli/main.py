@@ -13,6 +13,7 @@ from ..errors import StellarscopeError
 #: partial install still offers the commands it has.
 COMMAND_MODULES = [
     "core.cli.mock",
+    "core.cli.demo",
     "core.cli.ingest",
     "core.cli.inspect",
     "core.cli.serve",
