@@ -1,0 +1,250 @@
+"""Emulator commands: ``train emulator``, ``fit``, ``export-payne``, ``import-payne``."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+DEMO_MODEL = "emulator-demo"
+
+
+def register(sub, groups) -> None:
+    _register_train(groups["train"])
+    _register_fit(sub)
+    p = sub.add_parser("export-payne", help="write an emulator as The Payne's network npz",
+                       description="Export a 2-hidden-layer leaky-ReLU emulator to The Payne's "
+                       "npz format (w_array_0..2, b_array_0..2, x_min, x_max).")
+    p.add_argument("model", help="emulator model directory")
+    p.add_argument("out", help="output .npz file")
+    p.set_defaults(func=run_export)
+    p = sub.add_parser("import-payne", help="turn The Payne's network npz into an emulator",
+                       description="Import a Payne network npz as a Stellarscope emulator model "
+                       "directory (safetensors + config.json); pickles are never loaded.")
+    p.add_argument("npz", help="Payne network file (.npz)")
+    p.add_argument("model", help="output model directory")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing model directory")
+    p.set_defaults(func=run_import)
+
+
+def _register_train(train) -> None:
+    p = train.add_parser("emulator", help="train a labels → spectrum emulator on a store",
+                         description="Train The Payne-style emulator on a store's labels and "
+                         "spectra with a masked, error-aware loss; keep the best validation "
+                         "weights and the per-pixel validation error.")
+    p.add_argument("--store", default=None, help="store directory or name (default: demo store)")
+    p.add_argument("--out", required=True, help="output model directory")
+    p.add_argument("--preset", choices=["payne", "default"], default="default",
+                   help="payne: 2×300 leaky-ReLU; default: 2×512 (more accurate)")
+    p.add_argument("--hidden", default=None, help="custom hidden widths, e.g. 512,512")
+    p.add_argument("--labels", default=None, help="comma-separated labels (default: all the store has)")
+    p.add_argument("--labels-from", choices=["catalog", "truth"], default="catalog",
+                   help="catalog labels, or a mock survey's noiseless TRUE_* labels")
+    p.add_argument("--epochs", type=int, default=300)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--max-stars", type=int, default=None, help="train on a random subset")
+    p.add_argument("--patience", type=int, default=40, help="stop after this many epochs "
+                   "without a better validation loss")
+    p.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing model directory")
+    p.add_argument("--json", action="store_true", help="print the training summary as JSON")
+    p.set_defaults(func=run_train)
+
+
+def _register_fit(sub) -> None:
+    p = sub.add_parser("fit", help="fit labels ± σ and RV with an emulator",
+                       description="Fit one star (from a store or an APOGEE FITS file) or every "
+                       "star of a store (--all, writing FIT_* catalog columns).")
+    p.add_argument("--model", default=None, help="emulator directory or Payne .npz "
+                   f"(default: the shipped {DEMO_MODEL})")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--star", help="APOGEE_ID (or row number) in --store")
+    src.add_argument("--file", help="apStar, aspcapStar or apVisit FITS file")
+    src.add_argument("--all", action="store_true", help="fit every star of --store")
+    p.add_argument("--store", default=None, help="store directory or name (default: demo store)")
+    p.add_argument("--element", default=None, help="also fit this element in its windows (e.g. Mg)")
+    p.add_argument("--continuum", type=int, default=None, metavar="DEG",
+                   help="fit a per-chip Chebyshev continuum correction of this degree")
+    p.add_argument("--rv", type=float, default=None, help="hold the RV fixed at this value (km/s)")
+    p.add_argument("--starts", type=int, default=3, help="multi-start count (default 3)")
+    p.add_argument("--chunk", type=int, default=None, help="stars per batch with --all")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=run_fit)
+
+
+# -- handlers -----------------------------------------------------------------------------------
+
+
+def default_model_path() -> Path:
+    from ..paths import SHIPPED_MODELS, models_dir
+
+    for base in (models_dir(), SHIPPED_MODELS):
+        if (base / DEMO_MODEL / "config.json").is_file():
+            return base / DEMO_MODEL
+    return SHIPPED_MODELS / DEMO_MODEL
+
+
+def _model_path(arg) -> Path:
+    from ..paths import models_dir
+
+    if arg is None:
+        return default_model_path()
+    p = Path(arg).expanduser()
+    if not p.exists() and not p.is_absolute() and (models_dir() / arg).exists():
+        return models_dir() / arg
+    return p
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    from ..errors import BadFileError
+
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise BadFileError(out, "already exists (use --overwrite to replace it)")
+
+
+def run_train(args) -> int:
+    from ..paths import resolve_store
+    from ..store import SpectraStore
+    from ..train.emulator import TrainSettings, train_emulator
+
+    out = Path(args.out)
+    _check_out(out, args.overwrite)
+    settings = TrainSettings(
+        preset=args.preset,
+        hidden=tuple(int(h) for h in args.hidden.split(",")) if args.hidden else None,
+        labels=[s.strip() for s in args.labels.split(",")] if args.labels else None,
+        labels_from=args.labels_from, epochs=args.epochs, batch_size=args.batch_size,
+        lr=args.lr, max_stars=args.max_stars, patience=args.patience,
+        max_minutes=args.max_minutes, seed=args.seed, device=args.device, name=out.name,
+    )
+    store = SpectraStore.open(resolve_store(args.store))
+    command = "stellarscope " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    record = train_emulator(store, out, settings, command=command, progress=not args.json)
+    summary = {k: record[k] for k in ("name", "store", "n_train", "n_val", "epochs_run",
+                                      "best_epoch", "best_val_loss", "seconds", "device",
+                                      "validation")}
+    summary["labels"] = settings.labels or _labels_of(out)
+    summary["out"] = str(out)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        v = record["validation"]
+        print(f"emulator {out}: {record['n_train']} train / {record['n_val']} validation stars, "
+              f"best epoch {record['best_epoch']} of {record['epochs_run']}, "
+              f"{record['seconds']:.0f} s", file=sys.stderr)
+        print(f"validation: median emulator error {v['emulator_error_median']:.4f}, "
+              f"residual rms {v['residual_rms_median']:.4f} "
+              f"(noise {v['noise_rms_median']:.4f})", file=sys.stderr)
+    return 0
+
+
+def _labels_of(model_dir: Path) -> list[str]:
+    from ..models.io import read_config
+
+    return list(read_config(model_dir)["architecture"]["label_names"])
+
+
+def _options(args):
+    from ..fit import FitOptions
+
+    return FitOptions(fit_rv=args.rv is None, rv=args.rv, continuum_degree=args.continuum,
+                      n_starts=args.starts)
+
+
+def run_fit(args) -> int:
+    from ..errors import BadDataError
+    from ..fit import fit_element, fit_spectrum, load_model
+    from ..models.emulator import default_device
+    from ..paths import resolve_store
+    from ..store import SpectraStore
+
+    model_path = _model_path(args.model)
+    emulator = load_model(model_path, args.device or default_device())
+    opts = _options(args)
+    if args.all:
+        from ..fit.store import fit_store
+
+        store = SpectraStore.open(resolve_store(args.store))
+        summary = fit_store(store, emulator, opts, chunk=args.chunk, progress=not args.json,
+                            model_path=str(model_path))
+        if args.json:
+            print(json.dumps(summary))
+        else:
+            print(f"fitted {summary['stars']} stars in {summary['seconds']} s "
+                  f"({summary['stars_per_second']} stars/s on {summary['device']}); "
+                  f"median χ²_ν {summary['median_chi2_nu']:.3g}; wrote "
+                  f"{len(summary['columns'])} FIT_* columns to {store.path}", file=sys.stderr)
+        return 0
+    if args.file:
+        from ..io import read_spectrum
+
+        spectrum = read_spectrum(args.file)
+    else:
+        store = SpectraStore.open(resolve_store(args.store))
+        star = args.star
+        if not store.has_star(star) and star.isdigit():  # a row number
+            star = int(star)
+        spectrum = store.spectrum(star)
+    result = fit_spectrum(spectrum, emulator, opts)
+    element = None
+    if args.element:
+        try:
+            element = fit_element(spectrum, emulator, args.element, result, options=opts)
+        except KeyError as exc:
+            raise BadDataError(str(exc.args[0])) from None
+    if args.json:
+        out = result.to_dict()
+        out["model_dir"] = str(model_path)
+        if element is not None:
+            out["element"] = element.to_dict()
+        print(json.dumps(out))
+    else:
+        print(_format(result, element))
+    return 0
+
+
+def _format(result, element) -> str:
+    lines = [f"{result.star}: χ²_ν = {result.chi2_nu:.3f} on {result.n_pix} pixels, "
+             f"RV = {result.rv:.2f} ± {result.rv_err:.2f} km/s "
+             f"(cross-correlation {result.rv_start:.1f})"]
+    table = result.table()
+    lines.append(f"{'label':<10}{'fit':>12}{'±':>10}{'catalog':>12}{'±':>10}")
+    for row in table.itertuples():
+        cat = "" if row.catalog != row.catalog else f"{row.catalog:12.3f}"
+        cerr = "" if row.catalog_err != row.catalog_err else f"{row.catalog_err:10.3f}"
+        mark = "  at bound" if row.at_bound else ""
+        lines.append(f"{row.label:<10}{row.fit:12.3f}{row.fit_err:10.3f}{cat:>12}{cerr:>10}{mark}")
+    if result.flag_names:
+        lines.append("flags: " + ", ".join(result.flag_names))
+    if element is not None:
+        lines.append(f"{element.element} in {len(element.windows)} windows: {element.label} = "
+                     f"{element.value:.3f} ± {element.error:.3f} (χ²_ν {element.chi2_nu:.2f}, "
+                     f"{element.n_pix} px)")
+    return "\n".join(lines)
+
+
+def run_export(args) -> int:
+    from ..fit import load_model
+    from ..models.payne_format import export_payne
+
+    out = export_payne(load_model(_model_path(args.model)), args.out)
+    print(f"wrote The Payne network file {out}", file=sys.stderr)
+    return 0
+
+
+def run_import(args) -> int:
+    from ..models.emulator import save_emulator
+    from ..models.payne_format import import_payne
+
+    out = Path(args.model)
+    _check_out(out, args.overwrite)
+    model = import_payne(args.npz)
+    save_emulator(model, out, extra={"name": out.name})
+    print(f"imported {model.n_labels}-label Payne network on {model.grid.name} -> {out}",
+          file=sys.stderr)
+    return 0

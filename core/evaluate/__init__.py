@@ -1,0 +1,1 @@
+"""Diagnostics of trained models on a store."""

@@ -1,0 +1,318 @@
+"""Fit many spectra at once: RV pre-estimate, multi-start, bounded LM, uncertainties.
+
+Arrays in, arrays out; :mod:`core.fit.single` and :mod:`core.fit.store` wrap this for
+one :class:`~core.spectrum.Spectrum` and for a whole store.  Every star is fitted for its
+labels (scaled to the emulator's training box, so the bounds are ±0.5), RV and, when asked,
+per-chip continuum coefficients.  Starting points come from the emulator's bank of training
+label vectors: the ones whose spectra best match the data (after removing the cross-
+correlation RV) seed a few short LM runs, and the best of those is run to convergence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..models.emulator import Emulator
+from .forward import ForwardModel, rv_to_shift
+from .rv import cross_correlate_rv
+from .solver import levenberg_marquardt
+
+#: FIT_FLAG bits.
+FLAG_LABEL_AT_BOUND = 1
+FLAG_RV_AT_BOUND = 2
+FLAG_NOT_CONVERGED = 4
+FLAG_TOO_FEW_PIXELS = 8
+FLAG_NAMES = {
+    FLAG_LABEL_AT_BOUND: "LABEL_AT_BOUND",
+    FLAG_RV_AT_BOUND: "RV_AT_BOUND",
+    FLAG_NOT_CONVERGED: "NOT_CONVERGED",
+    FLAG_TOO_FEW_PIXELS: "TOO_FEW_PIXELS",
+}
+#: A scaled label within this of ±0.5 counts as sitting on the training-range bound.
+BOUND_TOL = 1e-3
+
+
+def decode_flags(value: int) -> list[str]:
+    return [name for bit, name in FLAG_NAMES.items() if int(value) & bit]
+
+
+@dataclass
+class FitOptions:
+    """How to fit.  Defaults suit continuum-normalised APOGEE spectra."""
+
+    fit_rv: bool = True
+    rv: float | None = None            # fixed RV (fit_rv False) or known start; None → CCF
+    rv_search: float = 600.0           # ± km/s searched by the cross-correlation
+    rv_window: float = 30.0            # LM may move RV this far from its pre-estimate
+    continuum_degree: int | None = None  # per-chip Chebyshev correction; None = off
+    n_starts: int = 3
+    explore_iter: int = 4              # LM steps for every start before keeping the best
+    max_iter: int = 60
+    ftol: float = 1e-7
+    model_error: bool = True           # add the emulator's validation error to σ
+    bad_bits: str | tuple = "astronn"
+    min_pixels: int = 50
+
+    def __post_init__(self):
+        if self.continuum_degree is not None and not 0 <= int(self.continuum_degree) <= 5:
+            raise ValueError(f"continuum_degree must be 0…5 or None, got {self.continuum_degree}")
+        if self.n_starts < 1:
+            raise ValueError("n_starts must be ≥ 1")
+
+
+@dataclass
+class BatchFit:
+    """Per-star results of :func:`fit_batch` (numpy, physical units)."""
+
+    label_names: list[str]
+    labels: np.ndarray          # (B, L)
+    labels_err: np.ndarray      # (B, L); NaN for labels held fixed
+    rv: np.ndarray              # (B,)
+    rv_err: np.ndarray          # (B,); NaN when RV was held fixed
+    continuum: np.ndarray       # (B, n_cont)
+    chi2: np.ndarray            # (B,)
+    n_pix: np.ndarray           # (B,) pixels in χ²
+    n_free: int
+    flags: np.ndarray           # (B,) FIT_FLAG bits
+    label_at_bound: np.ndarray  # (B, L) bool
+    converged: np.ndarray       # (B,) bool
+    n_iter: np.ndarray          # (B,)
+    rv_start: np.ndarray        # (B,) cross-correlation estimate
+    free: list[str] = field(default_factory=list)
+    model: np.ndarray | None = None  # (B, P) best-fit model, observed frame
+    used: np.ndarray | None = None   # (B, P) pixels that entered χ²
+
+    @property
+    def dof(self) -> np.ndarray:
+        return np.maximum(self.n_pix - self.n_free, 1)
+
+    @property
+    def chi2_nu(self) -> np.ndarray:
+        return self.chi2 / self.dof
+
+
+@dataclass
+class Start:
+    """Known starting point(s): physical labels (B, L), RV (B,), continuum (B, n_cont)."""
+
+    labels: np.ndarray
+    rv: np.ndarray | None = None
+    continuum: np.ndarray | None = None
+
+
+def fit_batch(emulator: Emulator, flux, error, good, options: FitOptions | None = None, *,
+              start: Start | None = None, free_labels: list[str] | None = None,
+              free_continuum: bool = True, return_model: bool = False) -> BatchFit:
+    """Fit (B, P) arrays on the emulator's grid; ``good`` marks pixels to use.
+
+    ``free_labels`` restricts the labels fitted (the rest stay at ``start``), and
+    ``free_continuum=False`` holds the continuum coefficients; ``start`` replaces the
+    automatic RV pre-estimate and multi-start by one given point.
+    """
+    opts = options or FitOptions()
+    dev = emulator.device
+    fwd = ForwardModel(emulator, opts.continuum_degree)
+    n_lab = emulator.n_labels
+    flux_t = torch.as_tensor(np.asarray(flux, np.float32), device=dev)
+    err_t = torch.as_tensor(np.asarray(error, np.float32), device=dev)
+    good_t = torch.as_tensor(np.asarray(good, bool), device=dev)
+    good_t &= torch.isfinite(flux_t) & torch.isfinite(err_t) & (err_t > 0)
+    flux_t = torch.where(good_t, flux_t, torch.ones_like(flux_t))
+    err_t = torch.where(good_t, err_t, torch.ones_like(err_t))
+    var = err_t * err_t
+    if opts.model_error:
+        var = var + emulator.pixel_error.to(dev).square()
+    weight = good_t / var.sqrt()
+    n_star = flux_t.shape[0]
+
+    free_lab = _free_label_index(emulator, free_labels)
+    free = list(free_lab)
+    if opts.fit_rv:
+        free.append(fwd.rv_index)
+    if free_continuum:
+        free += list(range(n_lab + 1, fwd.n_params))
+    free_t = torch.tensor(free, dtype=torch.long, device=dev)
+
+    with torch.no_grad():
+        p_start, rv_start = _starting_points(emulator, fwd, flux_t, good_t, weight, opts, start)
+        n_starts = p_start.shape[0] // n_star
+        star_of = torch.arange(n_star, device=dev).repeat_interleave(n_starts)
+        rv_lo, rv_hi = _rv_bounds(rv_start, opts)
+        used = good_t & fwd.inside(rv_lo) & fwd.inside(rv_hi)
+        weight = weight * used
+        lower, upper = _box(fwd, rv_lo, rv_hi, dev)
+
+        def residuals_for(template, owner):
+            def residuals(p_free, rows, jac):
+                p = template[rows].clone()
+                p[:, free_t] = p_free
+                model, jmat = fwd.evaluate(p, free_t, jac)
+                s = owner[rows]
+                w = weight[s]
+                r = (flux_t[s] - model) * w
+                return r, (-jmat * w.unsqueeze(-1) if jac else None)
+            return residuals
+
+        lo_rows, hi_rows = lower[star_of][:, free_t], upper[star_of][:, free_t]
+        lm = levenberg_marquardt(residuals_for(p_start, star_of), p_start[:, free_t], lo_rows,
+                                 hi_rows, max_iter=opts.explore_iter if n_starts > 1 else opts.max_iter,
+                                 ftol=opts.ftol)
+        if n_starts > 1:
+            best = lm.chi2.view(n_star, n_starts).argmin(-1)
+            pick = torch.arange(n_star, device=dev) * n_starts + best
+            template = p_start[pick].clone()
+            template[:, free_t] = lm.p[pick]
+            owner = torch.arange(n_star, device=dev)
+            explored = lm.n_iter[pick]
+            lm = levenberg_marquardt(residuals_for(template, owner), lm.p[pick],
+                                     lower[:, free_t], upper[:, free_t], max_iter=opts.max_iter,
+                                     ftol=opts.ftol, lam0=lm.lam[pick])
+            lm.n_iter += explored
+            p_start = template
+        p_best = p_start.clone()
+        p_best[:, free_t] = lm.p
+        model, _ = fwd.evaluate(p_best, free_t, jacobian=False)
+        r = (flux_t - model) * weight
+        chi2 = (r * r).sum(-1)
+    return _collect(emulator, fwd, p_best, lm, free, free_lab, chi2, used, rv_start, lower,
+                    upper, opts, model if return_model else None)
+
+
+def _free_label_index(emulator: Emulator, free_labels) -> list[int]:
+    if free_labels is None:
+        return list(range(emulator.n_labels))
+    names = emulator.label_names
+    unknown = [n for n in free_labels if n not in names]
+    if unknown:
+        raise KeyError(f"labels {unknown} are not emulated by this model (it has {names})")
+    return sorted(names.index(n) for n in free_labels)
+
+
+def _rv_bounds(rv_start: torch.Tensor, opts: FitOptions):
+    if not opts.fit_rv:
+        return rv_start, rv_start
+    limit = opts.rv_search + opts.rv_window
+    lo = (rv_start - opts.rv_window).clamp(min=-limit)
+    hi = (rv_start + opts.rv_window).clamp(max=limit)
+    return lo, hi
+
+
+def _box(fwd: ForwardModel, rv_lo, rv_hi, dev):
+    n = rv_lo.shape[0]
+    lower = torch.full((n, fwd.n_params), -0.5, device=dev)
+    upper = torch.full((n, fwd.n_params), 0.5, device=dev)
+    lower[:, fwd.rv_index], upper[:, fwd.rv_index] = rv_lo, rv_hi
+    if fwd.n_cont:  # continuum coefficients: a ±50 % correction is already a bad normalisation
+        lower[:, fwd.n_labels + 1:], upper[:, fwd.n_labels + 1:] = -0.5, 0.5
+    return lower, upper
+
+
+def _starting_points(emulator, fwd, flux, good, weight, opts, start: Start | None):
+    """Parameter vectors (B·S, K), S starts per star, and each star's RV pre-estimate."""
+    n, dev = flux.shape[0], flux.device
+    if start is not None:
+        p = torch.zeros(n, fwd.n_params, device=dev)
+        p[:, : fwd.n_labels] = emulator.scale(torch.as_tensor(np.asarray(start.labels), dtype=torch.float32, device=dev))
+        rv = np.zeros(n) if start.rv is None else np.broadcast_to(np.asarray(start.rv, float), (n,)).copy()
+        p[:, fwd.rv_index] = torch.as_tensor(rv, dtype=torch.float32, device=dev)
+        if fwd.n_cont and start.continuum is not None and np.size(start.continuum):
+            p[:, fwd.n_labels + 1:] = torch.as_tensor(np.asarray(start.continuum), dtype=torch.float32, device=dev)
+        return p, p[:, fwd.rv_index].clone()
+    bank = _bank_scaled(emulator)
+    bank_flux = emulator(bank)
+    if not opts.fit_rv or opts.rv is not None:
+        rv = torch.full((n,), float(opts.rv or 0.0), device=dev)
+    else:
+        centre = emulator(bank.median(0).values.unsqueeze(0))[0]
+        rv, _ = cross_correlate_rv(flux, good, centre, fwd.grid, opts.rv_search)
+    order = _rank_bank(fwd, flux, weight, rv, bank_flux)
+    if opts.fit_rv and opts.rv is None:  # refine with the best-matching template
+        rv, _ = cross_correlate_rv(flux, good, bank_flux[order[:, 0]], fwd.grid, opts.rv_search)
+    n_starts = min(opts.n_starts, bank.shape[0])
+    chosen = order[:, :n_starts].reshape(-1)
+    p = torch.zeros(n * n_starts, fwd.n_params, device=dev)
+    p[:, : fwd.n_labels] = bank[chosen]
+    p[:, fwd.rv_index] = rv.repeat_interleave(n_starts)
+    return p, rv
+
+
+def _bank_scaled(emulator: Emulator) -> torch.Tensor:
+    bank = emulator.start_bank
+    if bank.numel() == 0:  # no training labels kept: the box centre and a spread around it
+        g = torch.Generator().manual_seed(0)
+        bank = emulator.unscale(torch.rand(64, emulator.n_labels, generator=g, dtype=torch.float64) * 0.8 - 0.4)
+        bank[0] = emulator.unscale(torch.zeros(emulator.n_labels, dtype=torch.float64))
+    scaled = emulator.scale(bank.to(emulator.device, torch.float64)).clamp(-0.5, 0.5)
+    return scaled.to(torch.float32)
+
+
+def _rank_bank(fwd: ForwardModel, flux, weight, rv, bank_flux) -> torch.Tensor:
+    """Bank entries ordered by χ² against each star moved to its rest frame (nearest pixel)."""
+    shift = torch.round(rv_to_shift(rv)).unsqueeze(-1)
+    src = fwd.local + shift
+    valid = (src >= 0) & (src <= fwd.chip_len - 1)
+    idx = (src.clamp(min=0) .minimum(fwd.chip_len - 1)).long() + fwd.chip_offset
+    rows = torch.arange(flux.shape[0], device=flux.device).unsqueeze(-1)
+    d = flux[rows, idx]
+    w2 = (weight[rows, idx] * valid).square()
+    chi2 = (w2 * d * d).sum(-1, keepdim=True) - 2 * (w2 * d) @ bank_flux.T + w2 @ bank_flux.square().T
+    return chi2.argsort(-1)
+
+
+def _collect(emulator, fwd, p_best, lm, free, free_lab, chi2, used, rv_start, lower, upper,
+             opts, model) -> BatchFit:
+    n_lab = emulator.n_labels
+    n = p_best.shape[0]
+    span = torch.as_tensor(np.asarray(emulator.bounds[1] - emulator.bounds[0]), dtype=torch.float64)
+    cov = _covariance(lm.jtj)
+    sig = torch.sqrt(torch.diagonal(cov, dim1=1, dim2=2).clamp(min=0)).cpu()
+    labels_err = torch.full((n, n_lab), float("nan"), dtype=torch.float64)
+    for col, idx in enumerate(free):
+        if idx < n_lab:
+            labels_err[:, idx] = sig[:, col] * span[idx]
+    rv_err = torch.full((n,), float("nan"), dtype=torch.float64)
+    if fwd.rv_index in free:
+        rv_err = sig[:, free.index(fwd.rv_index)]
+    p = p_best.double().cpu()
+    scaled = p[:, :n_lab]
+    at_bound = torch.zeros(n, n_lab, dtype=torch.bool)
+    if free_lab:
+        at_bound[:, free_lab] = (scaled[:, free_lab].abs() >= 0.5 - BOUND_TOL)
+    rv = p[:, fwd.rv_index]
+    lo, hi = lower[:, fwd.rv_index].double().cpu(), upper[:, fwd.rv_index].double().cpu()
+    rv_at_bound = torch.zeros(n, dtype=torch.bool)
+    if opts.fit_rv:
+        rv_at_bound = (rv - lo <= 1e-3) | (hi - rv <= 1e-3)
+    n_pix = used.sum(-1).cpu()
+    flags = (at_bound.any(-1).long() * FLAG_LABEL_AT_BOUND
+             + rv_at_bound.long() * FLAG_RV_AT_BOUND
+             + (~lm.converged.cpu()).long() * FLAG_NOT_CONVERGED)
+    few = n_pix < max(opts.min_pixels, len(free) + 1)
+    flags = flags | few.long() * FLAG_TOO_FEW_PIXELS
+    labels = emulator.unscale(scaled).numpy()
+    labels_err = labels_err.numpy()
+    if few.any():
+        labels[few.numpy()] = np.nan
+        labels_err[few.numpy()] = np.nan
+    names = emulator.label_names
+    return BatchFit(
+        label_names=names, labels=labels, labels_err=labels_err, rv=rv.numpy(),
+        rv_err=rv_err.numpy(), continuum=p[:, n_lab + 1:].numpy(), chi2=chi2.double().cpu().numpy(),
+        n_pix=n_pix.numpy(), n_free=len(free), flags=flags.numpy(),
+        label_at_bound=at_bound.numpy(), converged=lm.converged.cpu().numpy(),
+        n_iter=lm.n_iter.cpu().numpy(), rv_start=rv_start.double().cpu().numpy(),
+        free=[names[i] for i in free_lab] + (["RV"] if opts.fit_rv else []),
+        model=None if model is None else model.cpu().numpy(), used=used.cpu().numpy(),
+    )
+
+
+def _covariance(jtj: torch.Tensor) -> torch.Tensor:
+    """(JᵀJ)⁻¹ per star; the pseudo-inverse where JᵀJ is singular (a label with no effect)."""
+    jtj = jtj.cpu()
+    try:
+        return torch.linalg.inv(jtj)
+    except RuntimeError:
+        return torch.linalg.pinv(jtj, hermitian=True)

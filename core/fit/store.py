@@ -1,0 +1,117 @@
+"""Fit every star of a store in chunks (on the GPU when present) and write catalog columns.
+
+Columns written (one per catalog row; rows not fitted keep earlier values or NaN):
+``FIT_<LABEL>``, ``FIT_<LABEL>_ERR`` for every emulated label, ``FIT_RV``, ``FIT_RV_ERR``,
+``FIT_CHI2`` (reduced χ²), ``FIT_NPIX`` and ``FIT_FLAG`` (bits in :data:`FLAG_NAMES`;
+TOO_FEW_PIXELS rows have NaN labels).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from ..errors import BadDataError
+from ..grid import bad_pixels
+from ..models.emulator import Emulator
+from ..store import SpectraStore
+from .engine import FLAG_NAMES, FitOptions, fit_batch
+
+PREFIX = "FIT_"
+
+
+def default_chunk(emulator: Emulator) -> int:
+    """Stars per chunk: memory for the Jacobians grows as chunk × starts × pixels × labels."""
+    return 1024 if emulator.device.type == "cuda" else 64
+
+
+def _batch_arrays(store: SpectraStore, emulator: Emulator, batch, bad_bits):
+    flux, error, pixmask = batch.flux, batch.error, batch.pixmask
+    good = ~bad_pixels(pixmask, bad_bits) & np.isfinite(flux) & np.isfinite(error) & (error > 0)
+    if store.grid.name != emulator.grid.name:  # e.g. a Payne 7214 network on a 7514 store
+        src, dst = store.grid, emulator.grid
+        flux = dst.from_apstar(src.to_apstar(flux, fill=1.0))
+        error = dst.from_apstar(src.to_apstar(error, fill=1.0))
+        good = dst.from_apstar(src.to_apstar(good, fill=False))
+    return flux, error, good
+
+
+def fit_store_table(store: SpectraStore, emulator: Emulator, options: FitOptions | None = None,
+                    *, rows=None, chunk: int | None = None, progress: bool = True) -> pd.DataFrame:
+    """Fit the store's stars (or ``rows``); a DataFrame of FIT_ columns indexed by row."""
+    if not store.normalized:
+        raise BadDataError(
+            f"{store.path}: the store's spectra are not continuum-normalised; normalise them "
+            f"when ingesting before fitting"
+        )
+    opts = options or FitOptions()
+    rows = np.arange(len(store)) if rows is None else np.asarray(rows, dtype=np.int64)
+    chunk = chunk or default_chunk(emulator)
+    parts = []
+    bar = tqdm(total=rows.size, desc="fitting", unit="star", file=sys.stderr,
+               disable=not progress or None)
+    for batch in store.iter_batches(chunk, rows=rows):
+        flux, error, good = _batch_arrays(store, emulator, batch, opts.bad_bits)
+        fit = fit_batch(emulator, flux, error, good, opts)
+        parts.append(_columns(fit, batch.rows))
+        bar.update(len(batch))
+    bar.close()
+    return pd.concat(parts) if parts else pd.DataFrame()
+
+
+def _columns(fit, rows) -> pd.DataFrame:
+    cols: dict[str, np.ndarray] = {}
+    for k, name in enumerate(fit.label_names):
+        cols[f"{PREFIX}{name}"] = fit.labels[:, k]
+        cols[f"{PREFIX}{name}_ERR"] = fit.labels_err[:, k]
+    cols[f"{PREFIX}RV"] = fit.rv
+    cols[f"{PREFIX}RV_ERR"] = fit.rv_err
+    cols[f"{PREFIX}CHI2"] = fit.chi2_nu
+    cols[f"{PREFIX}NPIX"] = fit.n_pix.astype(np.int32)
+    cols[f"{PREFIX}FLAG"] = fit.flags.astype(np.int32)
+    return pd.DataFrame(cols, index=np.asarray(rows))
+
+
+def write_fit_columns(store: SpectraStore, table: pd.DataFrame, note: dict | None = None) -> list[str]:
+    """Put a :func:`fit_store_table` result into the catalog (other rows keep old values)."""
+    cat = store.catalog
+    out = {}
+    for col in table.columns:
+        if col in cat.columns:
+            values = cat[col].to_numpy().copy()
+        elif col in (f"{PREFIX}FLAG", f"{PREFIX}NPIX"):
+            values = np.full(len(store), -1, dtype=np.int32)
+        else:
+            values = np.full(len(store), np.nan)
+        values[table.index.to_numpy()] = table[col].to_numpy()
+        out[col] = values
+    store.add_columns(out, note=note)
+    return list(out)
+
+
+def fit_store(store: SpectraStore, emulator: Emulator, options: FitOptions | None = None, *,
+              rows=None, chunk: int | None = None, progress: bool = True,
+              model_path: str = "") -> dict:
+    """Fit and write the FIT_ columns; returns a summary (stars, seconds, flags)."""
+    t0 = time.time()
+    table = fit_store_table(store, emulator, options, rows=rows, chunk=chunk, progress=progress)
+    seconds = time.time() - t0
+    note = {"source": "stellarscope fit --all", "model": model_path,
+            "model_name": str(emulator.config.training.get("name", emulator.config.preset)),
+            "flags": {str(k): v for k, v in FLAG_NAMES.items()}}
+    written = write_fit_columns(store, table, note)
+    flags = table[f"{PREFIX}FLAG"].to_numpy()
+    return {
+        "store": str(store.path),
+        "stars": int(len(table)),
+        "seconds": round(seconds, 2),
+        "stars_per_second": round(len(table) / seconds, 2) if seconds > 0 else None,
+        "device": str(emulator.device),
+        "columns": written,
+        "flag_counts": {name: int(((flags & bit) != 0).sum()) for bit, name in FLAG_NAMES.items()},
+        "median_chi2_nu": float(np.nanmedian(table[f"{PREFIX}CHI2"])) if len(table) else None,
+    }

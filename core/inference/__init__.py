@@ -1,0 +1,1 @@
+"""Running trained models over spectra and whole stores."""

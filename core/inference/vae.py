@@ -1,0 +1,264 @@
+"""Using a trained spectrum VAE: one spectrum at a time (:class:`VAEPredictor`, for the
+dashboard) or a whole store (:func:`infer_store`, for ``stellarscope infer vae``).
+
+Catalog columns written by :func:`infer_store`:
+
+* ``VAE_Z00`` … ``VAE_Z27`` — latent means μ; ``VAE_S00`` … — latent σ;
+* ``VAE_CHI2`` — reduced χ² of the reconstruction decode(μ, labels) over good pixels;
+* ``VAE_RESID_RMS`` — RMS of flux − reconstruction over good pixels;
+* ``VAE_FLAG`` — bit flags: 1 non-finite flux/error pixels (left out of the fit),
+  2 unusable (no good pixel or a missing label; every other column is NaN).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from .. import models
+from ..errors import BadDataError
+from ..grid import Grid, get_grid
+from ..models.vae import SpectrumVAE
+from ..paths import resolve_store
+from ..spectrum import Spectrum
+from ..store import SpectraStore
+from ..train import data as D
+from ..train.loop import autocast, choose_device
+from ..train.losses import ERROR_FLOOR, pixel_weights
+
+FLAG_NONFINITE = 1
+FLAG_UNUSABLE = 2
+COLUMN_PREFIX = "VAE"
+
+
+def latent_columns(n_latent: int, prefix: str = COLUMN_PREFIX) -> tuple[list[str], list[str]]:
+    """Names of the μ and σ columns (2-digit latent indices)."""
+    return ([f"{prefix}_Z{k:02d}" for k in range(n_latent)],
+            [f"{prefix}_S{k:02d}" for k in range(n_latent)])
+
+
+def load_vae(model_dir, device) -> tuple[SpectrumVAE, dict]:
+    model, config = models.load_with_config(model_dir, device)
+    if not isinstance(model, SpectrumVAE):
+        raise BadDataError(f"{model_dir}: expected a VAE, found model_type "
+                           f"{config.get('model_type')!r}")
+    return model, config
+
+
+@torch.no_grad()
+def run_batch(model: SpectrumVAE, flux, weight, labels, device: torch.device, amp: bool = True
+              ) -> dict[str, torch.Tensor]:
+    """μ, σ, reconstruction decode(μ, labels), χ² and residual sums for prepared arrays.
+
+    Rows whose labels are not finite are computed with the mean labels (so nothing turns
+    NaN); the caller marks them unusable.
+    """
+    flux = torch.as_tensor(flux, device=device)
+    weight = torch.as_tensor(weight, device=device)
+    labels = torch.as_tensor(labels, device=device)
+    labels = torch.where(torch.isfinite(labels), labels, model.label_mean)
+    good = weight > 0
+    with autocast(device, amp):
+        mu, logvar = model.encode(flux, good, model.scale_labels(labels))
+        recon = model.decode(mu, model.scale_labels(labels))
+    mu, logvar, recon = mu.float(), logvar.float(), recon.float()
+    resid = torch.where(good, flux - recon, torch.zeros((), device=device))
+    n_good = good.sum(dim=-1)
+    return {"mu": mu, "sigma": torch.exp(0.5 * logvar), "recon": recon, "resid": resid,
+            "chi2": (weight * resid**2).sum(dim=-1), "n_good": n_good,
+            "resid_ss": (resid**2).sum(dim=-1)}
+
+
+class VAEPredictor:
+    """A loaded VAE with numpy in, numpy out; labels in physical units throughout."""
+
+    def __init__(self, model: SpectrumVAE, config: dict, device: torch.device):
+        self.model = model.eval()
+        self.config = config
+        self.device = device
+        self.bad_bits = config.get("bad_bits", "astronn")
+        self.error_floor = float(config.get("error_floor", ERROR_FLOOR))
+
+    @classmethod
+    def load(cls, model_dir: str | os.PathLike, device: str | torch.device | None = None
+             ) -> VAEPredictor:
+        """Load a saved VAE; ``device`` None means the CPU (one spectrum at a time)."""
+        dev = torch.device("cpu") if device is None else choose_device(str(device))
+        model, config = load_vae(model_dir, dev)
+        return cls(model, config, dev)
+
+    # -- what the model is ---------------------------------------------------------------------
+    @property
+    def n_latent(self) -> int:
+        return self.model.config.n_latent
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        return tuple(self.model.config.label_names)
+
+    @property
+    def grid(self) -> Grid:
+        return get_grid(self.model.config.grid)
+
+    @property
+    def label_mean(self) -> np.ndarray:
+        return self.model.label_mean.cpu().numpy().copy()
+
+    @property
+    def label_std(self) -> np.ndarray:
+        return self.model.label_std.cpu().numpy().copy()
+
+    # -- inputs --------------------------------------------------------------------------------
+    def _check_spectrum(self, spectrum: Spectrum) -> None:
+        if spectrum.n_pix != self.model.config.n_pix or (
+                spectrum.grid is not None and spectrum.grid != self.grid.name):
+            raise BadDataError(f"{spectrum.label}: the VAE works on the {self.grid.name} grid "
+                               f"({self.model.config.n_pix} px); this spectrum has "
+                               f"{spectrum.n_pix} px on {spectrum.grid or 'no named grid'}")
+
+    def _labels(self, spectrum: Spectrum, labels) -> np.ndarray:
+        if labels is None:
+            missing = [n for n in self.label_names if spectrum.meta.get(n) is None]
+            if missing:
+                raise BadDataError(f"{spectrum.label}: no {', '.join(missing)} in its catalog row; "
+                                   "the VAE encoder needs them (pass labels=...)")
+            labels = [spectrum.meta[n] for n in self.label_names]
+        arr = np.asarray(labels, dtype=np.float64).reshape(-1)
+        if arr.size != len(self.label_names):
+            raise BadDataError(f"expected {len(self.label_names)} labels "
+                               f"({', '.join(self.label_names)}), got {arr.size}")
+        if not np.isfinite(arr).all():
+            bad = [n for n, v in zip(self.label_names, arr, strict=True) if not np.isfinite(v)]
+            raise BadDataError(f"{spectrum.label}: label(s) {', '.join(bad)} are missing or NaN; "
+                               "the VAE encoder needs finite "
+                               f"{', '.join(self.label_names)}")
+        return arr.astype(np.float32)
+
+    def _prepared(self, spectrum: Spectrum) -> tuple[np.ndarray, np.ndarray]:
+        self._check_spectrum(spectrum)
+        good = D.good_pixels(spectrum.flux, spectrum.error, spectrum.pixmask, self.bad_bits)
+        if not good.any():
+            raise BadDataError(f"{spectrum.label}: every pixel is masked, NaN/inf or has no error")
+        flux = np.where(good, spectrum.flux, np.float32(0.0)).astype(np.float32)
+        return flux, pixel_weights(spectrum.error, good, self.error_floor)
+
+    # -- the model -----------------------------------------------------------------------------
+    def encode(self, spectrum: Spectrum, labels=None) -> dict[str, np.ndarray]:
+        """μ and σ of the free latents, and the labels used (physical units)."""
+        y = self._labels(spectrum, labels)
+        flux, weight = self._prepared(spectrum)
+        out = run_batch(self.model, flux[None], weight[None], y[None], self.device, amp=False)
+        return {"mu": out["mu"][0].cpu().numpy(), "sigma": out["sigma"][0].cpu().numpy(),
+                "labels": y}
+
+    @torch.no_grad()
+    def decode(self, z, labels) -> np.ndarray:
+        """Flux from latents (n_latent,) or (B, n_latent) and physical labels (3,) or (B, 3)."""
+        z_t = torch.as_tensor(np.asarray(z, dtype=np.float32), device=self.device)
+        y_t = torch.as_tensor(np.asarray(labels, dtype=np.float32), device=self.device)
+        single = z_t.ndim == 1
+        z_t, y_t = torch.atleast_2d(z_t), torch.atleast_2d(y_t)
+        if z_t.shape[-1] != self.n_latent or y_t.shape[-1] != len(self.label_names):
+            raise BadDataError(f"decode needs z with {self.n_latent} and labels with "
+                               f"{len(self.label_names)} values per row, got {tuple(z_t.shape)} "
+                               f"and {tuple(y_t.shape)}")
+        if y_t.shape[0] == 1 and z_t.shape[0] > 1:
+            y_t = y_t.expand(z_t.shape[0], -1)
+        flux = self.model.decode(z_t, self.model.scale_labels(y_t)).float().cpu().numpy()
+        return flux[0] if single else flux
+
+    def reconstruct(self, spectrum: Spectrum, labels=None) -> np.ndarray:
+        """decode(μ, labels) for one spectrum."""
+        enc = self.encode(spectrum, labels)
+        return self.decode(enc["mu"], enc["labels"])
+
+    def sensitivity(self, z, labels) -> np.ndarray:
+        """∂flux/∂z_k at (z, labels): an (n_latent, n_pix) float32 array (exact Jacobian)."""
+        z_t = torch.as_tensor(np.asarray(z, dtype=np.float32).reshape(-1), device=self.device)
+        y_t = torch.as_tensor(np.asarray(labels, dtype=np.float32).reshape(-1), device=self.device)
+        if z_t.numel() != self.n_latent:
+            raise BadDataError(f"sensitivity needs {self.n_latent} latents, got {z_t.numel()}")
+        with torch.no_grad():
+            jac = self.model.decoder_jacobian(z_t, self.model.scale_labels(y_t))
+        return jac.float().cpu().numpy()
+
+
+def infer_store(store_or_path, model_dir, batch_size: int = 1024, device=None,
+                progress: bool = True, amp: bool = True, prefix: str = COLUMN_PREFIX,
+                extra_note: dict | None = None, write: bool = True) -> dict:
+    """Run the VAE over every row of a store and write its columns to the catalog.
+
+    Streams the store ``batch_size`` rows at a time (read ahead on a thread), so memory
+    stays constant whatever the store size; ``device`` None picks CUDA when present.
+    Returns figures: spectra/s, seconds, flag counts, median reduced χ².
+    """
+    store = store_or_path if isinstance(store_or_path, SpectraStore) \
+        else SpectraStore.open(resolve_store(store_or_path))
+    dev = choose_device(None if device is None else str(device))
+    model, config = load_vae(model_dir, dev)
+    if model.config.n_pix != store.grid.n_pix:
+        raise BadDataError(f"{store.path}: store grid {store.grid.name} ({store.grid.n_pix} px) "
+                           f"does not match the VAE ({model.config.n_pix} px)")
+    labels, label_err = D.label_arrays(store.catalog, model.config.label_names, str(store.path))
+    bad_bits = config.get("bad_bits", "astronn")
+    floor = float(config.get("error_floor", ERROR_FLOOR))
+    n, k = store.n_stars, model.config.n_latent
+    mu = np.full((n, k), np.nan, np.float32)
+    sigma = np.full((n, k), np.nan, np.float32)
+    chi2 = np.full(n, np.nan, np.float32)
+    rms = np.full(n, np.nan, np.float32)
+    flags = np.zeros(n, np.int16)
+
+    def read(rows: np.ndarray):
+        b = store.read(rows)
+        with np.errstate(invalid="ignore"):
+            nonfinite = ~(np.isfinite(b.flux) & np.isfinite(b.error)).all(axis=1)
+        return D.prepare_arrays(b, labels, label_err, bad_bits, floor), nonfinite
+
+    chunks = [np.arange(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+    t0 = time.perf_counter()
+    bar = tqdm(total=n, desc="VAE inference", unit="spectra", disable=not progress,
+               dynamic_ncols=True)
+    for arrays, nonfinite in D.prefetched(read, chunks):
+        rows = arrays["rows"]
+        out = run_batch(model, arrays["flux"], arrays["weight"], arrays["labels"], dev, amp)
+        n_good = out["n_good"].cpu().numpy()
+        usable = (n_good > 0) & np.isfinite(arrays["labels"]).all(axis=1)
+        flags[rows] = np.where(nonfinite, FLAG_NONFINITE, 0) | np.where(usable, 0, FLAG_UNUSABLE)
+        ok = rows[usable]
+        mu[ok] = out["mu"].cpu().numpy()[usable]
+        sigma[ok] = out["sigma"].cpu().numpy()[usable]
+        chi2[ok] = (out["chi2"].cpu().numpy() / np.maximum(n_good, 1))[usable]
+        rms[ok] = np.sqrt(out["resid_ss"].cpu().numpy() / np.maximum(n_good, 1))[usable]
+        bar.update(len(rows))
+    bar.close()
+    seconds = time.perf_counter() - t0
+
+    z_cols, s_cols = latent_columns(k, prefix)
+    columns = {**{c: mu[:, i] for i, c in enumerate(z_cols)},
+               **{c: sigma[:, i] for i, c in enumerate(s_cols)},
+               f"{prefix}_CHI2": chi2, f"{prefix}_RESID_RMS": rms, f"{prefix}_FLAG": flags}
+    if write:
+        note = {"model": str(Path(model_dir)), "model_type": "vae", "n_latent": k,
+                "labels": list(model.config.label_names), **(extra_note or {})}
+        store.add_columns(pd.DataFrame(columns), note=note)
+    figures = {
+        "store": str(store.path), "model": str(model_dir), "n_spectra": int(n),
+        "seconds": round(seconds, 3), "spectra_per_s": round(n / seconds, 1) if seconds else None,
+        "batch_size": int(batch_size), "device": str(dev),
+        "n_flag_nonfinite": int(((flags & FLAG_NONFINITE) != 0).sum()),
+        "n_flag_unusable": int(((flags & FLAG_UNUSABLE) != 0).sum()),
+        "median_chi2_nu": float(np.nanmedian(chi2)) if np.isfinite(chi2).any() else None,
+        "columns_written": len(columns) if write else 0,
+    }
+    if progress:
+        print(f"VAE inference: {n} spectra in {seconds:.1f} s ({figures['spectra_per_s']} "
+              f"spectra/s) on {dev}", file=sys.stderr)
+    return figures

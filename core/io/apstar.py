@@ -1,0 +1,138 @@
+"""apStar / asStar reader: a star's combined (or one visit's) spectrum on the apStar grid.
+
+Layout (SDSS DR13-DR17): HDU1 flux, HDU2 error, HDU3 PIXMASK, each 8575 pixels on the
+log-linear apStar grid.  Single-visit stars store 1-D arrays; multi-visit stars store
+rows [pixel-weighted combined, globally weighted combined, visit 1, visit 2, …].
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+from astropy.io import fits
+
+from ..errors import BadFileError
+from ..grid import APSTAR_CDELT1, APSTAR_CRVAL1, APSTAR_NPIX, PIXMASK_VALUE, Grid, get_grid
+from ..spectrum import Spectrum
+from . import fitsutil as fu
+from .naming import apogee_id_from_name, field_from_path, telescope_from_path
+
+#: Row of a 2-D apStar holding the globally weighted combination (astroNN / The Payne use it).
+GLOBAL_WEIGHTED_ROW = 1
+FIRST_VISIT_ROW = 2
+BADPIX = PIXMASK_VALUE["BADPIX"]
+
+
+def check_apstar_wavelength(path, header: fits.Header, npix: int) -> None:
+    """BadFileError unless the header's CRVAL1/CDELT1 and ``npix`` describe the apStar grid."""
+    crval = fu.header_float(header, "CRVAL1")
+    cdelt = fu.header_float(header, "CDELT1")
+    if math.isnan(crval) or math.isnan(cdelt):
+        raise BadFileError(path, "no CRVAL1/CDELT1 wavelength keywords: cannot place the pixels")
+    if abs(crval - APSTAR_CRVAL1) > 1e-9 or abs(cdelt - APSTAR_CDELT1) > 1e-12:
+        raise BadFileError(
+            path,
+            f"wavelength grid CRVAL1={crval}, CDELT1={cdelt} is not the apStar grid "
+            f"(CRVAL1={APSTAR_CRVAL1}, CDELT1={APSTAR_CDELT1})",
+        )
+    crpix = fu.header_float(header, "CRPIX1", default=1.0)
+    if crpix != 1.0:
+        raise BadFileError(path, f"CRPIX1={crpix}: the apStar grid starts at pixel 1")
+    if npix != APSTAR_NPIX:
+        raise BadFileError(path, f"spectra have {npix} pixels, the apStar grid has {APSTAR_NPIX}")
+
+
+def flag_unusable(pixmask: np.ndarray, flux: np.ndarray, error: np.ndarray, zero_is_bad: bool = False) -> np.ndarray:
+    """PIXMASK with BADPIX added where flux or error is non-finite (or zero, when asked)."""
+    bad = ~np.isfinite(flux) | ~np.isfinite(error)
+    if zero_is_bad:
+        bad |= (flux == 0) | (error == 0)
+    return np.where(bad, pixmask | BADPIX, pixmask)
+
+
+def _pick_row(path, shape: tuple[int, ...], visit: int | None) -> tuple[int | None, str, int]:
+    """(row index or None for 1-D, description, visits stored in the file)."""
+    if len(shape) == 1 or shape[0] == 1:
+        row = None if len(shape) == 1 else 0
+        if visit not in (None, 0):
+            raise BadFileError(path, f"holds a single visit; visit={visit} does not exist (use 0)")
+        return row, "single visit", 1
+    n_visits = max(shape[0] - FIRST_VISIT_ROW, 0)
+    if visit is None:
+        return GLOBAL_WEIGHTED_ROW, "combined (global weighting)", n_visits
+    if not 0 <= visit < n_visits:
+        raise BadFileError(path, f"holds {n_visits} visits (0-based 0..{n_visits - 1}); visit={visit} does not exist")
+    return FIRST_VISIT_ROW + visit, f"visit {visit}", n_visits
+
+
+def _header_meta(path, header: fits.Header, visit: int | None) -> dict:
+    meta = {
+        "APOGEE_ID": fu.header_str(header, "OBJID", "APOGEE", "APOGEE_ID") or apogee_id_from_name(path),
+        "SNR": fu.header_float(header, "SNR"),
+        "TELESCOPE": fu.header_str(header, "TELESCOP", "TELESCOPE") or telescope_from_path(path),
+        "FIELD": fu.header_str(header, "FIELD") or field_from_path(path),
+        "RA": fu.header_float(header, "RA"),
+        "DEC": fu.header_float(header, "DEC"),
+        "VHELIO": fu.header_float(header, "VHELIO"),
+        "VSCATTER": fu.header_float(header, "VSCATTER"),
+        "NVISITS": fu.header_int(header, "NVISITS"),
+        "STARFLAG": fu.header_int(header, "STARFLAG"),
+    }
+    if visit is not None:
+        n = visit + 1  # visit keywords are 1-based
+        meta["SNR"] = fu.header_float(header, f"SNRVIS{n}", "SNR")
+        meta["VHELIO"] = fu.header_float(header, f"VHELIO{n}", "VHELIO")
+        meta["VRAD"] = fu.header_float(header, f"VRAD{n}")
+        meta["VISIT_FILE"] = fu.header_str(header, f"SFILE{n}")
+        meta["JD"] = fu.header_float(header, f"JD{n}")
+        meta["STARFLAG"] = fu.header_int(header, f"FLAG{n}", "STARFLAG")
+    return meta
+
+
+def read_apstar(path: str | os.PathLike, visit: int | None = None, grid: str | Grid = "apogee7514") -> Spectrum:
+    """Read an apStar file.
+
+    ``visit=None`` gives the globally weighted combined spectrum (row 1; the only row of a
+    1-D file); ``visit=k`` gives visit k (0-based, row 2+k).  The result is on ``grid``
+    (default the 7514-pixel gap-removed grid; ``"apstar8575"`` keeps every pixel), with
+    ``normalized=False``.  Non-finite flux/error pixels get the BADPIX bit.
+    """
+    target = grid if isinstance(grid, Grid) else get_grid(grid)
+    with fu.open_fits(path) as hdul:
+        header0 = hdul[0].header
+        flux_all = fu.read_image(hdul, 1, path, "flux")
+        wcs_header = hdul[1].header if "CRVAL1" in hdul[1].header else header0
+        check_apstar_wavelength(path, wcs_header, flux_all.shape[-1])
+        err_all = fu.read_image(hdul, 2, path, "error")
+        mask_all = fu.read_image(hdul, 3, path, "PIXMASK")
+        fu.check_shape(path, err_all, flux_all.shape, "HDU2 (error)")
+        fu.check_shape(path, mask_all, flux_all.shape, "HDU3 (PIXMASK)")
+        row, row_kind, n_visits = _pick_row(path, flux_all.shape, visit)
+        pick = (lambda a: a) if row is None else (lambda a: a[row])
+        flux = target.from_apstar(fu.native(pick(flux_all), np.float32))
+        error = target.from_apstar(fu.native(pick(err_all), np.float32))
+        mask = target.from_apstar(fu.native(pick(mask_all), np.int64))
+        meta = _header_meta(path, header0, None if row_kind.startswith(("combined", "single")) else visit)
+    fu.check_values(path, flux, error, what=row_kind)
+    if mask.min(initial=0) < 0:
+        raise BadFileError(path, "HDU3 (PIXMASK) holds negative values")
+    meta.update(
+        SOURCE=os.fspath(path),
+        READER="apstar",
+        ROW=row,
+        ROW_KIND=row_kind,
+        VISITS_IN_FILE=n_visits,
+    )
+    if meta["NVISITS"] is None:
+        meta["NVISITS"] = n_visits
+    return Spectrum(
+        wavelength=target.wavelength,
+        flux=flux,
+        error=error,
+        pixmask=flag_unusable(mask, flux, error),
+        meta=meta,
+        grid=target.name,
+        normalized=False,
+    )

@@ -1,0 +1,233 @@
+"""Open FITS files defensively and pull native-endian arrays and header values out of them.
+
+Every failure — a missing or empty file, bytes that are not FITS, a truncated data unit,
+an HDU that is absent or has the wrong shape, a spectrum with no usable value — becomes a
+:class:`~core.errors.BadFileError` that names the file and the problem.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from astropy.utils.exceptions import AstropyWarning
+
+from ..errors import BadFileError
+
+FITS_BLOCK = 2880
+_FITS_MAGIC = b"SIMPLE  ="
+
+#: Header values at or below this are APOGEE's "no value" sentinels (-9999, -9999.99).
+SENTINEL_LIMIT = -9998.0
+
+
+def check_readable_file(path: str | os.PathLike) -> Path:
+    """The path as a Path, or BadFileError when it is missing, a folder or empty."""
+    p = Path(path)
+    if not p.exists():
+        raise BadFileError(p, "file not found")
+    if not p.is_file():
+        raise BadFileError(p, "is not a regular file")
+    if p.stat().st_size == 0:
+        raise BadFileError(p, "file is empty (0 bytes)")
+    return p
+
+
+def is_fits_file(path: str | os.PathLike) -> bool:
+    """True when the file starts with a FITS primary header card."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(len(_FITS_MAGIC)) == _FITS_MAGIC
+    except OSError:
+        return False
+
+
+@contextmanager
+def open_fits(path: str | os.PathLike, memmap: bool = True) -> Iterator[fits.HDUList]:
+    """Open a FITS file read-only with every header parsed, or raise BadFileError.
+
+    Data units are checked against the file length so a truncated file fails here,
+    not later inside numpy.  Copy data out before the context ends: with ``memmap``
+    the arrays are views of the mapped file.
+    """
+    p = check_readable_file(path)
+    size = p.stat().st_size
+    if not is_fits_file(p):
+        raise BadFileError(p, "not a FITS file (no 'SIMPLE  =' card at the start)")
+    if size < FITS_BLOCK:
+        raise BadFileError(p, f"truncated FITS file: {size} bytes, less than one {FITS_BLOCK}-byte header block")
+    try:
+        with warnings.catch_warnings():
+            # Truncation and non-standard cards are checked (or tolerated) explicitly below.
+            warnings.simplefilter("ignore", AstropyWarning)
+            hdul = fits.open(p, memmap=memmap, lazy_load_hdus=False, mode="readonly")
+    except BadFileError:
+        raise
+    except Exception as exc:  # astropy raises many types for corrupt bytes
+        raise BadFileError(p, f"cannot be read as FITS ({type(exc).__name__}: {exc})") from None
+    try:
+        _check_data_lengths(p, hdul, size)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", AstropyWarning)
+            yield hdul
+    finally:
+        hdul.close()
+
+
+def _data_bytes(header: fits.Header) -> int:
+    """Bytes of a data unit according to its header (FITS standard §4.4.1)."""
+    naxis = int(header.get("NAXIS", 0))
+    if naxis == 0:
+        return 0
+    dims = [int(header.get(f"NAXIS{i}", 0)) for i in range(1, naxis + 1)]
+    bitpix = abs(int(header.get("BITPIX", 8)))
+    if header.get("XTENSION") is None and header.get("GROUPS"):
+        dims = dims[1:]  # random-groups: NAXIS1 is 0 by definition
+    pcount = int(header.get("PCOUNT", 0))
+    gcount = int(header.get("GCOUNT", 1))
+    return bitpix // 8 * gcount * (pcount + math.prod(dims))
+
+
+def _check_data_lengths(path: Path, hdul: fits.HDUList, size: int) -> None:
+    try:
+        spans = [(i, hdu.fileinfo()["datLoc"], _data_bytes(hdu.header)) for i, hdu in enumerate(hdul)]
+    except Exception as exc:
+        raise BadFileError(path, f"malformed FITS header ({type(exc).__name__}: {exc})") from None
+    for i, start, nbytes in spans:
+        if start + nbytes > size:
+            raise BadFileError(
+                path,
+                f"truncated FITS file: HDU{i} needs {start + nbytes} bytes but the file has {size}",
+            )
+    # astropy silently drops an extension whose header is cut off: look past the last HDU.
+    _, start, nbytes = spans[-1]
+    end = start + -(-nbytes // FITS_BLOCK) * FITS_BLOCK
+    if size > end:
+        with open(path, "rb") as fh:
+            fh.seek(end)
+            if fh.read(8) == b"XTENSION":
+                raise BadFileError(path, f"truncated FITS file: HDU{len(spans)} is cut off inside its header")
+
+
+# --- arrays ----------------------------------------------------------------------------------
+
+
+def native(arr: np.ndarray, dtype=None) -> np.ndarray:
+    """A native-endian copy of ``arr`` (optionally cast to ``dtype``), detached from any memmap."""
+    arr = np.asarray(arr)
+    target = np.dtype(dtype) if dtype is not None else arr.dtype.newbyteorder("=")
+    return np.array(arr, dtype=target, copy=True)
+
+
+def get_hdu(hdul: fits.HDUList, index: int, path, what: str):
+    """HDU ``index`` of an open file, or BadFileError saying which HDU (and its role) is missing."""
+    if index >= len(hdul):
+        raise BadFileError(path, f"missing HDU{index} ({what}): the file has only {len(hdul)} HDUs")
+    return hdul[index]
+
+
+def read_image(hdul: fits.HDUList, index: int, path, what: str, ndim: tuple[int, ...] = (1, 2)) -> np.ndarray:
+    """The data array of image HDU ``index`` (still a view; copy with :func:`native`)."""
+    hdu = get_hdu(hdul, index, path, what)
+    if not isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
+        raise BadFileError(path, f"HDU{index} ({what}) is a {type(hdu).__name__}, expected an image")
+    try:
+        data = hdu.data
+    except Exception as exc:
+        raise BadFileError(path, f"HDU{index} ({what}) cannot be read ({type(exc).__name__}: {exc})") from None
+    if data is None:
+        raise BadFileError(path, f"HDU{index} ({what}) holds no data")
+    if data.ndim not in ndim:
+        raise BadFileError(
+            path, f"HDU{index} ({what}) has shape {data.shape}; expected {'/'.join(map(str, ndim))}-D"
+        )
+    return data
+
+
+def first_table(hdul: fits.HDUList, path, what: str = "table") -> tuple[int, fits.BinTableHDU]:
+    """The first binary-table HDU, or BadFileError."""
+    for i, hdu in enumerate(hdul):
+        if isinstance(hdu, fits.BinTableHDU):
+            return i, hdu
+    raise BadFileError(path, f"no binary table HDU found ({what} expected)")
+
+
+def table_data(hdu: fits.BinTableHDU, index: int, path):
+    """The FITS_rec of a table HDU, converting astropy's read errors to BadFileError."""
+    try:
+        data = hdu.data
+    except Exception as exc:
+        raise BadFileError(path, f"HDU{index} table cannot be read ({type(exc).__name__}: {exc})") from None
+    if data is None:
+        raise BadFileError(path, f"HDU{index} table holds no rows")
+    return data
+
+
+def check_values(path, flux: np.ndarray, error: np.ndarray | None = None, what: str = "spectrum") -> None:
+    """BadFileError for a spectrum with no finite flux, zero flux everywhere, or no finite error."""
+    finite = np.isfinite(flux)
+    if not finite.any():
+        raise BadFileError(path, f"{what}: the flux is NaN/inf at every pixel")
+    if np.all(flux[finite] == 0):
+        raise BadFileError(path, f"{what}: the flux is zero at every pixel")
+    if error is not None and not np.isfinite(error).any():
+        raise BadFileError(path, f"{what}: the error is NaN/inf at every pixel")
+
+
+def check_shape(path, arr: np.ndarray, expected: tuple[int, ...], what: str) -> None:
+    if tuple(arr.shape) != tuple(expected):
+        raise BadFileError(path, f"{what} has shape {tuple(arr.shape)}, expected {tuple(expected)}")
+
+
+# --- header values ---------------------------------------------------------------------------
+
+
+def header_str(header: fits.Header, *keys: str, default: str | None = None) -> str | None:
+    """The first of ``keys`` present with a non-blank value, stripped."""
+    for key in keys:
+        value = header.get(key)
+        if value is None:
+            continue
+        text = str(value).strip()
+        if text:
+            return text
+    return default
+
+
+def header_float(header: fits.Header, *keys: str, default: float = float("nan")) -> float:
+    """The first of ``keys`` holding a finite number that is not a -9999 sentinel."""
+    for key in keys:
+        value = header.get(key)
+        if value is None or isinstance(value, (bool, str)):
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(number) and number > SENTINEL_LIMIT:
+            return number
+    return default
+
+
+def header_int(header: fits.Header, *keys: str, default: int | None = None) -> int | None:
+    for key in keys:
+        value = header.get(key)
+        if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+            return int(value)
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    return default
+
+
+def header_key_used(header: fits.Header, *keys: str) -> str | None:
+    """Which of ``keys`` :func:`header_float` would take its value from."""
+    for key in keys:
+        if not math.isnan(header_float(header, key)):
+            return key
+    return None

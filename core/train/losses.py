@@ -1,0 +1,96 @@
+"""The VAE's three loss terms (seed section 5.3), each returned separately for logging.
+
+* reproduction R = Σ_i Σ_j w_ij (x̂_ij − x_ij)², w_ij = 1/max(σ_ij, 0.005)² on good pixels, 0 on
+  bad ones — the weights are built per sample, so they can never drift from their spectrum;
+* structure K = β · KL(q(z|x) ‖ N(0, I)) summed over the free latents only;
+* separability S = γ · B · ½ [log det C_blk − log det C], C the batch covariance of
+  z′ = [z, u] and C_blk the same with the free×injected blocks zeroed: B × the Gaussian
+  mutual information between free latents and injected labels.
+
+The seed sums every term over the batch; :func:`vae_loss` divides the total by B so the
+learning rate does not depend on the batch size (relative weights are unchanged).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+#: Spectral errors are floored here before weighting (the seed's 1/200).
+ERROR_FLOOR = 0.005
+
+
+def pixel_weights(error: np.ndarray | torch.Tensor, good: np.ndarray | torch.Tensor,
+                  floor: float = ERROR_FLOOR):
+    """χ² weights 1/max(σ, floor)² on good pixels and 0 on bad ones (numpy or torch)."""
+    if isinstance(error, torch.Tensor):
+        safe = torch.nan_to_num(error, nan=1.0, posinf=1.0, neginf=1.0).clamp_min(floor)
+        return torch.where(good, 1.0 / safe**2, torch.zeros((), dtype=safe.dtype, device=safe.device))
+    err = np.nan_to_num(np.asarray(error, dtype=np.float32), nan=1.0, posinf=1.0, neginf=1.0)
+    w = 1.0 / np.maximum(err, np.float32(floor)) ** 2
+    return np.where(good, w, np.float32(0.0)).astype(np.float32)
+
+
+def chi2_per_spectrum(recon: torch.Tensor, flux: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Σ_j w_j (x̂_j − x_j)² for each spectrum; pixels with weight 0 contribute exactly 0
+    whatever their flux (NaN included)."""
+    good = weight > 0
+    resid = torch.where(good, recon.float() - flux, torch.zeros((), device=flux.device))
+    return (weight * resid**2).sum(dim=-1)
+
+
+def kl_per_spectrum(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(μ, σ²) ‖ N(0, 1)) summed over latents: −½ Σ (1 + log σ² − μ² − σ²)."""
+    mu, logvar = mu.float(), logvar.float()
+    return -0.5 * (1.0 + logvar - mu**2 - logvar.exp()).sum(dim=-1)
+
+
+def gaussian_mutual_information(zp: torch.Tensor, n_free: int, jitter: float = 1e-6) -> torch.Tensor:
+    """½ [log det C_ff + log det C_ii − log det C] of the batch covariance of ``zp`` (B × D),
+    split after the first ``n_free`` columns.  ≥ 0; 0 when the two blocks are uncorrelated.
+
+    Computed in float64 (the difference of log-determinants loses digits in float32); a tiny
+    jitter keeps the determinants finite for a degenerate batch.  A batch of one gives 0.
+    """
+    if zp.shape[0] < 2:  # no covariance from one spectrum (a tiny last evaluation batch)
+        return zp.new_zeros((), dtype=torch.float32)
+    x = zp.double()
+    x = x - x.mean(dim=0, keepdim=True)
+    cov = x.T @ x / (x.shape[0] - 1)
+    cov = cov + jitter * torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
+    full = torch.linalg.slogdet(cov).logabsdet
+    free = torch.linalg.slogdet(cov[:n_free, :n_free]).logabsdet
+    injected = torch.linalg.slogdet(cov[n_free:, n_free:]).logabsdet
+    return (0.5 * (free + injected - full)).float()
+
+
+def vae_loss(out: dict, flux: torch.Tensor, weight: torch.Tensor, beta: float, gamma: float) -> dict:
+    """All terms for one batch; ``out`` is the model's forward dict.
+
+    Returns per-spectrum figures (batch sums / B): ``total`` (optimised), ``recon`` (χ²),
+    ``kl``, ``mi`` (the unweighted separability, nats), the weighted ``kl_term``/``sep_term``,
+    and ``chi2_nu`` (mean reduced χ² over spectra with good pixels).
+    """
+    b = flux.shape[0]
+    chi2 = chi2_per_spectrum(out["recon"], flux, weight)
+    kl = kl_per_spectrum(out["mu"], out["logvar"])
+    zp = torch.cat([out["z"], out["u"]], dim=-1)
+    if gamma:
+        mi = gaussian_mutual_information(zp, out["z"].shape[-1])
+    else:  # still logged, but kept out of the graph
+        with torch.no_grad():
+            mi = gaussian_mutual_information(zp, out["z"].shape[-1])
+    recon = chi2.sum() / b
+    kl_mean = kl.sum() / b
+    # S = γ·B·MI is a batch sum; per spectrum it is γ·MI
+    total = recon + beta * kl_mean + gamma * mi
+    # written without data-dependent branches so a CUDA step never waits on the host
+    n_good = (weight > 0).sum(dim=-1)
+    has = (n_good > 0).float()
+    chi2_nu = (chi2 / n_good.clamp_min(1)).mul(has).sum() / has.sum()
+    return {"total": total, "recon": recon, "kl": kl_mean, "mi": mi,
+            "kl_term": beta * kl_mean, "sep_term": gamma * mi, "chi2_nu": chi2_nu}
+
+
+#: Loss terms written to the training log, in column order.
+LOG_TERMS = ("total", "recon", "kl", "mi", "kl_term", "sep_term", "chi2_nu")

@@ -1,0 +1,254 @@
+"""Numbers behind the spectrum plots and downloads (numpy/pandas only, no Panel)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+
+from core.errors import BadDataError
+from core.grid import decode_pixmask
+from core.spectrum import Spectrum
+
+#: Catalog quantities shown in the star's side table: column → (label, unit).
+LABEL_ROWS: dict[str, tuple[str, str]] = {
+    "TEFF": ("Teff", "K"),
+    "LOGG": ("log g", "dex"),
+    "M_H": ("[M/H]", "dex"),
+    "FE_H": ("[Fe/H]", "dex"),
+    "VMICRO": ("v_micro", "km/s"),
+    **{f"{el}_FE": (f"[{el.title()}/Fe]", "dex") for el in (
+        "C", "N", "O", "NA", "MG", "AL", "SI", "S", "K", "CA", "TI", "V", "CR", "MN", "CO", "NI")},
+}
+INFO_ROWS = ("SNR", "TELESCOPE", "FIELD", "RA", "DEC", "POPULATION")
+
+
+def gap_breaks(wavelength: np.ndarray) -> np.ndarray:
+    """Indices i where a gap (chip gap, > 1.5 pixel steps) lies between pixel i-1 and i."""
+    lw = np.log10(np.asarray(wavelength, dtype=np.float64))
+    if lw.size < 3:
+        return np.zeros(0, dtype=np.int64)
+    step = np.diff(lw)
+    return np.nonzero(step > 1.5 * np.median(step))[0] + 1
+
+
+def with_gaps(wavelength: np.ndarray, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Plot columns with a NaN row inserted at every gap so lines do not bridge chips."""
+    breaks = gap_breaks(wavelength)
+    out = {"wave": np.insert(np.asarray(wavelength, dtype=np.float64), breaks, np.nan)}
+    for name, values in columns.items():
+        v = np.asarray(values, dtype=np.float32)
+        out[name] = np.insert(v, breaks, np.nan)
+    return out
+
+
+def chip_images(wavelength: np.ndarray, rows: np.ndarray) -> list[dict]:
+    """Split (n_rows, n_pix) values at the chip gaps and resample each chip onto a uniform
+    wavelength step, so an image glyph (which assumes even spacing) puts every pixel in place.
+
+    Returns one dict per chip: ``x`` (left edge), ``dw`` (width, Å) and ``image`` (n_rows, m).
+    """
+    wave = np.asarray(wavelength, dtype=np.float64)
+    rows = np.atleast_2d(np.asarray(rows, dtype=np.float32))
+    edges = np.concatenate([[0], gap_breaks(wave), [wave.size]])
+    out = []
+    for a, b in zip(edges[:-1], edges[1:], strict=True):
+        w = wave[a:b]
+        step = (w[-1] - w[0]) / max(w.size - 1, 1)
+        uniform = w[0] + step * np.arange(w.size)
+        image = np.stack([np.interp(uniform, w, r[a:b]) for r in rows]).astype(np.float32)
+        out.append({"x": float(w[0] - step / 2), "dw": float(w[-1] - w[0] + step),
+                    "image": image})
+    return out
+
+
+def runs(flags: np.ndarray) -> list[tuple[int, int]]:
+    """Half-open [start, stop) index ranges of contiguous True values."""
+    f = np.asarray(flags, dtype=bool).astype(np.int8)
+    edges = np.diff(np.concatenate([[0], f, [0]]))
+    return list(zip(np.nonzero(edges == 1)[0].tolist(), np.nonzero(edges == -1)[0].tolist(),
+                    strict=True))
+
+
+def masked_spans(wavelength: np.ndarray, bad: np.ndarray) -> dict[str, np.ndarray]:
+    """Wavelength spans (x0, x1) covering contiguous runs of bad pixels, edge to edge."""
+    wave = np.asarray(wavelength, dtype=np.float64)
+    if wave.size == 0:
+        return {"x0": np.zeros(0), "x1": np.zeros(0)}
+    half = np.diff(wave) / 2
+    left = np.concatenate([[wave[0] - half[0] if half.size else wave[0] - 0.1], wave[1:] - half])
+    right = np.concatenate([wave[:-1] + half, [wave[-1] + half[-1] if half.size else wave[0] + 0.1]])
+    spans = runs(bad)
+    return {"x0": np.array([left[a] for a, _ in spans], dtype=np.float64),
+            "x1": np.array([right[b - 1] for _, b in spans], dtype=np.float64)}
+
+
+def robust_range(values: np.ndarray, good: np.ndarray | None = None, lo_q: float = 0.5,
+                 hi_q: float = 99.5, pad: float = 0.08) -> tuple[float, float]:
+    """A y-range that ignores the worst outliers (bad pixels would flatten the spectrum)."""
+    v = np.asarray(values, dtype=np.float64)
+    keep = np.isfinite(v) if good is None else (np.asarray(good, dtype=bool) & np.isfinite(v))
+    if not keep.any():
+        return (0.0, 1.2)
+    lo, hi = np.percentile(v[keep], [lo_q, hi_q])
+    span = max(hi - lo, 1e-3)
+    return float(lo - pad * span), float(hi + pad * span)
+
+
+def residuals(spectrum: Spectrum, model: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(data − model, (data − model)/σ), NaN at the spectrum's bad pixels."""
+    model = np.asarray(model, dtype=np.float32)
+    if model.shape != spectrum.flux.shape:
+        raise BadDataError(f"{spectrum.label}: model has {model.size} pixels, "
+                           f"the spectrum has {spectrum.n_pix}")
+    bad = spectrum.bad()
+    diff = np.where(bad, np.nan, spectrum.flux - model).astype(np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pull = np.where(bad, np.nan, diff / spectrum.error).astype(np.float32)
+    return diff, pull
+
+
+def fit_statistics(spectrum: Spectrum, model: np.ndarray, n_params: int = 0) -> dict[str, float]:
+    """χ²_ν and RMS residual of a model over the spectrum's good pixels."""
+    diff, pull = residuals(spectrum, model)
+    good = np.isfinite(pull)
+    n = int(good.sum())
+    if n <= n_params:
+        return {"chi2_nu": float("nan"), "resid_rms": float("nan"), "n_good": n}
+    return {"chi2_nu": float(np.sum(pull[good] ** 2) / (n - n_params)),
+            "resid_rms": float(np.sqrt(np.mean(diff[good] ** 2))), "n_good": n}
+
+
+def label_table(spectrum: Spectrum | None, outputs: dict | None = None) -> pd.DataFrame:
+    """The side table: catalog labels with errors, survey info, then model outputs."""
+    rows = []
+    meta = spectrum.meta if spectrum is not None else {}
+    for col, (name, unit) in LABEL_ROWS.items():
+        if col in meta and _finite(meta[col]):
+            err = meta.get(f"{col}_ERR")
+            rows.append({"quantity": name, "value": _fmt(meta[col]),
+                         "error": _fmt(err) if _finite(err) else "", "unit": unit})
+    for col in INFO_ROWS:
+        if meta.get(col) is not None and (not isinstance(meta[col], float) or _finite(meta[col])):
+            rows.append({"quantity": col if col != "SNR" else "S/N", "value": _fmt(meta[col]),
+                         "error": "", "unit": "deg" if col in ("RA", "DEC") else ""})
+    if spectrum is not None:
+        rows.append({"quantity": "masked pixels", "value": f"{100 * spectrum.masked_fraction():.1f}",
+                     "error": "", "unit": "%"})
+    for name, value in (outputs or {}).items():
+        rows.append({"quantity": name, "value": _fmt(value), "error": "", "unit": ""})
+    return pd.DataFrame(rows, columns=["quantity", "value", "error", "unit"])
+
+
+def _finite(v) -> bool:
+    try:
+        return v is not None and bool(np.isfinite(float(v)))
+    except (TypeError, ValueError):
+        return False
+
+
+def _fmt(v) -> str:
+    if isinstance(v, (float, np.floating)):
+        a = abs(float(v))
+        if a == 0 or 1e-3 <= a < 1e5:
+            return f"{float(v):.4g}" if a < 100 else f"{float(v):.1f}"
+        return f"{float(v):.3e}"
+    return str(v)
+
+
+# -- downloads -------------------------------------------------------------------------------
+
+
+def spectrum_table(spectrum: Spectrum, models: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
+    """One row per pixel: wavelength, flux, error, mask bits, bad flag, each model, residuals."""
+    bad = spectrum.bad()
+    table = pd.DataFrame({
+        "wavelength_vac": spectrum.wavelength,
+        "flux": spectrum.flux,
+        "error": spectrum.error,
+        "pixmask": spectrum.pixmask.astype(np.int32),
+        "bad": bad,
+    })
+    for name, flux in (models or {}).items():
+        key = _column_name(name)
+        diff, pull = residuals(spectrum, flux)
+        table[key] = np.asarray(flux, dtype=np.float32)
+        table[f"{key}_resid"] = diff
+        table[f"{key}_pull"] = pull
+    return table
+
+
+def _column_name(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
+
+
+def csv_bytes(spectrum: Spectrum, models: dict | None = None) -> io.BytesIO:
+    buf = io.StringIO()
+    buf.write(f"# Stellarscope export of {spectrum.label}; wavelength in vacuum Angstrom\n")
+    spectrum_table(spectrum, models).to_csv(buf, index=False, float_format="%.6g")
+    return io.BytesIO(buf.getvalue().encode())
+
+
+def fits_bytes(spectrum: Spectrum, models: dict | None = None) -> io.BytesIO:
+    """A FITS binary table of :func:`spectrum_table`, with the star's metadata in the header."""
+    from astropy.io import fits
+    from astropy.table import Table
+
+    hdu = fits.table_to_hdu(Table.from_pandas(spectrum_table(spectrum, models)))
+    hdu.name = "SPECTRUM"
+    primary = fits.PrimaryHDU()
+    for key, value in spectrum.meta.items():
+        if isinstance(value, (str, int, float, bool, np.number)) and len(key) <= 8:
+            if isinstance(value, float) and not np.isfinite(value):
+                continue
+            primary.header[key.upper()] = value if not isinstance(value, str) else value[:60]
+    primary.header["WAVEUNIT"] = ("Angstrom", "vacuum wavelengths")
+    primary.header["MODELS"] = ", ".join(models or {}) or "none"
+    buf = io.BytesIO()
+    fits.HDUList([primary, hdu]).writeto(buf)
+    buf.seek(0)
+    return buf
+
+
+def describe_pixmask(value: int) -> str:
+    return ", ".join(decode_pixmask(value)) or "none"
+
+
+# -- VAE -------------------------------------------------------------------------------------
+
+
+def vae_labels(vae, spectrum: Spectrum, catalog_row: dict | None = None
+               ) -> tuple[np.ndarray, str]:
+    """The labels to condition the VAE on, and where they came from.
+
+    The spectrum's own metadata first, then its catalog row (an uploaded star that the store
+    knows), else the training set's mean labels, said so plainly in the side table.
+    """
+    names = tuple(getattr(vae, "label_names", ()))
+    for source, where in ((spectrum.meta, "catalog labels"), (catalog_row or {}, "store catalog")):
+        values = [source.get(n) for n in names]
+        if all(_finite(v) for v in values):
+            return np.asarray(values, dtype=np.float32), where
+    return np.asarray(vae.label_mean, dtype=np.float32), "training-set mean (file has no labels)"
+
+
+def vae_outputs(vae, spectrum: Spectrum, catalog_row: dict | None = None) -> dict:
+    """Encode a spectrum with a VAE predictor, decode its mean, and measure the fit.
+
+    Returns ``encoding`` (mu, sigma, labels as arrays), ``reconstruction`` (flux on the
+    spectrum's pixels) and ``outputs`` (side-table numbers).
+    """
+    labels, where = vae_labels(vae, spectrum, catalog_row)
+    enc = vae.encode(spectrum, labels=labels)
+    encoding = {k: np.asarray(enc[k], dtype=np.float32).reshape(-1)
+                for k in ("mu", "sigma", "labels")}
+    recon = np.asarray(vae.decode(encoding["mu"], encoding["labels"]), dtype=np.float32)
+    recon = recon.reshape(-1)
+    if recon.size != spectrum.n_pix:
+        raise BadDataError(f"the VAE works on {recon.size} pixels, {spectrum.label} has "
+                           f"{spectrum.n_pix}")
+    stats = fit_statistics(spectrum, recon)
+    outputs = {"VAE χ²_ν": stats["chi2_nu"], "VAE RMS residual": stats["resid_rms"],
+               "VAE labels from": where}
+    return {"encoding": encoding, "reconstruction": recon, "outputs": outputs}

@@ -1,0 +1,216 @@
+"""Dashboard state in plain ``param`` classes: no Panel import, testable without a browser.
+
+* :class:`FocusState` — the one star on screen (``?star=APOGEE_ID``), its spectrum and the
+  model spectra drawn over it.
+* :class:`SelectionState` — the catalog rows brushed in the corner plot.
+* :class:`AppContext` — the store, the loaded models, and the messages meant for the user.
+* :class:`Session` — wires them: a new ``star_id`` loads that star from the store and runs the
+  VAE on it; uploads and other views go through :meth:`Session.show`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import param
+
+from core.errors import StellarscopeError
+from core.spectrum import Spectrum
+from core.store import SpectraStore
+
+from .spectra import vae_outputs
+
+
+class FocusState(param.Parameterized):
+    """The focused star: what the Star, Latent and Fit views show."""
+
+    star_id = param.String(default="", doc="APOGEE_ID of a store star; '' for uploads or none")
+    spectrum = param.ClassSelector(class_=Spectrum, default=None, allow_None=True)
+    source = param.Selector(default="store", objects=["store", "upload"])
+    models = param.Dict(default={}, doc="model name → model flux on the spectrum's pixels")
+    outputs = param.Dict(default={}, doc="model output name → value, for the side table")
+    encoding = param.Dict(default=None, allow_None=True,
+                          doc="the VAE's encoding of this star: mu, sigma, labels")
+
+    @property
+    def label(self) -> str:
+        if self.spectrum is None:
+            return "no star selected"
+        name = self.spectrum.label
+        return f"{name} (uploaded)" if self.source == "upload" else name
+
+    def add_model(self, name: str, flux, outputs: dict | None = None) -> None:
+        """Draw another model over the focused star (e.g. an emulator fit from the Fit view)."""
+        models = {**self.models, name: np.asarray(flux, dtype=np.float32)}
+        self.param.update(models=models, outputs={**self.outputs, **(outputs or {})})
+
+
+class SelectionState(param.Parameterized):
+    """Catalog rows brushed in the catalog view (``rows`` None: nothing brushed)."""
+
+    rows = param.Array(default=None, allow_None=True)
+    count = param.Integer(default=0)
+    total = param.Integer(default=0)
+    description = param.String(default="")
+
+    def select(self, rows, description: str = "") -> None:
+        rows = np.unique(np.asarray(rows, dtype=np.int64))
+        self.param.update(rows=rows, count=int(rows.size), description=description)
+
+    def clear(self) -> None:
+        self.param.update(rows=None, count=self.total, description="")
+
+    @property
+    def active(self) -> bool:
+        return self.rows is not None
+
+
+class AppContext(param.Parameterized):
+    """What every view needs from the process: the store, the models, user messages."""
+
+    store = param.ClassSelector(class_=SpectraStore, default=None, allow_None=True)
+    store_path = param.String(default="")
+    store_problem = param.String(default="", doc="why there is no store, for the UI")
+    vae = param.Parameter(default=None, doc="a core.inference.vae.VAEPredictor, or None")
+    vae_dir = param.String(default="")
+    vae_problem = param.String(default="no VAE model yet")
+    message = param.String(default="")
+    message_kind = param.Selector(default="info", objects=["info", "success", "warning", "error"])
+    message_count = param.Integer(default=0, doc="bumped per message so repeats notify again")
+    status = param.String(default="")
+
+    def notify(self, text: str, kind: str = "info") -> None:
+        self.param.update(message=str(text), message_kind=kind,
+                          message_count=self.message_count + 1)
+
+    def fail(self, exc: BaseException | str) -> None:
+        self.notify(str(exc), "error")
+
+    @property
+    def is_mock(self) -> bool:
+        return bool(self.store is not None and self.store.is_mock)
+
+
+class Session(param.Parameterized):
+    """One browser session's state and the rules that keep it consistent."""
+
+    focus = param.ClassSelector(class_=FocusState)
+    selection = param.ClassSelector(class_=SelectionState)
+    context = param.ClassSelector(class_=AppContext)
+
+    def __init__(self, **params):
+        params.setdefault("focus", FocusState())
+        params.setdefault("selection", SelectionState())
+        params.setdefault("context", AppContext())
+        super().__init__(**params)
+        if self.context.store is not None:
+            self.selection.param.update(total=len(self.context.store),
+                                        count=len(self.context.store))
+        self._loading = False
+        self.focus.param.watch(self._on_star_id, "star_id")
+        self.context.param.watch(self._on_vae, "vae")
+
+    # -- choosing a star ------------------------------------------------------------------
+    def select_star(self, star) -> bool:
+        """Focus a store star by APOGEE_ID (or row number); False and a message if unknown."""
+        store = self.context.store
+        if store is None:
+            self.context.fail(self.context.store_problem or "no store is open")
+            return False
+        try:
+            row = store.row_of(star)
+        except StellarscopeError as exc:
+            self.context.fail(exc)
+            return False
+        star_id = str(store.catalog["APOGEE_ID"].iloc[row])
+        if star_id == self.focus.star_id and self.focus.source == "store":
+            return True
+        self.focus.star_id = star_id
+        return self.focus.star_id == star_id and self.focus.spectrum is not None
+
+    def random_star(self, rng: np.random.Generator | None = None) -> bool:
+        store = self.context.store
+        if store is None or len(store) == 0:
+            self.context.fail(self.context.store_problem or "no store is open")
+            return False
+        rng = rng or np.random.default_rng()
+        rows = self.selection.rows if self.selection.active and self.selection.count else None
+        row = int(rng.choice(rows)) if rows is not None else int(rng.integers(len(store)))
+        return self.select_star(row)
+
+    def _on_star_id(self, event) -> None:
+        if self._loading:
+            return
+        star_id = event.new.strip()
+        if not star_id:
+            if self.focus.source == "store":
+                self.show(None)
+            return
+        store = self.context.store
+        try:
+            if store is None:
+                raise StellarscopeError(self.context.store_problem or "no store is open")
+            spectrum = store.spectrum(star_id)
+            extras = self.model_outputs(spectrum)
+        except StellarscopeError as exc:
+            self.context.fail(exc)
+            self._revert(event.old)
+            return
+        self.show(spectrum, source="store", star_id=star_id, **extras)
+
+    def _revert(self, old: str) -> None:
+        self._loading = True
+        try:
+            self.focus.star_id = old
+        finally:
+            self._loading = False
+
+    # -- models -----------------------------------------------------------------------------
+    def model_outputs(self, spectrum: Spectrum) -> dict:
+        """Model spectra, side-table outputs and encoding of a spectrum (thread-safe).
+
+        A model that fails on this spectrum is reported, not raised: the spectrum still shows.
+        """
+        models, outputs, encoding = {}, {}, None
+        if spectrum.model is not None:
+            models["ASPCAP model"] = spectrum.model
+        vae = self.context.vae
+        if vae is not None:
+            try:
+                out = vae_outputs(vae, spectrum, self._catalog_row(spectrum))
+            except StellarscopeError as exc:
+                outputs["VAE"] = f"not applicable: {exc}"
+            else:
+                models["VAE reconstruction"] = out["reconstruction"]
+                outputs.update(out["outputs"])
+                encoding = out["encoding"]
+        return {"models": models, "outputs": outputs, "encoding": encoding}
+
+    def _catalog_row(self, spectrum: Spectrum) -> dict | None:
+        """The store's catalog row for a spectrum from elsewhere (an upload), if it has one."""
+        store, star = self.context.store, spectrum.apogee_id
+        if store is None or not star or not store.has_star(star):
+            return None
+        return store.catalog.iloc[store.row_of(star)].to_dict()
+
+    def show(self, spectrum: Spectrum | None, *, source: str = "store", star_id: str = "",
+             models: dict | None = None, outputs: dict | None = None,
+             encoding: dict | None = None) -> None:
+        """Put a spectrum (store star or upload) on screen in one batch of changes."""
+        self._loading = True
+        try:
+            self.focus.param.update(
+                spectrum=spectrum, source=source, star_id=star_id if source == "store" else "",
+                models=dict(models or {}), outputs=dict(outputs or {}), encoding=encoding,
+            )
+        finally:
+            self._loading = False
+
+    def _on_vae(self, event) -> None:
+        spectrum = self.focus.spectrum
+        if spectrum is None:
+            return
+        extras = self.model_outputs(spectrum)
+        kept = {k: v for k, v in self.focus.models.items()
+                if k not in ("VAE reconstruction", "ASPCAP model")}
+        extras["models"] = {**extras["models"], **kept}
+        self.focus.param.update(**extras)

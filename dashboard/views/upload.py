@@ -1,0 +1,136 @@
+"""Ways to pick the focused star: APOGEE_ID search, a random star, and FITS upload.
+
+The search box completes on the server (a prefix search over sorted IDs), so even a
+700k-star catalog sends only a handful of suggestions to the browser.  Uploads are parsed by
+``core.io.read_spectrum`` and encoded in a worker thread; a bad file is reported with the
+reader's own message, naming the uploaded file.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import panel as pn
+import param
+
+from core.errors import BadFileError, StellarscopeError
+from core.spectrum import Spectrum
+
+from .. import data
+from ..jobs import JobRunner
+from ..state import Session
+
+MAX_UPLOAD_MB = 50
+FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz")
+
+
+def read_upload(name: str, payload: bytes) -> Spectrum:
+    """Parse uploaded bytes with core.io; errors name the uploaded file, not a temp path."""
+    from core.io import read_spectrum
+
+    if len(payload) > MAX_UPLOAD_MB * 1024 * 1024:
+        raise BadFileError(name, f"is {len(payload) / 2**20:.1f} MB; the limit is {MAX_UPLOAD_MB} MB")
+    if not payload:
+        raise BadFileError(name, "is empty")
+    safe = "".join(c if c.isalnum() or c in "._-+" else "_" for c in Path(name).name) or "upload"
+    with tempfile.TemporaryDirectory(prefix="stellarscope-upload-") as tmp:
+        path = Path(tmp) / safe
+        path.write_bytes(payload)
+        try:
+            spectrum = read_spectrum(path)
+        except BadFileError as exc:
+            raise BadFileError(name, exc.problem) from None
+        except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+            # a reader tripping over a malformed file: still the user's file, not our crash
+            raise BadFileError(name, f"could not be read as an APOGEE spectrum ({exc})") from None
+    spectrum.meta["SOURCE"] = name
+    if not spectrum.normalized:
+        from core.preprocess import normalize
+
+        spectrum = normalize(spectrum)
+        spectrum.meta["NOTE"] = "continuum-normalised per chip by core.preprocess on upload"
+    return spectrum
+
+
+class StarPicker(pn.viewable.Viewer):
+    """Sidebar controls that choose the focused star."""
+
+    session = param.ClassSelector(class_=Session)
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        ctx = self.session.context
+        self._ids = data.id_index(ctx.store) if ctx.store is not None else None
+        self.search = pn.widgets.AutocompleteInput(
+            name="Find a star (APOGEE_ID)", placeholder="type part of an APOGEE_ID",
+            options=self._ids.search("2M", 20) if self._ids else [], min_characters=2,
+            search_strategy="includes", case_sensitive=False, restrict=False,
+            sizing_mode="stretch_width", css_classes=["ss-star-search"])
+        self.random_button = pn.widgets.Button(name="Random star", button_type="primary",
+                                               icon="dice", sizing_mode="stretch_width")
+        self.upload = pn.widgets.FileDropper(
+            accepted_filetypes=[".fits", ".fit", ".fts", ".gz"], max_file_size=f"{MAX_UPLOAD_MB}MB",
+            multiple=False, sizing_mode="stretch_width", height=110)
+        self.upload_status = pn.pane.Markdown(
+            f"apStar, aspcapStar or apVisit FITS, up to {MAX_UPLOAD_MB} MB.",
+            css_classes=["ss-upload-status"], margin=(0, 10))
+        self.runner = JobRunner()
+        self.search.param.watch(self._on_typing, "value_input")
+        self.search.param.watch(self._on_search, "value")
+        self.random_button.on_click(lambda e: self.session.random_star())
+        self.upload.param.watch(self._on_upload, "value")
+        self.session.focus.param.watch(self._on_focus, "star_id")
+        self.random_button.disabled = ctx.store is None
+
+    def _on_typing(self, event) -> None:
+        if self._ids is not None and event.new and len(event.new.strip()) >= 2:
+            self.search.options = self._ids.search(event.new, 25)
+
+    def _on_search(self, event) -> None:
+        star = (event.new or "").strip()
+        if star:
+            self.session.select_star(star)
+
+    def _on_focus(self, event) -> None:
+        if event.new and event.new != self.search.value:
+            self.search.param.update(value=event.new)
+
+    # -- upload -----------------------------------------------------------------------------
+    def _on_upload(self, event) -> None:
+        files = event.new or {}
+        if not files:
+            return
+        name, payload = next(iter(files.items()))
+        if isinstance(payload, str):
+            payload = payload.encode("latin-1")
+        self.upload_status.object = f"Reading **{name}** …"
+        self.upload.loading = True
+        self.runner.submit(self._parse_and_encode, name, payload, key="upload",
+                           on_done=self._show_upload, on_error=self._upload_failed)
+
+    def _parse_and_encode(self, name: str, payload: bytes):
+        spectrum = read_upload(name, payload)
+        return name, spectrum, self.session.model_outputs(spectrum)
+
+    def _show_upload(self, result) -> None:
+        name, spectrum, extras = result
+        self.upload.loading = False
+        self.session.show(spectrum, source="upload", **extras)
+        encoded = "encoded by the VAE" if extras["encoding"] is not None else "not encoded"
+        note = spectrum.meta.get("NOTE")
+        self.upload_status.object = (f"Showing **{name}** ({spectrum.label}, {spectrum.n_pix} "
+                                     f"pixels, {encoded})." + (f" {note}." if note else ""))
+        self.session.context.notify(f"Loaded {name}", "success")
+
+    def _upload_failed(self, exc: BaseException) -> None:
+        self.upload.loading = False
+        msg = str(exc) if isinstance(exc, StellarscopeError) else f"upload failed: {exc}"
+        self.upload_status.object = f"⚠ {msg}"
+        self.session.context.fail(msg)
+
+    def __panel__(self):
+        return pn.Column(
+            self.search, self.random_button,
+            pn.pane.Markdown("**Upload a spectrum**", margin=(10, 10, 0, 10)),
+            self.upload, self.upload_status, sizing_mode="stretch_width")
