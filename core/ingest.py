@@ -35,8 +35,9 @@ from .store import SpectraStore
 FILE_KINDS = {"aspcapstar": ("aspcapStar",), "apstar": ("apStar", "asStar")}
 #: Header values that become catalog columns when there is no allStar (``--files``).
 HEADER_COLUMNS = ("APOGEE_ID", "SNR", "TELESCOPE", "FIELD", "RA", "DEC")
-#: allStar columns worth keeping beyond core.io's defaults, when the file has them.
-EXTRA_ALLSTAR_COLUMNS = ("RA", "DEC", "GLON", "GLAT", "LOCATION_ID", "NVISITS")
+#: allStar columns worth keeping beyond core.io's defaults, when the file has them (each
+#: costs one more pass over the catalog, so only the sky position).
+EXTRA_ALLSTAR_COLUMNS = ("RA", "DEC")
 ROWS_PER_PART = 8192  # bounds the writer's memory: 8192 × 7514 × 10 bytes ≈ 0.6 GB
 MAX_SKIPS_RECORDED = 200
 
@@ -122,14 +123,18 @@ class _Buffer:
                  batch_size: int):
         self.writer, self.grid, self.report = writer, grid, report
         self.continuum, self.batch_size = continuum, batch_size
-        self._items: list[tuple[np.ndarray, np.ndarray, np.ndarray, bool, dict, str]] = []
+        self._items: list[tuple[np.ndarray, np.ndarray, np.ndarray, str, dict, str]] = []
 
     def __len__(self) -> int:
         """Spectra waiting to be written."""
         return len(self._items)
 
-    def add(self, flux, error, pixmask, *, normalized: bool, row: dict, label: str) -> None:
-        self._items.append((flux, error, pixmask, normalized, row, label))
+    def add(self, flux, error, pixmask, *, normalized: bool | None, row: dict,
+            label: str) -> None:
+        """Queue one spectrum: ``normalized`` False → normalise it, True → fill its bad
+        pixels, None → store it as it is (a user's un-normalised arrays)."""
+        treatment = {False: "normalize", True: "clean", None: "as is"}[normalized]
+        self._items.append((flux, error, pixmask, treatment, row, label))
         if len(self._items) >= self.batch_size:
             self.flush()
 
@@ -140,7 +145,8 @@ class _Buffer:
         flux = np.stack([i[0] for i in items]).astype(np.float32)
         error = np.stack([i[1] for i in items]).astype(np.float32)
         pixmask = np.stack([i[2] for i in items])
-        raw = np.array([not i[3] for i in items])
+        raw = np.array([i[3] == "normalize" for i in items])
+        done = np.array([i[3] == "clean" for i in items])
         keep = np.ones(len(items), dtype=bool)
         if raw.any():
             res = normalize_arrays(flux[raw], error[raw], pixmask[raw], self.grid,
@@ -152,9 +158,9 @@ class _Buffer:
                 self.report.skip("no continuum", items[k][5],
                                  "no chip had enough good pixels for a continuum fit")
             keep[failed] = False
-        if (~raw).any():
-            c = clean(flux[~raw], error[~raw], pixmask[~raw], bad_bits=self.continuum.bad_bits)
-            flux[~raw], error[~raw] = c.flux, c.error
+        if done.any():
+            c = clean(flux[done], error[done], pixmask[done], bad_bits=self.continuum.bad_bits)
+            flux[done], error[done] = c.flux, c.error
         if keep.any():
             rows = pd.DataFrame([items[k][4] for k in np.nonzero(keep)[0]])
             self.writer.append(flux[keep], error[keep], pixmask[keep], rows)
@@ -446,13 +452,14 @@ def ingest_generic(path, out, *, normalize: bool | None = None, limit: int | Non
     if do_norm:
         provenance["continuum"] = continuum.describe()
     records = cat.to_dict("records")
+    state = False if do_norm else (True if already else None)
 
     def fill(buffer: _Buffer, report: IngestReport) -> None:
         report.n_candidates = n
         with _progress(n, "ingest generic", progress) as bar:
             for i in range(n):
                 buffer.add(arrays.flux[i], arrays.error[i], arrays.mask[i],
-                           normalized=not do_norm, row=records[i], label=f"row {i}")
+                           normalized=state, row=records[i], label=f"row {i}")
                 bar.update(1)
 
     return _write_store(out, mode="generic", kind="generic", grid=g, dtype=dtype,

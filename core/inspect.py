@@ -23,8 +23,13 @@ _LABELS = {
 
 
 def summarize(path) -> dict:
-    """Summary of a store directory or a FITS/HDF5/NPZ file; BadFileError for bad files."""
+    """Summary of a store (directory or name) or a FITS/HDF5/NPZ file; BadFileError for bad files."""
     p = Path(path)
+    if not p.exists():
+        from .paths import resolve_store
+
+        named = resolve_store(path)  # a bare store name under $STELLARSCOPE_HOME/stores
+        p = named if named.is_dir() else p
     if p.is_dir():
         return summarize_store(p)
     if not p.exists():

@@ -20,7 +20,7 @@ from core.preprocess import (
     normalize,
     normalize_arrays,
 )
-from core.preprocess.continuum import chip_slices, chip_slices_from_wavelength
+from core.preprocess.continuum import chip_slices, chip_slices_from_wavelength, fit_chip_clipped
 from core.preprocess.selection import SELECTIONS, format_report
 from core.spectrum import Spectrum
 
@@ -374,3 +374,11 @@ def test_missing_columns_are_named():
 def test_dr16_spec_names_are_accepted():
     df = allstar_frame().rename(columns={"TEFF": "TEFF_SPEC", "LOGG": "LOGG_SPEC"})
     assert get_selection("vae").apply(df).sum() == 4
+
+
+def test_clipping_never_loses_a_fit_it_had():
+    # A step: every pixel is "far" from any quadratic in units of its tiny error, so the
+    # clipping would reject all of them; the last usable fit must be kept instead.
+    flux = np.array([[1.0, 1, 1, 0.5, 0.5, 0.5, 0.5, 0.5]])
+    cont, ok = fit_chip_clipped(flux, np.full_like(flux, 1e6), 2, 2.0, 3.0, 10)
+    assert ok.all() and np.isfinite(cont).all()

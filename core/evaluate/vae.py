@@ -230,7 +230,7 @@ def _write_plots(out, store, chi2_nu, sums, corr, latent_names, names, n_lat) ->
     ax.set_xlabel("reduced χ² of the reconstruction")
     ax.set_ylabel("spectra")
     ax.legend()
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.12, right=0.97, bottom=0.13, top=0.96)
     files.append(save(fig, "chi2_hist.png"))
 
     n = np.maximum(sums["n"], 1)
@@ -249,7 +249,7 @@ def _write_plots(out, store, chi2_nu, sums, corr, latent_names, names, n_lat) ->
     axes[1].set_xlabel("vacuum wavelength (Å)")
     for ax in axes:
         ax.legend(fontsize=7, loc="upper right")
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.1, top=0.97, hspace=0.08)
     files.append(save(fig, "residuals.png"))
 
     fig, ax = plt.subplots(figsize=(7.5, 6.5), dpi=110)
@@ -261,7 +261,7 @@ def _write_plots(out, store, chi2_nu, sums, corr, latent_names, names, n_lat) ->
     ax.axvline(n_lat - 0.5, color="k", lw=0.6)
     fig.colorbar(im, ax=ax, label="Pearson r")
     ax.set_title("latent correlations [μ, injected labels]")
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.1, right=0.98, bottom=0.1, top=0.95)
     files.append(save(fig, "latent_corr.png"))
 
     block = corr[:, n_lat:]
@@ -272,6 +272,6 @@ def _write_plots(out, store, chi2_nu, sums, corr, latent_names, names, n_lat) ->
     ax.axhline(n_lat - 0.5, color="k", lw=0.6)
     fig.colorbar(im, ax=ax, label="Pearson r (±0.2)")
     ax.set_title("latent vs injected label", fontsize=9)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.25, right=0.92, bottom=0.06, top=0.96)
     files.append(save(fig, "label_corr.png"))
     return files

@@ -10,6 +10,7 @@ correlation RV) seed a few short LM runs, and the best of those is run to conver
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -105,13 +106,16 @@ class Start:
 
 def fit_batch(emulator: Emulator, flux, error, good, options: FitOptions | None = None, *,
               start: Start | None = None, free_labels: list[str] | None = None,
-              free_continuum: bool = True, return_model: bool = False) -> BatchFit:
+              free_continuum: bool = True, return_model: bool = False,
+              progress: Callable[[float, str], None] | None = None) -> BatchFit:
     """Fit (B, P) arrays on the emulator's grid; ``good`` marks pixels to use.
 
     ``free_labels`` restricts the labels fitted (the rest stay at ``start``), and
     ``free_continuum=False`` holds the continuum coefficients; ``start`` replaces the
-    automatic RV pre-estimate and multi-start by one given point.
+    automatic RV pre-estimate and multi-start by one given point.  ``progress(fraction,
+    message)`` is called as the fit advances.
     """
+    report = progress or (lambda fraction, message: None)
     opts = options or FitOptions()
     dev = emulator.device
     fwd = ForwardModel(emulator, opts.continuum_degree)
@@ -137,6 +141,7 @@ def fit_batch(emulator: Emulator, flux, error, good, options: FitOptions | None 
     free_t = torch.tensor(free, dtype=torch.long, device=dev)
 
     with torch.no_grad():
+        report(0.02, "cross-correlating for the RV and ranking start points")
         p_start, rv_start = _starting_points(emulator, fwd, flux_t, good_t, weight, opts, start)
         n_starts = p_start.shape[0] // n_star
         star_of = torch.arange(n_star, device=dev).repeat_interleave(n_starts)
@@ -157,9 +162,12 @@ def fit_batch(emulator: Emulator, flux, error, good, options: FitOptions | None 
             return residuals
 
         lo_rows, hi_rows = lower[star_of][:, free_t], upper[star_of][:, free_t]
+        first_iter = opts.explore_iter if n_starts > 1 else opts.max_iter
+        report(0.1, f"fitting from {n_starts} start(s)")
         lm = levenberg_marquardt(residuals_for(p_start, star_of), p_start[:, free_t], lo_rows,
-                                 hi_rows, max_iter=opts.explore_iter if n_starts > 1 else opts.max_iter,
-                                 ftol=opts.ftol)
+                                 hi_rows, max_iter=first_iter, ftol=opts.ftol,
+                                 on_iteration=_stage(report, 0.1, 0.4 if n_starts > 1 else 0.95,
+                                                     first_iter, "fitting"))
         if n_starts > 1:
             best = lm.chi2.view(n_star, n_starts).argmin(-1)
             pick = torch.arange(n_star, device=dev) * n_starts + best
@@ -169,7 +177,9 @@ def fit_batch(emulator: Emulator, flux, error, good, options: FitOptions | None 
             explored = lm.n_iter[pick]
             lm = levenberg_marquardt(residuals_for(template, owner), lm.p[pick],
                                      lower[:, free_t], upper[:, free_t], max_iter=opts.max_iter,
-                                     ftol=opts.ftol, lam0=lm.lam[pick])
+                                     ftol=opts.ftol, lam0=lm.lam[pick],
+                                     on_iteration=_stage(report, 0.4, 0.95, opts.max_iter,
+                                                         "refining the best start"))
             lm.n_iter += explored
             p_start = template
         p_best = p_start.clone()
@@ -177,8 +187,17 @@ def fit_batch(emulator: Emulator, flux, error, good, options: FitOptions | None 
         model, _ = fwd.evaluate(p_best, free_t, jacobian=False)
         r = (flux_t - model) * weight
         chi2 = (r * r).sum(-1)
+    report(1.0, "done")
     return _collect(emulator, fwd, p_best, lm, free, free_lab, chi2, used, rv_start, lower,
                     upper, opts, model if return_model else None)
+
+
+def _stage(report, start: float, end: float, n_iter: int, message: str):
+    """LM iteration callback mapping iterations onto [start, end] of the progress bar."""
+    def on_iteration(i, n_active):
+        report(start + (end - start) * min(1.0, (i + 1) / max(n_iter, 1)),
+               f"{message}: iteration {i + 1}, {n_active} still moving")
+    return on_iteration
 
 
 def _free_label_index(emulator: Emulator, free_labels) -> list[int]:

@@ -42,10 +42,11 @@ def _catalog_values(meta: dict, names: list[str]) -> dict[str, float]:
 
 
 def fit_spectrum(spectrum: Spectrum, model, options: FitOptions | None = None, *,
-                 mask: np.ndarray | None = None) -> FitResult:
+                 mask: np.ndarray | None = None, progress=None) -> FitResult:
     """Fit every label, the RV (and a continuum correction if asked) to one spectrum.
 
-    ``mask`` (True = exclude) adds user-masked pixels on the model's grid.
+    ``mask`` (True = exclude) adds user-masked pixels on the model's grid;
+    ``progress(fraction, message)`` follows the fit.
     """
     emu = load_model(model)
     opts = options or FitOptions()
@@ -55,7 +56,8 @@ def fit_spectrum(spectrum: Spectrum, model, options: FitOptions | None = None, *
         raise BadDataError(
             f"{spec.label}: only {int(good.sum())} usable pixels; at least {need} are needed"
         )
-    fit = fit_batch(emu, flux[None], error[None], good[None], opts, return_model=True)
+    fit = fit_batch(emu, flux[None], error[None], good[None], opts, return_model=True,
+                    progress=progress)
     names = fit.label_names
     at_bound = [n for n, b in zip(names, fit.label_at_bound[0], strict=True) if b]
     if fit.flags[0] & 2:

@@ -37,8 +37,12 @@ def _normal_equations(r: torch.Tensor, jac: torch.Tensor) -> tuple[torch.Tensor,
 
 def levenberg_marquardt(residuals: ResidualFn, p0: torch.Tensor, lower: torch.Tensor,
                         upper: torch.Tensor, *, max_iter: int = 50, ftol: float = 1e-7,
-                        xtol: float = 1e-7, lam0: float | torch.Tensor = 1e-3) -> LMResult:
-    """Minimise Σ r² for every row of ``p0`` (B, K) inside [lower, upper] (B, K)."""
+                        xtol: float = 1e-7, lam0: float | torch.Tensor = 1e-3,
+                        on_iteration: Callable[[int, int], None] | None = None) -> LMResult:
+    """Minimise Σ r² for every row of ``p0`` (B, K) inside [lower, upper] (B, K).
+
+    ``on_iteration(i, n_active)`` is called after every iteration (for progress displays).
+    """
     p = torch.minimum(torch.maximum(p0.clone(), lower), upper)
     n, k = p.shape
     all_rows = torch.arange(n, device=p.device)
@@ -51,7 +55,7 @@ def levenberg_marquardt(residuals: ResidualFn, p0: torch.Tensor, lower: torch.Te
     n_iter = torch.zeros(n, dtype=torch.long, device=p.device)
     eye = torch.eye(k, dtype=torch.float64, device=p.device)
     span = (upper - lower).double().clamp(min=1e-30)
-    for _ in range(max_iter):
+    for it in range(max_iter):
         rows = torch.nonzero(active).squeeze(-1)
         if rows.numel() == 0:
             break
@@ -83,4 +87,6 @@ def levenberg_marquardt(residuals: ResidualFn, p0: torch.Tensor, lower: torch.Te
         done |= lam[rows] > 1e10
         converged[rows[done]] = True
         active[rows[done]] = False
+        if on_iteration is not None:
+            on_iteration(it, int(active.sum()))
     return LMResult(p=p, chi2=chi2, jtj=a, converged=converged, n_iter=n_iter, lam=lam)

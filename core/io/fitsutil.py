@@ -62,22 +62,42 @@ def open_fits(path: str | os.PathLike, memmap: bool = True) -> Iterator[fits.HDU
         raise BadFileError(p, "not a FITS file (no 'SIMPLE  =' card at the start)")
     if size < FITS_BLOCK:
         raise BadFileError(p, f"truncated FITS file: {size} bytes, less than one {FITS_BLOCK}-byte header block")
-    try:
-        with warnings.catch_warnings():
-            # Truncation and non-standard cards are checked (or tolerated) explicitly below.
-            warnings.simplefilter("ignore", AstropyWarning)
-            hdul = fits.open(p, memmap=memmap, lazy_load_hdus=False, mode="readonly")
-    except BadFileError:
-        raise
-    except Exception as exc:  # astropy raises many types for corrupt bytes
-        raise BadFileError(p, f"cannot be read as FITS ({type(exc).__name__}: {exc})") from None
-    try:
-        _check_data_lengths(p, hdul, size)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", AstropyWarning)
-            yield hdul
-    finally:
-        hdul.close()
+    # astropy leaves its own file handle open when parsing fails; owning the handle avoids that.
+    with open(p, "rb") as fh:
+        try:
+            with warnings.catch_warnings():
+                # Truncation and non-standard cards are checked (or tolerated) explicitly below.
+                warnings.simplefilter("ignore", AstropyWarning)
+                hdul = fits.open(fh, memmap=memmap, lazy_load_hdus=False, mode="readonly")
+        except Exception as exc:  # astropy raises many types for corrupt bytes
+            raise BadFileError(p, f"cannot be read as FITS ({type(exc).__name__}: {exc})") from None
+        try:
+            _check_data_lengths(p, hdul, size)
+            _parse_headers(p, hdul)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", AstropyWarning)
+                try:
+                    yield hdul
+                except BadFileError:
+                    raise
+                except Exception as exc:  # damaged content that slipped past the checks above
+                    raise BadFileError(p, f"unreadable FITS content ({type(exc).__name__}: {exc})") from exc
+        finally:
+            hdul.close()
+
+
+def _parse_headers(path: Path, hdul: fits.HDUList) -> None:
+    """Parse every header card (and table column definition) now, so damage surfaces here."""
+    for i, hdu in enumerate(hdul):
+        card = None
+        try:
+            for card in hdu.header.cards:
+                card.value  # noqa: B018 - astropy parses a card's value lazily on access
+            if isinstance(hdu, fits.BinTableHDU):
+                hdu.columns  # noqa: B018
+        except Exception as exc:
+            where = f"card {card.keyword!r}" if card is not None else "header"
+            raise BadFileError(path, f"HDU{i} {where} cannot be parsed ({type(exc).__name__}: {exc})") from None
 
 
 def _data_bytes(header: fits.Header) -> int:

@@ -83,7 +83,8 @@ def _read_hdf5(path: Path) -> dict[str, np.ndarray]:
 
             def visit(name, obj):
                 if isinstance(obj, h5py.Dataset):
-                    entries[name] = obj[()]
+                    key = name.decode("utf-8", "replace") if isinstance(name, bytes) else name
+                    entries[key] = obj[()]
 
             h5.visititems(visit)
     except BadFileError:
@@ -154,7 +155,15 @@ def read_generic(path: str | os.PathLike) -> SpectraArrays:
     """Read an HDF5/NPZ file of spectra (see the module docstring for the entry names)."""
     p = fu.check_readable_file(path)
     entries = _read_hdf5(p) if _file_kind(p) == "hdf5" else _read_npz(p)
+    try:
+        return _assemble(p, entries)
+    except BadFileError:
+        raise
+    except (TypeError, ValueError) as exc:  # e.g. entries with dtypes that cannot be cast
+        raise BadFileError(p, f"unusable array contents ({type(exc).__name__}: {exc})") from None
 
+
+def _assemble(p: Path, entries: dict) -> SpectraArrays:
     flux = _pick(entries, FLUX_KEYS)
     if flux is None:
         raise BadFileError(p, f"no flux array (looked for {', '.join(FLUX_KEYS)}; found {sorted(entries)})")
@@ -207,5 +216,5 @@ def read_generic(path: str | os.PathLike) -> SpectraArrays:
         grid=grid,
         labels=labels,
         ids=ids,
-        meta={"SOURCE": os.fspath(path), "READER": "generic"},
+        meta={"SOURCE": os.fspath(p), "READER": "generic"},
     )

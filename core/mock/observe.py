@@ -83,87 +83,100 @@ def _label(labels: pd.DataFrame, name: str, default) -> np.ndarray:
 
 def observe(model: np.ndarray, labels: pd.DataFrame, grid: Grid, seed: int):
     """Noisy flux, error and PIXMASK (float32, float32, uint16) for noiseless ``model`` rows."""
+    n, n_pix = model.shape
     snr = np.clip(_label(labels, "SNR", 100.0).astype(np.float64), 1.0, None)
     telescope = _label(labels, "TELESCOPE", "apo25m").astype(str)
     vhelio = np.nan_to_num(_label(labels, "VHELIO_AVG", 0.0).astype(np.float64))
-    pattern = _detector_pattern()[grid.index]
-    index = grid.index
     sky_pix, sky_class = _sky_lines()
-    fixed_bad = _fixed_bad_pixels()
-    ghost = apstar_pixel(np.asarray(LITTROW_GHOST_VAC))
-    blue = DETECTORS[0]
+    n_sky = sky_pix.size
+    offsets = np.arange(-3, 4)
 
-    flux = np.empty_like(model, dtype=np.float32)
-    error = np.empty_like(model, dtype=np.float32)
-    pixmask = np.zeros(model.shape, dtype=np.uint16)
+    # every random number a star uses comes from its own stream, in a fixed order
+    z_pix = np.empty((n, n_pix), dtype=np.float32)
+    z_sky = np.empty((n, n_sky, offsets.size), dtype=np.float32)
+    u = np.empty((n, 8))
+    extra_bad, cosmic = [], []
     for i, rng in enumerate(star_rngs(labels, seed)):
-        f0 = model[i].astype(np.float64)
-        sigma = np.hypot(pattern * np.sqrt(np.clip(f0, 0.05, None)) / snr[i], ERROR_FLOOR)
-        f = f0 + sigma * rng.standard_normal(f0.size)
-        err = sigma.copy()
-        mask = np.zeros(APSTAR_NPIX, dtype=np.int64)
-        boost = np.ones(APSTAR_NPIX)  # error inflation on the apStar grid
-        extra = np.zeros(APSTAR_NPIX)  # additive flux artefacts
-        # observed-frame features appear shifted by the star's topocentric velocity
-        v_topo = vhelio[i] + rng.uniform(-30.0, 30.0)  # barycentric correction of the visits
-        shift = -v_topo / KMS_PER_PIXEL
+        z_pix[i] = rng.standard_normal(n_pix, dtype=np.float32)
+        z_sky[i] = rng.standard_normal((n_sky, offsets.size), dtype=np.float32)
+        u[i] = rng.random(8)
+        extra_bad.append(rng.integers(0, APSTAR_NPIX, rng.poisson(12)))
+        n_cr = rng.poisson(2.0)
+        cosmic.append((rng.integers(0, APSTAR_NPIX - 2, n_cr), rng.integers(1, 3, n_cr),
+                       rng.uniform(0.05, 0.25, n_cr)))
 
-        # sky lines: residuals of the sky subtraction, wider for brighter lines
-        centres = sky_pix + shift
-        half = np.array([2.6, 1.6, 1.1])[sky_class - 1]
-        for c, h, cls in zip(centres, half, sky_class, strict=True):
-            a, b = int(np.ceil(c - h)), int(np.floor(c + h)) + 1
-            if b <= 0 or a >= APSTAR_NPIX:
-                continue
-            a, b = max(a, 0), min(b, APSTAR_NPIX)
-            mask[a:b] |= _BAD["SIG_SKYLINE"]
-            boost[a:b] *= (4.0, 2.5, 1.8)[cls - 1]
-            extra[a:b] += rng.normal(0.0, (3.0, 1.5, 1.0)[cls - 1] / snr[i], b - a)
+    f0 = np.asarray(model, dtype=np.float32)
+    pattern = _detector_pattern()[grid.index].astype(np.float32)
+    # photon noise: σ² ∝ flux, scaled so that σ = pattern/SNR on the continuum, plus a floor
+    scale2 = (pattern[None, :] / snr.astype(np.float32)[:, None]) ** 2
+    error = np.sqrt(scale2 * np.clip(f0, 0.05, None) + np.float32(ERROR_FLOOR**2))
+    flux = f0 + error * z_pix
+    pixmask = np.zeros((n, n_pix), dtype=np.uint16)
+    on_grid = np.full(APSTAR_NPIX, -1, dtype=np.int64)
+    on_grid[grid.index] = np.arange(n_pix)
 
-        # bad detector pixels (fixed) and a few random ones this visit
-        bad = np.rint(fixed_bad + shift).astype(np.int64)
-        bad = np.concatenate([bad, rng.integers(0, APSTAR_NPIX, rng.poisson(12))])
-        bad = bad[(bad >= 0) & (bad < APSTAR_NPIX)]
-        mask[bad] |= _BAD["BADPIX"]
-        boost[bad] *= 25.0
-        extra[bad] += rng.uniform(-0.3, 0.2, bad.size)
+    def apply(rows, apstar_pix, bit, boost, add=None):
+        """Flag, inflate the error of and add artefact flux to (row, apStar pixel) pairs."""
+        rows, q = np.asarray(rows), on_grid[np.clip(apstar_pix, 0, APSTAR_NPIX - 1)]
+        keep = (apstar_pix >= 0) & (apstar_pix < APSTAR_NPIX) & (q >= 0)
+        rows, q = rows[keep], q[keep]
+        pixmask[rows, q] |= np.uint16(bit)
+        error[rows, q] *= np.asarray(boost, dtype=np.float32)[keep] if np.ndim(boost) else boost
+        if add is not None:
+            flux[rows, q] += np.asarray(add, dtype=np.float32)[keep] if np.ndim(add) else add
 
-        # cosmic rays: 1-2 pixel hits that the visit combination did not fully reject
-        for _ in range(rng.poisson(2.0)):
-            a = int(rng.integers(0, APSTAR_NPIX - 2))
-            width = int(rng.integers(1, 3))
-            mask[a:a + width] |= _BAD["CRPIX"]
-            boost[a:a + width] *= 20.0
-            extra[a:a + width] += rng.uniform(0.05, 0.25)
+    rows_all = np.arange(n)
+    # observed-frame features appear shifted by the star's topocentric velocity
+    v_topo = vhelio + (u[:, 0] - 0.5) * 60.0  # barycentric correction of the visits
+    shift = -v_topo / KMS_PER_PIXEL
 
-        # saturation next to the brightest sky lines, in a few high-S/N stars
-        if snr[i] > 300 and rng.random() < 0.1:
-            c = int(np.rint(centres[int(rng.integers(0, centres.size))]))
-            a, b = max(c - 1, 0), min(c + 2, APSTAR_NPIX)
-            mask[a:b] |= _BAD["SATPIX"]
-            boost[a:b] *= 30.0
+    # sky lines: residuals of the sky subtraction, wider for brighter lines
+    centres = sky_pix[None, :] + shift[:, None]
+    pix = np.floor(centres)[:, :, None].astype(np.int64) + offsets
+    half = np.array([2.6, 1.6, 1.1])[sky_class - 1]
+    r, s_idx, o_idx = np.nonzero(np.abs(pix - centres[:, :, None]) <= half[None, :, None])
+    cls = sky_class[s_idx] - 1
+    apply(r, pix[r, s_idx, o_idx], _BAD["SIG_SKYLINE"], np.array([4.0, 2.5, 1.8])[cls],
+          z_sky[r, s_idx, o_idx] * np.array([3.0, 1.5, 1.0])[cls] / snr[r])
 
-        # persistence on the blue detector of the APO 2.5 m spectrograph
-        if telescope[i] == "apo25m" and rng.random() < 0.18:
-            level = rng.choice(("PERSIST_LOW", "PERSIST_MED", "PERSIST_HIGH"), p=(0.5, 0.35, 0.15))
-            end = blue[0] + int((blue[1] - blue[0]) * rng.uniform(0.35, 1.0))
-            mask[blue[0]:end] |= _BAD[level]
-            amp = {"PERSIST_LOW": 0.01, "PERSIST_MED": 0.03, "PERSIST_HIGH": 0.06}[level]
-            ramp = np.linspace(1.0, 0.3, end - blue[0])
-            extra[blue[0]:end] += amp * rng.uniform(0.5, 1.0) * ramp
-            boost[blue[0]:end] *= 1.3
+    # bad detector pixels (fixed) and a few random ones this visit
+    fixed = np.rint(_fixed_bad_pixels()[None, :] + shift[:, None]).astype(np.int64)
+    r_bad = np.concatenate([np.repeat(rows_all, fixed.shape[1])]
+                           + [np.full(b.size, i) for i, b in enumerate(extra_bad)])
+    p_bad = np.concatenate([fixed.ravel()] + extra_bad)
+    apply(r_bad, p_bad, _BAD["BADPIX"], 25.0, -0.3 + 0.5 * ((p_bad * 0.6180339887) % 1.0))
 
-        # Littrow ghost: a faint fixed-position reflection on the green detector
-        if telescope[i] != "apo1m" and rng.random() < 0.25:
-            a, b = int(np.floor(ghost[0] + shift)), int(np.ceil(ghost[1] + shift)) + 1
-            a, b = max(a, 0), min(b, APSTAR_NPIX)
-            mask[a:b] |= _BAD["LITTROW_GHOST"]
-            extra[a:b] += rng.uniform(0.005, 0.03)
-            boost[a:b] *= 1.5
+    # cosmic rays: 1-2 pixel hits that the visit combination did not fully reject
+    r_cr, p_cr, a_cr = [], [], []
+    for i, (starts, widths, amps) in enumerate(cosmic):
+        for a, w, amp in zip(starts, widths, amps, strict=True):
+            r_cr += [i] * int(w)
+            p_cr += list(range(a, a + w))
+            a_cr += [amp] * int(w)
+    if r_cr:
+        apply(np.array(r_cr), np.array(p_cr), _BAD["CRPIX"], 20.0, np.array(a_cr))
 
-        f = f + extra[index]
-        err = err * boost[index]
-        flux[i] = np.clip(f, *FLUX_RANGE)
-        error[i] = err
-        pixmask[i] = mask[index].astype(np.uint16)
+    # saturation next to the brightest sky lines, in a few high-S/N stars
+    sat = np.nonzero((snr > 300) & (u[:, 1] < 0.1))[0]
+    if sat.size:
+        c = np.rint(centres[sat, (u[sat, 2] * n_sky).astype(np.int64)]).astype(np.int64)
+        apply(np.repeat(sat, 3), (c[:, None] + np.arange(-1, 2)).ravel(), _BAD["SATPIX"], 30.0)
+
+    # persistence on the blue detector of the APO 2.5 m spectrograph
+    blue = DETECTORS[0]
+    levels = ("PERSIST_LOW", "PERSIST_MED", "PERSIST_HIGH")
+    amps = (0.01, 0.03, 0.06)
+    for i in np.nonzero((telescope == "apo25m") & (u[:, 3] < 0.18))[0]:
+        k = int(np.searchsorted([0.5, 0.85], u[i, 4], side="right"))
+        end = blue[0] + int((blue[1] - blue[0]) * (0.35 + 0.65 * u[i, 5]))
+        ramp = amps[k] * (0.5 + 0.5 * u[i, 6]) * np.linspace(1.0, 0.3, end - blue[0])
+        apply(np.full(end - blue[0], i), np.arange(blue[0], end), _BAD[levels[k]], 1.3, ramp)
+
+    # Littrow ghost: a faint fixed-position reflection on the green detector
+    ghost = apstar_pixel(np.asarray(LITTROW_GHOST_VAC))
+    for i in np.nonzero((telescope != "apo1m") & (u[:, 7] < 0.25))[0]:
+        span = np.arange(int(np.floor(ghost[0] + shift[i])), int(np.ceil(ghost[1] + shift[i])) + 1)
+        apply(np.full(span.size, i), span, _BAD["LITTROW_GHOST"], 1.5, 0.005 + 0.025 * u[i, 6])
+
+    np.clip(flux, *FLUX_RANGE, out=flux)
     return flux, error, pixmask

@@ -27,12 +27,13 @@ _DISCS = {"thin": (0.70, -0.05, 0.22), "thick": (0.24, -0.55, 0.25), "halo": (0.
 _ALPHA = {"O_FE": (1.0, 0.05), "MG_FE": (1.0, 0.03), "SI_FE": (0.75, 0.03),
           "S_FE": (0.8, 0.06), "CA_FE": (0.65, 0.03), "TI_FE": (0.6, 0.05)}
 # Per-label error at S/N 100 for a solar-metallicity giant (ASPCAP-like).
-_ERR100 = {"TEFF": 28.0, "LOGG": 0.035, "M_H": 0.012, "FE_H": 0.010, "VMICRO": 0.05,
+_ERR100 = {"TEFF": 40.0, "LOGG": 0.035, "M_H": 0.012, "FE_H": 0.010, "VMICRO": 0.05,
            "C_FE": 0.020, "N_FE": 0.030, "O_FE": 0.022, "NA_FE": 0.090, "MG_FE": 0.015,
            "AL_FE": 0.030, "SI_FE": 0.016, "S_FE": 0.045, "K_FE": 0.035, "CA_FE": 0.018,
            "TI_FE": 0.030, "V_FE": 0.065, "CR_FE": 0.035, "MN_FE": 0.022, "CO_FE": 0.055,
            "NI_FE": 0.016}
 _ERR_FLOOR = {"TEFF": 8.0, "LOGG": 0.012, "VMICRO": 0.015}
+_ERR_CAP = {"TEFF": 250.0, "LOGG": 0.3, "VMICRO": 0.3}  # abundances: 0.35 dex
 
 #: Rotation from Galactic to ICRS unit vectors (transpose of the Hipparcos ICRS→Galactic matrix).
 _GAL_TO_ICRS = np.array([
@@ -94,17 +95,19 @@ def _fields(rng, n: int):
     ra_c, dec_c = galactic_to_icrs(l_c, b_c)
     tel = np.where(dec_c < -20.0, "lco25m", "apo25m").astype(object)
     tel[(dec_c >= -20.0) & (dec_c <= 10.0) & (rng.random(n_fields) < 0.3)] = "lco25m"
-    one_m = (dec_c > -10.0) & (rng.random(n_fields) < 0.06)
-    tel[one_m] = "apo1m"
     names = np.array([f"{lc:03.0f}{bc:+03.0f}" for lc, bc in zip(l_c % 360, b_c, strict=True)],
                      dtype=object)
-    names[one_m] = "calibration"
     field = rng.integers(0, n_fields, n)
+    star_tel, star_field = tel[field], names[field]
+    # bright calibration stars observed with the APO 1 m telescope
+    one_m = (rng.random(n) < 0.03) & (dec_c[field] > -10.0)
+    star_tel[one_m] = "apo1m"
+    star_field[one_m] = "calibration"
     radius = 1.5 * np.sqrt(rng.random(n))
     angle = rng.uniform(0.0, 2 * np.pi, n)
     dec = np.clip(dec_c[field] + radius * np.sin(angle), -89.9, 89.9)
     ra = (ra_c[field] + radius * np.cos(angle) / np.cos(np.radians(dec))) % 360.0
-    return names[field], tel[field], ra, dec
+    return star_field, star_tel, ra, dec
 
 
 def _metallicity(rng, pop: np.ndarray):
@@ -186,7 +189,7 @@ def _errors(rng, true: dict[str, np.ndarray], snr: np.ndarray) -> dict[str, np.n
     """Per-star label errors: ∝ (100/SNR)^0.85, larger for metal-poor and hot stars."""
     noise = (100.0 / snr) ** 0.85
     weak_lines = 10.0 ** (-0.35 * np.minimum(true["FE_H"], 0.0))
-    hot = np.exp(np.clip(true["TEFF"] - 4800.0, 0.0, None) / 1500.0)
+    hot = np.exp(np.clip(true["TEFF"] - 4800.0, 0.0, None) / 2500.0)
     out = {}
     for name, base in _ERR100.items():
         e = base * noise
@@ -198,7 +201,7 @@ def _errors(rng, true: dict[str, np.ndarray], snr: np.ndarray) -> dict[str, np.n
             e = e * hot
         floor = _ERR_FLOOR.get(name, 0.004)
         e = np.hypot(e, floor) * rng.lognormal(0.0, 0.1, snr.size)
-        out[name] = e
+        out[name] = np.minimum(e, _ERR_CAP.get(name, 0.35))
     return out
 
 

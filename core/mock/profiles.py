@@ -14,6 +14,7 @@ from functools import lru_cache
 
 import numpy as np
 from scipy import sparse
+from scipy.ndimage import map_coordinates
 from scipy.special import voigt_profile, wofz
 
 from ..grid import APSTAR_NPIX, C_KMS, KMS_PER_PIXEL, apstar_pixel
@@ -49,20 +50,14 @@ def curve_of_growth(log_eta: np.ndarray, log_a: np.ndarray) -> np.ndarray:
     Below the table the linear limit √π η₀ holds exactly; above it the damping limit
     F ∝ √η₀ continues the last row.
     """
-    table = cog_table()
     le = np.asarray(log_eta, dtype=np.float64)
-    la = np.clip(np.asarray(log_a, dtype=np.float64), LOG_A[0], LOG_A[-1])
-    x = (np.clip(le, LOG_ETA[0], LOG_ETA[-1]) - LOG_ETA[0]) / 0.1
-    y = (la - LOG_A[0]) / 0.25
-    i = np.minimum(x.astype(np.int64), LOG_ETA.size - 2)
-    j = np.minimum(y.astype(np.int64), LOG_A.size - 2)
-    fx, fy = x - i, y - j
-    logf = ((1 - fx) * (1 - fy) * table[i, j] + fx * (1 - fy) * table[i + 1, j]
-            + (1 - fx) * fy * table[i, j + 1] + fx * fy * table[i + 1, j + 1])
-    weak = le < LOG_ETA[0]
-    logf = np.where(weak, np.log10(SQRT_PI) + le, logf)
-    strong = le > LOG_ETA[-1]
-    logf = np.where(strong, logf + 0.5 * (le - LOG_ETA[-1]), logf)
+    x = (np.clip(le, LOG_ETA[0], LOG_ETA[-1]) - LOG_ETA[0]) / (LOG_ETA[1] - LOG_ETA[0])
+    y = (np.clip(np.asarray(log_a, dtype=np.float64), LOG_A[0], LOG_A[-1]) - LOG_A[0]) / (
+        LOG_A[1] - LOG_A[0])
+    logf = map_coordinates(cog_table(), [x.ravel(), y.ravel()], order=1, mode="nearest")
+    logf = logf.reshape(le.shape)
+    logf = np.where(le < LOG_ETA[0], np.log10(SQRT_PI) + le, logf)
+    logf = np.where(le > LOG_ETA[-1], logf + 0.5 * (le - LOG_ETA[-1]), logf)
     return 10.0**logf
 
 
@@ -88,14 +83,14 @@ def _coord(gamma):
 
 
 def template_weights(gamma: np.ndarray, tset: TemplateSet) -> np.ndarray:
-    """Piecewise-linear weights (…, K) of the K templates for Lorentzian widths ``gamma``."""
+    """Piecewise-linear (hat-function) weights (…, K) of the K templates for widths ``gamma``."""
     knots = _coord(tset.gammas)
     g = np.clip(_coord(gamma), knots[0], knots[-1])
-    k = np.clip(np.searchsorted(knots, g, side="right") - 1, 0, knots.size - 2)
-    t = (g - knots[k]) / (knots[k + 1] - knots[k])
-    w = np.zeros(g.shape + (knots.size,))
-    np.put_along_axis(w, k[..., None], (1.0 - t)[..., None], axis=-1)
-    np.put_along_axis(w, (k + 1)[..., None], t[..., None], axis=-1)
+    w = np.empty(g.shape + (knots.size,))
+    for k in range(knots.size):
+        rise = (g - knots[k - 1]) / (knots[k] - knots[k - 1]) if k > 0 else np.ones_like(g)
+        fall = (knots[k + 1] - g) / (knots[k + 1] - knots[k]) if k < knots.size - 1 else np.ones_like(g)
+        w[..., k] = np.clip(np.minimum(rise, fall), 0.0, 1.0)
     return w
 
 

@@ -14,6 +14,8 @@ from .synth import synthesize
 #: Bumped whenever the same seed would give different spectra or labels.
 MOCK_VERSION = "1.0"
 DEFAULT_CHUNK = 512
+#: Rows per spectra file of the store: bounds the writer's memory (~150 MB per 2048 rows).
+ROWS_PER_PART = 2048
 
 
 def generate_mock_survey(out_dir, n_stars: int = 20_000, seed: int = 42, dtype: str = "float32",
@@ -55,7 +57,7 @@ def generate_mock_survey(out_dir, n_stars: int = 20_000, seed: int = 42, dtype: 
         out_dir, grid=g, kind="mock survey", title=title or f"Mock APOGEE survey (seed {seed})",
         dtype=dtype, normalized=True, provenance=provenance,
         sources=[f"core.mock {MOCK_VERSION} seed={seed}"], overwrite=overwrite,
-        rows_per_part=max(chunk, 4096),
+        rows_per_part=max(chunk, ROWS_PER_PART),
     )
     try:
         with writer:

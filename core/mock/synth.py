@@ -184,8 +184,9 @@ def line_strengths(lab: dict[str, np.ndarray], model: LineModel):
     lam = df["wavelength_vac"].to_numpy()
     chi = df["excitation_potential"].to_numpy()
     b = atm.doppler_b(state.teff, model.mass, state.vmicro)  # (n, L) km/s
+    log_b = np.log10(b)
     common = (model.log_gf[None, :] - theta * chi[None, :] - state.log_kappa[:, None]
-              + np.log10(lam / 16000.0)[None, :])
+              + np.log10(lam / 16000.0)[None, :] - log_b)
     log_eta = np.empty((n, n_lines))
     log_a = np.empty((n, n_lines))
     depth = np.empty(n_lines)
@@ -205,9 +206,9 @@ def line_strengths(lab: dict[str, np.ndarray], model: LineModel):
         log_u = np.where(ions[idx] == 0, np.log10(u0), np.log10(u1))
         log_eta[:, idx] = (LOG_ETA_ZERO["atomic"] + common[:, idx] + state.log_eps[el][:, None]
                            - 12.0 + atm.stage_fraction(el, ions[idx], state) - log_u[None, :]
-                           - np.log10(b[:, idx] / 2.0) + hot_weakening)
-        log_a[:, idx] = (-0.9 + 0.7 * (log_pg - 4.95) + 0.3 * np.log10(state.teff / 5777.0)[:, None]
-                         - np.log10(b[:, idx] / 2.0))
+                           + np.log10(2.0) + hot_weakening)
+        log_a[:, idx] = (-0.9 + np.log10(2.0) + 0.7 * (log_pg - 4.95)
+                         + 0.3 * np.log10(state.teff / 5777.0)[:, None] - log_b[:, idx])
         depth[idx] = MAX_DEPTH["atomic"]
 
     fractions = atm.molecular_fractions(state)
@@ -217,8 +218,8 @@ def line_strengths(lab: dict[str, np.ndarray], model: LineModel):
             continue
         log_u = atm.log_molecular_partition(mol, state.teff)
         log_eta[:, idx] = (LOG_ETA_ZERO[sp] + common[:, idx] + (fractions[sp] - log_u)[:, None]
-                           - np.log10(b[:, idx] / 2.0))
-        log_a[:, idx] = -1.6 + 0.7 * (log_pg - 4.95) - np.log10(b[:, idx] / 2.0)
+                           + np.log10(2.0))
+        log_a[:, idx] = -1.6 + np.log10(2.0) + 0.7 * (log_pg - 4.95) - log_b[:, idx]
         depth[idx] = MAX_DEPTH["molecular"]
 
     hyd = np.nonzero(kinds == "hydrogen")[0]
@@ -226,10 +227,10 @@ def line_strengths(lab: dict[str, np.ndarray], model: LineModel):
         n_up = 1.0 / np.sqrt(1.0 / 16.0 - 1e10 / (lam[hyd] * RYDBERG_H))
         log_f0 = atm.stage_fraction("H", np.zeros(hyd.size, dtype=np.int64), state)
         log_eta[:, hyd] = (LOG_ETA_ZERO["hydrogen"] + common[:, hyd] + log_f0 - np.log10(2.0)
-                           - np.log10(b[:, hyd] / 10.0))
+                           + 1.0)
         # linear Stark broadening: grows with the electron density and the upper level
         log_a[:, hyd] = (0.5 + (2.0 / 3.0) * (state.log_pe[:, None] - 1.6)
-                         + 2.0 * np.log10(n_up / 11.0)[None, :] - np.log10(b[:, hyd] / 10.0))
+                         + 2.0 * np.log10(n_up / 11.0)[None, :] + 1.0 - log_b[:, hyd])
         depth[hyd] = MAX_DEPTH["hydrogen"]
 
     cog = curve_of_growth(log_eta, log_a)
@@ -249,7 +250,8 @@ def _template_amplitudes(width_px, gamma_px, model: LineModel) -> np.ndarray:
         w = _weights(gamma_px[:, grp.lines], grp.tset)  # (n, L_g, K)
         peak = np.einsum("nlk,lk->nl", w, grp.peaks)
         d = width_px[:, grp.lines] * peak
-        d_obs = d / (1.0 + (d / DEPTH_CEILING) ** 3) ** (1.0 / 3.0)
+        r = d / DEPTH_CEILING
+        d_obs = d / np.cbrt(1.0 + r * r * r)
         strength = -np.log1p(-d_obs) / peak
         k = len(grp.tset.gammas)
         cols = slice(grp.col0, grp.col0 + grp.lines.size * k)
@@ -272,7 +274,8 @@ def noiseless_flux(labels: pd.DataFrame, grid: Grid | str = APOGEE_7514,
         # sparse (P × C) @ dense (C × n): each output sums its terms in a fixed order, so a
         # star's spectrum does not depend on the other stars in the block
         tau = model.matrix @ np.ascontiguousarray(amps.T)
-        out[sl] = np.exp(-tau.T)
+        np.exp(-tau, out=tau)
+        out[sl] = tau.T
     return out
 
 

@@ -179,7 +179,8 @@ class SpectrumVAE(nn.Module):
         # the output layer runs in float32 even under bf16 autocast: bf16 rounding of a
         # flux near 1 (~0.004) would be as large as the noise the χ² is measured against
         with torch.autocast(device_type=h.device.type, enabled=False):
-            out = self.decoder[-1](self.decoder[-2](h.float()))
+            last = self.decoder[-2]
+            out = self.decoder[-1](last(h.to(last.weight.dtype)))
         if self.config.residual_output:
             out = self.flux_mean + self.flux_scale * out
         return out
@@ -190,8 +191,8 @@ class SpectrumVAE(nn.Module):
         Propagated layer by layer (the decoder is Linear/GELU only), which is exact and
         avoids the start-up cost of torch.func on the first call.
         """
-        h = torch.cat([z, u], dim=-1).float()
         first = self.decoder[0]
+        h = torch.cat([z, u], dim=-1).to(first.weight.dtype)
         tangent = first.weight[:, : self.config.n_latent].T  # (n_latent, width)
         h = first(h)
         for layer in list(self.decoder)[1:]:

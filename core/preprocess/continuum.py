@@ -29,7 +29,6 @@ filled.
 
 from __future__ import annotations
 
-import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -101,18 +100,20 @@ def fit_chip(flux: np.ndarray, weight: np.ndarray, degree: int) -> tuple[np.ndar
     ``flux`` and ``weight`` are (N, n); returns the continuum (N, n; NaN where no fit)
     and a (N,) flag that is False for rows with fewer usable pixels than coefficients.
     """
-    n = flux.shape[1]
+    n_rows, n = flux.shape
+    m = degree + 1
     basis = _chebyshev_basis(n, degree)
     w = np.where(np.isfinite(flux), weight, 0.0)
     # Scale each row's weights to max 1: the solution does not change, the conditioning does.
     wmax = w.max(axis=1, keepdims=True)
     w = np.divide(w, wmax, out=np.zeros_like(w), where=wmax > 0)
     f = np.where(w > 0, flux, 0.0)
-    wb = w[:, :, None] * basis[None]
-    normal = np.einsum("nki,kj->nij", wb, basis)
-    rhs = np.einsum("nki,nk->ni", wb, f)
+    # Normal equations as two matrix products (BLAS) instead of a per-row loop.
+    outer = (basis[:, :, None] * basis[:, None, :]).reshape(n, m * m)
+    normal = (w @ outer).reshape(n_rows, m, m)
+    rhs = (w * f) @ basis
     ok = (np.count_nonzero(w > 0, axis=1) > degree) & (np.linalg.cond(normal) < 1e12)
-    normal[~ok] = np.eye(degree + 1)
+    normal[~ok] = np.eye(m)
     rhs[~ok] = 0.0
     coef = np.linalg.solve(normal, rhs[:, :, None])[:, :, 0]
     cont = coef @ basis.T
@@ -120,13 +121,25 @@ def fit_chip(flux: np.ndarray, weight: np.ndarray, degree: int) -> tuple[np.ndar
     return cont, ok
 
 
+def _row_nanmedian(a: np.ndarray) -> np.ndarray:
+    """Median of each row ignoring NaN, shape (N, 1); NaN for rows with no value.
+
+    Sorting whole rows is vectorised, unlike ``np.nanmedian`` along an axis of a large array.
+    """
+    s = np.sort(a, axis=1)  # NaN sorts last
+    k = np.count_nonzero(~np.isnan(a), axis=1)
+    lo = np.clip((k - 1) // 2, 0, a.shape[1] - 1)
+    hi = np.clip(k // 2, 0, a.shape[1] - 1)
+    rows = np.arange(a.shape[0])
+    med = 0.5 * (s[rows, lo] + s[rows, hi])
+    return np.where(k > 0, med, np.nan)[:, None]
+
+
 def _robust_sigma(resid: np.ndarray, keep: np.ndarray) -> np.ndarray:
     """1.4826·MAD of each row's residuals over the kept pixels, shape (N, 1)."""
     r = np.where(keep, resid, np.nan)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # rows with nothing kept give NaN
-        med = np.nanmedian(r, axis=1, keepdims=True)
-        return 1.4826 * np.nanmedian(np.abs(r - med), axis=1, keepdims=True)
+    med = _row_nanmedian(r)
+    return 1.4826 * _row_nanmedian(np.abs(r - med))
 
 
 def fit_chip_clipped(flux: np.ndarray, weight: np.ndarray, degree: int, lower: float,
@@ -153,8 +166,11 @@ def fit_chip_clipped(flux: np.ndarray, weight: np.ndarray, degree: int, lower: f
         new_keep[~ok] = keep[~ok]
         if np.array_equal(new_keep, keep):
             break
-        keep = new_keep
-        cont, ok = fit_chip(flux, np.where(keep, weight, 0.0), degree)
+        new_cont, new_ok = fit_chip(flux, np.where(new_keep, weight, 0.0), degree)
+        # A row clipped down to too few pixels keeps its previous fit and pixels.
+        lost = ok & ~new_ok
+        new_cont[lost], new_ok[lost], new_keep[lost] = cont[lost], True, keep[lost]
+        cont, ok, keep = new_cont, new_ok, new_keep
     return cont, ok
 
 

@@ -108,7 +108,7 @@ class StoreWriter:
                  title: str = "", dtype: str = "float32", normalized: bool = True,
                  provenance: dict | None = None, sources: list | None = None,
                  overwrite: bool = False, compression: str | None = None,
-                 rows_per_part: int = 50_000):
+                 rows_per_part: int = 4096):
         self.path = Path(path)
         if self.path.exists() and not overwrite:
             raise StoreError(f"{self.path}: already exists (pass overwrite=True to replace it)")

@@ -78,7 +78,7 @@ def plot_loss_curves(log: pd.DataFrame, path: str | os.PathLike, terms: list[str
     ax.set_ylabel("term / first value")
     ax.set_title(title or "normalised loss terms")
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.11, right=0.97, bottom=0.12, top=0.92)
     path = Path(path)
     with atomic_path(path, ".png") as tmp:
         fig.savefig(tmp, format="png")

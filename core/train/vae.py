@@ -357,10 +357,12 @@ def _save_epoch(s, out, model, optimizer, scheduler, epoch, step, best, is_best,
                            scheduler_state=scheduler.state_dict(), epoch=epoch, step=step,
                            settings=s.to_dict(),
                            extra={"architecture": model.architecture(), "best": best})
-    if s.checkpoint_every and epoch % s.checkpoint_every == 0:
-        periodic = ck_dir / f"epoch-{epoch:04d}.pt"
-        tmp = ck_dir / f".{periodic.name}.tmp"
+    periodic = bool(s.checkpoint_every) and epoch % s.checkpoint_every == 0
+    if periodic:
+        copy = ck_dir / f"epoch-{epoch:04d}.pt"
+        tmp = ck_dir / f".{copy.name}.tmp"
         shutil.copyfile(last, tmp)
-        os.replace(tmp, periodic)
-    plot_loss_curves(log.read(), out / CURVES_FILE, ["total", "recon", "kl", "mi", "chi2_nu"],
-                     title=f"VAE training ({store.title})")
+        os.replace(tmp, copy)
+    if periodic or epoch == s.epochs:  # drawing takes a second: not every epoch
+        plot_loss_curves(log.read(), out / CURVES_FILE, ["total", "recon", "kl", "mi", "chi2_nu"],
+                         title=f"VAE training ({store.title})")

@@ -18,7 +18,7 @@ import pandas as pd
 import panel as pn
 import param
 from bokeh.models import NumberFormatter
-from holoviews.operation.datashader import dynspread, rasterize
+from holoviews.operation.datashader import rasterize
 
 from .. import data
 from ..spectra import LABEL_ROWS
@@ -68,7 +68,6 @@ class CatalogView(pn.viewable.Viewer):
         if not self.available:
             return
         self.frame = data.catalog_frame(store)
-        self.dataset = hv.Dataset(self.frame)
         columns = data.axis_columns(self.frame)
         default = [c for c in data.PREFERRED_AXES if c in columns][:MAX_AXES] or columns[:4]
         self.axes = pn.widgets.MultiChoice(name="Corner-plot columns (up to 6)", options=columns,
@@ -111,13 +110,16 @@ class CatalogView(pn.viewable.Viewer):
             self.corner.object = None
             self.count.object = "Choose at least two columns for the corner plot."
             return
+        used = list(dict.fromkeys(cols + ([self.color_by.value] if self.color_by.value != "count"
+                                          else []) + ["ROW"]))
+        self.dataset = hv.Dataset(self.frame[used], kdims=[dimension(c) for c in used])
         self.corner.object = self.link(self.corner_layout(cols))
         self._update_count()
 
     def corner_layout(self, cols: list[str]) -> hv.Layout:
         """Lower-triangle corner plot: rasterized Points off the diagonal, histograms on it."""
         color = self.color_by.value
-        vdims = [dimension(color)] if color != "count" else []
+        vdims = [self.dataset.get_dimension(color)] if color != "count" else []
         agg = ds.count() if color == "count" else ds.mean(color)
         cmap = "viridis" if color == "count" else "plasma"
         k = len(cols)
@@ -132,16 +134,15 @@ class CatalogView(pn.viewable.Viewer):
                 if j > i:
                     panels.append(hv.Empty())
                 elif i == j:
-                    hist = hv.operation.histogram(self.dataset, dimension=dimension(xcol),
+                    hist = hv.operation.histogram(self.dataset, dimension=xcol,
                                                   num_bins=40, normed=False)
                     panels.append(hist.opts(**{**common, "yaxis": None}, color="#6b8fb5",
                                             line_color=None, tools=["box_select"],
                                             default_tools=["pan", "wheel_zoom", "reset"]))
                 else:
-                    points = hv.Points(self.dataset, kdims=[dimension(xcol), dimension(ycol)],
-                                       vdims=vdims)
+                    dims = [self.dataset.get_dimension(c) for c in (xcol, ycol)]
+                    points = hv.Points(self.dataset, kdims=dims, vdims=vdims)
                     raster = rasterize(points, aggregator=agg, width=PANEL_PX, height=PANEL_PX)
-                    raster = dynspread(raster, threshold=0.5, max_px=3)
                     tap = hv.streams.Tap(source=raster, x=np.nan, y=np.nan)
                     tap.add_subscriber(self._tap_callback(xcol, ycol))
                     self._taps.append(tap)

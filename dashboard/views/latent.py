@@ -72,7 +72,7 @@ class LatentView(pn.viewable.Viewer):
                                      sizing_mode="stretch_width")
         self._build_sliders()
         self.context.param.watch(lambda e: self._build_sliders(), "vae")
-        self.focus.param.watch(lambda e: self.reset_to_star(), ["spectrum", "encoding"])
+        self.focus.param.watch(lambda *e: self.reset_to_star(), ["spectrum", "encoding"])
 
     @property
     def vae(self):

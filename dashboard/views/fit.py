@@ -1,0 +1,633 @@
+"""Fit view: fit the focused star with the spectral emulator and explore the fit by hand.
+
+* **Fit** runs :func:`core.fit.fit_spectrum` in a worker thread (progress bar) and draws the
+  best-fit model, residuals, and a table of labels ± σ beside the catalog values, with χ²_ν.
+* One slider per label (and RV) re-draws the emulator spectrum live from the fit; only the
+  plot's data change, the figures are built once.
+* Click a line marker (or pick an element) to fit that element inside its windows with the
+  other labels held at the full fit.
+* Drag across the spectrum to mask (or unmask) a wavelength range, then refit.
+* The mask and the fit can be downloaded (CSV / JSON).
+
+Nothing here parses files or trains models: spectra come from the focus state, fitting from
+``core.fit``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import panel as pn
+import param
+import torch
+from bokeh.events import SelectionGeometry
+from bokeh.layouts import column as bk_column
+from bokeh.models import (
+    BoxSelectTool,
+    ColumnDataSource,
+    HoverTool,
+    Legend,
+    Range1d,
+    Span,
+    TapTool,
+)
+from bokeh.plotting import figure
+
+from core import paths
+from core.errors import StellarscopeError
+from core.fit import FitOptions, FitResult, element_label, fit_element, fit_spectrum, on_grid
+from core.fit.forward import ForwardModel
+from core.models.emulator import Emulator, load_emulator
+
+from .. import data
+from ..jobs import JobRunner, Throttle, on_doc
+from ..spectra import masked_spans, robust_range, with_gaps
+from ..state import AppContext, FocusState
+
+ENV_EMULATOR = "STELLARSCOPE_EMULATOR"
+EMULATOR_DEMO = "emulator-demo"
+MODEL_NAME = "Emulator fit"
+WAVE_LABEL = "Wavelength [Å, vacuum]"
+LINE_Y = 0.93  # line markers sit on their own 0–1 axis near the top
+CONTINUUM_CHOICES = {"off": None, "degree 0": 0, "degree 1": 1, "degree 2": 2}
+
+
+# -- the emulator ------------------------------------------------------------------------------
+
+
+def emulator_candidates() -> list[Path]:
+    out = []
+    if os.environ.get(ENV_EMULATOR):
+        out.append(Path(os.environ[ENV_EMULATOR]).expanduser())
+    out += [paths.home() / "models" / EMULATOR_DEMO, paths.SHIPPED_MODELS / EMULATOR_DEMO]
+    return out
+
+
+def find_emulator() -> tuple[Emulator | None, str, str]:
+    """(emulator, its directory, problem): the first that loads (cached per server process)."""
+    problems = []
+    for cand in emulator_candidates():
+        if not (cand / "config.json").is_file():
+            continue
+        stamp = max((f.stat().st_mtime for f in cand.iterdir()), default=0.0)
+        try:
+            emu = pn.state.as_cached(f"stellarscope-emulator:{cand.resolve()}:{stamp}",
+                                     load_emulator, path=cand)
+        except (StellarscopeError, OSError, ValueError) as exc:
+            problems.append(f"{cand}: {exc}")
+            continue
+        return emu, str(cand), ""
+    if problems:
+        return None, "", "the emulator could not be loaded: " + "; ".join(problems)
+    return None, "", ("no emulator model: train one with `stellarscope train emulator` or set "
+                      f"${ENV_EMULATOR}")
+
+
+def _fmt(v, digits=3) -> str:
+    return "—" if v is None or not np.isfinite(v) else f"{v:.{digits}f}"
+
+
+def _digits(name: str) -> int:
+    return 0 if name == "TEFF" else 3
+
+
+class FitView(pn.viewable.Viewer):
+    """Fit the focused star with the emulator; sliders, element fits and a drawn mask."""
+
+    focus = param.ClassSelector(class_=FocusState)
+    context = param.ClassSelector(class_=AppContext)
+    emulator = param.Parameter(default=None, doc="the Emulator; found on disk when None")
+    result = param.Parameter(default=None, doc="FitResult of the focused star")
+    element_result = param.Parameter(default=None, doc="the last ElementFit")
+    busy = param.Boolean(default=False)
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self.model_dir, self.model_problem = "", ""
+        if self.emulator is None:
+            self.emulator, self.model_dir, self.model_problem = find_emulator()
+        self._jobs = JobRunner()
+        self._doc = None
+        self.spectrum = None        # the focused spectrum on the emulator's grid
+        self.user_mask = None       # True = masked by the user (drag), on the emulator's grid
+        self._windows = data.element_windows()
+        self._lines, _ = data.linelist()
+        self._forward = None
+        self._build_figures()
+        self._build_widgets()
+        self._throttled_draw = Throttle(self._draw_slider_model, interval=0.05)
+        self.focus.param.watch(self._on_spectrum, ["spectrum"])
+        self._on_spectrum()
+
+    # -- figures ------------------------------------------------------------------------------
+    def _build_figures(self) -> None:
+        self.x_range = Range1d(15100, 17000)
+        box = BoxSelectTool(dimensions="width", description="Drag to mask / unmask a range")
+        fig = figure(height=360, sizing_mode="stretch_width", x_range=self.x_range,
+                     y_range=Range1d(0.4, 1.25), tools="xpan,xwheel_zoom,reset,save",
+                     active_scroll="xwheel_zoom", x_axis_label=WAVE_LABEL,
+                     y_axis_label="Normalised flux", title="No star selected")
+        fig.add_tools(box)
+        fig.toolbar.active_drag = box
+        fig.toolbar.logo = None
+        fig.extra_y_ranges = {"lines": Range1d(0, 1)}
+        fig.css_classes = ["ss-fit-plot"]
+        self.pipeline_src = ColumnDataSource({"x0": [], "x1": []})
+        self.user_src = ColumnDataSource({"x0": [], "x1": []})
+        self.window_src = ColumnDataSource({"x0": [], "x1": []})
+        self.data_src = ColumnDataSource({"wave": [], "flux": [], "lo": [], "hi": []})
+        self.fit_src = ColumnDataSource({"wave": [], "flux": []})
+        self.slider_src = ColumnDataSource({"wave": [], "flux": []})
+        self.element_src = ColumnDataSource({"wave": [], "flux": []})
+        r_pipe = fig.vstrip(x0="x0", x1="x1", source=self.pipeline_src, fill_color="#9e9e9e",
+                            fill_alpha=0.3, line_alpha=0)
+        r_user = fig.vstrip(x0="x0", x1="x1", source=self.user_src, fill_color="#e53935",
+                            fill_alpha=0.22, line_alpha=0)
+        r_win = fig.vstrip(x0="x0", x1="x1", source=self.window_src, fill_color="#ffd54f",
+                           fill_alpha=0.4, line_alpha=0)
+        r_band = fig.varea(x="wave", y1="lo", y2="hi", source=self.data_src, fill_color="#7f9fbf",
+                           fill_alpha=0.4)
+        r_data = fig.line("wave", "flux", source=self.data_src, color="#1a1a1a", line_width=1.0)
+        r_fit = fig.line("wave", "flux", source=self.fit_src, color="#2ca02c", line_width=1.4)
+        r_slider = fig.line("wave", "flux", source=self.slider_src, color="#ff7f0e",
+                            line_width=1.3, line_dash="dashed")
+        r_elem = fig.line("wave", "flux", source=self.element_src, color="#9467bd", line_width=1.6)
+        fig.add_tools(HoverTool(renderers=[r_data], mode="vline",
+                                tooltips=[("λ", "@wave{0.00} Å"), ("flux", "@flux{0.0000}")]))
+        self.lines_src = ColumnDataSource({"x": [], "element": [], "species": [], "label": []})
+        r_lines = fig.scatter("x", LINE_Y, source=self.lines_src, marker="inverted_triangle",
+                              size=9, color="#5b3a8e", y_range_name="lines",
+                              nonselection_alpha=0.6, selection_color="#d81b60")
+        fig.add_tools(TapTool(renderers=[r_lines]),
+                      HoverTool(renderers=[r_lines], tooltips=[
+                          ("line", "@species @x{0.00} Å"), ("click", "fit @label")]))
+        self.lines_src.selected.on_change("indices", self._on_line_tap)
+        fig.on_event(SelectionGeometry, self._on_box)
+        legend = Legend(items=[("flux ±1σ", [r_data, r_band]), ("best fit", [r_fit]),
+                               ("sliders", [r_slider]), ("element fit", [r_elem]),
+                               ("pipeline mask", [r_pipe]), ("your mask", [r_user]),
+                               ("element windows", [r_win])],
+                        orientation="horizontal", click_policy="hide",
+                        label_text_font_size="9pt", spacing=10, margin=2)
+        fig.add_layout(legend, "above")
+        self.fig = fig
+
+        res = figure(height=170, sizing_mode="stretch_width", x_range=self.x_range,
+                     y_range=Range1d(-5, 5), tools="xpan,xwheel_zoom,reset",
+                     x_axis_label=WAVE_LABEL, y_axis_label="(data − model)/σ",
+                     title="Residuals")
+        res.toolbar.logo = None
+        self.res_src = ColumnDataSource({"wave": [], "fit": [], "slider": []})
+        res.vstrip(x0="x0", x1="x1", source=self.user_src, fill_color="#e53935",
+                   fill_alpha=0.22, line_alpha=0)
+        res.line("wave", "fit", source=self.res_src, color="#2ca02c", line_width=1)
+        res.line("wave", "slider", source=self.res_src, color="#ff7f0e", line_width=1,
+                 line_dash="dashed")
+        res.add_layout(Span(location=0, dimension="width", line_color="#333", line_width=1))
+        self.res_fig = res
+        self.plot = pn.pane.Bokeh(bk_column(fig, res, sizing_mode="stretch_width"),
+                                  sizing_mode="stretch_width")
+
+    # -- widgets ------------------------------------------------------------------------------
+    def _build_widgets(self) -> None:
+        self.fit_button = pn.widgets.Button(name="Fit", button_type="primary", width=110,
+                                            css_classes=["ss-fit-button"])
+        self.fit_button.on_click(lambda e: self.fit())
+        self.continuum = pn.widgets.Select(name="Continuum correction",
+                                           options=list(CONTINUUM_CHOICES), value="off",
+                                           width=170)
+        self.fit_rv = pn.widgets.Checkbox(name="fit RV", value=True, width=80)
+        self.progress = pn.indicators.Progress(name="progress", value=0, max=100, width=220,
+                                               visible=False, bar_color="primary")
+        self.status = pn.pane.Markdown("", css_classes=["ss-fit-status"], margin=(0, 10),
+                                       sizing_mode="stretch_width")
+        self.mask_mode = pn.widgets.RadioButtonGroup(name="Drag to", options=["mask", "unmask"],
+                                                     value="mask", button_type="default")
+        self.clear_mask = pn.widgets.Button(name="Clear my mask", width=120)
+        self.clear_mask.on_click(lambda e: self.reset_mask())
+        elements = self._fittable_elements()
+        self.element = pn.widgets.Select(name="Element", options=elements,
+                                         value=elements[0] if elements else None, width=120)
+        self.element_button = pn.widgets.Button(name="Fit element", width=110, disabled=True,
+                                                css_classes=["ss-fit-element"])
+        self.element_button.on_click(lambda e: self.fit_element(self.element.value))
+        self.element_info = pn.pane.Markdown("", margin=(0, 10), css_classes=["ss-element-info"])
+        self.table = pn.widgets.Tabulator(pd.DataFrame(), show_index=False, disabled=True,
+                                          sizing_mode="stretch_width", height=420,
+                                          layout="fit_data_stretch", theme="simple",
+                                          css_classes=["ss-fit-table"])
+        self.summary = pn.pane.Markdown("", css_classes=["ss-fit-summary"], margin=(0, 10))
+        self.sliders = self._make_sliders()
+        self.reset_sliders = pn.widgets.Button(name="Sliders to the fit", width=150,
+                                               disabled=True)
+        self.reset_sliders.on_click(lambda e: self._sliders_to_fit())
+        self.mask_download = pn.widgets.FileDownload(label="Mask CSV", callback=self._mask_csv,
+                                                     filename="mask.csv", button_type="light",
+                                                     width=110, disabled=True)
+        self.json_download = pn.widgets.FileDownload(label="Fit JSON", callback=self._fit_json,
+                                                     filename="fit.json", button_type="light",
+                                                     width=110, disabled=True)
+        self.csv_download = pn.widgets.FileDownload(label="Fit CSV", callback=self._fit_csv,
+                                                    filename="fit.csv", button_type="light",
+                                                    width=110, disabled=True)
+        self.empty = pn.pane.Alert("**No star selected.** Pick a star in the sidebar, then press "
+                                   "*Fit*.", alert_type="info", sizing_mode="stretch_width")
+
+    def _make_sliders(self) -> dict[str, pn.widgets.FloatSlider]:
+        emu = self.emulator
+        if emu is None:
+            return {}
+        out = {}
+        lo, hi = emu.bounds
+        for name, a, b in zip(emu.label_names, lo, hi, strict=True):
+            step = (b - a) / 200
+            out[name] = pn.widgets.FloatSlider(name=name, start=float(a), end=float(b),
+                                               value=float((a + b) / 2), step=step, width=260,
+                                               format=f"0.{'0' * max(0, _digits(name))}")
+        out["RV"] = pn.widgets.FloatSlider(name="RV [km/s]", start=-300.0, end=300.0, value=0.0,
+                                           step=0.5, width=260)
+        for s in out.values():
+            s.param.watch(lambda e: self._throttled_draw(), "value")
+        return out
+
+    def _fittable_elements(self) -> list[str]:
+        if self.emulator is None or self._windows is None:
+            return []
+        out = []
+        for el in sorted(self._windows["element"].astype(str).unique()):
+            try:
+                element_label(self.emulator, el)
+            except KeyError:
+                continue
+            out.append(el)
+        return out
+
+    # -- focus --------------------------------------------------------------------------------
+    def _on_spectrum(self, *events) -> None:
+        spec = self.focus.spectrum
+        self._jobs.cancel("fit")
+        self._jobs.cancel("element")
+        self.param.update(result=None, element_result=None, busy=False)
+        self.spectrum, self._forward = None, None
+        with pn.io.hold():
+            self.empty.visible = spec is None or self.emulator is None
+            for src in (self.fit_src, self.slider_src, self.element_src):
+                src.data = {"wave": [], "flux": []}
+            self.res_src.data = {"wave": [], "fit": [], "slider": []}
+            self.window_src.data = {"x0": [], "x1": []}
+            self.table.value = pd.DataFrame()
+            self.summary.object = self.element_info.object = ""
+            self.progress.visible = False
+            for w in (self.json_download, self.csv_download, self.reset_sliders,
+                      self.element_button):
+                w.disabled = True
+            if self.emulator is None:
+                self.status.object = f"⚠ {self.model_problem}"
+                self.fit_button.disabled = True
+                return
+            if spec is None:
+                self.data_src.data = {"wave": [], "flux": [], "lo": [], "hi": []}
+                self.fig.title.text = "No star selected"
+                self.fit_button.disabled = self.mask_download.disabled = True
+                self.status.object = ""
+                return
+            try:
+                self.spectrum = on_grid(spec, self.emulator.grid)
+            except StellarscopeError as exc:
+                self.status.object = f"⚠ cannot fit this spectrum: {exc}"
+                self.fit_button.disabled = True
+                return
+            self.user_mask = np.zeros(self.emulator.n_pix, bool)
+            self.fit_button.disabled = self.mask_download.disabled = False
+            self._draw_data()
+            self._sliders_from(self._catalog_start())
+            stem = "".join(c if c.isalnum() or c in "+-_." else "_" for c in self.spectrum.label)
+            self.mask_download.filename = f"{stem}_fit_mask.csv"
+            self.json_download.filename = f"{stem}_fit.json"
+            self.csv_download.filename = f"{stem}_fit.csv"
+            self.status.object = ("Press **Fit** to fit all labels and the RV. Drag across the "
+                                  "spectrum to mask a range; click a ▼ line marker to fit "
+                                  "that element.")
+
+    def _draw_data(self) -> None:
+        spec = self.spectrum
+        bad = spec.bad()
+        flux = np.where(bad, np.nan, spec.flux)
+        err = np.where(bad, np.nan, spec.error)
+        self.data_src.data = with_gaps(spec.wavelength, {"flux": flux, "lo": flux - err,
+                                                         "hi": flux + err})
+        self.pipeline_src.data = masked_spans(spec.wavelength, bad)
+        self.user_src.data = {"x0": [], "x1": []}
+        lo, hi = robust_range(spec.flux, ~bad)
+        self.fig.y_range.update(start=min(lo, 0.5), end=max(hi, 1.08) + 0.12)
+        lam = spec.wavelength
+        self.x_range.update(start=float(lam[0]) - 5, end=float(lam[-1]) + 5)
+        self.fig.title.text = f"{spec.label} on the {self.emulator.grid.name} grid"
+        self._draw_lines()
+
+    def _draw_lines(self) -> None:
+        lines = self._lines
+        elements = set(self.element.options)
+        if lines is None or not elements:
+            self.lines_src.data = {"x": [], "element": [], "species": [], "label": []}
+            return
+        sub = lines[(lines["kind"] == "atomic") & lines["element"].isin(elements)]
+        labels = [element_label(self.emulator, e) for e in sub["element"]]
+        self.lines_src.data = {"x": sub["wavelength_vac"].to_numpy(),
+                               "element": sub["element"].to_list(),
+                               "species": sub["species"].to_list(), "label": labels}
+
+    def _catalog_start(self) -> dict[str, float]:
+        meta = self.spectrum.meta
+        out = {}
+        for name in self.emulator.label_names:
+            v = meta.get(name)
+            if isinstance(v, (int, float, np.number)) and np.isfinite(v) and v > -9000:
+                out[name] = float(v)
+        return out
+
+    # -- fitting ------------------------------------------------------------------------------
+    def options(self) -> FitOptions:
+        return FitOptions(continuum_degree=CONTINUUM_CHOICES[self.continuum.value],
+                          fit_rv=self.fit_rv.value, rv=None if self.fit_rv.value else 0.0)
+
+    def fit(self, sync: bool = False) -> None:
+        """Fit the focused star (in a worker thread unless ``sync``)."""
+        if self.spectrum is None or self.emulator is None:
+            return
+        spec, emu, mask, opts = self.spectrum, self.emulator, self.user_mask.copy(), self.options()
+        self.busy = True
+        self._start_progress("fitting …")
+        if sync:
+            try:
+                result = fit_spectrum(spec, emu, opts, mask=mask)
+            except StellarscopeError as exc:
+                self._failed(exc)
+                return
+            self._show_result(result)
+            return
+        doc = pn.state.curdoc
+        doc = doc if doc is not None and doc.session_context is not None else None
+
+        def progress(fraction, message):
+            on_doc(doc, self._set_progress, fraction, message)
+
+        self._jobs.submit(lambda: fit_spectrum(spec, emu, opts, mask=mask, progress=progress),
+                          key="fit", on_done=self._show_result, on_error=self._failed)
+
+    def _start_progress(self, message: str) -> None:
+        with pn.io.hold():
+            self.fit_button.disabled = self.element_button.disabled = True
+            self.progress.param.update(value=0, visible=True)
+            self.status.object = message
+
+    def _set_progress(self, fraction: float, message: str) -> None:
+        if self.busy:
+            self.progress.value = int(round(100 * fraction))
+            self.status.object = message
+
+    def _failed(self, exc: BaseException) -> None:
+        self.busy = False
+        with pn.io.hold():
+            self.progress.visible = False
+            self.fit_button.disabled = self.spectrum is None
+            self.element_button.disabled = self.result is None
+            self.status.object = f"⚠ fit failed: {exc}"
+        if self.context is not None:
+            self.context.fail(exc)
+
+    def _show_result(self, result: FitResult) -> None:
+        self.busy = False
+        self.result = result
+        spec = self.spectrum
+        with pn.io.hold():
+            self.progress.visible = False
+            self.fit_button.disabled = False
+            self.element_button.disabled = not self.element.options
+            for w in (self.json_download, self.csv_download, self.reset_sliders):
+                w.disabled = False
+            self.fit_src.data = with_gaps(spec.wavelength, {"flux": np.where(result.used, result.model, np.nan)})
+            self.table.value = self.result_table(result)
+            flags = ", ".join(result.flag_names) or "none"
+            self.summary.object = (
+                f"**χ²_ν = {result.chi2_nu:.3f}** on {result.n_pix} pixels · RV = "
+                f"{result.rv:.2f} ± {result.rv_err:.2f} km/s (cross-correlation "
+                f"{result.rv_start:.1f}) · flags: {flags} · {result.n_iter} iterations")
+            self.status.object = f"Fitted {spec.label}."
+            self._forward = ForwardModel(self.emulator, CONTINUUM_CHOICES[self.continuum.value])
+            self._sliders_to_fit()
+        focus_spec = self.focus.spectrum
+        if focus_spec is not None and focus_spec.grid == self.emulator.grid.name:
+            self.focus.add_model(MODEL_NAME, result.model, {
+                f"fit {k}": f"{_fmt(v, _digits(k))} ± {_fmt(result.errors[k], _digits(k))}"
+                for k, v in result.labels.items()})
+
+    def result_table(self, result: FitResult) -> pd.DataFrame:
+        t = result.table()
+        out = pd.DataFrame({
+            "label": t["label"],
+            "fit": [_fmt(v, _digits(n)) for n, v in zip(t["label"], t["fit"], strict=True)],
+            "± σ": [_fmt(v, _digits(n)) for n, v in zip(t["label"], t["fit_err"], strict=True)],
+            "catalog": [_fmt(v, _digits(n)) for n, v in zip(t["label"], t["catalog"], strict=True)],
+            "cat. ±": [_fmt(v, _digits(n)) for n, v in zip(t["label"], t["catalog_err"], strict=True)],
+        })
+        if np.isfinite(t["truth"].to_numpy(dtype=float)).any():
+            out["truth"] = [_fmt(v, _digits(n)) for n, v in zip(t["label"], t["truth"], strict=True)]
+        out["bound"] = np.where(t["at_bound"], "at bound", "")
+        return out
+
+    # -- element mode -------------------------------------------------------------------------
+    def _on_line_tap(self, attr, old, new) -> None:
+        if not new:
+            return
+        element = self.lines_src.data["element"][new[0]]
+        self.element.value = element
+        self.fit_element(element)
+
+    def fit_element(self, element: str | None, sync: bool = False) -> None:
+        """Fit one element inside its windows, the other labels held at the full fit."""
+        if not element or self.spectrum is None:
+            return
+        if self.result is None:
+            self.status.object = f"Fit the star first, then {element} can be fitted in its windows."
+            return
+        w = self._windows[self._windows["element"] == element]
+        self.window_src.data = {"x0": w["start_vac"].to_numpy(), "x1": w["end_vac"].to_numpy()}
+        spec, emu, base, mask = self.spectrum, self.emulator, self.result, self.user_mask.copy()
+        opts = self.options()
+        if sync:
+            try:
+                res = fit_element(spec, emu, element, base, windows=self._windows, options=opts,
+                                  mask=mask)
+            except (StellarscopeError, KeyError) as exc:
+                self._failed(exc)
+                return
+            self._show_element(res)
+            return
+        self._start_progress(f"fitting {element} in {len(w)} windows …")
+        self.busy = True
+        self._jobs.submit(lambda: fit_element(spec, emu, element, base, windows=self._windows,
+                                              options=opts, mask=mask),
+                          key="element", on_done=self._show_element, on_error=self._failed)
+
+    def _show_element(self, res) -> None:
+        self.busy = False
+        self.element_result = res
+        full = self.result.labels[res.label]
+        d = _digits(res.label)
+        with pn.io.hold():
+            self.progress.visible = False
+            self.fit_button.disabled = self.element_button.disabled = False
+            self.element_src.data = with_gaps(self.spectrum.wavelength,
+                                              {"flux": np.where(res.used, res.model, np.nan)})
+            bound = " (at the training-range bound)" if res.at_bound else ""
+            self.element_info.object = (
+                f"**{res.element}** in {len(res.windows)} windows ({res.n_pix} px): {res.label} = "
+                f"{_fmt(res.value, d)} ± {_fmt(res.error, d)}{bound}, χ²_ν {res.chi2_nu:.2f} · "
+                f"full fit {_fmt(full, d)}")
+            self.status.object = f"Fitted {res.element} in its windows."
+            pad = 0.1 * max(max(b for _, b in res.windows) - min(a for a, _ in res.windows), 10.0)
+            self.x_range.update(start=min(a for a, _ in res.windows) - pad,
+                                end=max(b for _, b in res.windows) + pad)
+
+    # -- masking ------------------------------------------------------------------------------
+    def _on_box(self, event) -> None:
+        geom = event.geometry
+        if not event.final or geom.get("type") != "rect":
+            return
+        self.mask_range(geom["x0"], geom["x1"], self.mask_mode.value == "mask")
+
+    def mask_range(self, x0: float, x1: float, masked: bool = True) -> int:
+        """Mask (or unmask) the user mask between two wavelengths; returns pixels changed."""
+        if self.spectrum is None:
+            return 0
+        lo, hi = sorted((float(x0), float(x1)))
+        lam = self.spectrum.wavelength
+        sel = (lam >= lo) & (lam <= hi)
+        changed = int((self.user_mask[sel] != masked).sum())
+        self.user_mask[sel] = masked
+        self._draw_user_mask()
+        verb = "masked" if masked else "unmasked"
+        self.status.object = (f"{verb} {changed} pixels in {lo:.1f}–{hi:.1f} Å "
+                              f"({int(self.user_mask.sum())} masked by you); press **Fit** to refit.")
+        return changed
+
+    def reset_mask(self) -> None:
+        if self.user_mask is not None:
+            self.user_mask[:] = False
+            self._draw_user_mask()
+            self.status.object = "Your mask is cleared; press **Fit** to refit."
+
+    def _draw_user_mask(self) -> None:
+        self.user_src.data = masked_spans(self.spectrum.wavelength, self.user_mask)
+
+    # -- sliders ------------------------------------------------------------------------------
+    def _sliders_from(self, labels: dict[str, float], rv: float | None = None) -> None:
+        lo, hi = self.emulator.bounds
+        with pn.io.hold():
+            for name, a, b in zip(self.emulator.label_names, lo, hi, strict=True):
+                v = labels.get(name, (a + b) / 2)
+                self.sliders[name].value = float(np.clip(v, a, b))
+            if rv is not None:
+                self.sliders["RV"].value = float(np.clip(rv, -300, 300))
+        self._draw_slider_model()
+
+    def _sliders_to_fit(self) -> None:
+        if self.result is not None:
+            self._sliders_from(self.result.labels, self.result.rv)
+
+    def slider_model(self) -> np.ndarray:
+        """The emulator spectrum at the sliders' labels and RV (observed frame)."""
+        emu = self.emulator
+        fwd = self._forward or ForwardModel(emu)
+        p = torch.zeros(1, fwd.n_params)
+        labels = np.array([self.sliders[n].value for n in emu.label_names])
+        p[0, :emu.n_labels] = torch.tensor(emu.scale(labels), dtype=torch.float32)
+        p[0, fwd.rv_index] = float(self.sliders["RV"].value)
+        if fwd.n_cont and self.result is not None:
+            p[0, emu.n_labels + 1:] = torch.tensor(self.result.continuum, dtype=torch.float32)
+        with torch.no_grad():
+            return fwd.evaluate(p.to(emu.device), jacobian=False)[0][0].cpu().numpy()
+
+    def _draw_slider_model(self) -> None:
+        if self.spectrum is None or self.emulator is None:
+            return
+        model = self.slider_model()
+        spec = self.spectrum
+        good = spec.good() & ~self.user_mask
+        with np.errstate(divide="ignore", invalid="ignore"):
+            pull = np.where(good, (spec.flux - model) / spec.error, np.nan)
+            fit_pull = (np.where(good & self.result.used, (spec.flux - self.result.model)
+                                 / spec.error, np.nan) if self.result is not None
+                        else np.full(spec.n_pix, np.nan))
+        with pn.io.hold():
+            # in-place: the same sources, new columns; the figures are never rebuilt
+            self.slider_src.data = with_gaps(spec.wavelength, {"flux": model})
+            self.res_src.data = with_gaps(spec.wavelength, {"fit": fit_pull, "slider": pull})
+            finite = pull[np.isfinite(pull)]
+            chi2 = float(np.mean(finite**2)) if finite.size else float("nan")
+            self.res_fig.title.text = (f"Residuals: best fit (green), sliders (orange, χ²_ν "
+                                       f"{chi2:.2f})")
+
+    # -- downloads ----------------------------------------------------------------------------
+    def mask_table(self) -> pd.DataFrame:
+        spec = self.spectrum
+        used = self.result.used if self.result is not None else np.zeros(spec.n_pix, bool)
+        return pd.DataFrame({"wavelength_vac": spec.wavelength,
+                             "pipeline_bad": spec.bad().astype(int),
+                             "user_masked": self.user_mask.astype(int),
+                             "used_in_fit": used.astype(int)})
+
+    def fit_document(self) -> dict:
+        out = self.result.to_dict()
+        out["model_dir"] = self.model_dir
+        out["options"] = {"continuum": self.continuum.value, "fit_rv": self.fit_rv.value}
+        spans = masked_spans(self.spectrum.wavelength, self.user_mask)
+        out["user_mask_ranges"] = [[float(a), float(b)] for a, b in zip(spans["x0"], spans["x1"],
+                                                                         strict=True)]
+        if self.element_result is not None:
+            out["element"] = self.element_result.to_dict()
+        return out
+
+    def _mask_csv(self):
+        if self.spectrum is None:
+            return None
+        return io.BytesIO(self.mask_table().to_csv(index=False).encode())
+
+    def _fit_json(self):
+        if self.result is None:
+            return None
+        return io.BytesIO(json.dumps(self.fit_document(), indent=2).encode())
+
+    def _fit_csv(self):
+        if self.result is None:
+            return None
+        return io.BytesIO(self.result.table().to_csv(index=False).encode())
+
+    # -- layout -------------------------------------------------------------------------------
+    def __panel__(self):
+        if self.emulator is None:
+            return pn.pane.Alert(f"### No emulator\n\n{self.model_problem}", alert_type="warning",
+                                 sizing_mode="stretch_width")
+        controls = pn.Row(
+            self.fit_button, self.continuum, self.fit_rv, self.progress,
+            pn.Column(pn.pane.Markdown("**Drag to**", margin=(0, 5)), self.mask_mode),
+            self.clear_mask, self.element, self.element_button,
+            pn.Column(pn.pane.Markdown("**Export**", margin=(0, 5)),
+                      pn.Row(self.mask_download, self.json_download, self.csv_download)),
+            sizing_mode="stretch_width", styles={"flex-wrap": "wrap"})
+        sliders = pn.Column(pn.pane.Markdown("#### Labels (live emulator)", margin=(0, 10)),
+                            self.reset_sliders, *self.sliders.values(), height=420,
+                            scroll=True, width=300)
+        side = pn.Column(pn.pane.Markdown("#### Fit vs catalog", margin=(0, 10)), self.table,
+                         width=420)
+        main = pn.Column(controls, self.status, self.summary, self.element_info, self.empty,
+                         self.plot, sizing_mode="stretch_width")
+        return pn.Column(pn.Row(main, sizing_mode="stretch_width"),
+                         pn.Row(side, sliders, sizing_mode="stretch_width"),
+                         sizing_mode="stretch_width")

@@ -1,0 +1,176 @@
+"""The Fit view's logic without a browser: fit, sliders, element fit, drawn mask, exports.
+
+The emulator is a small random network (its own spectra are the test data), so no training
+is needed; the browser test lives in tests/ui/test_fit_view.py.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from core.fit.forward import ForwardModel
+from core.grid import APOGEE_7514
+from core.models.emulator import Emulator, EmulatorConfig
+from core.store import SpectraStore
+
+pn = pytest.importorskip("panel")
+
+from dashboard.state import AppContext, Session  # noqa: E402
+from dashboard.views.fit import MODEL_NAME, FitView  # noqa: E402
+
+torch.set_num_threads(1)
+NAMES = ["TEFF", "LOGG", "FE_H", "MG_FE"]
+LO, HI = np.array([3800.0, 0.5, -1.5, -0.2]), np.array([6200.0, 4.8, 0.4, 0.4])
+
+
+def random_emulator() -> Emulator:
+    torch.manual_seed(3)
+    emu = Emulator(EmulatorConfig(label_names=NAMES, x_min=LO, x_max=HI, hidden=(16, 16)))
+    with torch.no_grad():
+        emu.layers[-1].weight.mul_(0.3)
+        emu.layers[-1].bias.fill_(0.9)
+    emu.start_bank = torch.tensor(LO + np.random.default_rng(0).random((32, 4)) * (HI - LO),
+                                  dtype=torch.float32)
+    return emu.eval()
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    emu = random_emulator()
+    rng = np.random.default_rng(1)
+    truth = LO + (0.2 + 0.6 * rng.random((3, 4))) * (HI - LO)
+    fwd = ForwardModel(emu)
+    p = torch.zeros(3, fwd.n_params)
+    p[:, :4] = torch.tensor(emu.scale(truth), dtype=torch.float32)
+    p[:, 4] = torch.tensor([0.0, 20.0, -35.0])
+    with torch.no_grad():
+        flux = fwd.evaluate(p, jacobian=False)[0].numpy()
+    flux = flux + rng.normal(0, 0.01, flux.shape).astype(np.float32)
+    cat = pd.DataFrame({"APOGEE_ID": ["2M-A", "2M-B", "2M-C"]})
+    for k, n in enumerate(NAMES):
+        cat[n], cat[f"{n}_ERR"], cat[f"TRUE_{n}"] = truth[:, k], 0.01, truth[:, k]
+    path = tmp_path_factory.mktemp("view") / "store"
+    with SpectraStore.create(path, kind="mock survey") as w:
+        w.append(flux, np.full_like(flux, 0.01), np.zeros(flux.shape, np.uint16), cat)
+    return emu, SpectraStore.open(path), truth
+
+
+def windows_for(emu):
+    lam = APOGEE_7514.wavelength
+    return pd.DataFrame({"element": ["Mg"] * 4 + ["Ca"] * 2, "species": "",
+                         "start_vac": np.r_[lam[100:4000:1000], lam[[300, 900]]],
+                         "end_vac": np.r_[lam[140:4040:1000], lam[[320, 920]]]})
+
+
+@pytest.fixture()
+def view(setup, monkeypatch):
+    emu, store, _ = setup
+    from dashboard import data
+
+    monkeypatch.setattr(data, "element_windows", lambda: windows_for(emu))
+    session = Session(context=AppContext(store=store))
+    v = FitView(focus=session.focus, context=session.context, emulator=emu)
+    return v, session
+
+
+def test_view_fits_the_focused_star_and_fills_table_and_overlay(view, setup):
+    v, session = view
+    _, _, truth = setup
+    assert v.fit_button.disabled  # nothing to fit yet
+    session.select_star("2M-B")
+    assert not v.fit_button.disabled and v.spectrum is not None
+    v.fit(sync=True)
+    r = v.result
+    assert r is not None and abs(r.rv - 20.0) < 1.0
+    assert abs(r.labels["TEFF"] - truth[1, 0]) < 5 * r.errors["TEFF"] + 10
+    table = v.table.value
+    assert list(table["label"]) == NAMES + ["RV"] and "truth" in table
+    assert "χ²_ν" in v.summary.object
+    assert MODEL_NAME in session.focus.models  # the Star view can overlay the fit
+    assert len(v.fit_src.data["flux"]) >= APOGEE_7514.n_pix
+
+
+def test_sliders_start_from_the_fit_and_redraw_in_place(view):
+    v, session = view
+    session.select_star("2M-A")
+    v.fit(sync=True)
+    assert v.sliders["TEFF"].value == pytest.approx(v.result.labels["TEFF"], abs=v.sliders["TEFF"].step)
+    src = v.slider_src
+    before = np.array(src.data["flux"], dtype=float)
+    v.sliders["LOGG"].value = float(HI[1] - 0.01)
+    after = np.array(src.data["flux"], dtype=float)
+    assert v.slider_src is src and not np.allclose(before, after, equal_nan=True)
+    v._sliders_to_fit()
+    assert np.allclose(np.array(src.data["flux"], dtype=float), before, equal_nan=True, atol=1e-5)
+
+
+def test_drawn_mask_excludes_pixels_from_the_refit(view):
+    v, session = view
+    session.select_star("2M-C")
+    v.fit(sync=True)
+    n_before = v.result.n_pix
+    lam = v.spectrum.wavelength
+    changed = v.mask_range(lam[2000], lam[2999], masked=True)
+    assert changed == 1000 and len(v.user_src.data["x0"]) == 1
+    v.fit(sync=True)
+    assert v.result.n_pix == n_before - 1000
+    assert not v.result.used[2000:3000].any()
+    v.mask_range(lam[2500], lam[2999], masked=False)
+    assert v.user_mask.sum() == 500
+    table = v.mask_table()
+    assert table["user_masked"].sum() == 500 and len(table) == APOGEE_7514.n_pix
+    v.reset_mask()
+    assert v.user_mask.sum() == 0
+
+
+def test_element_fit_from_a_line_click_and_exports(view):
+    v, session = view
+    session.select_star("2M-A")
+    v.fit_element("Mg", sync=True)
+    assert v.element_result is None and "Fit the star first" in v.status.object
+    v.fit(sync=True)
+    v.lines_src.data = {"x": [15300.0], "element": ["Mg"], "species": ["Mg I"],
+                        "label": ["MG_FE"]}
+    v.fit_element("Mg", sync=True)
+    res = v.element_result
+    assert res.label == "MG_FE" and res.n_pix <= 4 * 41 and "MG_FE" in v.element_info.object
+    assert len(v.window_src.data["x0"]) == 4
+    doc = json.loads(v._fit_json().getvalue())
+    assert doc["element"]["label"] == "MG_FE" and doc["labels"]["TEFF"] == pytest.approx(
+        v.result.labels["TEFF"])
+    csv = v._fit_csv().getvalue().decode()
+    assert csv.startswith("label,fit,fit_err")
+    assert "Ca" not in v.element.options  # the model has no CA_FE label
+
+
+def test_async_fit_reports_progress_and_finishes(view):
+    v, session = view
+    session.select_star("2M-B")
+    seen = []
+    v.progress.param.watch(lambda e: seen.append(e.new), "value")
+    v.fit()
+    deadline = time.time() + 60
+    while v.busy and time.time() < deadline:
+        time.sleep(0.05)
+    assert not v.busy and v.result is not None
+    assert seen and max(seen) == 100
+    session.select_star("2M-A")  # a new star clears the old fit
+    assert v.result is None and v.table.value.empty
+
+
+def test_view_without_an_emulator_explains_itself(setup, monkeypatch, tmp_path):
+    _, store, _ = setup
+    monkeypatch.setenv("STELLARSCOPE_EMULATOR", str(tmp_path / "none"))
+    monkeypatch.setattr("core.paths.SHIPPED_MODELS", tmp_path / "shipped")
+    session = Session(context=AppContext(store=store))
+    v = FitView(focus=session.focus, context=session.context)
+    assert v.emulator is None and "no emulator model" in v.model_problem
+    session.select_star("2M-A")
+    assert v.fit_button.disabled and "no emulator" in v.status.object
+    assert isinstance(v.__panel__(), pn.pane.Alert)
