@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import sparse
 
 from ..errors import BadDataError
 from ..grid import APOGEE_7514, KMS_PER_PIXEL, Grid, get_grid
@@ -34,7 +35,6 @@ XFE_LABELS = {
     "SI_FE": "Si", "S_FE": "S", "K_FE": "K", "CA_FE": "Ca", "TI_FE": "Ti", "V_FE": "V",
     "CR_FE": "Cr", "MN_FE": "Mn", "CO_FE": "Co", "NI_FE": "Ni",
 }
-STELLAR_LABELS = ("TEFF", "LOGG", "FE_H", "M_H", "VMICRO")
 
 # Calibration of the one-layer model: zero points of log η₀ chosen so that a solar-type dwarf
 # and an Arcturus-like giant get line depths like those of APOGEE spectra.
@@ -98,6 +98,8 @@ def line_model(linelist: pd.DataFrame | None = None, grid: Grid | str = APOGEE_7
     g = grid if isinstance(grid, Grid) else get_grid(grid)
     df = load_linelist() if linelist is None else linelist
     df = df[df["kind"] != "bandhead"].reset_index(drop=True)  # heads are markers, not lines
+    if df.empty:
+        raise BadDataError("the line list has no lines to synthesise")
     key_src = pd.util.hash_pandas_object(
         df[["wavelength_vac", "species", "ion", "excitation_potential", "log_gf", "kind"]],
         index=False).to_numpy().tobytes()
@@ -121,8 +123,6 @@ def line_model(linelist: pd.DataFrame | None = None, grid: Grid | str = APOGEE_7
         blocks.append(matrix[g.index])
         groups.append(_Group(kind, idx, tset, col0, peaks))
         col0 += matrix.shape[1]
-    from scipy import sparse
-
     model = LineModel(df, sparse.hstack(blocks, format="csr"), groups, _filled_log_gf(df),
                       mass, g)
     _MODELS[key] = model

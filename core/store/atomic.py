@@ -22,6 +22,7 @@ def atomic_path(target: str | os.PathLike, suffix: str = ""):
     tmp = Path(tmp)
     try:
         yield tmp
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; stores are shared with the app's user
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)

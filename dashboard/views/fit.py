@@ -227,13 +227,13 @@ class FitView(pn.viewable.Viewer):
                                                disabled=True)
         self.reset_sliders.on_click(lambda e: self._sliders_to_fit())
         self.mask_download = pn.widgets.FileDownload(label="Mask CSV", callback=self._mask_csv,
-                                                     filename="mask.csv", button_type="light",
+                                                     filename="mask.csv", color="light",
                                                      width=110, disabled=True)
         self.json_download = pn.widgets.FileDownload(label="Fit JSON", callback=self._fit_json,
-                                                     filename="fit.json", button_type="light",
+                                                     filename="fit.json", color="light",
                                                      width=110, disabled=True)
         self.csv_download = pn.widgets.FileDownload(label="Fit CSV", callback=self._fit_csv,
-                                                    filename="fit.csv", button_type="light",
+                                                    filename="fit.csv", color="light",
                                                     width=110, disabled=True)
         self.empty = pn.pane.Alert("**No star selected.** Pick a star in the sidebar, then press "
                                    "*Fit*.", alert_type="info", sizing_mode="stretch_width")
