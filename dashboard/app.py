@@ -13,6 +13,7 @@ import importlib
 import panel as pn
 
 from dashboard import data
+from dashboard.jobs import on_doc, session_doc
 from dashboard.state import AppContext, Session
 from dashboard.views.attention import AttentionPlaceholder
 from dashboard.views.catalog import CatalogView
@@ -23,6 +24,7 @@ from dashboard.views.upload import StarPicker
 TITLE = "Stellarscope"
 ACCENT = "#1f4e79"
 MODEL_POLL_MS = 15_000
+CATALOG_TAB = 2  # position of the Catalog tab, whose corner plot is built on first visit
 
 
 def _notify_exception(exc: BaseException) -> None:
@@ -82,6 +84,7 @@ class DashboardApp:
     """One session's page: sidebar (dataset, model, star) and the view tabs."""
 
     def __init__(self, store_path=None, vae_dir=None):
+        data.warm_up()
         ctx = self.context = data.make_context(store_path, vae_dir)
         session = self.session = Session(context=ctx)
         focus = session.focus
@@ -107,6 +110,7 @@ class DashboardApp:
             main=[self.tabs], accent=ACCENT, sidebar_width=340, main_layout=None,
             header_background=ACCENT, theme_toggle=True)
         ctx.param.watch(self._notify, "message_count")
+        self.tabs.param.watch(self._on_tab, "active")
         self._vae_dir = vae_dir
         self._poll = None
         if pn.state.location is not None:
@@ -114,6 +118,11 @@ class DashboardApp:
             pn.state.location.sync(self.tabs, {"active": "tab"})
         if ctx.vae is None and pn.state.curdoc is not None:
             self._poll = pn.state.add_periodic_callback(self._poll_models, period=MODEL_POLL_MS)
+
+    def _on_tab(self, event) -> None:
+        if event.new == CATALOG_TAB and not self.catalog_view.built:
+            self.catalog_view.corner_pane.loading = True
+            on_doc(session_doc(), self.catalog_view.ensure_built)
 
     def _notify(self, event) -> None:
         ctx = self.context

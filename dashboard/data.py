@@ -200,3 +200,18 @@ def refresh_vae(ctx: AppContext, vae_dir=None) -> bool:
         return False
     ctx.param.update(vae=vae, vae_dir=where, vae_problem=problem)
     return True
+
+
+def warm_up() -> None:
+    """Compile datashader's numba kernels once per process (``panel serve --warm`` runs this at
+    start-up), so the first visit to the Catalog tab does not wait for the compiler."""
+    def compile_kernels():
+        from . import corner
+
+        rng = np.random.default_rng(0)
+        frame = pd.DataFrame({c: rng.random(64, dtype=np.float32) for c in "xyc"})
+        corner.aggregate(frame, "x", "y", (0, 1), (0, 1))
+        corner.aggregate(frame, "x", "y", (0, 1), (0, 1), color="c")
+        return True
+
+    pn.state.as_cached("stellarscope-warm-up", compile_kernels)

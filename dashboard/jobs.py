@@ -31,7 +31,7 @@ def executor() -> ThreadPoolExecutor:
         return _EXECUTOR
 
 
-def _session_doc():
+def session_doc():
     """The current Bokeh document when called inside a served session, else None."""
     try:
         import panel as pn
@@ -82,7 +82,7 @@ class JobRunner:
             if old is not None:
                 old.cancelled.set()
             job = self._running[key] = Job(key, gen)
-        doc = _session_doc()
+        doc = session_doc()
         executor().submit(self._run, job, fn, args, doc, on_done, on_error)
         return job
 
@@ -137,7 +137,7 @@ class Throttle:
         if self._scheduled:
             return
         wait = self._last + self.interval - time.monotonic()
-        doc = _session_doc()
+        doc = session_doc()
         if wait <= 0 or doc is None:
             self._flush()
             return

@@ -43,6 +43,37 @@ def with_gaps(wavelength: np.ndarray, columns: dict[str, np.ndarray]) -> dict[st
     return out
 
 
+def band_patch(wavelength: np.ndarray, lo: np.ndarray, hi: np.ndarray
+               ) -> dict[str, np.ndarray]:
+    """Outline of a ±σ band as one ``patch`` (x, y): a closed polygon per chip, NaN-separated
+    (Bokeh draws NaN-separated pieces of one patch separately, so no band bridges a gap)."""
+    wave = np.asarray(wavelength, dtype=np.float64)
+    edges = np.concatenate([[0], gap_breaks(wave), [wave.size]])
+    xs, ys = [], []
+    for a, b in zip(edges[:-1], edges[1:], strict=True):
+        if xs:
+            xs.append([np.nan])
+            ys.append([np.nan])
+        xs.append(np.concatenate([wave[a:b], wave[a:b][::-1]]))
+        ys.append(np.concatenate([hi[a:b], lo[a:b][::-1]]))
+    if not xs:
+        return {"x": np.zeros(0), "y": np.zeros(0, np.float32)}
+    return {"x": np.concatenate(xs), "y": np.concatenate(ys).astype(np.float32)}
+
+
+def error_band(spectrum: Spectrum, center: np.ndarray | None = None, cap: float = 0.5
+               ) -> dict[str, np.ndarray]:
+    """The ±1σ band of a spectrum (around ``center``, default its flux) as a patch outline.
+
+    Bad pixels get no band (their error is a placeholder); σ is capped so one huge error
+    does not hide the plot.
+    """
+    c = spectrum.flux if center is None else np.asarray(center, dtype=np.float32)
+    err = np.where(spectrum.bad(), 0.0, np.minimum(spectrum.error, cap)).astype(np.float32)
+    c = np.where(np.isfinite(c), c, np.nan)
+    return band_patch(spectrum.wavelength, c - err, c + err)
+
+
 def chip_images(wavelength: np.ndarray, rows: np.ndarray) -> list[dict]:
     """Split (n_rows, n_pix) values at the chip gaps and resample each chip onto a uniform
     wavelength step, so an image glyph (which assumes even spacing) puts every pixel in place.
@@ -121,24 +152,24 @@ def fit_statistics(spectrum: Spectrum, model: np.ndarray, n_params: int = 0) -> 
 
 
 def label_table(spectrum: Spectrum | None, outputs: dict | None = None) -> pd.DataFrame:
-    """The side table: catalog labels with errors, survey info, then model outputs."""
+    """The side table: catalog labels (value ± error unit), survey info, then model outputs."""
     rows = []
     meta = spectrum.meta if spectrum is not None else {}
     for col, (name, unit) in LABEL_ROWS.items():
         if col in meta and _finite(meta[col]):
             err = meta.get(f"{col}_ERR")
-            rows.append({"quantity": name, "value": _fmt(meta[col]),
-                         "error": _fmt(err) if _finite(err) else "", "unit": unit})
+            text = _fmt(meta[col]) + (f" ± {_fmt(err)}" if _finite(err) else "")
+            rows.append((name, f"{text} {unit}".strip()))
     for col in INFO_ROWS:
-        if meta.get(col) is not None and (not isinstance(meta[col], float) or _finite(meta[col])):
-            rows.append({"quantity": col if col != "SNR" else "S/N", "value": _fmt(meta[col]),
-                         "error": "", "unit": "deg" if col in ("RA", "DEC") else ""})
+        v = meta.get(col)
+        if v is not None and (not isinstance(v, float) or _finite(v)):
+            unit = " deg" if col in ("RA", "DEC") else ""
+            rows.append(("S/N" if col == "SNR" else col.title(), f"{_fmt(v)}{unit}"))
     if spectrum is not None:
-        rows.append({"quantity": "masked pixels", "value": f"{100 * spectrum.masked_fraction():.1f}",
-                     "error": "", "unit": "%"})
+        rows.append(("masked pixels", f"{100 * spectrum.masked_fraction():.1f} %"))
     for name, value in (outputs or {}).items():
-        rows.append({"quantity": name, "value": _fmt(value), "error": "", "unit": ""})
-    return pd.DataFrame(rows, columns=["quantity", "value", "error", "unit"])
+        rows.append((name, _fmt(value)))
+    return pd.DataFrame(rows, columns=["quantity", "value"])
 
 
 def _finite(v) -> bool:

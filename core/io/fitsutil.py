@@ -73,9 +73,9 @@ def open_fits(path: str | os.PathLike, memmap: bool = True) -> Iterator[fits.HDU
             raise BadFileError(p, f"cannot be read as FITS ({type(exc).__name__}: {exc})") from None
         try:
             _check_data_lengths(p, hdul, size)
-            _parse_headers(p, hdul)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", AstropyWarning)
+                _parse_headers(p, hdul)
                 try:
                     yield hdul
                 except BadFileError:

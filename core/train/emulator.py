@@ -47,7 +47,7 @@ class TrainSettings:
     max_stars: int | None = None
     error_floor: float = 0.005              # σ floor so very high-SNR pixels do not dominate
     patience: int = 40                      # epochs without a better validation loss
-    max_minutes: float | None = None
+    max_minutes: float | None = None        # time budget; the LR schedule follows it
     seed: int = 42
     device: str | None = None
     amp: bool = True                        # bf16 autocast on CUDA
@@ -139,6 +139,15 @@ def _bad(pixmask: np.ndarray) -> np.ndarray:
     return bad_pixels(pixmask, "astronn")
 
 
+def cosine_lr(done: float, lr: float, min_lr: float) -> float:
+    """Cosine decay from ``lr`` to ``min_lr`` as training goes from 0 to 1 done.
+
+    "Done" is the larger of the epoch fraction and the fraction of the time budget, so a run
+    cut short by ``max_minutes`` still ends at the low learning rate that fine-tunes it.
+    """
+    return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * min(max(done, 0.0), 1.0)))
+
+
 def _weighted_mse(pred, flux, weight):
     w2 = weight.square()
     return (w2 * (pred - flux).square()).sum() / (weight > 0).sum().clamp(min=1)
@@ -171,8 +180,6 @@ def train_emulator(store: SpectraStore | str | Path, out_dir, settings: TrainSet
     w_all = torch.from_numpy(data.weight)
     opt = torch.optim.Adam(model.parameters(), lr=s.lr)
     steps_per_epoch = math.ceil(train_idx.size / s.batch_size)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=s.epochs * steps_per_epoch,
-                                                       eta_min=s.min_lr)
     use_amp = s.amp and device.type == "cuda"
     best = {"loss": math.inf, "epoch": -1, "state": None}
     history = []
@@ -191,8 +198,12 @@ def train_emulator(store: SpectraStore | str | Path, out_dir, settings: TrainSet
             loss = _weighted_mse(pred.float(), f, w)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            done = (epoch + (k + 1) / steps_per_epoch) / s.epochs
+            if s.max_minutes:
+                done = max(done, (time.time() - t0) / (60 * s.max_minutes))
+            for group in opt.param_groups:
+                group["lr"] = cosine_lr(done, s.lr, s.min_lr)
             opt.step()
-            sched.step()
             total += float(loss.detach()) * idx.numel()
         val = _evaluate(model, x_all, flux_all, w_all, val_idx, device)
         history.append({"epoch": epoch, "train": total / train_idx.size, "val": val})
@@ -204,7 +215,7 @@ def train_emulator(store: SpectraStore | str | Path, out_dir, settings: TrainSet
         if epoch - best["epoch"] >= s.patience:
             break
         if s.max_minutes and time.time() - t0 > 60 * s.max_minutes:
-            break
+            break  # the learning rate has reached its floor by now
     model.load_state_dict(best["state"])
     model.eval()
     pixel_error, summary = validation_error(model, data, val_idx, device)

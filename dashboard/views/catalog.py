@@ -1,39 +1,66 @@
 """Catalog view: a datashaded corner plot of the whole catalog with linked selection, and
 the catalog table filtered by that selection.
 
-Every off-diagonal panel is a ``rasterize``d ``hv.Points`` over the whole catalog (zooming
-re-aggregates on the server; no point is sent to the browser); the diagonal holds histograms.
-One ``link_selections`` instance ties all panels together: a box drawn in any panel highlights
-the same stars everywhere, and its expression filters the table and sets the
-:class:`~dashboard.state.SelectionState`.  Clicking a panel opens the nearest star; clicking
-a table row opens that row's star.
+Each off-diagonal panel is a datashader aggregate of every star (counts, or the mean of a
+chosen column) drawn as a Bokeh image that the browser colour-maps; no star is sent to the
+browser.  Panels share one Range1d per column, so zooming a column anywhere zooms it
+everywhere and re-aggregates the affected panels on the server.  A box drawn in any panel
+(or a span on a histogram) selects stars in :class:`~dashboard.state.SelectionState`; every
+panel then shows the selected stars in colour over the rest in grey, the table lists them and
+the count says how many.  Clicking a panel opens the nearest star; clicking a row opens that
+row's star; the focused star is marked in every panel.
+
+Why not ``hv.link_selections``: on this 2-core machine one selection event over a 4-column
+corner of 20k stars took 25-43 s through HoloViews (every stream refreshed every panel), and
+rendering a 6-column corner took ~30 s.  Direct datashader aggregation into Bokeh sources keeps
+each brush to one aggregation per panel (see bench/dashboard.py).
 """
 
 from __future__ import annotations
 
-import datashader as ds
-import holoviews as hv
+from functools import partial
+
 import numpy as np
 import pandas as pd
 import panel as pn
 import param
-from bokeh.models import NumberFormatter
-from holoviews.operation.datashader import rasterize
+from bokeh.events import RangesUpdate, SelectionGeometry, Tap
+from bokeh.layouts import gridplot
+from bokeh.models import (
+    BoxAnnotation,
+    BoxSelectTool,
+    ColorBar,
+    ColumnDataSource,
+    EqHistColorMapper,
+    HoverTool,
+    LinearColorMapper,
+    LogColorMapper,
+    NumberFormatter,
+    Range1d,
+)
+from bokeh.palettes import Greys256, Oranges256, Plasma256, Viridis256
+from bokeh.plotting import figure
 
-from .. import data
+from .. import corner, data
+from ..jobs import Throttle
 from ..spectra import LABEL_ROWS
 from ..state import AppContext, FocusState, SelectionState
 
 MAX_AXES = 6
-PANEL_PX = 175
+PANEL_PX = 170
 #: HR-diagram convention: hotter to the left, giants up.
 INVERTED = ("TEFF", "LOGG")
 TABLE_FIRST = ("APOGEE_ID", "TELESCOPE", "FIELD", "SNR", "TEFF", "LOGG", "M_H", "FE_H",
                "MG_FE", "POPULATION", "VAE_CHI2")
-UNITS = {"TEFF": "K", "LOGG": "dex", "SNR": "", "VMICRO": "km/s", "RA": "deg", "DEC": "deg"}
+UNITS = {"TEFF": "K", "VMICRO": "km/s", "RA": "deg", "DEC": "deg"}
+SELECT_MODES = {"new box replaces": "replace", "new box narrows": "intersect"}
+TRANSPARENT = "rgba(0, 0, 0, 0)"
+LIGHT_GREYS = list(reversed(Greys256[40:230]))
+SELECTED_COUNT = list(reversed(Oranges256[:200]))
 
 
 def axis_label(col: str) -> str:
+    """A readable axis title with units: 'Teff [K]', 'log g [dex]', '[Fe/H]'."""
     if col in LABEL_ROWS:
         name, unit = LABEL_ROWS[col]
         return f"{name} [{unit}]" if unit != "dex" or col == "LOGG" else name
@@ -47,8 +74,212 @@ def axis_label(col: str) -> str:
     return f"{col} [{unit}]" if unit else col
 
 
-def dimension(col: str) -> hv.Dimension:
-    return hv.Dimension(col, label=axis_label(col))
+class CornerPlot:
+    """One corner plot's Bokeh models and the server-side work behind them."""
+
+    def __init__(self, frame: pd.DataFrame, cols: list[str], color: str | None, cnorm: str,
+                 on_box, on_tap):
+        self.frame, self.cols, self.color, self.cnorm = frame, cols, color, cnorm
+        self.on_box, self.on_tap = on_box, on_tap
+        self.rows: np.ndarray | None = None
+        self.ranges: dict[str, Range1d] = {}
+        for c in cols:
+            lo, hi = corner.finite_range(frame[c].to_numpy())
+            self.ranges[c] = Range1d(hi, lo) if c in INVERTED else Range1d(lo, hi)
+        self.color_range = (corner.finite_range(frame[color].to_numpy(), 1, 99, 0)
+                            if color else None)
+        self.panels: dict[tuple[str, str], dict] = {}
+        self._reaggregate = Throttle(self._refresh_changed, 0.1)
+        self._seen = {c: self._span(c) for c in cols}
+        self.layout = self._build()
+        self.refresh()
+
+    # -- models -----------------------------------------------------------------------------
+    def _mapper(self, selected: bool):
+        if self.color:
+            lo, hi = self.color_range
+            palette = Plasma256 if selected else Viridis256
+            return LinearColorMapper(palette=palette, low=lo, high=hi, nan_color=TRANSPARENT)
+        palette = SELECTED_COUNT if selected else Viridis256
+        kind = {"eq_hist": EqHistColorMapper, "log": LogColorMapper,
+                "linear": LinearColorMapper}[self.cnorm]
+        return kind(palette=palette, nan_color=TRANSPARENT)
+
+    def _figure(self, xcol: str, ycol: str | None, i: int, j: int):
+        k = len(self.cols)
+        y_range = self.ranges[ycol] if ycol else Range1d(0, 1)
+        fig = figure(frame_width=PANEL_PX, frame_height=PANEL_PX, x_range=self.ranges[xcol],
+                     y_range=y_range, tools="pan,wheel_zoom,reset,save",
+                     active_scroll="wheel_zoom", min_border=4, toolbar_location=None,
+                     output_backend="canvas")
+        dummy = fig.scatter([], [], alpha=0)  # box select needs a renderer to talk to
+        # histograms use the box's x-span only; one tool kind keeps the merged toolbar simple
+        fig.add_tools(BoxSelectTool(dimensions="both", renderers=[dummy], persistent=False))
+        fig.xaxis.visible = i == k - 1
+        fig.yaxis.visible = j == 0
+        fig.xaxis.axis_label = axis_label(xcol)
+        if ycol:
+            fig.yaxis.axis_label = axis_label(ycol)
+        fig.grid.grid_line_alpha = 0.25
+        fig.xaxis.major_label_orientation = 0.6
+        highlight = BoxAnnotation(fill_color="#e6550d", fill_alpha=0.08, line_color="#e6550d",
+                                  line_width=1.5, line_dash="dashed", visible=False)
+        fig.add_layout(highlight)
+        fig.on_event(SelectionGeometry, partial(self._on_geometry, xcol, ycol))
+        fig.on_event(RangesUpdate, lambda e: self._reaggregate())
+        if ycol:
+            fig.on_event(Tap, partial(self._on_tap_event, xcol, ycol))
+        return fig, highlight
+
+    def _build(self):
+        k = len(self.cols)
+        grid = [[None] * k for _ in range(k)]
+        for i, ycol in enumerate(self.cols):
+            for j, xcol in enumerate(self.cols[: i + 1]):
+                diag = i == j
+                fig, highlight = self._figure(xcol, None if diag else ycol, i, j)
+                p = {"fig": fig, "highlight": highlight, "x": xcol, "y": None if diag else ycol}
+                if diag:
+                    p["base"] = ColumnDataSource({"left": [], "right": [], "top": []})
+                    p["sel"] = ColumnDataSource({"left": [], "right": [], "top": []})
+                    fig.quad(left="left", right="right", top="top", bottom=0, source=p["base"],
+                             fill_color="#8aa5c4", line_color="#6b8fb5")
+                    fig.quad(left="left", right="right", top="top", bottom=0, source=p["sel"],
+                             fill_color="#e6550d", line_color="#c44a0b", fill_alpha=0.8)
+                    fig.yaxis.axis_label = "stars"
+                else:
+                    p["base"] = ColumnDataSource({"image": [], "x": [], "y": [], "dw": [], "dh": []})
+                    p["sel"] = ColumnDataSource({"image": [], "x": [], "y": [], "dw": [], "dh": []})
+                    p["base_map"], p["sel_map"] = self._mapper(False), self._mapper(True)
+                    r = fig.image(image="image", x="x", y="y", dw="dw", dh="dh", source=p["base"],
+                                  color_mapper=p["base_map"])
+                    fig.image(image="image", x="x", y="y", dw="dw", dh="dh", source=p["sel"],
+                              color_mapper=p["sel_map"])
+                    what = f"mean {axis_label(self.color)}" if self.color else "stars"
+                    fig.add_tools(HoverTool(renderers=[r], tooltips=[
+                        (axis_label(xcol), "$x{0.00}"), (axis_label(ycol), "$y{0.00}"),
+                        (what, "@image{0.00}")]))
+                    p["focus"] = ColumnDataSource({"x": [], "y": []})
+                    fig.scatter("x", "y", source=p["focus"], marker="circle", size=11,
+                                fill_alpha=0, line_color="#d62728", line_width=2.2)
+                self.panels[(xcol, xcol if diag else ycol)] = p
+                grid[i][j] = fig
+        if self.color and k >= 2:
+            grid[0][k - 1] = self._colorbar_figure()
+        layout = gridplot(grid, toolbar_location="right", merge_tools=True)
+        for tool in layout.toolbar.tools:
+            if isinstance(getattr(tool, "tools", [None])[0], BoxSelectTool):
+                layout.toolbar.active_drag = tool
+        return layout
+
+    def _colorbar_figure(self):
+        fig = figure(frame_width=60, frame_height=PANEL_PX, toolbar_location=None,
+                     min_border=4, outline_line_color=None)
+        fig.axis.visible = False
+        fig.grid.visible = False
+        mapper = self._mapper(False)
+        fig.add_layout(ColorBar(color_mapper=mapper, title=f"mean {axis_label(self.color)}",
+                                width=12), "right")
+        fig.scatter([0], [0], alpha=0)
+        return fig
+
+    # -- aggregation ----------------------------------------------------------------------
+    def _span(self, col: str) -> tuple[float, float]:
+        r = self.ranges[col]
+        return tuple(sorted((float(r.start), float(r.end))))
+
+    def _selected_frame(self) -> pd.DataFrame | None:
+        if self.rows is None:
+            return None
+        used = list(dict.fromkeys(self.cols + ([self.color] if self.color else [])))
+        return self.frame[used].take(self.rows)
+
+    def refresh(self, columns=None, base: bool = True) -> None:
+        """Re-aggregate the panels that involve ``columns`` (all when None)."""
+        sel = self._selected_frame()
+        with pn.io.hold():
+            for (xcol, ycol), p in self.panels.items():
+                if columns is not None and xcol not in columns and ycol not in columns:
+                    continue
+                if p["y"] is None:
+                    self._draw_hist(p, xcol, sel, base)
+                else:
+                    self._draw_image(p, xcol, ycol, sel, base)
+
+    def _draw_image(self, p, xcol, ycol, sel, base) -> None:
+        xr, yr = self._span(xcol), self._span(ycol)
+        if base:
+            a = corner.aggregate(self.frame, xcol, ycol, xr, yr, color=self.color)
+            p["base"].data = {"image": [a.image], "x": [a.x0], "y": [a.y0], "dw": [a.dw],
+                              "dh": [a.dh]}
+        if sel is None:
+            p["sel"].data = {"image": [], "x": [], "y": [], "dw": [], "dh": []}
+        else:
+            a = corner.aggregate(sel, xcol, ycol, xr, yr, color=self.color)
+            p["sel"].data = {"image": [a.image], "x": [a.x0], "y": [a.y0], "dw": [a.dw],
+                             "dh": [a.dh]}
+        p["base_map"].palette = LIGHT_GREYS if sel is not None else Viridis256
+
+    def _draw_hist(self, p, col, sel, base) -> None:
+        xr = self._span(col)
+        counts, edges = corner.histogram(self.frame[col].to_numpy(), xr)
+        if base:
+            p["base"].data = {"left": edges[:-1], "right": edges[1:], "top": counts}
+            p["fig"].y_range.update(start=0, end=float(max(counts.max(), 1)) * 1.08)
+        if sel is None:
+            p["sel"].data = {"left": [], "right": [], "top": []}
+        else:
+            c, e = corner.histogram(sel[col].to_numpy(), xr)
+            p["sel"].data = {"left": e[:-1], "right": e[1:], "top": c}
+
+    def _refresh_changed(self) -> None:
+        changed = [c for c in self.cols if self._span(c) != self._seen[c]]
+        self._seen = {c: self._span(c) for c in self.cols}
+        if changed:
+            self.refresh(changed)
+
+    def set_selection(self, rows: np.ndarray | None, box_panel=None, box=None,
+                      keep_boxes: bool = False) -> None:
+        """Show ``rows`` as the selection; outline ``box`` in the panel it was drawn in."""
+        self.rows = rows
+        with pn.io.hold():
+            for key, p in self.panels.items():
+                hl = p["highlight"]
+                if rows is None:
+                    hl.visible = False
+                elif key == box_panel and box is not None:
+                    edges = {"left": min(box[0], box[1]), "right": max(box[0], box[1])}
+                    if p["y"] is not None:
+                        edges.update(bottom=min(box[2], box[3]), top=max(box[2], box[3]))
+                    hl.update(visible=True, **edges)
+                elif not keep_boxes:
+                    hl.visible = False
+            self.refresh(base=False)
+
+    def mark_star(self, row: int | None) -> None:
+        for p in self.panels.values():
+            if "focus" not in p:
+                continue
+            if row is None:
+                p["focus"].data = {"x": [], "y": []}
+            else:
+                p["focus"].data = {"x": [float(self.frame[p["x"]].iloc[row])],
+                                   "y": [float(self.frame[p["y"]].iloc[row])]}
+
+    # -- events ---------------------------------------------------------------------------
+    def _on_geometry(self, xcol, ycol, event) -> None:
+        g = event.geometry
+        if not event.final or g.get("type") != "rect":
+            return
+        box = (g["x0"], g["x1"], g.get("y0"), g.get("y1"))
+        if not (np.isfinite(box[0]) and np.isfinite(box[1])) or box[0] == box[1]:
+            return
+        self.on_box(xcol, ycol, box)
+
+    def _on_tap_event(self, xcol, ycol, event) -> None:
+        if event.x is None or event.y is None:
+            return
+        self.on_tap(xcol, ycol, float(event.x), float(event.y))
 
 
 class CatalogView(pn.viewable.Viewer):
@@ -65,144 +296,135 @@ class CatalogView(pn.viewable.Viewer):
         self.message = pn.pane.Alert(self.context.store_problem or "", alert_type="warning",
                                      visible=not self.available)
         self.count = pn.pane.Markdown("", css_classes=["ss-selection-count"], margin=(5, 10))
+        self.plot = None
         if not self.available:
             return
         self.frame = data.catalog_frame(store)
+        self.ids = store.catalog["APOGEE_ID"].astype(str)
         columns = data.axis_columns(self.frame)
         default = [c for c in data.PREFERRED_AXES if c in columns][:MAX_AXES] or columns[:4]
-        self.axes = pn.widgets.MultiChoice(name="Corner-plot columns (up to 6)", options=columns,
-                                           value=default, max_items=MAX_AXES, width=520)
+        self.axes = pn.widgets.MultiChoice(name="Corner-plot columns (2 to 6)", options=columns,
+                                           value=default, max_items=MAX_AXES, width=540)
         self.color_by = pn.widgets.Select(name="Colour by", options=["count"] + columns,
                                           value="count", width=170)
-        self.cnorm = pn.widgets.Select(name="Colour scale", options=["eq_hist", "log", "linear"],
-                                       value="eq_hist", width=120)
+        self.cnorm = pn.widgets.Select(name="Count scale", options=["eq_hist", "log", "linear"],
+                                       value="eq_hist", width=110)
+        self.mode = pn.widgets.RadioButtonGroup(options=list(SELECT_MODES),
+                                                value=next(iter(SELECT_MODES)))
         self.clear_button = pn.widgets.Button(name="Clear selection", width=130)
         self.clear_button.on_click(lambda e: self.clear_selection())
-        self.corner = pn.pane.HoloViews(None, sizing_mode="fixed", linked_axes=True)
+        self.corner_pane = pn.pane.Bokeh(None, css_classes=["ss-corner"])
+        self.constraints: list[str] = []
         cat = store.catalog
-        first = [c for c in TABLE_FIRST if c in cat.columns]
-        self.table_columns = first
-        self._table_frame = cat[first]
+        self.table_columns = [c for c in TABLE_FIRST if c in cat.columns]
+        self._table_frame = cat[self.table_columns]
         self.table = pn.widgets.Tabulator(
             self._table_frame, pagination="remote", page_size=12, show_index=False,
             header_filters=True, disabled=True, selectable=1, sizing_mode="stretch_width",
-            height=430, theme="simple", layout="fit_data_stretch",
-            formatters={c: NumberFormatter(format="0.000" if c not in ("TEFF", "SNR") else "0")
-                        for c in first if pd.api.types.is_float_dtype(cat[c])},
+            height=430, theme="simple", layout="fit_data_stretch", css_classes=["ss-table"],
+            formatters={c: NumberFormatter(format="0" if c in ("TEFF", "SNR") else "0.000")
+                        for c in self.table_columns if pd.api.types.is_float_dtype(cat[c])},
         )
         self.table.param.watch(self._on_table_select, "selection")
-        self.axes.param.watch(lambda e: self.rebuild(), "value")
-        self.color_by.param.watch(lambda e: self.rebuild(), "value")
-        self.cnorm.param.watch(lambda e: self.rebuild(), "value")
-        self.link = None
-        self.rebuild()
+        for w in (self.axes, self.color_by, self.cnorm):
+            w.param.watch(lambda e: self.built and self.rebuild(), "value")
+        self.focus.param.watch(lambda e: self._mark_focus(), "spectrum")
+        self.built = False
+
+    def ensure_built(self) -> None:
+        """Build the corner plot the first time it is needed (it costs a second or two)."""
+        if self.available and not self.built:
+            self.built = True
+            self.corner_pane.loading = True
+            try:
+                self.rebuild()
+            finally:
+                self.corner_pane.loading = False
 
     # -- corner plot ----------------------------------------------------------------------
     def rebuild(self) -> None:
         """(Re)build the corner plot for the chosen columns; the selection starts afresh."""
         cols = list(self.axes.value)
-        if self.link is not None:
-            self.clear_selection()
-        self.link = hv.selection.link_selections.instance(
-            unselected_alpha=0.25, selected_color="#e6550d", cross_filter_mode="overwrite")
-        self.link.param.watch(self._on_expr, "selection_expr")
+        self._reset_selection()
         if len(cols) < 2:
-            self.corner.object = None
+            self.plot = None
+            self.corner_pane.object = None
             self.count.object = "Choose at least two columns for the corner plot."
             return
-        used = list(dict.fromkeys(cols + ([self.color_by.value] if self.color_by.value != "count"
-                                          else []) + ["ROW"]))
-        self.dataset = hv.Dataset(self.frame[used], kdims=[dimension(c) for c in used])
-        self.corner.object = self.link(self.corner_layout(cols))
+        color = None if self.color_by.value == "count" else self.color_by.value
+        self.plot = CornerPlot(self.frame, cols, color, self.cnorm.value, self.select_box,
+                               self.open_nearest)
+        self.corner_pane.object = self.plot.layout
+        self._mark_focus()
         self._update_count()
 
-    def corner_layout(self, cols: list[str]) -> hv.Layout:
-        """Lower-triangle corner plot: rasterized Points off the diagonal, histograms on it."""
-        color = self.color_by.value
-        vdims = [self.dataset.get_dimension(color)] if color != "count" else []
-        agg = ds.count() if color == "count" else ds.mean(color)
-        cmap = "viridis" if color == "count" else "plasma"
-        k = len(cols)
-        panels = []
-        self._taps = []
-        for i, ycol in enumerate(cols):
-            for j, xcol in enumerate(cols):
-                common = {"frame_width": PANEL_PX, "frame_height": PANEL_PX,
-                          "xaxis": "bottom" if i == k - 1 else None,
-                          "yaxis": "left" if j == 0 else None,
-                          "invert_xaxis": xcol in INVERTED}
-                if j > i:
-                    panels.append(hv.Empty())
-                elif i == j:
-                    hist = hv.operation.histogram(self.dataset, dimension=xcol,
-                                                  num_bins=40, normed=False)
-                    panels.append(hist.opts(**{**common, "yaxis": None}, color="#6b8fb5",
-                                            line_color=None, tools=["box_select"],
-                                            default_tools=["pan", "wheel_zoom", "reset"]))
-                else:
-                    dims = [self.dataset.get_dimension(c) for c in (xcol, ycol)]
-                    points = hv.Points(self.dataset, kdims=dims, vdims=vdims)
-                    raster = rasterize(points, aggregator=agg, width=PANEL_PX, height=PANEL_PX)
-                    tap = hv.streams.Tap(source=raster, x=np.nan, y=np.nan)
-                    tap.add_subscriber(self._tap_callback(xcol, ycol))
-                    self._taps.append(tap)
-                    panels.append(raster.opts(
-                        **common, invert_yaxis=ycol in INVERTED, cmap=cmap, cnorm=self.cnorm.value,
-                        tools=["box_select", "tap", "hover"], active_tools=["box_select"],
-                        default_tools=["pan", "wheel_zoom", "reset", "save"]))
-        layout = hv.Layout(panels).cols(k).opts(shared_axes=True, merge_tools=True)
-        return layout
+    def select_box(self, xcol: str, ycol: str | None, box) -> None:
+        """Select the stars in a box of panel (xcol, ycol), or an x span of a histogram."""
+        mask = corner.box_mask(self.frame, xcol, box[:2], ycol, box[2:] if ycol else None)
+        text = self._describe(xcol, box[:2])
+        if ycol:
+            text += " and " + self._describe(ycol, box[2:])
+        narrow = SELECT_MODES[self.mode.value] == "intersect" and self.selection.active
+        if narrow:
+            keep = np.zeros(len(self.frame), dtype=bool)
+            keep[self.selection.rows] = True
+            mask &= keep
+            self.constraints.append(text)
+        else:
+            self.constraints = [text]
+        rows = np.flatnonzero(mask)
+        self.selection.select(rows, description="; ".join(self.constraints))
+        self.table.value = self._table_frame.iloc[rows]
+        if self.plot is not None:
+            self.plot.set_selection(rows, (xcol, ycol or xcol), box, keep_boxes=narrow)
+        self._update_count()
 
-    def _tap_callback(self, xcol: str, ycol: str):
-        def on_tap(x=None, y=None, **_):
-            if x is None or y is None or not np.isfinite(x) or not np.isfinite(y):
-                return
-            self.open_nearest(xcol, ycol, float(x), float(y))
-        return on_tap
+    @staticmethod
+    def _describe(col: str, span) -> str:
+        lo, hi = sorted(span)
+        return f"{axis_label(col)} ∈ [{lo:.3g}, {hi:.3g}]"
 
     def open_nearest(self, xcol: str, ycol: str, x: float, y: float) -> str | None:
         """Focus the star nearest to (x, y) in the (xcol, ycol) panel; returns its APOGEE_ID."""
-        f = self.frame
-        span = [float(np.nanpercentile(f[c], 99) - np.nanpercentile(f[c], 1)) for c in (xcol, ycol)]
-        row = data.nearest_row(f, xcol, ycol, x, y, span[0], span[1], self.selection.rows)
+        spans = [abs(self.plot.ranges[c].end - self.plot.ranges[c].start) if self.plot else 1.0
+                 for c in (xcol, ycol)]
+        row = data.nearest_row(self.frame, xcol, ycol, x, y, spans[0], spans[1],
+                               self.selection.rows)
         if row is None:
             return None
-        star = str(self.context.store.catalog["APOGEE_ID"].iloc[row])
+        star = str(self.ids.iloc[row])
         self.focus.star_id = star
         return star
 
+    def _mark_focus(self) -> None:
+        if self.plot is None:
+            return
+        spec, store = self.focus.spectrum, self.context.store
+        row = None
+        if spec is not None and self.focus.source == "store" and store.has_star(spec.apogee_id):
+            row = store.row_of(spec.apogee_id)
+        self.plot.mark_star(row)
+
     # -- selection ------------------------------------------------------------------------
-    def _on_expr(self, event) -> None:
-        expr = event.new
-        if expr is None:
-            self.selection.clear()
-            self.table.value = self._table_frame
-        else:
-            mask = np.asarray(expr.apply(self.dataset), dtype=bool)
-            rows = np.flatnonzero(mask)
-            self.selection.select(rows, description=str(expr))
-            self.table.value = self._table_frame.iloc[rows]
-        self._update_count()
-
-    def apply_expression(self, expr) -> None:
-        """Set the linked selection from code (tests, URL restore); None clears it."""
-        self.link.selection_expr = expr
-
-    def clear_selection(self) -> None:
-        if self.link is not None and self.link.selection_expr is not None:
-            self.link.param.update(selection_expr=None)
+    def _reset_selection(self) -> None:
+        self.constraints = []
         self.selection.clear()
         self.table.value = self._table_frame
+
+    def clear_selection(self) -> None:
+        self._reset_selection()
+        if self.plot is not None:
+            self.plot.set_selection(None)
         self._update_count()
 
     def _update_count(self) -> None:
         total = self.selection.total
         if self.selection.active:
-            self.count.object = (f"**{self.selection.count:,}** of {total:,} stars selected "
-                                 "(box-select in any panel; the table shows the selection)")
+            self.count.object = (f"**{self.selection.count:,}** of {total:,} stars selected: "
+                                 f"{self.selection.description}")
         else:
-            self.count.object = (f"No selection: **{total:,}** stars. Draw a box in any panel "
-                                 "to select; click a point or a table row to open that star.")
+            self.count.object = (f"No selection: **{total:,}** stars. Drag a box in any panel "
+                                 "to select; click a panel or a table row to open a star.")
 
     def _on_table_select(self, event) -> None:
         if not event.new:
@@ -215,10 +437,11 @@ class CatalogView(pn.viewable.Viewer):
         if not self.available:
             return pn.Column(self.message)
         controls = pn.Row(self.axes, self.color_by, self.cnorm,
+                          pn.Column(pn.pane.Markdown("**Box select**", margin=(0, 5)),
+                                    self.mode),
                           pn.Column(pn.Spacer(height=18), self.clear_button))
         return pn.Column(
-            controls, self.count,
-            pn.Row(self.corner, sizing_mode="stretch_width", scroll=True),
-            pn.pane.Markdown("#### Catalog (filter with the header boxes; click a row to open "
-                             "the star)", margin=(10, 10, 0, 10)),
+            controls, self.count, self.corner_pane,
+            pn.pane.Markdown("#### Catalog: filter with the header boxes; click a row to open "
+                             "the star", margin=(10, 10, 0, 10)),
             self.table, sizing_mode="stretch_width")

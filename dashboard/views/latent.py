@@ -19,6 +19,7 @@ from bokeh.models import (
     FixedTicker,
     HoverTool,
     LinearColorMapper,
+    PrintfTickFormatter,
     Range1d,
     Span,
 )
@@ -124,7 +125,8 @@ class LatentView(pn.viewable.Viewer):
             self.sens_srcs.append(src)
         sens.add_tools(HoverTool(tooltips=[("λ", "$x{0.0} Å"), ("latent", "$y{0}"),
                                            ("∂flux/∂z", "@image{0.0000}")]))
-        sens.add_layout(ColorBar(color_mapper=self.sens_mapper, width=10, title="∂f/∂z"), "right")
+        sens.add_layout(ColorBar(color_mapper=self.sens_mapper, width=10, title="∂f/∂z",
+                                 formatter=PrintfTickFormatter(format="%.1e")), "right")
         sens.css_classes = ["ss-sensitivity-plot"]
         self.sens_fig = sens
         self.plot = pn.pane.Bokeh(bk_column(spec, diff, sens, sizing_mode="stretch_width"),

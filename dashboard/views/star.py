@@ -31,7 +31,9 @@ from core.grid import get_grid
 
 from .. import data
 from ..spectra import (
+    band_patch,
     csv_bytes,
+    error_band,
     fits_bytes,
     label_table,
     masked_spans,
@@ -155,13 +157,14 @@ class StarView(pn.viewable.Viewer):
 
         self.mask_src = ColumnDataSource({"x0": [], "x1": []})
         self.window_src = ColumnDataSource({"x0": [], "x1": []})
-        self.spec_src = ColumnDataSource({k: [] for k in ("wave", "flux", "lo", "hi", "err", "mask")})
+        self.spec_src = ColumnDataSource({k: [] for k in ("wave", "flux", "err", "mask")})
+        self.band_src = ColumnDataSource({"x": [], "y": []})
         r_mask = fig.vstrip(x0="x0", x1="x1", source=self.mask_src, fill_color="#9e9e9e",
                             fill_alpha=0.28, line_alpha=0)
         r_win = fig.vstrip(x0="x0", x1="x1", source=self.window_src, fill_color="#ffd54f",
                            fill_alpha=0.35, line_alpha=0)
-        r_band = fig.varea(x="wave", y1="lo", y2="hi", source=self.spec_src,
-                           fill_color="#7f9fbf", fill_alpha=0.45)
+        r_band = fig.patch(x="x", y="y", source=self.band_src, fill_color="#7f9fbf",
+                           fill_alpha=0.45, line_alpha=0)
         r_flux = fig.line("wave", "flux", source=self.spec_src, color="#1a1a1a", line_width=1.1)
         fig.add_tools(HoverTool(renderers=[r_flux], mode="vline", tooltips=[
             ("λ", "@wave{0.00} Å"), ("flux", "@flux{0.0000} ± @err{0.0000}"),
@@ -204,11 +207,12 @@ class StarView(pn.viewable.Viewer):
         res.toolbar.logo = None
         res.title.text_font_size = "11pt"
         res.css_classes = ["ss-residual-plot"]
-        self.res_src = ColumnDataSource({"wave": [], "y": [], "lo": [], "hi": []})
+        self.res_src = ColumnDataSource({"wave": [], "y": []})
+        self.res_band = ColumnDataSource({"x": [], "y": []})
         res.vstrip(x0="x0", x1="x1", source=self.mask_src, fill_color="#9e9e9e", fill_alpha=0.28,
                    line_alpha=0)
-        res.varea(x="wave", y1="lo", y2="hi", source=self.res_src, fill_color="#7f9fbf",
-                  fill_alpha=0.35)
+        res.patch(x="x", y="y", source=self.res_band, fill_color="#7f9fbf", fill_alpha=0.4,
+                  line_alpha=0)
         self.res_line = res.line("wave", "y", source=self.res_src, color="#d62728", line_width=1)
         res.add_layout(Span(location=0, dimension="width", line_color="#333", line_width=1))
         self.res_fig = res
@@ -249,8 +253,10 @@ class StarView(pn.viewable.Viewer):
             search_strategy="includes", case_sensitive=False, min_characters=1, width=210,
             restrict=True)
         kinds = sorted(self._lines["kind"].unique()) if self._lines is not None else []
-        self.line_kinds = pn.widgets.CheckButtonGroup(name="Line list", options=kinds,
-                                                      value=list(kinds), button_type="default")
+        # 760 molecular lines would bury the atomic ones: off until asked for
+        self.line_kinds = pn.widgets.CheckButtonGroup(
+            name="Line list", options=kinds, value=[k for k in kinds if k != "molecular"],
+            button_type="default", button_style="outline")
         elements = sorted(self._lines["element"].unique()) if self._lines is not None else []
         self.line_elements = pn.widgets.MultiChoice(name="Only elements", options=elements,
                                                     value=[], placeholder="all elements",
@@ -262,12 +268,14 @@ class StarView(pn.viewable.Viewer):
                                                      filename="spectrum.fits", width=90,
                                                      button_type="light", disabled=True)
         self.table = pn.widgets.Tabulator(label_table(None), show_index=False, disabled=True,
-                                          sizing_mode="stretch_width", height=380,
-                                          layout="fit_data_stretch", theme="simple",
-                                          header_filters=False)
+                                          sizing_mode="stretch_width", height=400,
+                                          layout="fit_columns", theme="simple",
+                                          header_sort=False, css_classes=["ss-labels"],
+                                          widths={"quantity": 130})
         self.latent_table = pn.widgets.Tabulator(pd.DataFrame(), show_index=False, disabled=True,
-                                                 sizing_mode="stretch_width", height=220,
-                                                 theme="simple", layout="fit_data_stretch")
+                                                 sizing_mode="stretch_width", height=240,
+                                                 theme="simple", layout="fit_columns",
+                                                 header_sort=False)
         self.empty = pn.pane.Alert(
             "**No star selected.** Search an APOGEE_ID in the sidebar, press *Random star*, "
             "upload a FITS file, or click a star in the Catalog tab.", alert_type="info",
@@ -296,6 +304,7 @@ class StarView(pn.viewable.Viewer):
             self.csv_download.disabled = self.fits_download.disabled = spec is None
             if spec is None:
                 self.spec_src.data = {k: [] for k in self.spec_src.data}
+                self.band_src.data = {"x": [], "y": []}
                 self.mask_src.data = {"x0": [], "x1": []}
                 self.spec_fig.title.text = "No star selected"
                 self.table.value = label_table(None)
@@ -303,8 +312,8 @@ class StarView(pn.viewable.Viewer):
                 return
             flux, err = spec.flux, spec.error
             self.spec_src.data = with_gaps(spec.wavelength, {
-                "flux": flux, "lo": flux - err, "hi": flux + err, "err": err,
-                "mask": spec.pixmask.astype(np.float32)})
+                "flux": flux, "err": err, "mask": spec.pixmask.astype(np.float32)})
+            self.band_src.data = error_band(spec)
             self.mask_src.data = masked_spans(spec.wavelength, spec.bad())
             lo, hi = robust_range(flux, spec.good())
             if spec.normalized:
@@ -372,19 +381,20 @@ class StarView(pn.viewable.Viewer):
         mode = RESIDUAL_MODES[self.residual_mode.value]
         diff, pull = residuals(spec, self.focus.models[name])
         if mode == "diff":
-            y, band = diff, np.where(np.isfinite(diff), spec.error, np.nan)
+            y, band = diff, np.where(np.isfinite(diff), np.minimum(spec.error, 0.5), 0.0)
             lo, hi = robust_range(diff, pad=0.15)
             m = max(abs(lo), abs(hi))
             lo, hi = -m, m
         else:
-            y, band = pull, np.where(np.isfinite(pull), 1.0, np.nan)
+            y, band = pull, np.where(np.isfinite(pull), 1.0, 0.0)
             lo, hi = robust_range(pull, pad=0.15)
             m = min(max(abs(lo), abs(hi), 3.5), 12.0)
             lo, hi = -m, m
         good = np.isfinite(pull)
         chi2 = float(np.mean(pull[good] ** 2)) if good.any() else float("nan")
         with pn.io.hold():
-            self.res_src.data = with_gaps(spec.wavelength, {"y": y, "lo": -band, "hi": band})
+            self.res_src.data = with_gaps(spec.wavelength, {"y": y})
+            self.res_band.data = band_patch(spec.wavelength, -band, band)
             self.res_fig.y_range.update(start=lo, end=hi)
             self.res_fig.yaxis.axis_label = self.residual_mode.value
             self.res_fig.title.text = (f"Residuals of the {name}: χ²_ν = {chi2:.2f} over "
@@ -485,23 +495,22 @@ class StarView(pn.viewable.Viewer):
     def __panel__(self):
         lines_note = (pn.pane.Alert(f"Line list unavailable: {self._lines_problem}",
                                     alert_type="warning") if self._lines is None else None)
-        controls = pn.Row(
-            pn.Column(pn.pane.Markdown("**Overlays**", margin=(0, 5)), self.overlays),
-            pn.Column(pn.pane.Markdown("**Residual**", margin=(0, 5)), self.residual_mode),
+
+        def labelled(title, *widgets):
+            return pn.Column(pn.pane.Markdown(f"**{title}**", margin=(0, 10, -8, 10)), *widgets)
+
+        controls = pn.FlexBox(
+            labelled("Overlays", self.overlays), labelled("Residual", self.residual_mode),
             self.residual_of, self.zoom, self.goto_line,
-            pn.Column(pn.pane.Markdown("**Export**", margin=(0, 5)),
-                      pn.Row(self.csv_download, self.fits_download)),
-            sizing_mode="stretch_width", styles={"flex-wrap": "wrap"},
-        )
-        line_controls = pn.Row(pn.pane.Markdown("**Line list**", margin=(12, 5)),
-                               self.line_kinds, self.line_elements,
-                               sizing_mode="stretch_width")
+            labelled("Download spectrum + models", pn.Row(self.csv_download,
+                                                          self.fits_download)),
+            labelled("Line list", pn.Row(self.line_kinds, self.line_elements)),
+            gap="0px 12px", sizing_mode="stretch_width")
         side = pn.Column(
             pn.pane.Markdown("#### Labels and model outputs", margin=(0, 10)), self.table,
-            pn.pane.Markdown("#### VAE latents", margin=(0, 10)), self.latent_table,
-            width=330,
-        )
-        main = pn.Column(controls, line_controls, self.empty, self.plot, self.res_info,
+            pn.pane.Markdown("#### VAE latents (μ, σ)", margin=(0, 10)), self.latent_table,
+            width=300)
+        main = pn.Column(controls, self.empty, self.plot, self.res_info,
                          sizing_mode="stretch_width")
         items = [lines_note] if lines_note is not None else []
         return pn.Column(*items, pn.Row(main, side, sizing_mode="stretch_width"),

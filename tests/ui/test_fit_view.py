@@ -1,0 +1,138 @@
+"""Browser test: fit a star from the Fit view of the served dashboard (Playwright + chromium)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytestmark = pytest.mark.ui
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _fixture_data(root: Path) -> tuple[Path, Path]:
+    """A 3-star store made by a small random emulator, and that emulator saved to disk."""
+    import torch
+
+    from core.fit.forward import ForwardModel
+    from core.models.emulator import Emulator, EmulatorConfig, save_emulator
+    from core.store import SpectraStore
+
+    names = ["TEFF", "LOGG", "FE_H", "MG_FE"]
+    lo, hi = np.array([3800.0, 0.5, -1.5, -0.2]), np.array([6200.0, 4.8, 0.4, 0.4])
+    torch.manual_seed(3)
+    emu = Emulator(EmulatorConfig(label_names=names, x_min=lo, x_max=hi, hidden=(16, 16)))
+    with torch.no_grad():
+        emu.layers[-1].weight.mul_(0.3)
+        emu.layers[-1].bias.fill_(0.9)
+    emu.start_bank = torch.tensor(lo + np.random.default_rng(0).random((32, 4)) * (hi - lo),
+                                  dtype=torch.float32)
+    rng = np.random.default_rng(1)
+    truth = lo + (0.2 + 0.6 * rng.random((3, 4))) * (hi - lo)
+    fwd = ForwardModel(emu)
+    p = torch.zeros(3, fwd.n_params)
+    p[:, :4] = torch.tensor(emu.scale(truth), dtype=torch.float32)
+    p[:, 4] = torch.tensor([5.0, -40.0, 15.0])
+    with torch.no_grad():
+        flux = fwd.evaluate(p, jacobian=False)[0].numpy()
+    flux = flux + rng.normal(0, 0.01, flux.shape).astype(np.float32)
+    cat = pd.DataFrame({"APOGEE_ID": ["2M00000001+0000001", "2M00000002+0000002",
+                                      "2M00000003+0000003"], "SNR": 100.0})
+    for k, n in enumerate(names):
+        cat[n], cat[f"{n}_ERR"], cat[f"TRUE_{n}"] = truth[:, k], 0.01, truth[:, k]
+    with SpectraStore.create(root / "store", kind="mock survey") as w:
+        w.append(flux, np.full_like(flux, 0.01), np.zeros(flux.shape, np.uint16), cat)
+    save_emulator(emu.eval(), root / "emulator")
+    return root / "store", root / "emulator"
+
+
+@pytest.fixture(scope="module")
+def served_app(tmp_path_factory):
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is not installed")
+    pytest.importorskip("playwright.sync_api")
+    from core.cli.serve import panel_command
+
+    root = tmp_path_factory.mktemp("fit-ui")
+    store, emulator = _fixture_data(root)
+    port = _free_port()
+    env = dict(os.environ, STELLARSCOPE_STORE=str(store), STELLARSCOPE_EMULATOR=str(emulator),
+               STELLARSCOPE_HOME=str(root / "home"), OMP_NUM_THREADS="1")
+    log = open(root / "server.log", "wb")
+    proc = subprocess.Popen(panel_command(port, "127.0.0.1"), env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/app"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"dashboard did not start: {(root / 'server.log').read_text()}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture()
+def browser_page(served_app):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1500, "height": 1000})
+        page.set_default_timeout(60_000)
+        yield page
+        browser.close()
+
+
+def test_fit_a_star_from_the_fit_view(served_app, browser_page, tmp_path):
+    page = browser_page
+    page.goto(f"{served_app}?star=2M00000002%2B0000002")
+    try:
+        page.locator(".bk-tab", has_text="Fit").first.click()
+    except Exception:
+        page.screenshot(path=str(tmp_path / "fit-view.png"), full_page=True)
+        raise
+    button = page.locator(".ss-fit-button button")
+    button.wait_for(state="visible")
+    page.wait_for_function("() => { const b = document.querySelector('.ss-fit-button button');"
+                           " return b && !b.disabled; }")
+    button.click()
+    summary = page.locator(".ss-fit-summary")
+    summary.get_by_text("χ²_ν =").wait_for()
+    text = summary.inner_text()
+    assert "RV =" in text and "km/s" in text
+    rv = float(text.split("RV =")[1].split("±")[0])
+    assert abs(rv + 40.0) < 2.0  # the star was made with RV −40 km/s
+    table = page.locator(".ss-fit-table")
+    for label in ("TEFF", "LOGG", "FE_H", "MG_FE", "RV"):
+        table.get_by_text(label, exact=True).first.wait_for()
+    assert "Fitted" in page.locator(".ss-fit-status").inner_text()
