@@ -270,6 +270,12 @@ def vae_outputs(vae, spectrum: Spectrum, catalog_row: dict | None = None) -> dic
     Returns ``encoding`` (mu, sigma, labels as arrays), ``reconstruction`` (flux on the
     spectrum's pixels) and ``outputs`` (side-table numbers).
     """
+    grid = getattr(vae, "grid", None)
+    if grid is not None and (spectrum.n_pix != grid.n_pix or
+                             (spectrum.grid is not None and spectrum.grid != grid.name)):
+        raise BadDataError(f"the VAE works on the {grid.name} grid ({grid.n_pix} pixels); "
+                           f"{spectrum.label} has {spectrum.n_pix} pixels on "
+                           f"{spectrum.grid or 'no named grid'}")
     labels, where = vae_labels(vae, spectrum, catalog_row)
     enc = vae.encode(spectrum, labels=labels)
     encoding = {k: np.asarray(enc[k], dtype=np.float32).reshape(-1)

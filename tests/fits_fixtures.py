@@ -79,7 +79,9 @@ def continuum(wavelength: np.ndarray, level: float = 800.0) -> np.ndarray:
     return level * (1.0 + 0.15 * np.sin((lam - 15100.0) / 400.0))
 
 
-def _noisy(model: np.ndarray, snr: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _noisy(
+    model: np.ndarray, snr: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     error = np.abs(model) / snr + 1e-3
     return model + rng.normal(size=model.shape) * error, error
 
@@ -209,7 +211,10 @@ def write_aspcapstar(
     gaps = _gap_pixels()
     for arr in (f, e, best_fit):
         arr[gaps] = 0.0
-    arrays = [np.asarray(a if a is not None else d, dtype=np.float32) for a, d in ((flux, f), (error, e), (model, best_fit))]
+    arrays = [
+        np.asarray(a if a is not None else d, dtype=np.float32)
+        for a, d in ((flux, f), (error, e), (model, best_fit))
+    ]
     h0 = fits.Header()
     h0["OBJID"] = apogee_id
     h0["TELESCOP"] = telescope
@@ -241,7 +246,7 @@ def write_aspcapstar(
 
 
 def apvisit_wavelength(descending: bool = True) -> np.ndarray:
-    """(3, 4096) observed vacuum wavelengths: chips red → blue, each decreasing (as real files)."""
+    """(3, 4096) observed vacuum wavelengths, chips red → blue, each decreasing (as real files)."""
     u = np.linspace(0.0, 1.0, APVISIT_NPIX)
     rows = []
     for start, end in APVISIT_CHIP_RANGES:
@@ -300,7 +305,12 @@ def write_apvisit(
         if value is not None:
             h0[key] = value
     hdus = [fits.PrimaryHDU(header=h0)]
-    for data, unit in ((f, "Flux"), (e, "Flux Error"), (m, "Flag Mask"), (wave, "Wavelength (Ang)")):
+    for data, unit in (
+        (f, "Flux"),
+        (e, "Flux Error"),
+        (m, "Flag Mask"),
+        (wave, "Wavelength (Ang)"),
+    ):
         hdu = fits.ImageHDU(data)
         hdu.header["BUNIT"] = unit
         hdus.append(hdu)
@@ -329,12 +339,16 @@ def _catalog_base(ids, rng: np.random.Generator, telescope: str, field: str) -> 
         fits.Column(name="APOGEE_ID", format="18A", array=list(ids)),
         fits.Column(name="TELESCOPE", format="8A", array=[telescope] * n),
         fits.Column(name="FIELD", format="16A", array=[field] * n),
-        fits.Column(name="TARGET_ID", format="40A", array=[f"{telescope}.{field}.{i}" for i in ids]),
+        fits.Column(
+            name="TARGET_ID", format="40A", array=[f"{telescope}.{field}.{i}" for i in ids]
+        ),
         fits.Column(name="LOCATION_ID", format="J", array=np.arange(n) + 4000),
         fits.Column(name="RA", format="D", array=rng.uniform(0, 360, n)),
         fits.Column(name="DEC", format="D", array=rng.uniform(-90, 90, n)),
         fits.Column(name="SNR", format="E", array=rng.uniform(20, 400, n)),
-        fits.Column(name="STARFLAG", format="J", array=(np.arange(n) % 4 == 2).astype(np.int32) * 4),
+        fits.Column(
+            name="STARFLAG", format="J", array=(np.arange(n) % 4 == 2).astype(np.int32) * 4
+        ),
         fits.Column(name="ASPCAPFLAG", format="K", array=flags),
         fits.Column(name="ASPCAPFLAGS", format="64A", array=list(flag_names)),
         fits.Column(name="VSCATTER", format="E", array=rng.uniform(0, 1, n)),
@@ -366,7 +380,9 @@ def write_allstar(
     fe_h = m_h + rng.normal(0, 0.02, n)
     hdus = [fits.PrimaryHDU()]
     if dr == 14:
-        param = np.column_stack([teff, logg, rng.uniform(0.8, 2.0, n), m_h] + [rng.normal(0, 0.1, n)] * 3)
+        param = np.column_stack(
+            [teff, logg, rng.uniform(0.8, 2.0, n), m_h] + [rng.normal(0, 0.1, n)] * 3
+        )
         cov = np.zeros((n, 7, 7))
         for k, sd in enumerate((80.0, 0.08, 0.05, 0.03, 0.04, 0.05, 0.02)):
             cov[:, k, k] = sd**2
@@ -384,14 +400,23 @@ def write_allstar(
         ]
         hdus.append(fits.BinTableHDU.from_columns(cols))
         symbols = [
-            fits.Column(name="PARAM_SYMBOL", format="56A", dim="(8,7)", array=np.array([DR14_PARAMS], dtype="S8")),
+            fits.Column(
+                name="PARAM_SYMBOL",
+                format="56A",
+                dim="(8,7)",
+                array=np.array([DR14_PARAMS], dtype="S8"),
+            ),
             fits.Column(
                 name="ELEM_SYMBOL",
                 format=f"{5 * len(DR14_ELEMENTS)}A",
                 dim=f"(5,{len(DR14_ELEMENTS)})",
                 array=np.array([DR14_ELEMENTS], dtype="S5"),
             ),
-            fits.Column(name="ELEMTOH", format=f"{len(DR14_ELEMENTS)}I", array=[np.ones(len(DR14_ELEMENTS), dtype=np.int16)]),
+            fits.Column(
+                name="ELEMTOH",
+                format=f"{len(DR14_ELEMENTS)}I",
+                array=[np.ones(len(DR14_ELEMENTS), dtype=np.int16)],
+            ),
         ]
         hdus.append(fits.BinTableHDU.from_columns(symbols))
     else:
@@ -419,7 +444,9 @@ def write_allstar(
             cols += [
                 fits.Column(name=f"{element}_FE", format="E", array=values),
                 fits.Column(name=f"{element}_FE_ERR", format="E", array=rng.uniform(0.01, 0.1, n)),
-                fits.Column(name=f"{element}_FE_FLAG", format="J", array=np.zeros(n, dtype=np.int32)),
+                fits.Column(
+                    name=f"{element}_FE_FLAG", format="J", array=np.zeros(n, dtype=np.int32)
+                ),
             ]
         hdus.append(fits.BinTableHDU.from_columns(cols))
     fits.HDUList(hdus).writeto(path, overwrite=True)
@@ -458,7 +485,9 @@ def write_astronn_vac(path, ids, seed: int = 0, with_array_column: bool = True) 
     ]
     if with_array_column:
         cols.append(fits.Column(name="astroNN", format="22E", array=rng.normal(size=(n, 22))))
-    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(cols)]).writeto(path, overwrite=True)
+    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(cols)]).writeto(
+        path, overwrite=True
+    )
     return Path(path)
 
 
@@ -488,7 +517,9 @@ def write_contspec_trio(
     return paths
 
 
-def write_generic(path, n: int = 4, npix: int = 7514, seed: int = 0, with_wavelength: bool = False) -> Path:
+def write_generic(
+    path, n: int = 4, npix: int = 7514, seed: int = 0, with_wavelength: bool = False
+) -> Path:
     """A user file of spectra (HDF5 for .h5/.hdf5, else NPZ) with flux, error, mask, labels, ids."""
     rng = np.random.default_rng(seed)
     path = Path(path)
@@ -499,9 +530,18 @@ def write_generic(path, n: int = 4, npix: int = 7514, seed: int = 0, with_wavele
     ids = np.array([f"2M{i:08d}+0000000" for i in range(n)])
     teff = rng.uniform(4000, 6000, n)
     logg = rng.uniform(1, 4, n)
-    arrays = {"flux": flux, "error": error, "mask": mask, "ids": ids, "labels/TEFF": teff, "labels/LOGG": logg}
+    arrays = {
+        "flux": flux,
+        "error": error,
+        "mask": mask,
+        "ids": ids,
+        "labels/TEFF": teff,
+        "labels/LOGG": logg,
+    }
     if with_wavelength:
-        arrays["wavelength"] = APOGEE_7514.wavelength if npix == 7514 else np.linspace(15000, 17000, npix)
+        arrays["wavelength"] = (
+            APOGEE_7514.wavelength if npix == 7514 else np.linspace(15000, 17000, npix)
+        )
     if path.suffix in (".h5", ".hdf5"):
         import h5py
 

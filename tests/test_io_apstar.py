@@ -19,7 +19,9 @@ def _raw(path, hdu, row=None):
 
 @pytest.fixture
 def apstar3(tmp_path):
-    return write_apstar(tmp_path / "apStar-dr17-2M00000000+0000000.fits", n_visits=3, snr=120.0, seed=4)
+    return write_apstar(
+        tmp_path / "apStar-dr17-2M00000000+0000000.fits", n_visits=3, snr=120.0, seed=4
+    )
 
 
 def test_default_is_global_weighted_row_on_7514(apstar3):
@@ -53,6 +55,18 @@ def test_visit_k_is_row_two_plus_k(apstar3, visit):
     with fits.open(apstar3) as hdul:
         assert spec.meta["SNR"] == pytest.approx(hdul[0].header[f"SNRVIS{visit + 1}"])
         assert spec.meta["VHELIO"] == pytest.approx(hdul[0].header[f"VHELIO{visit + 1}"])
+
+
+def test_telescope_and_field_from_the_dr17_folder_layout(tmp_path):
+    folder = tmp_path / "lco25m" / "300+05"
+    folder.mkdir(parents=True)
+    path = write_apstar(folder / "asStar-dr17-2M00000000+0000000.fits", telescope=None, field="")
+    meta = read_apstar(path).meta
+    assert meta["TELESCOPE"] == "lco25m" and meta["FIELD"] == "300+05"
+    bare = write_apstar(tmp_path / "asStar-x.fits", telescope=None)
+    assert read_apstar(bare).meta["TELESCOPE"] == "lco25m"
+    unknown = write_apstar(tmp_path / "apStar-x.fits", telescope=None)
+    assert read_apstar(unknown).meta["TELESCOPE"] is None
 
 
 def test_visit_out_of_range_names_the_file(apstar3):
@@ -122,11 +136,28 @@ def test_error_shape_mismatch(tmp_path):
         read_apstar(path)
 
 
+def test_float_or_negative_pixmask_is_rejected(tmp_path):
+    path = write_apstar(
+        tmp_path / "f.fits", n_visits=1, pixmask=np.zeros(APSTAR_NPIX), mask_dtype=np.float32
+    )
+    with pytest.raises(BadFileError, match=r"HDU3 \(PIXMASK\) holds float32 values"):
+        read_apstar(path)
+    path = write_apstar(tmp_path / "n.fits", n_visits=1, pixmask=np.full(APSTAR_NPIX, -1))
+    with pytest.raises(BadFileError, match="negative"):
+        read_apstar(path)
+
+
 def test_partial_nan_is_flagged_not_fatal(tmp_path):
     flux = np.ones(APSTAR_NPIX)
     flux[APOGEE_7514.index[:100]] = np.nan
     flux[APOGEE_7514.index[100:110]] = np.inf
-    path = write_apstar(tmp_path / "x.fits", n_visits=1, flux=flux, error=np.full(APSTAR_NPIX, 0.1), pixmask=np.zeros(APSTAR_NPIX))
+    path = write_apstar(
+        tmp_path / "x.fits",
+        n_visits=1,
+        flux=flux,
+        error=np.full(APSTAR_NPIX, 0.1),
+        pixmask=np.zeros(APSTAR_NPIX),
+    )
     spec = read_apstar(path)
     assert np.all(spec.pixmask[:110] & PIXMASK_VALUE["BADPIX"])
     assert not np.any(spec.pixmask[110:] & PIXMASK_VALUE["BADPIX"])
@@ -143,7 +174,9 @@ def test_real_apstar_meta_and_shapes():
     assert spec.meta["SNR"] == pytest.approx(154.155, abs=0.01)
     assert spec.meta["NVISITS"] == 3 and spec.meta["VISITS_IN_FILE"] == 3
     assert spec.meta["FIELD"] == "000+02"
-    assert spec.meta["RA"] == pytest.approx(263.478474) and spec.meta["DEC"] == pytest.approx(-27.884539)
+    assert spec.meta["RA"] == pytest.approx(263.478474) and spec.meta["DEC"] == pytest.approx(
+        -27.884539
+    )
     assert spec.meta["VHELIO"] == pytest.approx(15.68, abs=0.01)
     assert spec.flux.shape == spec.error.shape == spec.pixmask.shape == (7514,)
     assert np.all(np.isfinite(spec.flux)) and spec.masked_fraction() < 0.05

@@ -126,7 +126,9 @@ def test_error_and_mask_propagation(tmp_path):
     spec = read_apvisit(path, grid="apstar8575")
     covered = spec.pixmask & BADPIX == 0
     # each output pixel blends two samples of error 2: sqrt(w0² + w1²)·2 lies in [√2, 2]
-    assert np.all((spec.error[covered] >= np.sqrt(2.0) - 1e-4) & (spec.error[covered] <= 2.0 + 1e-4))
+    assert np.all(
+        (spec.error[covered] >= np.sqrt(2.0) - 1e-4) & (spec.error[covered] <= 2.0 + 1e-4)
+    )
     flagged = np.flatnonzero(spec.pixmask & 4096)
     assert 1 <= flagged.size <= 2
     assert abs(flagged[0] - apstar_pixel(wave[1, 2000])) < 1.0
@@ -157,11 +159,18 @@ def _drop_keys(path, *keys, table=False):
         ((), True, "VRAD", -44.4),
         (("VRAD",), True, "table VREL", -44.4),
         (("VRAD",), False, "VHELIO-BC", -44.4),
-        (("VRAD", "BC"), False, "VHELIO (no BC in file; barycentric correction not removed)", -33.1),
+        (
+            ("VRAD", "BC"),
+            False,
+            "VHELIO (no BC in file; barycentric correction not removed)",
+            -33.1,
+        ),
     ],
 )
 def test_radial_velocity_fallbacks(tmp_path, drop, keep_table, source, value):
-    path = _drop_keys(write_apvisit(tmp_path / "v.fits", vrad=-44.4, bc=11.3), *drop, table=keep_table)
+    path = _drop_keys(
+        write_apvisit(tmp_path / "v.fits", vrad=-44.4, bc=11.3), *drop, table=keep_table
+    )
     spec = read_apvisit(path)
     assert spec.meta["RV_SOURCE"] == source
     assert spec.meta["RV_USED"] == pytest.approx(value, abs=1e-4)

@@ -59,14 +59,18 @@ def test_full_grid_keeps_gap_zeros_flagged(aspcap):
 
 
 def test_id_from_filename_without_table_or_header(tmp_path):
-    path = write_aspcapstar(tmp_path / "aspcapStar-dr17-2M12345678+1234567.fits", apogee_id="", with_table=False)
+    path = write_aspcapstar(
+        tmp_path / "aspcapStar-dr17-2M12345678+1234567.fits", apogee_id="", with_table=False
+    )
     assert read_aspcapstar(path).apogee_id == "2M12345678+1234567"
 
 
 def test_gap_removed_7514_file_placed_on_other_grids(tmp_path):
     """Older aspcapStar products store the gap-removed pixels only."""
     base = rest_template(APOGEE_7514.wavelength)
-    path = write_aspcapstar(tmp_path / "a.fits", flux=base, error=np.full(7514, 0.01), model=base, with_wcs=False)
+    path = write_aspcapstar(
+        tmp_path / "a.fits", flux=base, error=np.full(7514, 0.01), model=base, with_wcs=False
+    )
     spec = read_aspcapstar(path)
     assert spec.meta["SOURCE_GRID"] == "apogee7514"
     np.testing.assert_allclose(spec.flux, base, rtol=1e-6)
@@ -76,7 +80,13 @@ def test_gap_removed_7514_file_placed_on_other_grids(tmp_path):
 
 
 def test_wrong_length_and_wrong_wcs(tmp_path):
-    path = write_aspcapstar(tmp_path / "a.fits", flux=np.ones(5000), error=np.ones(5000), model=np.ones(5000), with_wcs=False)
+    path = write_aspcapstar(
+        tmp_path / "a.fits",
+        flux=np.ones(5000),
+        error=np.ones(5000),
+        model=np.ones(5000),
+        with_wcs=False,
+    )
     with pytest.raises(BadFileError, match="5000 pixels, which is no APOGEE grid"):
         read_aspcapstar(path)
     path = write_aspcapstar(tmp_path / "b.fits")

@@ -2,7 +2,15 @@
 
 import numpy as np
 import pytest
-from fits_fixtures import drop_hdus, truncate_copy, write_allstar, write_apstar, write_apvisit, write_aspcapstar, write_generic
+from fits_fixtures import (
+    drop_hdus,
+    truncate_copy,
+    write_allstar,
+    write_apstar,
+    write_apvisit,
+    write_aspcapstar,
+    write_generic,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -32,10 +40,12 @@ def _shape(kind):
     return APVISIT_SHAPE if kind == "apvisit" else (APSTAR_NPIX,)
 
 
-# --- the fixed list of broken files ----------------------------------------------------------------
+# --- the fixed list of broken files ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("reader", [read_apstar, read_aspcapstar, read_apvisit, read_allstar, read_generic])
+@pytest.mark.parametrize(
+    "reader", [read_apstar, read_aspcapstar, read_apvisit, read_allstar, read_generic]
+)
 def test_missing_empty_and_foreign_files(tmp_path, reader):
     _raises_naming(tmp_path / "nothere.fits", reader, "file not found")
     empty = tmp_path / "empty.fits"
@@ -54,12 +64,20 @@ def test_truncated_files(tmp_path, kind, keep):
     full = write(tmp_path / "full.fits")
     size = full.stat().st_size
     # the last data unit's padding is < 2880 bytes: cutting 2881 always loses data
-    n_bytes = {"10 bytes": 10, "2000 bytes": 2000, "half": size // 2, "all but the last block": size - 2881}[keep]
+    n_bytes = {
+        "10 bytes": 10,
+        "2000 bytes": 2000,
+        "half": size // 2,
+        "all but the last block": size - 2881,
+    }[keep]
     cut = truncate_copy(full, tmp_path / "cut.fits", n_bytes)
     _raises_naming(cut, reader, "truncated|cannot be read as FITS|missing HDU|not a FITS file")
 
 
-@pytest.mark.parametrize(("kind", "keep", "missing"), [("apstar", 3, 3), ("aspcapstar", 3, 3), ("apvisit", 4, 4), ("apstar", 1, 1)])
+@pytest.mark.parametrize(
+    ("kind", "keep", "missing"),
+    [("apstar", 3, 3), ("aspcapstar", 3, 3), ("apvisit", 4, 4), ("apstar", 1, 1)],
+)
 def test_missing_hdu(tmp_path, kind, keep, missing):
     write, reader = SPECTRUM_READERS[kind]
     path = drop_hdus(write(tmp_path / "full.fits"), tmp_path / "short.fits", keep=keep)
@@ -69,7 +87,11 @@ def test_missing_hdu(tmp_path, kind, keep, missing):
 @pytest.mark.parametrize("kind", sorted(SPECTRUM_READERS))
 @pytest.mark.parametrize(
     ("fill", "problem"),
-    [(np.nan, "NaN/inf at every pixel"), (np.inf, "NaN/inf at every pixel"), (0.0, "zero at every pixel")],
+    [
+        (np.nan, "NaN/inf at every pixel"),
+        (np.inf, "NaN/inf at every pixel"),
+        (0.0, "zero at every pixel"),
+    ],
 )
 def test_flux_without_any_usable_value(tmp_path, kind, fill, problem):
     write, reader = SPECTRUM_READERS[kind]
@@ -113,7 +135,12 @@ def _check_outcome(reader, path):
         assert str(path) in str(exc)
         return None
     if isinstance(result, Spectrum):
-        assert result.flux.shape == result.error.shape == result.pixmask.shape == result.wavelength.shape
+        assert (
+            result.flux.shape
+            == result.error.shape
+            == result.pixmask.shape
+            == result.wavelength.shape
+        )
         assert result.flux.dtype == np.float32 and result.pixmask.dtype == np.uint16
         unusable = ~np.isfinite(result.flux) | ~np.isfinite(result.error)
         assert np.all(result.pixmask[unusable] & BADPIX)
@@ -126,19 +153,30 @@ def seeds(tmp_path_factory):
     """Small valid files whose bytes the fuzzers mutate."""
     base = tmp_path_factory.mktemp("seeds")
     return {
-        "apstar": (write_apstar(base / "s.fits", n_visits=1, dtype=np.float32).read_bytes(), read_apstar),
+        "apstar": (
+            write_apstar(base / "s.fits", n_visits=1, dtype=np.float32).read_bytes(),
+            read_apstar,
+        ),
         "aspcapstar": (write_aspcapstar(base / "a.fits").read_bytes(), read_aspcapstar),
         "apvisit": (write_apvisit(base / "v.fits").read_bytes(), read_apvisit),
-        "allstar": (write_allstar(base / "c.fits", ["2M1", "2M2", "2M3"], dr=14).read_bytes(), read_allstar),
+        "allstar": (
+            write_allstar(base / "c.fits", ["2M1", "2M2", "2M3"], dr=14).read_bytes(),
+            read_allstar,
+        ),
         "generic": (write_generic(base / "g.npz", n=2).read_bytes(), read_generic),
     }
 
 
-FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 @FUZZ
-@given(kind=st.sampled_from(["apstar", "aspcapstar", "apvisit", "allstar", "generic"]), cut=st.floats(0.0, 1.0))
+@given(
+    kind=st.sampled_from(["apstar", "aspcapstar", "apvisit", "allstar", "generic"]),
+    cut=st.floats(0.0, 1.0),
+)
 def test_fuzz_truncation(tmp_path, seeds, kind, cut):
     data, reader = seeds[kind]
     path = tmp_path / f"fuzz-{kind}.bin"
@@ -183,7 +221,9 @@ def test_fuzz_array_contents(tmp_path, kind, flux, error_fill):
 
 
 @FUZZ
-@given(vrad=st.floats(allow_nan=True, allow_infinity=True), bc=st.one_of(st.none(), st.floats(-40, 40)))
+@given(
+    vrad=st.floats(allow_nan=True, allow_infinity=True), bc=st.one_of(st.none(), st.floats(-40, 40))
+)
 def test_fuzz_apvisit_velocity_keywords(tmp_path, vrad, bc):
     path = write_apvisit(tmp_path / "v.fits", vrad=0.0, bc=None, with_table=False)
     from astropy.io import fits

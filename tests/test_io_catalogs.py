@@ -29,7 +29,9 @@ def test_every_release_gives_the_allstar_columns(tmp_path, dr):
     assert frame.attrs["missing_columns"] == [] and frame.attrs["release"] == dr
     assert len(frame) == len(IDS) and list(frame["APOGEE_ID"]) == IDS
     assert frame["TELESCOPE"].iloc[0] == "apo25m"  # stripped of FITS padding
-    assert frame["ASPCAPFLAGS"].iloc[1] == "STAR_BAD,TEFF_WARN" and frame["ASPCAPFLAGS"].iloc[0] == ""
+    assert (
+        frame["ASPCAPFLAGS"].iloc[1] == "STAR_BAD,TEFF_WARN" and frame["ASPCAPFLAGS"].iloc[0] == ""
+    )
     assert frame["ASPCAPFLAG"].iloc[1] == 1 << 23
     assert np.isnan(frame["TEFF_ERR"].iloc[0])  # the -9999 sentinel
     assert frame["TEFF_ERR"].iloc[1:].notna().all()
@@ -102,7 +104,10 @@ def test_column_selection(tmp_path):
 
 def test_missing_base_columns_are_filled_and_listed(tmp_path):
     path = tmp_path / "allStar-min.fits"
-    cols = [fits.Column(name="APOGEE_ID", format="18A", array=IDS), fits.Column(name="TEFF", format="E", array=np.arange(6.0))]
+    cols = [
+        fits.Column(name="APOGEE_ID", format="18A", array=IDS),
+        fits.Column(name="TEFF", format="E", array=np.arange(6.0)),
+    ]
     fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(cols)]).writeto(path)
     frame = read_allstar(path)
     assert "LOGG" in frame.attrs["missing_columns"] and frame["LOGG"].isna().all()
@@ -124,7 +129,19 @@ def test_table_without_apogee_id_is_not_an_allstar(tmp_path):
 def test_astronn_vac_keeps_published_names(tmp_path):
     path = write_astronn_vac(tmp_path / "apogee_astroNN-DR17.fits", IDS)
     frame, raw = read_astronn_vac(path), _table(path)
-    for name in ("APOGEE_ID", "TELESCOPE", "FIELD", "TEFF", "TEFF_ERR", "LOGG", "FE_H", "FE_H_ERR", "MG_H", "dist", "age"):
+    for name in (
+        "APOGEE_ID",
+        "TELESCOPE",
+        "FIELD",
+        "TEFF",
+        "TEFF_ERR",
+        "LOGG",
+        "FE_H",
+        "FE_H_ERR",
+        "MG_H",
+        "dist",
+        "age",
+    ):
         assert name in frame
     np.testing.assert_allclose(frame["FE_H"], raw["FE_H"], rtol=1e-6)
     assert np.isnan(frame["NA_H"].iloc[0]) and frame["NA_H"].iloc[1:].notna().all()

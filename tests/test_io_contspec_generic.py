@@ -67,7 +67,7 @@ def test_scaled_mask_image_is_read_into_memory(tmp_path, trio):
 def test_float_mask_is_rejected(tmp_path, trio):
     path = tmp_path / "mask_f.fits"
     fits.PrimaryHDU(np.zeros((11, 7514), dtype=np.float32)).writeto(path)
-    with pytest.raises(BadFileError, match="PIXMASK must be integers"):
+    with pytest.raises(BadFileError, match="bitmask must be integers"):
         read_contspec(trio[0], trio[1], path)
 
 
@@ -81,7 +81,11 @@ def test_generic_round_trip(tmp_path, suffix):
     assert len(data) == 4 and data.grid == "apogee7514"
     np.testing.assert_array_equal(data.wavelength, APOGEE_7514.wavelength)
     assert data.flux.dtype == np.float32 and data.mask.dtype == np.uint16 and data.mask[0, 5] == 1
-    assert data.labels.columns[0] == "APOGEE_ID" and set(data.labels.columns) == {"APOGEE_ID", "TEFF", "LOGG"}
+    assert data.labels.columns[0] == "APOGEE_ID" and set(data.labels.columns) == {
+        "APOGEE_ID",
+        "TEFF",
+        "LOGG",
+    }
     assert data.ids[2] == "2M00000002+0000000"
     spec = data.spectrum(2)
     assert spec.apogee_id == "2M00000002+0000000" and spec.grid == "apogee7514"
@@ -110,7 +114,12 @@ def test_generic_structured_labels_ivar_and_no_mask(tmp_path):
 
 def test_generic_refuses_pickled_objects(tmp_path):
     path = tmp_path / "p.npz"
-    np.savez(path, flux=np.ones((1, 7514)), error=np.ones((1, 7514)), ids=np.array([{"x": 1}], dtype=object))
+    np.savez(
+        path,
+        flux=np.ones((1, 7514)),
+        error=np.ones((1, 7514)),
+        ids=np.array([{"x": 1}], dtype=object),
+    )
     with pytest.raises(BadFileError, match="Python-object arrays"):
         read_generic(path)
 
@@ -121,10 +130,19 @@ def test_generic_refuses_pickled_objects(tmp_path):
         ({"error": np.ones((2, 7514))}, "no flux array"),
         ({"flux": np.ones((2, 7514))}, "no error array"),
         ({"flux": np.ones((2, 7514)), "error": np.ones((3, 7514))}, "error has shape"),
-        ({"flux": np.ones((2, 7514)), "error": np.ones((2, 7514)), "mask": np.ones((2, 7514))}, "mask must hold integers"),
+        (
+            {"flux": np.ones((2, 7514)), "error": np.ones((2, 7514)), "mask": np.ones((2, 7514))},
+            "mask must hold integers",
+        ),
         ({"flux": np.full((2, 7514), np.nan), "error": np.ones((2, 7514))}, "NaN/inf everywhere"),
-        ({"flux": np.ones((2, 7514)), "error": np.ones((2, 7514)), "ids": np.array(["a"])}, "ids has 1 values"),
-        ({"flux": np.ones((2, 7514)), "error": np.ones((2, 7514)), "labels/TEFF": np.ones(3)}, "label 'TEFF'"),
+        (
+            {"flux": np.ones((2, 7514)), "error": np.ones((2, 7514)), "ids": np.array(["a"])},
+            "ids has 1 values",
+        ),
+        (
+            {"flux": np.ones((2, 7514)), "error": np.ones((2, 7514)), "labels/TEFF": np.ones(3)},
+            "label 'TEFF'",
+        ),
     ],
 )
 def test_generic_bad_contents(tmp_path, arrays, problem):

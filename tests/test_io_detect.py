@@ -54,8 +54,14 @@ def test_contspec_and_generic_kinds(tmp_path):
 
 
 def test_real_files_are_recognised():
-    assert detect_kind(shared_path("data", "apogee_real", "apStar-dr17-2M17335483-2753043.fits")) == "apstar"
-    assert detect_kind(shared_path("data", "apogee_real", "apVisit-r13-5095-55844-128.fits")) == "apvisit"
+    assert (
+        detect_kind(shared_path("data", "apogee_real", "apStar-dr17-2M17335483-2753043.fits"))
+        == "apstar"
+    )
+    assert (
+        detect_kind(shared_path("data", "apogee_real", "apVisit-r13-5095-55844-128.fits"))
+        == "apvisit"
+    )
 
 
 def test_read_spectrum_dispatches_with_options(tmp_path):

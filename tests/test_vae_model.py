@@ -216,3 +216,23 @@ def test_load_reports_bad_files(tmp_path):
     (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(BadFileError, match="unknown model_type"):
         models.load(tmp_path / "m")
+
+
+def test_absorbing_the_label_trend_keeps_reconstructions_and_decorrelates_the_means():
+    from core.train.decorrelate import decorrelate_latents
+
+    model = small_vae().eval()
+    b, labels, errs = batch_arrays(n=64)
+    t = {k: torch.as_tensor(v) for k, v in D.prepare_arrays(b, labels, errs).items()}
+    with torch.no_grad():
+        torch.nn.init.normal_(model.encoder[0].weight[:, -3:], std=3.0)  # μ follows the labels
+        before = model(t["flux"], t["weight"] > 0, t["labels"], sample=False)
+    stats = decorrelate_latents(model, [t], max_rows=64)
+    with torch.no_grad():
+        after = model(t["flux"], t["weight"] > 0, t["labels"], sample=False)
+    assert torch.allclose(after["recon"], before["recon"], atol=1e-5)
+    assert not torch.allclose(after["mu"], before["mu"])
+    y = model.scale_labels(t["labels"]).numpy()
+    corr = np.corrcoef(np.column_stack([after["mu"].numpy(), y]).T)[:28, 28:]
+    assert stats["max_abs_corr_before"] > 0.3 and np.abs(corr).max() < 1e-4
+    assert stats["max_abs_corr_after"] < 1e-4

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 
@@ -83,6 +84,9 @@ def test_short_training_lowers_validation_loss_and_writes_a_run(store, tmp_path)
     for name in ("config.json", "model.safetensors", "loss_curves.png", "checkpoints/last.pt"):
         assert (tmp_path / "run" / name).is_file(), name
     assert summary["best"]["epoch"] == int(log.loc[log["val_total"].idxmin(), "epoch"])
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["training"]["n_train"] == summary["n_train"]
+    assert config["decorrelation"]["max_abs_corr_after"] < 1e-3
     with pytest.raises(TrainingSetupError, match="--resume"):
         train_vae(settings(store, tmp_path / "run"))
 

@@ -76,6 +76,9 @@ def register(sub, groups) -> None:
                    help="no bf16 autocast on CUDA")
     t.add_argument("--cache-gb", type=float, default=None,
                    help="hold the data in (device) memory when it needs less than this (4)")
+    t.add_argument("--no-decorrelate", dest="decorrelate", action="store_const", const=False,
+                   default=None, help="save the model without absorbing the linear label trend "
+                   "of the latent means (reconstructions are the same either way)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
     t.add_argument("--init-from", default=None,
                    help="start from a saved model dir or checkpoint (new β/γ/lr, fresh optimiser)")
@@ -116,7 +119,7 @@ _TRAIN_FIELDS = ("epochs", "beta", "gamma", "lr", "batch_size", "schedule", "war
                  "min_lr_factor", "lr_decay", "clip", "val_fraction", "split_seed", "seed",
                  "preset", "encoder_widths", "decoder_widths", "n_latent", "bad_bits",
                  "max_rows", "checkpoint_every", "weights_dtype", "amp", "cache_gb",
-                 "init_from", "device")
+                 "init_from", "device", "decorrelate")
 
 
 def _threads(args) -> None:

@@ -240,8 +240,7 @@ def _starting_points(emulator, fwd, flux, good, weight, opts, start: Start | Non
         if fwd.n_cont and start.continuum is not None and np.size(start.continuum):
             p[:, fwd.n_labels + 1:] = torch.as_tensor(np.asarray(start.continuum), dtype=torch.float32, device=dev)
         return p, p[:, fwd.rv_index].clone()
-    bank = _bank_scaled(emulator)
-    bank_flux = emulator(bank)
+    bank, bank_flux = _bank(emulator)
     if not opts.fit_rv or opts.rv is not None:
         rv = torch.full((n,), float(opts.rv or 0.0), device=dev)
     else:
@@ -256,6 +255,18 @@ def _starting_points(emulator, fwd, flux, good, weight, opts, start: Start | Non
     p[:, : fwd.n_labels] = bank[chosen]
     p[:, fwd.rv_index] = rv.repeat_interleave(n_starts)
     return p, rv
+
+
+def _bank(emulator: Emulator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scaled bank labels and their spectra, cached until the weights or the bank change."""
+    key = (emulator.device, emulator.start_bank.data_ptr(), emulator.start_bank._version,
+           tuple(p._version for p in emulator.parameters()))
+    cached = getattr(emulator, "_fit_bank_cache", None)
+    if cached is None or cached[0] != key:
+        bank = _bank_scaled(emulator)
+        cached = (key, bank, emulator(bank))
+        emulator._fit_bank_cache = cached
+    return cached[1], cached[2]
 
 
 def _bank_scaled(emulator: Emulator) -> torch.Tensor:

@@ -30,7 +30,15 @@ KINDS = SPECTRUM_KINDS + CATALOG_KINDS + ("contspec", "generic")
 
 _SPECTRUM_READERS = {"apstar": read_apstar, "aspcapstar": read_aspcapstar, "apvisit": read_apvisit}
 _CATALOG_READERS = {"allstar": read_allstar, "astronn_vac": read_astronn_vac}
-_ALLSTAR_MARKERS = {"ASPCAPFLAG", "ASPCAPFLAGS", "STARFLAG", "PARAM", "X_H", "TEFF_SPEC", "ASPCAP_ID"}
+_ALLSTAR_MARKERS = {
+    "ASPCAPFLAG",
+    "ASPCAPFLAGS",
+    "STARFLAG",
+    "PARAM",
+    "X_H",
+    "TEFF_SPEC",
+    "ASPCAP_ID",
+}
 
 __all__ = [
     "CATALOG_KINDS", "KINDS", "SPECTRUM_KINDS", "ContspecBatch", "SpectraArrays",
@@ -66,7 +74,12 @@ def _kind_from_layout(hdul: fits.HDUList, name_kind: str | None) -> str | None:
     if shape1 is None:
         return None
     shape4 = _image_shape(hdul[4]) if len(hdul) > 4 else None
-    if len(shape1) == 2 and shape4 == shape1 and int(hdul[4].header.get("BITPIX", 0)) < 0 and shape1[1] < 8575:
+    if (
+        len(shape1) == 2
+        and shape4 == shape1
+        and int(hdul[4].header.get("BITPIX", 0)) < 0
+        and shape1[1] < 8575
+    ):
         return "apvisit"
     shape3 = _image_shape(hdul[3]) if len(hdul) > 3 else None
     if shape3 == shape1:
@@ -90,7 +103,11 @@ def detect_kind(path: str | os.PathLike) -> str:
         kind = _kind_from_layout(hdul, name_kind)
     kind = kind or name_kind
     if kind is None:
-        raise BadFileError(p, "unrecognised FITS layout: not an apStar, aspcapStar, apVisit, allStar, astroNN VAC or contspec file")
+        raise BadFileError(
+            p,
+            "unrecognised FITS layout: not an apStar, aspcapStar, apVisit, allStar, "
+            "astroNN VAC or contspec file",
+        )
     return kind
 
 
@@ -106,7 +123,9 @@ def read_spectrum(path: str | os.PathLike, kind: str | None = None, **kwargs) ->
     return _SPECTRUM_READERS[kind](path, **kwargs)
 
 
-def read_catalog(path: str | os.PathLike, columns: list[str] | None = None, kind: str | None = None) -> pd.DataFrame:
+def read_catalog(
+    path: str | os.PathLike, columns: list[str] | None = None, kind: str | None = None
+) -> pd.DataFrame:
     """Read an allStar catalog or an astroNN VAC into a DataFrame."""
     kind = kind or detect_kind(path)
     if kind not in _CATALOG_READERS:

@@ -68,7 +68,14 @@ def _symbols(hdul: fits.HDUList, column: str) -> list[str] | None:
 def guess_release(path, names: set[str]) -> int | None:
     """The data release a catalog looks like (from its name, else its columns)."""
     name = Path(path).name.lower()
-    for token, dr in (("dr17", 17), ("l33", 16), ("r12", 16), ("dr16", 16), ("l31c", 14), ("dr14", 14)):
+    for token, dr in (
+        ("dr17", 17),
+        ("l33", 16),
+        ("r12", 16),
+        ("dr16", 16),
+        ("l31c", 14),
+        ("dr14", 14),
+    ):
         if token in name:
             return dr
     if any(_X_FE.match(n) for n in names):

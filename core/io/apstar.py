@@ -44,7 +44,9 @@ def check_apstar_wavelength(path, header: fits.Header, npix: int) -> None:
         raise BadFileError(path, f"spectra have {npix} pixels, the apStar grid has {APSTAR_NPIX}")
 
 
-def flag_unusable(pixmask: np.ndarray, flux: np.ndarray, error: np.ndarray, zero_is_bad: bool = False) -> np.ndarray:
+def flag_unusable(
+    pixmask: np.ndarray, flux: np.ndarray, error: np.ndarray, zero_is_bad: bool = False
+) -> np.ndarray:
     """PIXMASK with BADPIX added where flux or error is non-finite (or zero, when asked)."""
     bad = ~np.isfinite(flux) | ~np.isfinite(error)
     if zero_is_bad:
@@ -63,13 +65,17 @@ def _pick_row(path, shape: tuple[int, ...], visit: int | None) -> tuple[int | No
     if visit is None:
         return GLOBAL_WEIGHTED_ROW, "combined (global weighting)", n_visits
     if not 0 <= visit < n_visits:
-        raise BadFileError(path, f"holds {n_visits} visits (0-based 0..{n_visits - 1}); visit={visit} does not exist")
+        raise BadFileError(
+            path,
+            f"holds {n_visits} visits (0-based 0..{n_visits - 1}); visit={visit} does not exist",
+        )
     return FIRST_VISIT_ROW + visit, f"visit {visit}", n_visits
 
 
 def _header_meta(path, header: fits.Header, visit: int | None) -> dict:
     meta = {
-        "APOGEE_ID": fu.header_str(header, "OBJID", "APOGEE", "APOGEE_ID") or apogee_id_from_name(path),
+        "APOGEE_ID": fu.header_str(header, "OBJID", "APOGEE", "APOGEE_ID")
+        or apogee_id_from_name(path),
         "SNR": fu.header_float(header, "SNR"),
         "TELESCOPE": fu.header_str(header, "TELESCOP", "TELESCOPE") or telescope_from_path(path),
         "FIELD": fu.header_str(header, "FIELD") or field_from_path(path),
@@ -91,7 +97,9 @@ def _header_meta(path, header: fits.Header, visit: int | None) -> dict:
     return meta
 
 
-def read_apstar(path: str | os.PathLike, visit: int | None = None, grid: str | Grid = "apogee7514") -> Spectrum:
+def read_apstar(
+    path: str | os.PathLike, visit: int | None = None, grid: str | Grid = "apogee7514"
+) -> Spectrum:
     """Read an apStar file.
 
     ``visit=None`` gives the globally weighted combined spectrum (row 1; the only row of a
@@ -109,12 +117,14 @@ def read_apstar(path: str | os.PathLike, visit: int | None = None, grid: str | G
         mask_all = fu.read_image(hdul, 3, path, "PIXMASK")
         fu.check_shape(path, err_all, flux_all.shape, "HDU2 (error)")
         fu.check_shape(path, mask_all, flux_all.shape, "HDU3 (PIXMASK)")
+        fu.check_integer(path, mask_all, "HDU3 (PIXMASK)")
         row, row_kind, n_visits = _pick_row(path, flux_all.shape, visit)
-        pick = (lambda a: a) if row is None else (lambda a: a[row])
-        flux = target.from_apstar(fu.native(pick(flux_all), np.float32))
-        error = target.from_apstar(fu.native(pick(err_all), np.float32))
-        mask = target.from_apstar(fu.native(pick(mask_all), np.int64))
-        meta = _header_meta(path, header0, None if row_kind.startswith(("combined", "single")) else visit)
+        take = slice(None) if row is None else row
+        flux = target.from_apstar(fu.native(flux_all[take], np.float32))
+        error = target.from_apstar(fu.native(err_all[take], np.float32))
+        mask = target.from_apstar(fu.native(mask_all[take], np.int64))
+        is_visit_row = row is not None and row >= FIRST_VISIT_ROW
+        meta = _header_meta(path, header0, visit if is_visit_row else None)
     fu.check_values(path, flux, error, what=row_kind)
     if mask.min(initial=0) < 0:
         raise BadFileError(path, "HDU3 (PIXMASK) holds negative values")

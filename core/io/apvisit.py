@@ -96,6 +96,7 @@ def _load_chips(path, hdul: fits.HDUList):
     fu.check_shape(path, wave, shape, "HDU4 (wavelength)")
     if shape[1] < 2:
         raise BadFileError(path, f"HDU1 (flux) has shape {shape}: too few pixels per chip")
+    fu.check_integer(path, mask, "HDU3 (PIXMASK)")
     mask = fu.native(mask)
     # int16 masks carry bit 15 as the sign; reinterpret as unsigned bits.
     mask = mask.astype(np.int64) & (0xFFFF if mask.dtype.itemsize <= 2 else 0x7FFFFFFFFFFFFFFF)
@@ -108,22 +109,27 @@ def _load_chips(path, hdul: fits.HDUList):
 
 
 def _blue_to_red(path, wave, flux, error, mask):
-    """Each chip's pixels in increasing wavelength, chips ordered blue → red."""
+    """Chips as (wave, flux, error, mask) with wavelength increasing, ordered blue → red,
+    and a note of how the file stored them."""
     if not np.all(np.isfinite(wave)) or np.any(wave <= 0):
         raise BadFileError(path, "HDU4 (wavelength) holds non-finite or non-positive values")
     chips = []
     for k in range(wave.shape[0]):
         step = np.diff(wave[k])
         if np.all(step < 0):
-            order = slice(None, None, -1)
+            flip = slice(None, None, -1)
         elif np.all(step > 0):
-            order = slice(None)
+            flip = slice(None)
         else:
             raise BadFileError(path, f"HDU4 (wavelength) of chip {k} is not monotonic")
-        chips.append(tuple(a[k][order] for a in (wave, flux, error, mask)))
+        chips.append(tuple(a[k][flip] for a in (wave, flux, error, mask)))
     chips.sort(key=lambda c: c[0][0])
-    descending = bool(wave[0, 0] > wave[0, -1])
-    return chips, descending
+    for blue, red in zip(chips[:-1], chips[1:], strict=True):
+        if blue[0][-1] >= red[0][0]:
+            raise BadFileError(path, "HDU4 (wavelength): the chips' wavelength ranges overlap")
+    order = "red to blue" if wave[0].mean() > wave[-1].mean() else "blue to red"
+    direction = "descending" if wave[0, 0] > wave[0, -1] else "ascending"
+    return chips, f"{order}, {direction}"
 
 
 def _header_meta(path, header: fits.Header, table: dict) -> dict:
@@ -132,7 +138,9 @@ def _header_meta(path, header: fits.Header, table: dict) -> dict:
         or (str(table["APOGEE_ID"]) if table.get("APOGEE_ID") else None)
         or apogee_id_from_name(path),
         "SNR": fu.header_float(header, "SNR"),
-        "TELESCOPE": fu.header_str(header, "TELESCOP", "TELESCOPE") or table.get("TELESCOPE") or None,
+        "TELESCOPE": fu.header_str(header, "TELESCOP", "TELESCOPE")
+        or table.get("TELESCOPE")
+        or None,
         "FIELD": fu.header_str(header, "FIELD") or table.get("FIELD") or None,
         "RA": fu.header_float(header, "RA"),
         "DEC": fu.header_float(header, "DEC"),
@@ -165,7 +173,7 @@ def read_apvisit(
         header = hdul[0].header
         raw = _load_chips(path, hdul)
         table = _visit_table(hdul)
-    chips, descending = _blue_to_red(path, *raw)
+    chips, stored_order = _blue_to_red(path, *raw)
     fu.check_values(path, raw[1], raw[2], what="apVisit spectrum")
     meta = _header_meta(path, header, table)
     meta.update(
@@ -173,16 +181,20 @@ def read_apvisit(
         READER="apvisit",
         FRAME=frame,
         N_CHIPS=len(chips),
-        CHIP_ORDER_IN_FILE="red to blue, descending" if descending else "blue to red, ascending",
+        CHIP_ORDER_IN_FILE=stored_order,
     )
     if frame == "observed":
         wave, flux, error, mask = (np.concatenate([c[j] for c in chips]) for j in range(4))
         return Spectrum(wave, flux, error, flag_unusable(mask, flux, error), meta, grid=None)
 
-    target = get_grid(grid if grid is not None else "apogee7514") if not isinstance(grid, Grid) else grid
+    target = grid if isinstance(grid, Grid) else get_grid(grid or "apogee7514")
     found = (float(rv), "argument") if rv is not None else radial_velocity(header, table)
     if found is None:
-        raise BadFileError(path, "no radial velocity (VRAD, VREL, VHELIO) to shift to the rest frame; use frame='observed' or pass rv=")
+        raise BadFileError(
+            path,
+            "no radial velocity (VRAD, VREL, VHELIO) to shift to the rest frame; "
+            "use frame='observed' or pass rv=",
+        )
     velocity, source = found
     if not abs(velocity) < MAX_RV_KMS:
         raise BadFileError(path, f"radial velocity {velocity} km/s ({source}) is not plausible")
@@ -199,7 +211,9 @@ def read_apvisit(
         covered |= res.covered
     on_grid = target.from_apstar(covered)
     if not on_grid.any():
-        raise BadFileError(path, f"no pixel of the visit falls on the {target.name} grid after the RV shift")
+        raise BadFileError(
+            path, f"no pixel of the visit falls on the {target.name} grid after the RV shift"
+        )
     flux, error, mask = (target.from_apstar(a) for a in (flux8575, err8575, mask8575))
     fu.check_values(path, flux[on_grid], error[on_grid], what="apVisit spectrum on the grid")
     meta.update(RV_USED=velocity, RV_SOURCE=source, COVERED_FRACTION=float(on_grid.mean()))

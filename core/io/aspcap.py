@@ -24,7 +24,7 @@ _TABLE_META = ("APOGEE_ID", "TELESCOPE", "FIELD", "SNR", "TEFF", "LOGG", "M_H", 
 
 
 def _source_grid(path, header: fits.Header, npix: int) -> Grid:
-    """The grid the file's pixels lie on: apStar (checked against CRVAL1/CDELT1) or a gap-removed one."""
+    """The grid of the pixels: apStar (checked against CRVAL1/CDELT1) or a gap-removed one."""
     if npix == APSTAR_NPIX:
         if "CRVAL1" in header or "CDELT1" in header:
             check_apstar_wavelength(path, header, npix)
@@ -48,13 +48,16 @@ def _table_meta(hdul: fits.HDUList) -> dict:
             if name in data.names and np.ndim(data[name][0]) == 0:
                 value = data[name][0]
                 out[name] = value.strip() if isinstance(value, str) else float(value)
-        return {k: (np.nan if isinstance(v, float) and v <= fu.SENTINEL_LIMIT else v) for k, v in out.items()}
+        return {
+            k: (np.nan if isinstance(v, float) and v <= fu.SENTINEL_LIMIT else v)
+            for k, v in out.items()
+        }
     except Exception:  # a damaged optional table must not hide the spectrum
         return {}
 
 
 def read_aspcapstar(path: str | os.PathLike, grid: str | Grid = "apogee7514") -> Spectrum:
-    """Read an aspcapStar file → ``Spectrum(normalized=True, model=<ASPCAP best fit>)`` on ``grid``."""
+    """Read an aspcapStar → ``Spectrum(normalized=True, model=<ASPCAP best fit>)`` on ``grid``."""
     target = grid if isinstance(grid, Grid) else get_grid(grid)
     with fu.open_fits(path) as hdul:
         header0 = hdul[0].header

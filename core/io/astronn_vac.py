@@ -35,6 +35,8 @@ def read_astronn_vac(path: str | os.PathLike, columns: list[str] | None = None) 
         except BadFileError:
             raise
         except Exception as exc:  # a damaged table body
-            raise BadFileError(path, f"table cannot be read ({type(exc).__name__}: {exc})") from None
+            raise BadFileError(
+                path, f"table cannot be read ({type(exc).__name__}: {exc})"
+            ) from None
     frame.attrs.update(skipped_columns=skipped, source=os.fspath(path))
     return frame

@@ -32,7 +32,10 @@ class ContspecBatch(NamedTuple):
 
 def _image_hdu(hdul: fits.HDUList, path) -> tuple[int, fits.PrimaryHDU | fits.ImageHDU]:
     for i, hdu in enumerate(hdul):
-        if isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU)) and int(hdu.header.get("NAXIS", 0)) == 2:
+        if (
+            isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU))
+            and int(hdu.header.get("NAXIS", 0)) == 2
+        ):
             return i, hdu
     raise BadFileError(path, "no 2-D image HDU (rows × pixels) found")
 
@@ -54,7 +57,9 @@ def map_image(path: str | os.PathLike) -> np.ndarray:
         offset = hdu.fileinfo()["datLoc"]
     if shape[0] == 0 or shape[1] == 0:
         raise BadFileError(path, f"image has shape {shape}: no spectra")
-    return np.memmap(path, dtype=np.dtype(_BITPIX_DTYPE[bitpix]), mode="r", offset=offset, shape=shape)
+    return np.memmap(
+        path, dtype=np.dtype(_BITPIX_DTYPE[bitpix]), mode="r", offset=offset, shape=shape
+    )
 
 
 def _open_trio(flux_path, err_path, mask_path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -62,12 +67,17 @@ def _open_trio(flux_path, err_path, mask_path) -> tuple[np.ndarray, np.ndarray, 
     try:
         get_grid(flux.shape[1])
     except KeyError:
-        raise BadFileError(flux_path, f"rows have {flux.shape[1]} pixels, which is no APOGEE grid (7514 expected)") from None
+        raise BadFileError(
+            flux_path, f"rows have {flux.shape[1]} pixels, which is no APOGEE grid (7514 expected)"
+        ) from None
     for arr, p, what in ((error, err_path, "error"), (mask, mask_path, "mask")):
         if arr.shape != flux.shape:
-            raise BadFileError(p, f"{what} image has shape {arr.shape} but the flux image {flux_path} has {flux.shape}")
-    if mask.dtype.kind == "f":
-        raise BadFileError(mask_path, f"mask image holds floats ({mask.dtype}); PIXMASK must be integers")
+            raise BadFileError(
+                p,
+                f"{what} image has shape {arr.shape} "
+                f"but the flux image {flux_path} has {flux.shape}",
+            )
+    fu.check_integer(mask_path, mask, "mask image")
     return flux, error, mask
 
 
@@ -80,7 +90,9 @@ def _native_rows(flux, error, mask, rows) -> tuple[np.ndarray, np.ndarray, np.nd
 
 
 def _row_index(rows, n: int, path) -> np.ndarray:
-    idx = np.arange(n)[rows] if isinstance(rows, slice) else np.asarray(rows, dtype=np.int64).ravel()
+    idx = (
+        np.arange(n)[rows] if isinstance(rows, slice) else np.asarray(rows, dtype=np.int64).ravel()
+    )
     if idx.size and (idx.min() < -n or idx.max() >= n):
         raise BadFileError(path, f"row numbers out of range: the files hold {n} rows")
     return np.where(idx < 0, idx + n, idx)
@@ -120,6 +132,8 @@ def iter_contspec(
     for start in range(0, idx.size, batch_size):
         chunk = idx[start : start + batch_size]
         # Contiguous chunks are read as slices: one sequential read instead of fancy indexing.
-        is_run = chunk.size and chunk[-1] - chunk[0] == chunk.size - 1 and np.all(np.diff(chunk) == 1)
+        is_run = (
+            chunk.size and chunk[-1] - chunk[0] == chunk.size - 1 and np.all(np.diff(chunk) == 1)
+        )
         take = slice(int(chunk[0]), int(chunk[-1]) + 1) if is_run else chunk
         yield ContspecBatch(chunk, *_native_rows(flux, error, mask, take))

@@ -61,7 +61,9 @@ def open_fits(path: str | os.PathLike, memmap: bool = True) -> Iterator[fits.HDU
     if not is_fits_file(p):
         raise BadFileError(p, "not a FITS file (no 'SIMPLE  =' card at the start)")
     if size < FITS_BLOCK:
-        raise BadFileError(p, f"truncated FITS file: {size} bytes, less than one {FITS_BLOCK}-byte header block")
+        raise BadFileError(
+            p, f"truncated FITS file: {size} bytes, less than one {FITS_BLOCK}-byte header block"
+        )
     # astropy leaves its own file handle open when parsing fails; owning the handle avoids that.
     with open(p, "rb") as fh:
         try:
@@ -72,16 +74,18 @@ def open_fits(path: str | os.PathLike, memmap: bool = True) -> Iterator[fits.HDU
         except Exception as exc:  # astropy raises many types for corrupt bytes
             raise BadFileError(p, f"cannot be read as FITS ({type(exc).__name__}: {exc})") from None
         try:
-            _check_data_lengths(p, hdul, size)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", AstropyWarning)
                 _parse_headers(p, hdul)
+                _check_data_lengths(p, hdul, size)
                 try:
                     yield hdul
                 except BadFileError:
                     raise
                 except Exception as exc:  # damaged content that slipped past the checks above
-                    raise BadFileError(p, f"unreadable FITS content ({type(exc).__name__}: {exc})") from exc
+                    raise BadFileError(
+                        p, f"unreadable FITS content ({type(exc).__name__}: {exc})"
+                    ) from exc
         finally:
             hdul.close()
 
@@ -97,7 +101,9 @@ def _parse_headers(path: Path, hdul: fits.HDUList) -> None:
                 hdu.columns  # noqa: B018
         except Exception as exc:
             where = f"card {card.keyword!r}" if card is not None else "header"
-            raise BadFileError(path, f"HDU{i} {where} cannot be parsed ({type(exc).__name__}: {exc})") from None
+            raise BadFileError(
+                path, f"HDU{i} {where} cannot be parsed ({type(exc).__name__}: {exc})"
+            ) from None
 
 
 def _data_bytes(header: fits.Header) -> int:
@@ -116,9 +122,13 @@ def _data_bytes(header: fits.Header) -> int:
 
 def _check_data_lengths(path: Path, hdul: fits.HDUList, size: int) -> None:
     try:
-        spans = [(i, hdu.fileinfo()["datLoc"], _data_bytes(hdu.header)) for i, hdu in enumerate(hdul)]
+        spans = [
+            (i, hdu.fileinfo()["datLoc"], _data_bytes(hdu.header)) for i, hdu in enumerate(hdul)
+        ]
     except Exception as exc:
         raise BadFileError(path, f"malformed FITS header ({type(exc).__name__}: {exc})") from None
+    if not spans:
+        raise BadFileError(path, "holds no HDU")
     for i, start, nbytes in spans:
         if start + nbytes > size:
             raise BadFileError(
@@ -132,7 +142,9 @@ def _check_data_lengths(path: Path, hdul: fits.HDUList, size: int) -> None:
         with open(path, "rb") as fh:
             fh.seek(end)
             if fh.read(8) == b"XTENSION":
-                raise BadFileError(path, f"truncated FITS file: HDU{len(spans)} is cut off inside its header")
+                raise BadFileError(
+                    path, f"truncated FITS file: HDU{len(spans)} is cut off inside its header"
+                )
 
 
 # --- arrays ----------------------------------------------------------------------------------
@@ -152,20 +164,27 @@ def get_hdu(hdul: fits.HDUList, index: int, path, what: str):
     return hdul[index]
 
 
-def read_image(hdul: fits.HDUList, index: int, path, what: str, ndim: tuple[int, ...] = (1, 2)) -> np.ndarray:
+def read_image(
+    hdul: fits.HDUList, index: int, path, what: str, ndim: tuple[int, ...] = (1, 2)
+) -> np.ndarray:
     """The data array of image HDU ``index`` (still a view; copy with :func:`native`)."""
     hdu = get_hdu(hdul, index, path, what)
     if not isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
-        raise BadFileError(path, f"HDU{index} ({what}) is a {type(hdu).__name__}, expected an image")
+        raise BadFileError(
+            path, f"HDU{index} ({what}) is a {type(hdu).__name__}, expected an image"
+        )
     try:
         data = hdu.data
     except Exception as exc:
-        raise BadFileError(path, f"HDU{index} ({what}) cannot be read ({type(exc).__name__}: {exc})") from None
+        raise BadFileError(
+            path, f"HDU{index} ({what}) cannot be read ({type(exc).__name__}: {exc})"
+        ) from None
     if data is None:
         raise BadFileError(path, f"HDU{index} ({what}) holds no data")
     if data.ndim not in ndim:
         raise BadFileError(
-            path, f"HDU{index} ({what}) has shape {data.shape}; expected {'/'.join(map(str, ndim))}-D"
+            path,
+            f"HDU{index} ({what}) has shape {data.shape}; expected {'/'.join(map(str, ndim))}-D",
         )
     return data
 
@@ -183,13 +202,17 @@ def table_data(hdu: fits.BinTableHDU, index: int, path):
     try:
         data = hdu.data
     except Exception as exc:
-        raise BadFileError(path, f"HDU{index} table cannot be read ({type(exc).__name__}: {exc})") from None
+        raise BadFileError(
+            path, f"HDU{index} table cannot be read ({type(exc).__name__}: {exc})"
+        ) from None
     if data is None:
         raise BadFileError(path, f"HDU{index} table holds no rows")
     return data
 
 
-def check_values(path, flux: np.ndarray, error: np.ndarray | None = None, what: str = "spectrum") -> None:
+def check_values(
+    path, flux: np.ndarray, error: np.ndarray | None = None, what: str = "spectrum"
+) -> None:
     """BadFileError for a spectrum with no finite flux, zero flux everywhere, or no finite error."""
     finite = np.isfinite(flux)
     if not finite.any():
@@ -198,6 +221,13 @@ def check_values(path, flux: np.ndarray, error: np.ndarray | None = None, what: 
         raise BadFileError(path, f"{what}: the flux is zero at every pixel")
     if error is not None and not np.isfinite(error).any():
         raise BadFileError(path, f"{what}: the error is NaN/inf at every pixel")
+
+
+def check_integer(path, arr: np.ndarray, what: str) -> None:
+    """BadFileError unless ``arr`` holds integers (PIXMASK bits)."""
+    if arr.dtype.kind not in "iu":
+        kind = arr.dtype.newbyteorder("=").name
+        raise BadFileError(path, f"{what} holds {kind} values; a bitmask must be integers")
 
 
 def check_shape(path, arr: np.ndarray, expected: tuple[int, ...], what: str) -> None:

@@ -36,6 +36,14 @@ MASK_KEYS = ("mask", "pixmask", "bitmask")
 WAVE_KEYS = ("wavelength", "wave", "lambda")
 ID_KEYS = ("ids", "apogee_id", "APOGEE_ID")
 LABEL_PREFIX = "labels/"
+_KNOWN = frozenset(
+    FLUX_KEYS + ERROR_KEYS + IVAR_KEYS + MASK_KEYS + WAVE_KEYS + ID_KEYS + ("labels",)
+)
+
+
+def _wanted(key: str) -> bool:
+    """Only recognised entries are loaded: a big file may hold much else."""
+    return key in _KNOWN or key.startswith(LABEL_PREFIX)
 
 
 @dataclass
@@ -57,11 +65,15 @@ class SpectraArrays:
     def spectrum(self, i: int) -> Spectrum:
         """Row ``i`` as a :class:`Spectrum` (labels go into ``meta``)."""
         meta = dict(self.meta)
-        meta.update({k: v.item() if hasattr(v, "item") else v for k, v in self.labels.iloc[i].items()})
+        meta.update(
+            {k: v.item() if hasattr(v, "item") else v for k, v in self.labels.iloc[i].items()}
+        )
         if self.ids is not None:
             meta["APOGEE_ID"] = str(self.ids[i])
         meta["ROW"] = int(i)
-        return Spectrum(self.wavelength, self.flux[i], self.error[i], self.mask[i], meta, grid=self.grid)
+        return Spectrum(
+            self.wavelength, self.flux[i], self.error[i], self.mask[i], meta, grid=self.grid
+        )
 
 
 def _file_kind(path: Path) -> str:
@@ -84,7 +96,8 @@ def _read_hdf5(path: Path) -> dict[str, np.ndarray]:
             def visit(name, obj):
                 if isinstance(obj, h5py.Dataset):
                     key = name.decode("utf-8", "replace") if isinstance(name, bytes) else name
-                    entries[key] = obj[()]
+                    if _wanted(key):
+                        entries[key] = obj[()]
 
             h5.visititems(visit)
     except BadFileError:
@@ -96,11 +109,14 @@ def _read_hdf5(path: Path) -> dict[str, np.ndarray]:
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            return {key: npz[key] for key in npz.files}
+        # np.load leaks its own handle on a damaged archive; owning the handle avoids that.
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as npz:
+            return {key: npz[key] for key in npz.files if _wanted(key)}
     except ValueError as exc:
         if "pickle" in str(exc).lower():
-            raise BadFileError(path, "holds Python-object arrays, which are refused (no unpickling)") from None
+            raise BadFileError(
+                path, "holds Python-object arrays, which are refused (no unpickling)"
+            ) from None
         raise BadFileError(path, f"cannot be read as NPZ ({exc})") from None
     except Exception as exc:  # zipfile, zlib and numpy header errors for damaged archives
         raise BadFileError(path, f"cannot be read as NPZ ({type(exc).__name__}: {exc})") from None
@@ -118,7 +134,9 @@ def _labels(path, entries: dict, n: int) -> pd.DataFrame:
     table = entries.get("labels")
     if table is not None:
         if table.dtype.names is None:
-            raise BadFileError(path, "'labels' must be a structured/compound array or a group of 1-D arrays")
+            raise BadFileError(
+                path, "'labels' must be a structured/compound array or a group of 1-D arrays"
+            )
         for name in table.dtype.names:
             columns[name] = table[name]
     for key, values in entries.items():
@@ -138,11 +156,15 @@ def _grid_of(path, wavelength: np.ndarray | None, npix: int) -> tuple[np.ndarray
         try:
             g = get_grid(npix)
         except KeyError:
-            raise BadFileError(path, f"no wavelength array and {npix} pixels match no APOGEE grid") from None
+            raise BadFileError(
+                path, f"no wavelength array and {npix} pixels match no APOGEE grid"
+            ) from None
         return g.wavelength, g.name
     wave = fu.native(np.asarray(wavelength), np.float64).ravel()
     if wave.shape != (npix,):
-        raise BadFileError(path, f"wavelength has {wave.size} values, the spectra have {npix} pixels")
+        raise BadFileError(
+            path, f"wavelength has {wave.size} values, the spectra have {npix} pixels"
+        )
     if not np.all(np.isfinite(wave)) or not np.all(np.diff(wave) > 0):
         raise BadFileError(path, "wavelength must be finite and strictly increasing")
     for g in GRIDS.values():
@@ -166,7 +188,7 @@ def read_generic(path: str | os.PathLike) -> SpectraArrays:
 def _assemble(p: Path, entries: dict) -> SpectraArrays:
     flux = _pick(entries, FLUX_KEYS)
     if flux is None:
-        raise BadFileError(p, f"no flux array (looked for {', '.join(FLUX_KEYS)}; found {sorted(entries)})")
+        raise BadFileError(p, f"no flux array (looked for {', '.join(FLUX_KEYS)})")
     flux = np.atleast_2d(fu.native(flux, np.float32)) if flux.dtype.kind in "fiu" else None
     if flux is None or flux.ndim != 2:
         raise BadFileError(p, "flux must be a numeric N × P or P array")
@@ -176,7 +198,9 @@ def _assemble(p: Path, entries: dict) -> SpectraArrays:
     if error is None:
         ivar = _pick(entries, IVAR_KEYS)
         if ivar is None:
-            raise BadFileError(p, f"no error array (looked for {', '.join(ERROR_KEYS + IVAR_KEYS)})")
+            raise BadFileError(
+                p, f"no error array (looked for {', '.join(ERROR_KEYS + IVAR_KEYS)})"
+            )
         ivar = np.atleast_2d(fu.native(ivar, np.float64))
         with np.errstate(divide="ignore", invalid="ignore"):
             error = np.where(ivar > 0, 1.0 / np.sqrt(ivar), np.inf)

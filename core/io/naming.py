@@ -36,10 +36,14 @@ def apogee_id_from_name(path) -> str | None:
 
 
 def telescope_from_path(path) -> str | None:
-    """The telescope folder a DR17 file sits in (``…/apo25m/<field>/apStar-….fits``)."""
-    for part in reversed(Path(path).resolve().parts[:-1]):
+    """The telescope folder a DR17 file sits in (``…/apo25m/<field>/apStar-….fits``), else
+    lco25m for the southern ``as…`` products; None when the path does not tell."""
+    p = Path(path)
+    for part in reversed(p.resolve().parts[:-1]):
         if part in TELESCOPES:
             return part
+    if p.name.startswith(("asStar", "asVisit")):
+        return "lco25m"
     return None
 
 

@@ -44,7 +44,9 @@ def resample_linear(
     e = np.asarray(error, dtype=np.float64)
     m = np.asarray(pixmask, dtype=np.int64)
     if x.ndim != 1 or not (x.shape == f.shape == e.shape == m.shape):
-        raise ValueError(f"position/flux/error/pixmask shapes differ: {x.shape} {f.shape} {e.shape} {m.shape}")
+        raise ValueError(
+            f"position/flux/error/pixmask shapes differ: {x.shape} {f.shape} {e.shape} {m.shape}"
+        )
     if x.size < 2 or not np.all(np.diff(x) > 0):
         raise ValueError("positions must be at least two strictly increasing values")
 

@@ -1,4 +1,4 @@
-"""Turn FITS table columns into clean pandas-ready arrays (native-endian, stripped, NaN for -9999)."""
+"""FITS table columns → clean pandas-ready arrays (native-endian, stripped, NaN for -9999)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,10 @@ def clean_column(values) -> np.ndarray:
     arr = np.asarray(values)
     if arr.dtype.kind == "O":  # e.g. h5py variable-length strings
         return np.array(
-            [(v.decode("ascii", "replace") if isinstance(v, bytes) else str(v)).strip() for v in arr.ravel()],
+            [
+                (v.decode("ascii", "replace") if isinstance(v, bytes) else str(v)).strip()
+                for v in arr.ravel()
+            ],
             dtype=object,
         ).reshape(arr.shape)
     if arr.dtype.kind == "S":

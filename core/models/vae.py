@@ -129,6 +129,10 @@ class SpectrumVAE(nn.Module):
         self.register_buffer("flux_scale", torch.ones(config.n_pix))
         self.register_buffer("label_mean", torch.zeros(config.n_labels))
         self.register_buffer("label_std", torch.ones(config.n_labels))
+        # μ = head(h) − (A·y + c): a fixed affine label trend taken out of the latent means
+        # by :meth:`absorb_label_trend` (zero unless a trained model was decorrelated)
+        self.register_buffer("mu_label_weight", torch.zeros(config.n_latent, config.n_labels))
+        self.register_buffer("mu_label_bias", torch.zeros(config.n_latent))
 
     # -- saving -------------------------------------------------------------------------------
     def architecture(self) -> dict:
@@ -171,7 +175,30 @@ class SpectrumVAE(nn.Module):
         """μ and log σ² of the free latents from flux, good-pixel mask and z-scored labels."""
         h = self.encoder(torch.cat([self.standardise_flux(flux, good), y], dim=-1))
         lo, hi = self.config.logvar_range
-        return self.to_mu(h), self.to_logvar(h).clamp(lo, hi)
+        mu = self.to_mu(h) - (y.to(self.mu_label_weight.dtype) @ self.mu_label_weight.T
+                              + self.mu_label_bias)
+        return mu, self.to_logvar(h).clamp(lo, hi)
+
+    @torch.no_grad()
+    def absorb_label_trend(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        """Re-express the model with latent means μ′ = μ − (A·y + c), y the z-scored labels.
+
+        The decoder's first layer takes the trend back (W_u += W_z·A, b += W_z·c), so
+        decode(μ′, y) equals the old decode(μ, y) exactly: reconstructions do not change,
+        only the coordinates of the free latents do.  Fitting A, c by least squares on the
+        training set makes μ′ linearly uncorrelated with the injected labels, the exact
+        minimum of the separability term over this freedom.
+        """
+        weight = torch.as_tensor(weight, dtype=self.mu_label_weight.dtype,
+                                 device=self.mu_label_weight.device)
+        bias = torch.as_tensor(bias, dtype=self.mu_label_bias.dtype, device=self.mu_label_bias.device)
+        first = self.decoder[0]
+        k = self.config.n_latent
+        w_z = first.weight[:, :k]
+        first.bias += w_z @ bias.to(w_z.dtype)
+        first.weight[:, k:] += w_z @ weight.to(w_z.dtype)
+        self.mu_label_weight += weight
+        self.mu_label_bias += bias
 
     def decode(self, z: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Flux from free latents ``z`` and z-scored labels ``u``."""

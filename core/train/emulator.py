@@ -139,6 +139,18 @@ def _bad(pixmask: np.ndarray) -> np.ndarray:
     return bad_pixels(pixmask, "astronn")
 
 
+def _mean_spectrum(data: TrainData, rows: np.ndarray, chunk: int = 2048) -> np.ndarray:
+    """Mean flux over the good pixels of ``rows`` (1 where no row has a good pixel)."""
+    total = np.zeros(data.flux.shape[1])
+    count = np.zeros(data.flux.shape[1])
+    for k in range(0, rows.size, chunk):
+        sel = rows[k:k + chunk]
+        good = data.weight[sel] > 0
+        total += np.where(good, data.flux[sel], 0.0).sum(0)
+        count += good.sum(0)
+    return np.where(count > 0, total / np.maximum(count, 1), 1.0).astype(np.float32)
+
+
 def cosine_lr(done: float, lr: float, min_lr: float) -> float:
     """Cosine decay from ``lr`` to ``min_lr`` as training goes from 0 to 1 done.
 
@@ -172,6 +184,8 @@ def train_emulator(store: SpectraStore | str | Path, out_dir, settings: TrainSet
     config = EmulatorConfig(label_names=data.names, x_min=x_min, x_max=x_max, grid=store.grid.name,
                             hidden=s.layer_sizes(), preset=s.preset if not s.hidden else "custom")
     model = Emulator(config).to(device)
+    with torch.no_grad():  # start from the mean spectrum: the network learns the departures
+        model.layers[-1].bias.copy_(torch.from_numpy(_mean_spectrum(data, train_idx)))
     bank = data.labels[rng.choice(train_idx, min(s.bank_size, train_idx.size), replace=False)]
     model.start_bank = torch.tensor(bank, dtype=torch.float32, device=device)
 

@@ -16,6 +16,7 @@ uninterrupted one would have.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import shutil
@@ -34,6 +35,7 @@ from ..paths import resolve_store
 from ..store import SpectraStore
 from . import data as D
 from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
+from .decorrelate import decorrelate_latents
 from .history import TrainingLog, plot_loss_curves
 from .loop import (
     SCHEDULES,
@@ -91,6 +93,9 @@ class VAETrainSettings:
     amp: bool = True
     cache_gb: float = 4.0
     init_from: str | None = None
+    #: absorb the linear label trend of μ into the saved model (see core.train.decorrelate)
+    decorrelate: bool = True
+    decorrelate_rows: int = 20_000
     progress: bool = True
     command: str | None = None
 
@@ -331,7 +336,7 @@ def _run(s: VAETrainSettings, info: DistInfo, out: Path, ck: dict | None) -> dic
                **{f"val_{k}": v for k, v in val_terms.items()}, "best": int(is_best)}
         if info.is_main:
             _save_epoch(s, out, model, optimizer, scheduler, epoch + 1, step, best, is_best,
-                        store, split, log, row)
+                        store, split, log, row, train_src)
             if s.progress:
                 print(f"epoch {epoch + 1}/{s.epochs}: train {train_terms['total']:.5g} "
                       f"(χ²_ν {train_terms['chi2_nu']:.3f})  val {val_terms['total']:.5g} "
@@ -346,10 +351,18 @@ def _run(s: VAETrainSettings, info: DistInfo, out: Path, ck: dict | None) -> dic
 
 
 def _save_epoch(s, out, model, optimizer, scheduler, epoch, step, best, is_best, store, split,
-                log, row) -> None:
-    extra = model_extra_config(model, s, store, split, best)
+                log, row, train_src) -> None:
     if is_best:
-        models.save(model, out, extra, weights_dtype=s.weights_dtype)
+        # the saved copy may be re-expressed; the model being trained stays as it is, so a
+        # resumed run continues exactly
+        saved = copy.deepcopy(model)
+        extra = model_extra_config(saved, s, store, split, best)
+        if s.decorrelate:
+            batches = train_src.batches(0, shuffle=False, drop_last=False)
+            extra["decorrelation"] = decorrelate_latents(saved, batches, s.decorrelate_rows)
+            extra["label_scaling"]["mu_label_trend"] = {
+                "weight": saved.mu_label_weight.tolist(), "bias": saved.mu_label_bias.tolist()}
+        models.save(saved, out, extra, weights_dtype=s.weights_dtype)
     log.append(row)
     ck_dir = out / CHECKPOINT_DIR
     last = save_checkpoint(ck_dir / LAST_CHECKPOINT, model_state=model.state_dict(),
@@ -359,10 +372,10 @@ def _save_epoch(s, out, model, optimizer, scheduler, epoch, step, best, is_best,
                            extra={"architecture": model.architecture(), "best": best})
     periodic = bool(s.checkpoint_every) and epoch % s.checkpoint_every == 0
     if periodic:
-        copy = ck_dir / f"epoch-{epoch:04d}.pt"
-        tmp = ck_dir / f".{copy.name}.tmp"
+        backup = ck_dir / f"epoch-{epoch:04d}.pt"
+        tmp = ck_dir / f".{backup.name}.tmp"
         shutil.copyfile(last, tmp)
-        os.replace(tmp, copy)
+        os.replace(tmp, backup)
     if periodic or epoch == s.epochs:  # drawing takes a second: not every epoch
         plot_loss_curves(log.read(), out / CURVES_FILE, ["total", "recon", "kl", "mi", "chi2_nu"],
                          title=f"VAE training ({store.title})")

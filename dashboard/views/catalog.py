@@ -111,7 +111,10 @@ class CornerPlot:
         fig = figure(frame_width=PANEL_PX, frame_height=PANEL_PX, x_range=self.ranges[xcol],
                      y_range=y_range, tools="pan,wheel_zoom,reset,save",
                      active_scroll="wheel_zoom", min_border=4, toolbar_location=None,
-                     output_backend="canvas")
+                     output_backend="canvas",
+                     # room for the axes kept on every panel of the first column / last row, so
+                     # the frames line up whatever the tick labels' widths
+                     min_border_left=64 if j == 0 else 4, min_border_bottom=58 if i == k - 1 else 4)
         dummy = fig.scatter([], [], alpha=0)  # box select needs a renderer to talk to
         # histograms use the box's x-span only; one tool kind keeps the merged toolbar simple
         fig.add_tools(BoxSelectTool(dimensions="both", renderers=[dummy], persistent=False))
@@ -303,15 +306,15 @@ class CatalogView(pn.viewable.Viewer):
         self.ids = store.catalog["APOGEE_ID"].astype(str)
         columns = data.axis_columns(self.frame)
         default = [c for c in data.PREFERRED_AXES if c in columns][:MAX_AXES] or columns[:4]
-        self.axes = pn.widgets.MultiChoice(name="Corner-plot columns (2 to 6)", options=columns,
+        self.axes = pn.widgets.MultiChoice(label="Corner-plot columns (2 to 6)", options=columns,
                                            value=default, max_items=MAX_AXES, width=540)
-        self.color_by = pn.widgets.Select(name="Colour by", options=["count"] + columns,
+        self.color_by = pn.widgets.Select(label="Colour by", options=["count"] + columns,
                                           value="count", width=170)
-        self.cnorm = pn.widgets.Select(name="Count scale", options=["eq_hist", "log", "linear"],
+        self.cnorm = pn.widgets.Select(label="Count scale", options=["eq_hist", "log", "linear"],
                                        value="eq_hist", width=110)
         self.mode = pn.widgets.RadioButtonGroup(options=list(SELECT_MODES),
                                                 value=next(iter(SELECT_MODES)))
-        self.clear_button = pn.widgets.Button(name="Clear selection", width=130)
+        self.clear_button = pn.widgets.Button(label="Clear selection", width=130)
         self.clear_button.on_click(lambda e: self.clear_selection())
         self.corner_pane = pn.pane.Bokeh(None, css_classes=["ss-corner"])
         self.constraints: list[str] = []

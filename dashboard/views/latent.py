@@ -57,10 +57,10 @@ class LatentView(pn.viewable.Viewer):
         self._rng = np.random.default_rng()
         self._throttle = Throttle(self._decode, self.throttle_s)
         self._build_figures()
-        self.reset_button = pn.widgets.Button(name="Reset to star", button_type="primary",
+        self.reset_button = pn.widgets.Button(label="Reset to star", color="primary",
                                               width=125)
-        self.zero_button = pn.widgets.Button(name="Zero latents", width=115)
-        self.sample_button = pn.widgets.Button(name="Sample prior", width=115)
+        self.zero_button = pn.widgets.Button(label="Zero latents", width=115)
+        self.sample_button = pn.widgets.Button(label="Sample prior", width=115)
         self.diff_against = pn.widgets.RadioButtonGroup(options=list(DIFF_AGAINST),
                                                         value=DIFF_AGAINST[0])
         self.readout = pn.pane.Markdown("", css_classes=["ss-decode-readout"], margin=(0, 10))
@@ -155,14 +155,14 @@ class LatentView(pn.viewable.Viewer):
             return
         self.message.visible = False
         for i in range(int(vae.n_latent)):
-            s = pn.widgets.FloatSlider(name=f"z{i:02d}", start=-Z_LIMIT, end=Z_LIMIT, step=0.01,
+            s = pn.widgets.FloatSlider(label=f"z{i:02d}", start=-Z_LIMIT, end=Z_LIMIT, step=0.01,
                                        value=0.0, width=190, margin=(2, 8))
             self.z_sliders.append(s)
         for name in vae.label_names:
             lo, hi = self._label_range(name)
             title, unit = LABEL_UNITS.get(name, (name, ""))
             step = 1.0 if name == "TEFF" else 0.01
-            s = pn.widgets.FloatSlider(name=f"{title} [{unit}]" if unit else title, start=lo,
+            s = pn.widgets.FloatSlider(label=f"{title} [{unit}]" if unit else title, start=lo,
                                        end=hi, step=step, value=(lo + hi) / 2, width=190,
                                        margin=(2, 8), format="0.00" if step < 1 else "0")
             self.y_sliders.append(s)

@@ -232,12 +232,12 @@ class StarView(pn.viewable.Viewer):
 
     # -- widgets ------------------------------------------------------------------------------
     def _build_widgets(self) -> None:
-        self.overlays = pn.widgets.CheckButtonGroup(name="Overlays", options=[], value=[],
-                                                    button_type="primary", button_style="outline")
+        self.overlays = pn.widgets.CheckButtonGroup(label="Overlays", options=[], value=[],
+                                                    color="primary", variant="outline")
         self.residual_mode = pn.widgets.RadioButtonGroup(
-            name="Residual", options=list(RESIDUAL_MODES), value="(data − model)/σ",
-            button_type="default")
-        self.residual_of = pn.widgets.Select(name="Residual of", options=[], width=200,
+            label="Residual", options=list(RESIDUAL_MODES), value="(data − model)/σ",
+            color="default")
+        self.residual_of = pn.widgets.Select(label="Residual of", options=[], width=200,
                                              visible=False)
         zoom = {"Whole spectrum": "whole"}
         grid = get_grid("apogee7514")
@@ -247,35 +247,35 @@ class StarView(pn.viewable.Viewer):
         if self._windows is not None and len(self._windows):
             els = sorted(self._windows["element"].unique())
             groups["Element windows"] = {f"{el} windows": f"el:{el}" for el in els}
-        self.zoom = pn.widgets.Select(name="Zoom to", groups=groups, value="whole", width=190)
+        self.zoom = pn.widgets.Select(label="Zoom to", groups=groups, value="whole", width=190)
         self.goto_line = pn.widgets.AutocompleteInput(
-            name="Go to line", options=self._line_names(), placeholder="e.g. Fe I 15207",
+            label="Go to line", options=self._line_names(), placeholder="e.g. Fe I 15207",
             search_strategy="includes", case_sensitive=False, min_characters=1, width=210,
             restrict=True)
         kinds = sorted(self._lines["kind"].unique()) if self._lines is not None else []
         # 760 molecular lines would bury the atomic ones: off until asked for
         self.line_kinds = pn.widgets.CheckButtonGroup(
-            name="Line list", options=kinds, value=[k for k in kinds if k != "molecular"],
-            button_type="default", button_style="outline")
+            label="Line list", options=kinds, value=[k for k in kinds if k != "molecular"],
+            color="default", variant="outline")
         elements = sorted(self._lines["element"].unique()) if self._lines is not None else []
-        self.line_elements = pn.widgets.MultiChoice(name="Only elements", options=elements,
+        self.line_elements = pn.widgets.MultiChoice(label="Only elements", options=elements,
                                                     value=[], placeholder="all elements",
                                                     width=260)
         self.csv_download = pn.widgets.FileDownload(label="CSV", callback=self._csv,
-                                                    filename="spectrum.csv", button_type="light",
+                                                    filename="spectrum.csv", color="light",
                                                     width=90, disabled=True)
         self.fits_download = pn.widgets.FileDownload(label="FITS", callback=self._fits,
                                                      filename="spectrum.fits", width=90,
-                                                     button_type="light", disabled=True)
+                                                     color="light", disabled=True)
         self.table = pn.widgets.Tabulator(label_table(None), show_index=False, disabled=True,
                                           sizing_mode="stretch_width", height=400,
                                           layout="fit_columns", theme="simple",
-                                          header_sort=False, css_classes=["ss-labels"],
+                                          configuration={"columnDefaults": {"headerSort": False}}, css_classes=["ss-labels"],
                                           widths={"quantity": 130})
         self.latent_table = pn.widgets.Tabulator(pd.DataFrame(), show_index=False, disabled=True,
                                                  sizing_mode="stretch_width", height=240,
                                                  theme="simple", layout="fit_columns",
-                                                 header_sort=False)
+                                                 configuration={"columnDefaults": {"headerSort": False}})
         self.empty = pn.pane.Alert(
             "**No star selected.** Search an APOGEE_ID in the sidebar, press *Random star*, "
             "upload a FITS file, or click a star in the Catalog tab.", alert_type="info",

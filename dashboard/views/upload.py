@@ -63,11 +63,11 @@ class StarPicker(pn.viewable.Viewer):
         ctx = self.session.context
         self._ids = data.id_index(ctx.store) if ctx.store is not None else None
         self.search = pn.widgets.AutocompleteInput(
-            name="Find a star (APOGEE_ID)", placeholder="type part of an APOGEE_ID",
+            label="Find a star (APOGEE_ID)", placeholder="type part of an APOGEE_ID",
             options=self._ids.search("2M", 20) if self._ids else [], min_characters=2,
             search_strategy="includes", case_sensitive=False, restrict=False,
             sizing_mode="stretch_width", css_classes=["ss-star-search"])
-        self.random_button = pn.widgets.Button(name="Random star", button_type="primary",
+        self.random_button = pn.widgets.Button(label="Random star", color="primary",
                                                icon="dice", sizing_mode="stretch_width")
         self.upload = pn.widgets.FileDropper(
             accepted_filetypes=[".fits", ".fit", ".fts", ".gz"], max_file_size=f"{MAX_UPLOAD_MB}MB",

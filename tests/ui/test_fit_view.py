@@ -121,18 +121,18 @@ def test_fit_a_star_from_the_fit_view(served_app, browser_page, tmp_path):
     except Exception:
         page.screenshot(path=str(tmp_path / "fit-view.png"), full_page=True)
         raise
+    from playwright.sync_api import expect
+
     button = page.locator(".ss-fit-button button")
-    button.wait_for(state="visible")
-    page.wait_for_function("() => { const b = document.querySelector('.ss-fit-button button');"
-                           " return b && !b.disabled; }")
+    expect(button).to_be_enabled(timeout=60_000)  # enabled once the star is on the model grid
     button.click()
     summary = page.locator(".ss-fit-summary")
     summary.get_by_text("χ²_ν =").wait_for()
-    text = summary.inner_text()
+    text = summary.locator("p").first.inner_text()  # the Markdown pane's text, in its shadow root
     assert "RV =" in text and "km/s" in text
     rv = float(text.split("RV =")[1].split("±")[0])
     assert abs(rv + 40.0) < 2.0  # the star was made with RV −40 km/s
     table = page.locator(".ss-fit-table")
     for label in ("TEFF", "LOGG", "FE_H", "MG_FE", "RV"):
         table.get_by_text(label, exact=True).first.wait_for()
-    assert "Fitted" in page.locator(".ss-fit-status").inner_text()
+    assert "Fitted" in page.locator(".ss-fit-status p").first.inner_text()

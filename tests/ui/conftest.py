@@ -1,0 +1,118 @@
+"""Browser-test fixtures: Debian chromium for pytest-playwright, and a served dashboard.
+
+The dashboard fixture builds a 300-star mock survey and a VAE (the shipped demo weights when
+``assets/models/vae-demo`` exists, else a tiny one trained here in a few seconds), then runs
+``panel serve dashboard/app.py`` on a free localhost port for the whole session.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+ARTIFACTS = REPO / "test-artifacts"
+MOCK_STARS = 300
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is absent (install Debian chromium: `make chromium`)")
+    return {**browser_type_launch_args, "executable_path": str(CHROMIUM), "args": CHROMIUM_ARGS}
+
+
+@pytest.fixture(scope="session")
+def browser_context_args(browser_context_args):
+    return {**browser_context_args, "viewport": {"width": 1600, "height": 1000}}
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _vae_for(store: Path, root: Path) -> Path:
+    from core.paths import SHIPPED_MODELS
+
+    demo = SHIPPED_MODELS / "vae-demo"
+    if (demo / "config.json").is_file():
+        out = demo
+    else:
+        import torch
+
+        from core.train.vae import VAETrainSettings, train_vae
+
+        torch.set_num_threads(1)
+        out = root / "vae"
+        train_vae(VAETrainSettings(store=str(store), out=str(out), epochs=2, batch_size=64,
+                                   device="cpu", progress=False, checkpoint_every=100,
+                                   stats_rows=300), overwrite=True)
+    from core.inference.vae import infer_store
+
+    infer_store(str(store), out, progress=False)
+    return out
+
+
+def _wait_until_up(url: str, proc: subprocess.Popen, log: Path, timeout: float = 240) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"panel serve exited early:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=30) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError(f"the dashboard did not come up in {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="session")
+def dashboard(tmp_path_factory):
+    """(base URL, the store) of a dashboard served for this test session."""
+    from core.mock import generate_mock_survey
+    from core.store import SpectraStore
+
+    root = tmp_path_factory.mktemp("ui-dashboard")
+    store_path = generate_mock_survey(root / "mock", n_stars=MOCK_STARS, seed=7, progress=False)
+    vae = _vae_for(store_path, root)
+    port = _free_port()
+    env = dict(os.environ, STELLARSCOPE_STORE=str(store_path), STELLARSCOPE_VAE=str(vae),
+               STELLARSCOPE_HOME=str(root / "home"), PYTHONUNBUFFERED="1")
+    log = root / "server.log"
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "panel", "serve", str(REPO / "dashboard" / "app.py"),
+             "--port", str(port), "--address", "127.0.0.1", "--warm"],
+            cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/app"
+    try:
+        _wait_until_up(url, proc, log)
+        yield url, SpectraStore.open(store_path)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        (ARTIFACTS / "server.log").parent.mkdir(exist_ok=True)
+        (ARTIFACTS / "ui-server.log").write_text(log.read_text())

@@ -1,0 +1,161 @@
+"""Browser tests of the served dashboard (Playwright + Debian chromium): what a user does.
+
+Each test saves a screenshot under test-artifacts/ for a person to look at.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+pytestmark = pytest.mark.ui
+
+LOAD_MS = 120_000
+SHORT_MS = 30_000
+
+
+def open_app(page, url: str, query: str = ""):
+    page.goto(url + query, timeout=LOAD_MS)
+    page.wait_for_selector(".ss-spectrum-plot", timeout=LOAD_MS)
+    return page
+
+
+def selected_star(page):
+    return page.locator(".ss-selected-star")
+
+
+def test_open_app_shows_dataset_model_and_tabs(page, dashboard, artifacts):
+    url, store = dashboard
+    open_app(page, url)
+    expect(page.locator(".ss-mock-badge")).to_contain_text("MOCK SURVEY")
+    expect(page.locator(".ss-dataset")).to_contain_text(f"{len(store):,} stars")
+    expect(page.locator(".ss-model")).to_contain_text("28 latents")
+    for tab in ("Star", "Latent space", "Catalog", "Fit", "Attention"):
+        expect(page.get_by_text(tab, exact=True).first).to_be_visible()
+    expect(page.get_by_text("No star selected.", exact=False).first).to_be_visible()
+    page.screenshot(path=artifacts / "01-open-app.png", full_page=True)
+
+
+def test_search_a_star_and_see_its_spectrum(page, dashboard, artifacts):
+    url, store = dashboard
+    star = str(store.catalog["APOGEE_ID"].iloc[17])
+    open_app(page, url)
+    box = page.locator(".ss-star-search input")
+    box.click()
+    box.press_sequentially(star[:7], delay=60)
+    option = page.get_by_text(star, exact=True)
+    option.first.wait_for(timeout=SHORT_MS)
+    option.first.click()
+    expect(selected_star(page)).to_contain_text(star, timeout=SHORT_MS)
+    expect(page.locator(".ss-labels")).to_contain_text("Teff", timeout=SHORT_MS)
+    expect(page).to_have_url(re.compile(r"star=" + re.escape(star.replace("+", "%2B"))))
+    page.wait_for_timeout(1500)
+    page.screenshot(path=artifacts / "02-search-star.png", full_page=True)
+
+
+def test_toggle_reconstruction_shows_residual_panel(page, dashboard, artifacts):
+    url, store = dashboard
+    star = str(store.catalog["APOGEE_ID"].iloc[3])
+    open_app(page, url, f"?star={star.replace('+', '%2B')}")
+    expect(selected_star(page)).to_contain_text(star, timeout=SHORT_MS)
+    residual = page.locator(".ss-residual-plot")
+    expect(residual).to_be_hidden()
+    page.get_by_role("button", name="VAE reconstruction").click()
+    expect(residual).to_be_visible(timeout=SHORT_MS)
+    expect(page.locator(".ss-residual-info")).to_contain_text("χ²_ν", timeout=SHORT_MS)
+    page.wait_for_timeout(1500)
+    page.screenshot(path=artifacts / "03-reconstruction-residuals.png", full_page=True)
+    page.get_by_role("button", name="VAE reconstruction").click()
+    expect(residual).to_be_hidden(timeout=SHORT_MS)
+
+
+def test_latent_slider_changes_the_decoded_curve(page, dashboard, artifacts):
+    url, store = dashboard
+    star = str(store.catalog["APOGEE_ID"].iloc[5])
+    open_app(page, url, f"?star={star.replace('+', '%2B')}&tab=1")
+    readout = page.locator(".ss-decode-readout")
+    expect(readout).to_contain_text("Decode #", timeout=LOAD_MS)
+    plot = page.locator(".ss-decoded-plot")
+    page.wait_for_timeout(1500)
+    before_text = readout.inner_text()
+    before = plot.screenshot()
+    handle = page.locator(".noUi-handle").nth(3)  # after the 3 label sliders: z00
+    handle.focus()
+    for _ in range(40):
+        handle.press("ArrowRight")
+    expect(readout).not_to_have_text(before_text, timeout=SHORT_MS)
+    page.wait_for_timeout(1500)
+    assert plot.screenshot() != before, "the decoded spectrum did not change on screen"
+    page.screenshot(path=artifacts / "04-latent-slider.png", full_page=True)
+
+
+def test_box_select_in_corner_plot_changes_the_count(page, dashboard, artifacts):
+    url, store = dashboard
+    open_app(page, url, "?tab=2")
+    count = page.locator(".ss-selection-count")
+    expect(count).to_contain_text("No selection", timeout=LOAD_MS)
+    panel = page.locator(".ss-corner .bk-Figure").nth(1)  # Teff (x) vs log g (y)
+    panel.wait_for(timeout=LOAD_MS)
+    page.wait_for_timeout(2000)
+    b = panel.bounding_box()
+    right, top, size = b["x"] + b["width"], b["y"], 170
+    page.mouse.move(right - size + 20, top + 20)
+    page.mouse.down()
+    page.mouse.move(right - size + 90, top + 90, steps=8)
+    page.mouse.move(right - 25, top + size - 25, steps=8)
+    page.mouse.up()
+    expect(count).to_contain_text(f"of {len(store):,} stars selected", timeout=SHORT_MS)
+    selected = int(re.search(r"([\d,]+)\*?\*? of", count.inner_text()).group(1).replace(",", ""))
+    assert 0 < selected < len(store)
+    page.wait_for_timeout(1500)
+    page.screenshot(path=artifacts / "05-corner-box-select.png", full_page=True)
+
+    page.mouse.click(right - size / 2, top + size / 2)  # a click opens the nearest star
+    expect(selected_star(page)).to_contain_text("2M", timeout=SHORT_MS)
+    first_row = page.locator(".ss-table .tabulator-row").first
+    row_id = first_row.locator(".tabulator-cell").first.inner_text()
+    first_row.click()
+    expect(selected_star(page)).to_contain_text(row_id, timeout=SHORT_MS)
+
+
+def test_star_url_reopens_that_star(page, dashboard, artifacts):
+    url, store = dashboard
+    star = str(store.catalog["APOGEE_ID"].iloc[42])
+    open_app(page, url, f"?star={star.replace('+', '%2B')}")
+    expect(selected_star(page)).to_contain_text(star, timeout=SHORT_MS)
+    expect(page.locator(".ss-star-search input")).to_have_value(star, timeout=SHORT_MS)
+    page.wait_for_timeout(1500)
+    page.screenshot(path=artifacts / "06-star-url.png", full_page=True)
+
+
+def test_unknown_star_in_url_is_a_notification_not_a_traceback(page, dashboard, artifacts):
+    url, _ = dashboard
+    open_app(page, url, "?star=2M_NO_SUCH_STAR")
+    expect(page.get_by_text("unknown star '2M_NO_SUCH_STAR'", exact=False).first).to_be_visible(
+        timeout=SHORT_MS)
+    assert "Traceback" not in page.content()
+    page.screenshot(path=artifacts / "07-unknown-star.png", full_page=True)
+
+
+def test_upload_bad_and_good_fits(page, dashboard, artifacts, tmp_path):
+    from fits_fixtures import write_apstar
+
+    url, _ = dashboard
+    open_app(page, url)
+    bad = tmp_path / "broken.fits"
+    bad.write_bytes(b"SIMPLE  =                    T" + b" " * 200)
+    page.locator(".filepond--browser").set_input_files(str(bad))
+    status = page.locator(".ss-upload-status")
+    expect(status).to_contain_text("broken.fits", timeout=SHORT_MS)
+    expect(status).to_contain_text("⚠", timeout=SHORT_MS)
+    page.screenshot(path=artifacts / "08-upload-bad.png", full_page=True)
+
+    good = write_apstar(tmp_path / "apStar-dr17-2M12345678+1234567.fits", n_visits=2,
+                        apogee_id="2M12345678+1234567")
+    page.locator(".filepond--browser").set_input_files(str(good))
+    expect(status).to_contain_text("Showing", timeout=LOAD_MS)
+    expect(selected_star(page)).to_contain_text("(uploaded)", timeout=SHORT_MS)
+    page.wait_for_timeout(1500)
+    page.screenshot(path=artifacts / "09-upload-apstar.png", full_page=True)
