@@ -204,3 +204,14 @@ def test_grid_wavelengths_match_reference_csv():
     np.testing.assert_allclose(get_grid(7514).wavelength, reference, rtol=0, atol=1e-6)
     spec = read_apstar(shared_path(*REAL_APSTAR))
     np.testing.assert_allclose(spec.wavelength, reference, rtol=0, atol=1e-6)
+
+
+def test_real_dr17_combined_row_takes_pixmask_from_row0():
+    from conftest import shared_path
+
+    from core.io import read_apstar
+
+    path = shared_path("data", "apogee_real", "apStar-dr17-2M17335483-2753043.fits")
+    spec = read_apstar(path)
+    assert spec.meta["ROW"] == 1 and spec.meta["PIXMASK_ROW"] == 0
+    assert (spec.pixmask != 0).sum() > 100  # sky lines and bad pixels are flagged

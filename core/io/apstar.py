@@ -123,6 +123,12 @@ def read_apstar(
         flux = target.from_apstar(fu.native(flux_all[take], np.float32))
         error = target.from_apstar(fu.native(err_all[take], np.float32))
         mask = target.from_apstar(fu.native(mask_all[take], np.int64))
+        mask_row = row
+        if row == 1 and not mask.any():
+            # DR17 files leave the globally weighted row's PIXMASK empty; the pixel-weighted
+            # row 0 carries the combined bits for the same pixels, so use those.
+            mask = target.from_apstar(fu.native(mask_all[0], np.int64))
+            mask_row = 0
         is_visit_row = row is not None and row >= FIRST_VISIT_ROW
         meta = _header_meta(path, header0, visit if is_visit_row else None)
     fu.check_values(path, flux, error, what=row_kind)
@@ -133,6 +139,7 @@ def read_apstar(
         READER="apstar",
         ROW=row,
         ROW_KIND=row_kind,
+        PIXMASK_ROW=mask_row,
         VISITS_IN_FILE=n_visits,
     )
     if meta["NVISITS"] is None:
