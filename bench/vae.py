@@ -158,15 +158,18 @@ def run_device(args, kind: str) -> dict:
     result = {
         "device_name": torch.cuda.get_device_name(device) if kind == "cuda"
         else (platform.processor() or platform.machine()),
-        "threads": torch.get_num_threads(), "bf16_autocast": amp,
+        "threads": torch.get_num_threads(), "training_bf16_autocast": amp,
         "model": {"preset": args.preset, "encoder_widths": list(model.config.encoder_widths),
                   "decoder_widths": list(model.config.decoder_shape),
                   "n_latent": model.config.n_latent, "parameters": n_parameters(model)},
         "training": bench_training(model, pool, device, n_train, b_train, amp),
     }
     train_peak = peak_memory(device)
-    result["inference"] = bench_inference(model, pool, device, n_infer, b_infer, amp)
+    # float32 is what `infer vae` runs by default; bf16 autocast is its --amp option
+    result["inference"] = bench_inference(model, pool, device, n_infer, b_infer, False)
     result["peak_memory"] = {"training": train_peak, "inference": peak_memory(device)}
+    if amp:
+        result["inference_bf16"] = bench_inference(model, pool, device, n_infer, b_infer, True)
     if args.store:
         result["store_inference"] = bench_store(args.store, model, device, b_infer)
     result["measured"] = _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()

@@ -158,7 +158,8 @@ def label_table(spectrum: Spectrum | None, outputs: dict | None = None) -> pd.Da
     for col, (name, unit) in LABEL_ROWS.items():
         if col in meta and _finite(meta[col]):
             err = meta.get(f"{col}_ERR")
-            text = _fmt(meta[col]) + (f" ± {_fmt(err)}" if _finite(err) else "")
+            text = (_fmt_with_error(meta[col], err) if _finite(err) and float(err) > 0
+                    else _fmt(meta[col]))
             rows.append((name, f"{text} {unit}".strip()))
     for col in INFO_ROWS:
         v = meta.get(col)
@@ -177,6 +178,13 @@ def _finite(v) -> bool:
         return v is not None and bool(np.isfinite(float(v)))
     except (TypeError, ValueError):
         return False
+
+
+def _fmt_with_error(value, error) -> str:
+    """'4693 ± 59', '3.52 ± 0.05': the value to the error's second significant digit."""
+    e = float(error)
+    decimals = max(0, 1 - int(np.floor(np.log10(e))))
+    return f"{float(value):.{decimals}f} ± {e:.{decimals}f}"
 
 
 def _fmt(v) -> str:

@@ -171,6 +171,7 @@ def _central_differences(model, z, u, h=1e-5):
 def test_decoder_jacobian_matches_finite_differences():
     for kw in ({"output_activation": "gelu", "residual_output": False}, {}):
         model = small_vae(**kw).double()
+        model.absorb_label_trend(torch.randn(28, len(model.config.trend_terms)), torch.randn(28))
         z, u = torch.randn(28, dtype=torch.float64), torch.randn(3, dtype=torch.float64)
         with torch.no_grad():
             mine = model.decoder_jacobian(z, u)

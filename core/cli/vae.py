@@ -43,9 +43,10 @@ def register(sub, groups) -> None:
     t.add_argument("--store", default=None, help="store directory or name (default: demo store)")
     t.add_argument("--out", required=True, help="run / model directory")
     t.add_argument("--epochs", type=int, default=None, help="epochs in total (default 40)")
-    t.add_argument("--beta", type=float, default=None, help="weight β of the KL term (default 1)")
+    t.add_argument("--beta", type=float, default=None,
+                   help="weight β of the KL term (default 10; the seed started at 1)")
     t.add_argument("--gamma", type=float, default=None,
-                   help="weight γ of the separability term (default 1)")
+                   help="weight γ of the separability term (default 1000; the seed started at 1)")
     t.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-3)")
     t.add_argument("--batch-size", type=int, default=None, help="spectra per step and rank (256)")
     t.add_argument("--schedule", choices=SCHEDULES, default=None,
@@ -94,7 +95,8 @@ def register(sub, groups) -> None:
     i.add_argument("--store", default=None, help="store directory or name (default: demo store)")
     i.add_argument("--model", default=None, help="model directory (default: the shipped demo VAE)")
     i.add_argument("--batch-size", type=int, default=1024, help="spectra per batch (1024)")
-    i.add_argument("--no-amp", dest="amp", action="store_false", help="no bf16 autocast on CUDA")
+    i.add_argument("--amp", action="store_true",
+                   help="bf16 autocast on CUDA (default: float32, exact latents)")
     _common(i)
     i.set_defaults(func=run_infer)
 

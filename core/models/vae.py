@@ -17,6 +17,7 @@ Scalings (flux mean/spread, label mean/std) are buffers: they travel in the safe
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from itertools import combinations_with_replacement
 
 import torch
 from torch import nn
@@ -25,7 +26,7 @@ LABEL_NAMES = ("TEFF", "LOGG", "FE_H")
 
 #: Named width settings; ``compact`` is the default.
 PRESETS: dict[str, dict] = {
-    "compact": {"encoder_widths": (256, 64), "output_activation": "none", "residual_output": True},
+    "compact": {"encoder_widths": (128, 64), "output_activation": "none", "residual_output": True},
     "seed": {
         "encoder_widths": (3757, 1878, 939, 469, 234, 117, 58),
         "output_activation": "gelu",
@@ -43,7 +44,7 @@ class VAEConfig:
     n_pix: int = 7514
     n_latent: int = 28
     label_names: tuple[str, ...] = LABEL_NAMES
-    encoder_widths: tuple[int, ...] = (256, 64)
+    encoder_widths: tuple[int, ...] = (128, 64)
     #: None: the encoder widths reversed (the seed's mirror shape)
     decoder_widths: tuple[int, ...] | None = None
     #: "gelu" (seed) or "none" after the decoder's last layer
@@ -52,6 +53,9 @@ class VAEConfig:
     residual_output: bool = True
     grid: str = "apogee7514"
     logvar_range: tuple[float, float] = (-12.0, 6.0)
+    #: degree of the polynomial label trend that :meth:`SpectrumVAE.absorb_label_trend`
+    #: can take out of the latent means
+    label_trend_degree: int = 3
 
     def __post_init__(self):
         if self.output_activation not in _ACTIVATIONS:
@@ -72,6 +76,12 @@ class VAEConfig:
     def n_joint(self) -> int:
         """Dimension of z′ = free latents + injected labels (31 by default)."""
         return self.n_latent + self.n_labels
+
+    @property
+    def trend_terms(self) -> tuple[tuple[int, ...], ...]:
+        """Monomials of the label trend: label indices multiplied, degree 1 … degree."""
+        return tuple(c for d in range(1, self.label_trend_degree + 1)
+                     for c in combinations_with_replacement(range(self.n_labels), d))
 
     @property
     def decoder_shape(self) -> tuple[int, ...]:
@@ -129,10 +139,11 @@ class SpectrumVAE(nn.Module):
         self.register_buffer("flux_scale", torch.ones(config.n_pix))
         self.register_buffer("label_mean", torch.zeros(config.n_labels))
         self.register_buffer("label_std", torch.ones(config.n_labels))
-        # μ = head(h) − (A·y + c): a fixed affine label trend taken out of the latent means
-        # by :meth:`absorb_label_trend` (zero unless a trained model was decorrelated)
-        self.register_buffer("mu_label_weight", torch.zeros(config.n_latent, config.n_labels))
-        self.register_buffer("mu_label_bias", torch.zeros(config.n_latent))
+        # μ′ = head(h) − g(y), g(y) = A·φ(y) + c a fixed polynomial label trend, and the
+        # decoder adds g(u) back: zero unless a trained model was decorrelated
+        n_terms = len(config.trend_terms)
+        self.register_buffer("trend_weight", torch.zeros(config.n_latent, n_terms))
+        self.register_buffer("trend_bias", torch.zeros(config.n_latent))
 
     # -- saving -------------------------------------------------------------------------------
     def architecture(self) -> dict:
@@ -175,34 +186,42 @@ class SpectrumVAE(nn.Module):
         """μ and log σ² of the free latents from flux, good-pixel mask and z-scored labels."""
         h = self.encoder(torch.cat([self.standardise_flux(flux, good), y], dim=-1))
         lo, hi = self.config.logvar_range
-        mu = self.to_mu(h) - (y.to(self.mu_label_weight.dtype) @ self.mu_label_weight.T
-                              + self.mu_label_bias)
-        return mu, self.to_logvar(h).clamp(lo, hi)
+        return self.to_mu(h) - self.label_trend(y), self.to_logvar(h).clamp(lo, hi)
+
+    def trend_features(self, y: torch.Tensor) -> torch.Tensor:
+        """φ(y): every monomial of the z-scored labels up to ``label_trend_degree``."""
+        y = y.to(self.trend_weight.dtype)
+        cols = []
+        for term in self.config.trend_terms:
+            col = y[..., term[0]]
+            for i in term[1:]:
+                col = col * y[..., i]
+            cols.append(col)
+        return torch.stack(cols, dim=-1)
+
+    def label_trend(self, y: torch.Tensor) -> torch.Tensor:
+        """g(y) = A·φ(y) + c, the part of the latent means explained by the labels."""
+        return self.trend_features(y) @ self.trend_weight.T + self.trend_bias
 
     @torch.no_grad()
     def absorb_label_trend(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
-        """Re-express the model with latent means μ′ = μ − (A·y + c), y the z-scored labels.
+        """Re-express the model with latent means μ′ = μ − (A·φ(y) + c).
 
-        The decoder's first layer takes the trend back (W_u += W_z·A, b += W_z·c), so
+        The decoder adds the same trend of its labels back before its first layer, so
         decode(μ′, y) equals the old decode(μ, y) exactly: reconstructions do not change,
-        only the coordinates of the free latents do.  Fitting A, c by least squares on the
-        training set makes μ′ linearly uncorrelated with the injected labels, the exact
-        minimum of the separability term over this freedom.
+        only the coordinates of the free latents do.  With A, c fitted by least squares on
+        the training set, μ′ carries no polynomial trend in the injected labels, which takes
+        out the covariance the separability term measures (see core.train.decorrelate).
         """
-        weight = torch.as_tensor(weight, dtype=self.mu_label_weight.dtype,
-                                 device=self.mu_label_weight.device)
-        bias = torch.as_tensor(bias, dtype=self.mu_label_bias.dtype, device=self.mu_label_bias.device)
-        first = self.decoder[0]
-        k = self.config.n_latent
-        w_z = first.weight[:, :k]
-        first.bias += w_z @ bias.to(w_z.dtype)
-        first.weight[:, k:] += w_z @ weight.to(w_z.dtype)
-        self.mu_label_weight += weight
-        self.mu_label_bias += bias
+        self.trend_weight += torch.as_tensor(weight, dtype=self.trend_weight.dtype,
+                                             device=self.trend_weight.device)
+        self.trend_bias += torch.as_tensor(bias, dtype=self.trend_bias.dtype,
+                                           device=self.trend_bias.device)
 
     def decode(self, z: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Flux from free latents ``z`` and z-scored labels ``u``."""
-        h = self.decoder[:-2](torch.cat([z, u], dim=-1))
+        z = z.float() + self.label_trend(u).float()
+        h = self.decoder[:-2](torch.cat([z, u.float()], dim=-1))
         # the output layer runs in float32 even under bf16 autocast: bf16 rounding of a
         # flux near 1 (~0.004) would be as large as the noise the χ² is measured against
         with torch.autocast(device_type=h.device.type, enabled=False):
@@ -219,6 +238,7 @@ class SpectrumVAE(nn.Module):
         avoids the start-up cost of torch.func on the first call.
         """
         first = self.decoder[0]
+        z = z + self.label_trend(u).to(z.dtype)
         h = torch.cat([z, u], dim=-1).to(first.weight.dtype)
         tangent = first.weight[:, : self.config.n_latent].T  # (n_latent, width)
         h = first(h)

@@ -170,7 +170,7 @@ def train_epoch(model: torch.nn.Module, batches: Iterable[dict], loss_fn: LossFn
         meter.add(terms, n)
         bar.update(1)
         if progress and i % 20 == 0:  # reading a loss waits for the device: not every step
-            bar.set_postfix(loss=f"{float(terms['total']):.4g}")
+            bar.set_postfix(loss=f"{float(terms['total'].detach()):.4g}")
     bar.close()
     return meter.result(info)
 

@@ -73,8 +73,8 @@ class VAETrainSettings:
     warmup_steps: int = 50
     min_lr_factor: float = 0.05
     lr_decay: float = 0.95
-    beta: float = 1.0
-    gamma: float = 1.0
+    beta: float = 10.0
+    gamma: float = 1000.0
     clip: float = 1.0
     val_fraction: float = 0.1
     split_seed: int = 0
@@ -266,6 +266,10 @@ def _run(s: VAETrainSettings, info: DistInfo, out: Path, ck: dict | None) -> dic
         model.load_state_dict(ck["model"])
     elif s.init_from:
         model = _model_from(s.init_from)
+        # the starting model fixes the architecture: record it, not the preset's widths
+        s = dataclasses.replace(s, encoder_widths=list(model.config.encoder_widths),
+                                decoder_widths=list(model.config.decoder_shape),
+                                n_latent=model.config.n_latent)
     else:
         model = _new_model(s, store)
         if info.is_main:  # other ranks receive the scalings when DDP wraps the model
@@ -360,8 +364,6 @@ def _save_epoch(s, out, model, optimizer, scheduler, epoch, step, best, is_best,
         if s.decorrelate:
             batches = train_src.batches(0, shuffle=False, drop_last=False)
             extra["decorrelation"] = decorrelate_latents(saved, batches, s.decorrelate_rows)
-            extra["label_scaling"]["mu_label_trend"] = {
-                "weight": saved.mu_label_weight.tolist(), "bias": saved.mu_label_bias.tolist()}
         models.save(saved, out, extra, weights_dtype=s.weights_dtype)
     log.append(row)
     ck_dir = out / CHECKPOINT_DIR

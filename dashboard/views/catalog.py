@@ -18,6 +18,7 @@ each brush to one aggregation per panel (see bench/dashboard.py).
 
 from __future__ import annotations
 
+import warnings
 from functools import partial
 
 import numpy as np
@@ -117,7 +118,9 @@ class CornerPlot:
                      min_border_left=64 if j == 0 else 4, min_border_bottom=58 if i == k - 1 else 4)
         dummy = fig.scatter([], [], alpha=0)  # box select needs a renderer to talk to
         # histograms use the box's x-span only; one tool kind keeps the merged toolbar simple
-        fig.add_tools(BoxSelectTool(dimensions="both", renderers=[dummy], persistent=False))
+        box = BoxSelectTool(dimensions="both", renderers=[dummy], persistent=False)
+        fig.add_tools(box)
+        fig.toolbar.active_drag = box  # the merged toolbar alone does not reach the figures
         fig.xaxis.visible = i == k - 1
         fig.yaxis.visible = j == 0
         fig.xaxis.axis_label = axis_label(xcol)
@@ -169,7 +172,9 @@ class CornerPlot:
                 grid[i][j] = fig
         if self.color and k >= 2:
             grid[0][k - 1] = self._colorbar_figure()
-        layout = gridplot(grid, toolbar_location="right", merge_tools=True)
+        with warnings.catch_warnings():  # every figure names its own active drag: expected
+            warnings.filterwarnings("ignore", message="found multiple competing values")
+            layout = gridplot(grid, toolbar_location="right", merge_tools=True)
         for tool in layout.toolbar.tools:
             if isinstance(getattr(tool, "tools", [None])[0], BoxSelectTool):
                 layout.toolbar.active_drag = tool
@@ -271,6 +276,7 @@ class CornerPlot:
 
     # -- events ---------------------------------------------------------------------------
     def _on_geometry(self, xcol, ycol, event) -> None:
+        import sys; print("DEBUG geometry", xcol, ycol, event.final, event.geometry, file=sys.stderr, flush=True)
         g = event.geometry
         if not event.final or g.get("type") != "rect":
             return
@@ -280,6 +286,7 @@ class CornerPlot:
         self.on_box(xcol, ycol, box)
 
     def _on_tap_event(self, xcol, ycol, event) -> None:
+        import sys; print("DEBUG tap", xcol, ycol, event.x, event.y, file=sys.stderr, flush=True)
         if event.x is None or event.y is None:
             return
         self.on_tap(xcol, ycol, float(event.x), float(event.y))

@@ -16,9 +16,10 @@ LOAD_MS = 120_000
 SHORT_MS = 30_000
 
 
-def open_app(page, url: str, query: str = ""):
+def open_app(page, url: str, query: str = "", ready: str = ".ss-spectrum-plot"):
+    """Open the page and wait until ``ready`` (a CSS class of the first view shown) is drawn."""
     page.goto(url + query, timeout=LOAD_MS)
-    page.wait_for_selector(".ss-spectrum-plot", timeout=LOAD_MS)
+    page.wait_for_selector(ready, timeout=LOAD_MS)
     return page
 
 
@@ -74,7 +75,7 @@ def test_toggle_reconstruction_shows_residual_panel(page, dashboard, artifacts):
 def test_latent_slider_changes_the_decoded_curve(page, dashboard, artifacts):
     url, store = dashboard
     star = str(store.catalog["APOGEE_ID"].iloc[5])
-    open_app(page, url, f"?star={star.replace('+', '%2B')}&tab=1")
+    open_app(page, url, f"?star={star.replace('+', '%2B')}&tab=1", ready=".ss-decoded-plot")
     readout = page.locator(".ss-decode-readout")
     expect(readout).to_contain_text("Decode #", timeout=LOAD_MS)
     plot = page.locator(".ss-decoded-plot")
@@ -93,7 +94,7 @@ def test_latent_slider_changes_the_decoded_curve(page, dashboard, artifacts):
 
 def test_box_select_in_corner_plot_changes_the_count(page, dashboard, artifacts):
     url, store = dashboard
-    open_app(page, url, "?tab=2")
+    open_app(page, url, "?tab=2", ready=".ss-selection-count")
     count = page.locator(".ss-selection-count")
     expect(count).to_contain_text("No selection", timeout=LOAD_MS)
     panel = page.locator(".ss-corner .bk-Figure").nth(1)  # Teff (x) vs log g (y)
