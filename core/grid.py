@@ -218,7 +218,9 @@ def resolve_bad_bits(bad_bits="astronn") -> tuple[int, ...]:
         try:
             return BAD_BIT_SETS[bad_bits.lower()]
         except KeyError:
-            raise KeyError(f"unknown bad-bit set {bad_bits!r} (known: {sorted(BAD_BIT_SETS)})")
+            raise KeyError(
+                f"unknown bad-bit set {bad_bits!r} (known: {sorted(BAD_BIT_SETS)})"
+            ) from None
     out = []
     for b in bad_bits:
         out.append(int(np.log2(PIXMASK_VALUE[b.upper()])) if isinstance(b, str) else int(b))

@@ -24,6 +24,7 @@ from dashboard.views.upload import StarPicker
 TITLE = "Stellarscope"
 ACCENT = "#1f4e79"
 MODEL_POLL_MS = 15_000
+LATENT_TAB = 1  # decodes only while shown
 CATALOG_TAB = 2  # position of the Catalog tab, whose corner plot is built on first visit
 
 
@@ -69,15 +70,16 @@ def dataset_card(ctx: AppContext) -> pn.viewable.Viewable:
 
 
 def model_card(ctx: AppContext) -> pn.viewable.Viewable:
-    def describe(vae, problem, where):
+    def describe(vae, problem, where, training):
+        note = f"<br>⏳ {html.escape(training)}" if training else ""
         if vae is None:
-            return f"⚠ {problem}"
+            return f"⚠ {problem}{note}"
         return (f"**VAE** with {vae.n_latent} latents, labels "
-                f"{', '.join(vae.label_names)}<br><span style='font-size:85%;color:#666'>"
-                f"{html.escape(where)}</span>")
+                f"{', '.join(vae.label_names)}{note}<br><span style='font-size:85%;"
+                f"color:#666'>{html.escape(where)}</span>")
     return pn.pane.Markdown(pn.bind(describe, ctx.param.vae, ctx.param.vae_problem,
-                                    ctx.param.vae_dir), sizing_mode="stretch_width",
-                            css_classes=["ss-model"])
+                                    ctx.param.vae_dir, ctx.param.vae_training),
+                            sizing_mode="stretch_width", css_classes=["ss-model"])
 
 
 class DashboardApp:
@@ -89,7 +91,7 @@ class DashboardApp:
         session = self.session = Session(context=ctx)
         focus = session.focus
         self.star_view = StarView(focus=focus, context=ctx)
-        self.latent_view = LatentView(focus=focus, context=ctx)
+        self.latent_view = LatentView(focus=focus, context=ctx, active=False)
         self.catalog_view = CatalogView(focus=focus, selection=session.selection, context=ctx)
         self.picker = StarPicker(session=session)
         self.tabs = pn.Tabs(("Star", self.star_view), ("Latent space", self.latent_view),
@@ -116,10 +118,11 @@ class DashboardApp:
         if pn.state.location is not None:
             pn.state.location.sync(focus, {"star_id": "star"})
             pn.state.location.sync(self.tabs, {"active": "tab"})
-        if ctx.vae is None and pn.state.curdoc is not None:
+        if pn.state.curdoc is not None:  # new or retrained weights appear without a reload
             self._poll = pn.state.add_periodic_callback(self._poll_models, period=MODEL_POLL_MS)
 
     def _on_tab(self, event) -> None:
+        self.latent_view.active = event.new == LATENT_TAB
         if event.new == CATALOG_TAB and not self.catalog_view.built:
             self.catalog_view.corner_pane.loading = True
             on_doc(session_doc(), self.catalog_view.ensure_built)
@@ -131,11 +134,11 @@ class DashboardApp:
                 ctx.message, duration=8000 if ctx.message_kind == "error" else 4000)
 
     def _poll_models(self) -> None:
-        """Models still training appear when their weights are written."""
+        """Models still training appear (and improve) as their weights are written."""
+        had = self.context.vae is not None
         if data.refresh_vae(self.context, self._vae_dir) and self.context.vae is not None:
-            self.context.notify("A VAE model is now available", "success")
-            if self._poll is not None:
-                self._poll.stop()
+            self.context.notify("The VAE model was updated" if had else
+                                "A VAE model is now available", "success")
 
 
 if pn.state.served or __name__.startswith("bokeh_app"):

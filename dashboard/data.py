@@ -8,6 +8,7 @@ that finishes training, is picked up on the next session without a restart.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -180,6 +181,25 @@ def load_vae(explicit=None):
                       "(it appears here when ready)")
 
 
+TRAINING_FRESH_S = 300
+
+
+def training_note(model_dir: Path) -> str:
+    """'training: epoch 7, validation χ²_ν 1.21' while a VAE's training log is still growing."""
+    log = Path(model_dir) / "training_log.csv"
+    try:
+        if time.time() - log.stat().st_mtime > TRAINING_FRESH_S:
+            return ""
+        rows = pd.read_csv(log)
+    except (OSError, ValueError, pd.errors.EmptyDataError):
+        return ""
+    if rows.empty or "epoch" not in rows.columns:
+        return ""
+    last = rows.iloc[-1]
+    chi2 = f", validation χ²_ν {last['val_chi2_nu']:.2f}" if "val_chi2_nu" in rows.columns else ""
+    return f"training in progress: epoch {int(last['epoch'])} done{chi2}"
+
+
 def make_context(store_path=None, vae_dir=None) -> AppContext:
     """The app's context: the store (or why there is none) and the VAE (or why there is none)."""
     path = Path(store_path).expanduser() if store_path else store_path_from_env()
@@ -196,6 +216,9 @@ def make_context(store_path=None, vae_dir=None) -> AppContext:
 def refresh_vae(ctx: AppContext, vae_dir=None) -> bool:
     """Load the VAE if it appeared (or changed) since last time; True when it changed."""
     vae, where, problem = load_vae(vae_dir)
+    note = next((n for n in map(training_note, vae_candidates(vae_dir)) if n), "")
+    if note != ctx.vae_training:
+        ctx.vae_training = note
     if vae is ctx.vae and problem == ctx.vae_problem:
         return False
     ctx.param.update(vae=vae, vae_dir=where, vae_problem=problem)
@@ -210,8 +233,10 @@ def warm_up() -> None:
 
         rng = np.random.default_rng(0)
         frame = pd.DataFrame({c: rng.random(64, dtype=np.float32) for c in "xyc"})
-        corner.aggregate(frame, "x", "y", (0, 1), (0, 1))
-        corner.aggregate(frame, "x", "y", (0, 1), (0, 1), color="c")
+        subset = frame.take(np.arange(0, 64, 3))  # selections aggregate row subsets like this
+        for f in (frame, subset):
+            corner.aggregate(f, "x", "y", (0, 1), (0, 1))
+            corner.aggregate(f, "x", "y", (0, 1), (0, 1), color="c")
         return True
 
     pn.state.as_cached("stellarscope-warm-up", compile_kernels)

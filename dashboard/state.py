@@ -73,6 +73,7 @@ class AppContext(param.Parameterized):
     vae = param.Parameter(default=None, doc="a core.inference.vae.VAEPredictor, or None")
     vae_dir = param.String(default="")
     vae_problem = param.String(default="no VAE model yet")
+    vae_training = param.String(default="", doc="progress of a VAE still training, if any")
     message = param.String(default="")
     message_kind = param.Selector(default="info", objects=["info", "success", "warning", "error"])
     message_count = param.Integer(default=0, doc="bumped per message so repeats notify again")

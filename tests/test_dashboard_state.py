@@ -331,3 +331,16 @@ def test_read_upload_names_the_uploaded_file():
         read_upload("my star.fits", b"SIMPLE  =                    T" + b" " * 100)
     with pytest.raises(BadFileError, match="empty"):
         read_upload("x.fits", b"")
+
+
+def test_training_note_follows_a_growing_log(tmp_path):
+    import os
+
+    from dashboard.data import training_note
+
+    assert training_note(tmp_path) == ""
+    log = tmp_path / "training_log.csv"
+    log.write_text("epoch,step,val_chi2_nu\n1,10,3.5\n2,20,1.25\n")
+    assert training_note(tmp_path) == "training in progress: epoch 2 done, validation χ²_ν 1.25"
+    os.utime(log, (time.time() - 3600, time.time() - 3600))
+    assert training_note(tmp_path) == ""

@@ -170,10 +170,11 @@ def test_serve_refuses_a_missing_store(tmp_path, capsys):
     assert "nowhere" in capsys.readouterr().err
 
 
-def test_app_builds_with_every_tab(store, monkeypatch):
+def test_app_builds_with_every_tab(store, monkeypatch, tmp_path):
     from dashboard.app import CATALOG_TAB, DashboardApp
 
-    monkeypatch.setenv("STELLARSCOPE_VAE", "/nonexistent")
+    monkeypatch.setenv("STELLARSCOPE_VAE", str(tmp_path / "no-model-here"))
+    monkeypatch.setattr("core.paths.SHIPPED_MODELS", tmp_path)  # no shipped demo either
     app = DashboardApp(store_path=store.path)
     assert [app.tabs._names[i] for i in range(5)] == ["Star", "Latent space", "Catalog", "Fit",
                                                        "Attention"]
@@ -182,3 +183,33 @@ def test_app_builds_with_every_tab(store, monkeypatch):
     app.tabs.active = CATALOG_TAB
     assert app.catalog_view.built
     assert app.session.random_star()
+
+
+def test_hidden_latent_view_waits_until_shown(session):
+    view = LatentView(focus=session.focus, context=session.context, active=False)
+    count = view.decode_count
+    session.select_star(7)
+    assert view.decode_count == count
+    view.active = True
+    assert view.decode_count == count + 1
+    assert view.z_sliders[0].label.startswith("z00 (σ ")
+    np.testing.assert_allclose(view.point[0], np.clip(session.focus.encoding["mu"], -4, 4),
+                               atol=0.006)
+
+
+def test_shipped_demo_vae_drives_the_views(store):
+    from core.paths import SHIPPED_MODELS
+    from dashboard.data import load_vae
+
+    if not (SHIPPED_MODELS / "vae-demo" / "config.json").is_file():
+        pytest.skip("no shipped demo VAE in assets/models/vae-demo yet")
+    import torch
+
+    torch.set_num_threads(1)
+    vae, where, problem = load_vae()
+    assert problem == "" and where.endswith("vae-demo")
+    session = Session(context=AppContext(store=store, vae=vae))
+    view = LatentView(focus=session.focus, context=session.context)
+    session.select_star(0)
+    assert session.focus.models["VAE reconstruction"].shape == (P,)
+    assert len(view.z_sliders) == vae.n_latent and view.sens_srcs[0].data["image"]

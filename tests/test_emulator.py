@@ -236,6 +236,24 @@ def test_training_ignores_masked_pixels(tmp_path):
         assert torch.equal(pa, pb)
 
 
+def test_default_labels_follow_the_issue_list(tmp_path):
+    def store_with(columns):
+        cat = pd.DataFrame({"APOGEE_ID": ["A", "B"]})
+        for c in columns:
+            cat[c], cat[f"{c}_ERR"] = [1.0, 2.0], 0.1
+        cat["SNR"] = 100.0
+        flux = np.ones((2, APOGEE_7514.n_pix), np.float32)
+        path = tmp_path / "_".join(columns)
+        with SpectraStore.create(path) as w:
+            w.append(flux, flux * 0.01, np.zeros(flux.shape, np.uint16), cat)
+        return SpectraStore.open(path)
+
+    both = store_with(["MG_FE", "M_H", "FE_H", "LOGG", "TEFF", "VMICRO", "CE_H"])
+    assert available_labels(both) == ["TEFF", "LOGG", "FE_H", "VMICRO", "MG_FE", "CE_H"]
+    only_mh = store_with(["TEFF", "LOGG", "M_H", "AL_FE"])
+    assert available_labels(only_mh) == ["TEFF", "LOGG", "M_H", "AL_FE"]
+
+
 def test_training_with_truth_labels_and_clear_errors(toy_store, tmp_path):
     s = TrainSettings(hidden=(8, 8), epochs=1, labels=["TEFF", "LOGG"], labels_from="truth")
     train_emulator(toy_store, tmp_path / "t", s, progress=False)

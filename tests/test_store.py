@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 
 from core.errors import BadDataError, StoreError, UnknownStarError
 from core.grid import APOGEE_7514
-from core.store import SpectraStore, store as store_mod
+from core.store import SpectraStore
+from core.store import store as store_mod
 
 P = APOGEE_7514.n_pix
 

@@ -89,6 +89,8 @@ def test_short_training_lowers_validation_loss_and_writes_a_run(store, tmp_path)
     assert config["decorrelation"]["max_abs_corr_after"] < 1e-3
     with pytest.raises(TrainingSetupError, match="--resume"):
         train_vae(settings(store, tmp_path / "run"))
+    with pytest.raises(TrainingSetupError, match="batch-size"):
+        train_vae(settings(store, tmp_path / "small", batch_size=24))
 
 
 def _state(path):
@@ -163,7 +165,7 @@ def _shapes(run_dir) -> dict:
 
 
 def test_ddp_with_two_cpu_processes_gives_the_same_result_shape(store, tmp_path):
-    kw = settings(store, tmp_path / "one", epochs=1, batch_size=16).to_dict()
+    kw = settings(store, tmp_path / "one", epochs=1, batch_size=40).to_dict()
     train_vae(VAETrainSettings(**kw))
     kw2 = {**kw, "out": str(tmp_path / "two")}
     # fork: the workers inherit the imported torch instead of paying its start-up again
@@ -177,3 +179,33 @@ def test_ddp_with_two_cpu_processes_gives_the_same_result_shape(store, tmp_path)
     # each step spans both ranks: half the steps of the single process
     assert log2["step"].iloc[0] == log1["step"].iloc[0] // 2
     assert np.isfinite(log2["val_total"]).all()
+
+
+def _wrap_worker(rank: int, world: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    from core.models.vae import SpectrumVAE, VAEConfig
+    from core.train.loop import init_distributed
+    from core.train.vae import _wrap_ddp
+
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+                       "WORLD_SIZE": str(world), "RANK": str(rank), "LOCAL_RANK": str(rank)})
+    info = init_distributed("cpu")
+    model = SpectrumVAE(VAEConfig(encoder_widths=(8, 4)))
+    if rank == 0:  # only the first process computes the scalings
+        model.set_scaling(torch.full((7514,), 0.9), torch.full((7514,), 0.02),
+                          [4800.0, 2.4, -0.3], [500.0, 1.0, 0.4])
+    _wrap_ddp(model, info)
+    torch.save({k: v for k, v in model.named_buffers()}, f"{out}/rank{rank}.pt")
+    dist.barrier()
+    info.close()
+
+
+def test_ddp_gives_every_rank_the_scalings_of_rank_zero(tmp_path):
+    torch.multiprocessing.start_processes(_wrap_worker, args=(2, _free_port(), str(tmp_path)),
+                                          nprocs=2, join=True, start_method="fork")
+    a = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    b = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    assert a["label_mean"][0] == 4800.0
+    for k in a:
+        assert torch.equal(a[k], b[k]), k

@@ -50,6 +50,8 @@ def _register_train(train) -> None:
     p.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--weights-dtype", choices=["float32", "float16", "bfloat16"],
+                   default="float32", help="storage precision of the saved weights")
     p.add_argument("--overwrite", action="store_true", help="replace an existing model directory")
     p.add_argument("--json", action="store_true", help="print the training summary as JSON")
     p.set_defaults(func=run_train)
@@ -72,6 +74,8 @@ def _register_fit(sub) -> None:
     p.add_argument("--rv", type=float, default=None, help="hold the RV fixed at this value (km/s)")
     p.add_argument("--starts", type=int, default=3, help="multi-start count (default 3)")
     p.add_argument("--chunk", type=int, default=None, help="stars per batch with --all")
+    p.add_argument("--limit", type=int, default=None,
+                   help="with --all, fit only the first N stars (the rest keep their values)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run_fit)
@@ -120,7 +124,8 @@ def run_train(args) -> int:
         labels=[s.strip() for s in args.labels.split(",")] if args.labels else None,
         labels_from=args.labels_from, epochs=args.epochs, batch_size=args.batch_size,
         lr=args.lr, max_stars=args.max_stars, patience=args.patience,
-        max_minutes=args.max_minutes, seed=args.seed, device=args.device, name=out.name,
+        max_minutes=args.max_minutes, seed=args.seed, device=args.device,
+        weights_dtype=args.weights_dtype, name=out.name,
     )
     store = SpectraStore.open(resolve_store(args.store))
     command = "stellarscope " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -170,8 +175,9 @@ def run_fit(args) -> int:
         from ..fit.store import fit_store
 
         store = SpectraStore.open(resolve_store(args.store))
-        summary = fit_store(store, emulator, opts, chunk=args.chunk, progress=not args.json,
-                            model_path=str(model_path))
+        rows = None if args.limit is None else range(min(args.limit, len(store)))
+        summary = fit_store(store, emulator, opts, rows=rows, chunk=args.chunk,
+                            progress=not args.json, model_path=str(model_path))
         if args.json:
             print(json.dumps(summary))
         else:

@@ -163,6 +163,8 @@ def run_train(args) -> int:
         given["store"] = store
     settings = VAETrainSettings(**{"store": store, "out": args.out, **given})
     summary = train_vae(settings, resume=args.resume, overwrite=args.overwrite, given=given)
+    if summary["rank"] != 0:  # under torchrun only the first process reports
+        return 0
     best = summary["best"]
     _emit(args, summary, f"trained {summary['epochs']} epochs -> {summary['out']}; best epoch "
           f"{best['epoch']} (validation loss {best['val_total']:.5g}, χ²_ν "

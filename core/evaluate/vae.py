@@ -237,7 +237,10 @@ def _write_plots(out, store, chi2_nu, sums, corr, latent_names, names, n_lat) ->
     mean, mean_n = sums["r"] / n, sums["rn"] / n
     std = np.sqrt(np.maximum(sums["r2"] / n - mean**2, 0))
     std_n = np.sqrt(np.maximum(sums["rn2"] / n - mean_n**2, 0))
-    wl = store.grid.wavelength
+    wl = store.grid.wavelength.copy()
+    # NaN at the first pixel of each chip after the first: no lines drawn across chip gaps
+    for sl in store.grid.chip_slices()[1:]:
+        wl[sl.start] = np.nan
     fig, axes = plt.subplots(2, 1, figsize=(10, 5), dpi=110, sharex=True)
     axes[0].plot(wl, std, lw=0.5, color="0.6", label="std")
     axes[0].plot(wl, mean, lw=0.5, color="C3", label="mean")
@@ -272,6 +275,6 @@ def _write_plots(out, store, chi2_nu, sums, corr, latent_names, names, n_lat) ->
     ax.axhline(n_lat - 0.5, color="k", lw=0.6)
     fig.colorbar(im, ax=ax, label="Pearson r (±0.2)")
     ax.set_title("latent vs injected label", fontsize=9)
-    fig.subplots_adjust(left=0.25, right=0.92, bottom=0.06, top=0.96)
+    fig.subplots_adjust(left=0.25, right=0.8, bottom=0.06, top=0.96)
     files.append(save(fig, "label_corr.png"))
     return files

@@ -220,8 +220,9 @@ class SpectrumVAE(nn.Module):
 
     def decode(self, z: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Flux from free latents ``z`` and z-scored labels ``u``."""
-        z = z.float() + self.label_trend(u).float()
-        h = self.decoder[:-2](torch.cat([z, u.float()], dim=-1))
+        dtype = self.decoder[0].weight.dtype  # full precision even if z came out of autocast
+        z = z.to(dtype) + self.label_trend(u).to(dtype)
+        h = self.decoder[:-2](torch.cat([z, u.to(dtype)], dim=-1))
         # the output layer runs in float32 even under bf16 autocast: bf16 rounding of a
         # flux near 1 (~0.004) would be as large as the noise the χ² is measured against
         with torch.autocast(device_type=h.device.type, enabled=False):

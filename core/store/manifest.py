@@ -19,7 +19,7 @@ KINDS = ("mock survey", "ingested", "generic")
 
 
 def now_iso() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+    return _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
 
 
 def new_manifest(*, grid, kind: str, title: str, dtype: str, normalized: bool,

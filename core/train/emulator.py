@@ -25,8 +25,12 @@ from ..models.emulator import PRESETS, Emulator, EmulatorConfig, default_device,
 from ..store import SpectraStore
 
 #: allStar label columns an emulator learns when the store has them (besides any X_FE / X_H).
-CORE_LABELS = ("TEFF", "LOGG", "FE_H", "M_H", "VMICRO", "VMACRO", "VSINI", "C12_C13")
+#: [M/H] stands in for [Fe/H] only when a store lacks FE_H: with both, the emulator would see
+#: [M/H] only along the population's [M/H]–[Fe/H]–α relation, and fits drift along the
+#: direction it never learned.
+CORE_LABELS = ("TEFF", "LOGG", "FE_H", "VMICRO", "VMACRO", "VSINI", "C12_C13")
 _ABUNDANCE = re.compile(r"^[A-Z][A-Z0-9]?_(FE|H)$")
+_NOT_ABUNDANCES = ("FE_H", "M_H")
 #: allStar writes −9999 for "no value".
 MISSING_BELOW = -9000.0
 
@@ -53,6 +57,7 @@ class TrainSettings:
     amp: bool = True                        # bf16 autocast on CUDA
     bank_size: int = 512
     max_missing: float = 0.5                # drop a label missing for more rows than this
+    weights_dtype: str = "float32"          # "float16" halves the file (shipped demo models)
     name: str = ""
 
     def layer_sizes(self) -> tuple[int, ...]:
@@ -77,10 +82,16 @@ class TrainData:
 
 
 def available_labels(store: SpectraStore) -> list[str]:
-    """Label columns the store carries (with _ERR), in a stable, allStar-like order."""
+    """Label columns the store carries (with _ERR), in a stable, allStar-like order.
+
+    Teff, log g, [Fe/H] (else [M/H]), v_micro (v_macro, v sin i, ¹²C/¹³C) and every [X/Fe]
+    or [X/H]; ask for others, [M/H] included, with ``TrainSettings.labels``.
+    """
     cols = store.label_columns()
     core = [c for c in CORE_LABELS if c in cols]
-    abund = [c for c in cols if _ABUNDANCE.match(c) and c not in core]
+    if "FE_H" not in cols and "M_H" in cols:
+        core.insert(2 if len(core) >= 2 else len(core), "M_H")
+    abund = [c for c in cols if _ABUNDANCE.match(c) and c not in _NOT_ABUNDANCES]
     return core + abund
 
 
@@ -253,7 +264,7 @@ def train_emulator(store: SpectraStore | str | Path, out_dir, settings: TrainSet
         "validation": summary,
         "history": history,
     }
-    save_emulator(model, out_dir, extra=record)
+    save_emulator(model, out_dir, extra=record, weights_dtype=s.weights_dtype)
     return record
 
 

@@ -17,14 +17,19 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
+from ..errors import StellarscopeError
+
 
 def choose_device(preference: str | None = "auto") -> torch.device:
     """``auto``: CUDA when available, else CPU; otherwise the named device."""
     if preference in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(preference)
+    try:
+        dev = torch.device(preference)
+    except RuntimeError as exc:
+        raise StellarscopeError(f"unknown device {preference!r} ({exc})") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {preference!r} requested but CUDA is not available")
+        raise StellarscopeError(f"device {preference!r} requested but CUDA is not available")
     return dev
 
 

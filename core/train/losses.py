@@ -50,9 +50,12 @@ def gaussian_mutual_information(zp: torch.Tensor, n_free: int, jitter: float = 1
     split after the first ``n_free`` columns.  ≥ 0; 0 when the two blocks are uncorrelated.
 
     Computed in float64 (the difference of log-determinants loses digits in float32); a tiny
-    jitter keeps the determinants finite for a degenerate batch.  A batch of one gives 0.
+    jitter keeps the determinants finite for a degenerate batch.  A batch with no more
+    spectra than dimensions gives 0 (training refuses such batch sizes).
     """
-    if zp.shape[0] < 2:  # no covariance from one spectrum (a tiny last evaluation batch)
+    if zp.shape[0] <= zp.shape[1]:
+        # fewer spectra than dimensions (a small last validation batch): the covariance is
+        # singular and the estimate meaningless, so the batch contributes nothing
         return zp.new_zeros((), dtype=torch.float32)
     x = zp.double()
     x = x - x.mean(dim=0, keepdim=True)

@@ -260,6 +260,11 @@ def _run(s: VAETrainSettings, info: DistInfo, out: Path, ck: dict | None) -> dic
                            f"{', '.join(s.labels)}: too few to train (check the labels and "
                            "--val-fraction)")
 
+    n_joint = s.n_latent + len(s.labels)
+    if s.gamma and s.batch_size <= n_joint:
+        raise TrainingSetupError(f"--batch-size {s.batch_size} per process is too small for the "
+                                 f"separability term: its {n_joint}×{n_joint} covariance needs "
+                                 f"more than {n_joint} spectra per batch (or use --gamma 0)")
     torch.manual_seed(s.seed)
     if ck is not None:
         model = SpectrumVAE.from_architecture(ck["extra"]["architecture"])
@@ -278,9 +283,7 @@ def _run(s: VAETrainSettings, info: DistInfo, out: Path, ck: dict | None) -> dic
     model = model.to(info.device)
     net: torch.nn.Module = model
     if info.active:
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[info.device.index] if info.device.type == "cuda" else None,
-            broadcast_buffers=False)  # buffers (scalings) are synced once, at wrapping
+        net = _wrap_ddp(model, info)
 
     train_src, val_src, in_memory = _sources(s, store, split, labels, label_err, info)
     steps_per_epoch = train_src.n_steps()
@@ -313,6 +316,7 @@ def _run(s: VAETrainSettings, info: DistInfo, out: Path, ck: dict | None) -> dic
     loss_fn = _vae_loss_fn(s.beta, s.gamma)
     n_train_epoch = steps_per_epoch * s.batch_size * info.world
     summary: dict = {"out": str(out), "device": str(info.device), "world_size": info.world,
+                     "rank": info.rank,
                      "in_memory": in_memory, "n_train": len(split.train),
                      "n_validation": len(split.validation), "start_epoch": start_epoch}
     t_run = time.perf_counter()
@@ -352,6 +356,22 @@ def _run(s: VAETrainSettings, info: DistInfo, out: Path, ck: dict | None) -> dic
                         "train_spectra_per_s": n_train_epoch / seconds})
     summary.update({"best": best, "seconds": time.perf_counter() - t_run})
     return summary
+
+
+def _wrap_ddp(model: SpectrumVAE, info: DistInfo) -> torch.nn.Module:
+    """DDP around ``model`` after giving every rank rank 0's buffers (the scalings)."""
+    import inspect
+
+    import torch.distributed as dist
+
+    for buf in model.buffers():
+        dist.broadcast(buf, src=0)
+    # buffers never change while training: no need to sync them on every forward
+    params = inspect.signature(torch.nn.parallel.DistributedDataParallel).parameters
+    no_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in params
+               else {"broadcast_buffers": False})
+    return torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[info.device.index] if info.device.type == "cuda" else None, **no_sync)
 
 
 def _save_epoch(s, out, model, optimizer, scheduler, epoch, step, best, is_best, store, split,

@@ -276,7 +276,6 @@ class CornerPlot:
 
     # -- events ---------------------------------------------------------------------------
     def _on_geometry(self, xcol, ycol, event) -> None:
-        import sys; print("DEBUG geometry", xcol, ycol, event.final, event.geometry, file=sys.stderr, flush=True)
         g = event.geometry
         if not event.final or g.get("type") != "rect":
             return
@@ -286,7 +285,6 @@ class CornerPlot:
         self.on_box(xcol, ycol, box)
 
     def _on_tap_event(self, xcol, ycol, event) -> None:
-        import sys; print("DEBUG tap", xcol, ycol, event.x, event.y, file=sys.stderr, flush=True)
         if event.x is None or event.y is None:
             return
         self.on_tap(xcol, ycol, float(event.x), float(event.y))
@@ -314,7 +312,7 @@ class CatalogView(pn.viewable.Viewer):
         columns = data.axis_columns(self.frame)
         default = [c for c in data.PREFERRED_AXES if c in columns][:MAX_AXES] or columns[:4]
         self.axes = pn.widgets.MultiChoice(label="Corner-plot columns (2 to 6)", options=columns,
-                                           value=default, max_items=MAX_AXES, width=540)
+                                           value=default, max_items=MAX_AXES, width=460)
         self.color_by = pn.widgets.Select(label="Colour by", options=["count"] + columns,
                                           value="count", width=170)
         self.cnorm = pn.widgets.Select(label="Count scale", options=["eq_hist", "log", "linear"],
@@ -392,7 +390,7 @@ class CatalogView(pn.viewable.Viewer):
     @staticmethod
     def _describe(col: str, span) -> str:
         lo, hi = sorted(span)
-        return f"{axis_label(col)} ∈ [{lo:.3g}, {hi:.3g}]"
+        return f"{axis_label(col)} ∈ [{lo:.4g}, {hi:.4g}]"
 
     def open_nearest(self, xcol: str, ycol: str, x: float, y: float) -> str | None:
         """Focus the star nearest to (x, y) in the (xcol, ycol) panel; returns its APOGEE_ID."""
@@ -446,10 +444,11 @@ class CatalogView(pn.viewable.Viewer):
     def __panel__(self):
         if not self.available:
             return pn.Column(self.message)
-        controls = pn.Row(self.axes, self.color_by, self.cnorm,
-                          pn.Column(pn.pane.Markdown("**Box select**", margin=(0, 5)),
-                                    self.mode),
-                          pn.Column(pn.Spacer(height=18), self.clear_button))
+        controls = pn.FlexBox(
+            self.axes, self.color_by, self.cnorm,
+            pn.Column(pn.pane.Markdown("**Box select**", margin=(0, 10, -8, 10)), self.mode),
+            pn.Column(pn.Spacer(height=20), self.clear_button), gap="0px 10px",
+            sizing_mode="stretch_width")
         return pn.Column(
             controls, self.count, self.corner_pane,
             pn.pane.Markdown("#### Catalog: filter with the header boxes; click a row to open "

@@ -195,25 +195,25 @@ class FitView(pn.viewable.Viewer):
 
     # -- widgets ------------------------------------------------------------------------------
     def _build_widgets(self) -> None:
-        self.fit_button = pn.widgets.Button(name="Fit", button_type="primary", width=110,
+        self.fit_button = pn.widgets.Button(label="Fit", color="primary", width=110,
                                             css_classes=["ss-fit-button"])
         self.fit_button.on_click(lambda e: self.fit())
-        self.continuum = pn.widgets.Select(name="Continuum correction",
+        self.continuum = pn.widgets.Select(label="Continuum correction",
                                            options=list(CONTINUUM_CHOICES), value="off",
                                            width=170)
-        self.fit_rv = pn.widgets.Checkbox(name="fit RV", value=True, width=80)
-        self.progress = pn.indicators.Progress(name="progress", value=0, max=100, width=220,
+        self.fit_rv = pn.widgets.Checkbox(label="fit RV", value=True, width=80)
+        self.progress = pn.indicators.Progress(value=0, max=100, width=220,
                                                visible=False, bar_color="primary")
         self.status = pn.pane.Markdown("", css_classes=["ss-fit-status"], margin=(0, 10),
                                        sizing_mode="stretch_width")
-        self.mask_mode = pn.widgets.RadioButtonGroup(name="Drag to", options=["mask", "unmask"],
-                                                     value="mask", button_type="default")
-        self.clear_mask = pn.widgets.Button(name="Clear my mask", width=120)
+        self.mask_mode = pn.widgets.RadioButtonGroup(label="Drag to", options=["mask", "unmask"],
+                                                     value="mask", color="default")
+        self.clear_mask = pn.widgets.Button(label="Clear my mask", width=120)
         self.clear_mask.on_click(lambda e: self.reset_mask())
         elements = self._fittable_elements()
-        self.element = pn.widgets.Select(name="Element", options=elements,
+        self.element = pn.widgets.Select(label="Element", options=elements,
                                          value=elements[0] if elements else None, width=120)
-        self.element_button = pn.widgets.Button(name="Fit element", width=110, disabled=True,
+        self.element_button = pn.widgets.Button(label="Fit element", width=110, disabled=True,
                                                 css_classes=["ss-fit-element"])
         self.element_button.on_click(lambda e: self.fit_element(self.element.value))
         self.element_info = pn.pane.Markdown("", margin=(0, 10), css_classes=["ss-element-info"])
@@ -223,7 +223,7 @@ class FitView(pn.viewable.Viewer):
                                           css_classes=["ss-fit-table"])
         self.summary = pn.pane.Markdown("", css_classes=["ss-fit-summary"], margin=(0, 10))
         self.sliders = self._make_sliders()
-        self.reset_sliders = pn.widgets.Button(name="Sliders to the fit", width=150,
+        self.reset_sliders = pn.widgets.Button(label="Sliders to the fit", width=150,
                                                disabled=True)
         self.reset_sliders.on_click(lambda e: self._sliders_to_fit())
         self.mask_download = pn.widgets.FileDownload(label="Mask CSV", callback=self._mask_csv,
@@ -246,10 +246,10 @@ class FitView(pn.viewable.Viewer):
         lo, hi = emu.bounds
         for name, a, b in zip(emu.label_names, lo, hi, strict=True):
             step = (b - a) / 200
-            out[name] = pn.widgets.FloatSlider(name=name, start=float(a), end=float(b),
+            out[name] = pn.widgets.FloatSlider(label=name, start=float(a), end=float(b),
                                                value=float((a + b) / 2), step=step, width=260,
                                                format=f"0.{'0' * max(0, _digits(name))}")
-        out["RV"] = pn.widgets.FloatSlider(name="RV [km/s]", start=-300.0, end=300.0, value=0.0,
+        out["RV"] = pn.widgets.FloatSlider(label="RV [km/s]", start=-300.0, end=300.0, value=0.0,
                                            step=0.5, width=260)
         for s in out.values():
             s.param.watch(lambda e: self._throttled_draw(), "value")
@@ -402,7 +402,6 @@ class FitView(pn.viewable.Viewer):
             self.context.fail(exc)
 
     def _show_result(self, result: FitResult) -> None:
-        self.busy = False
         self.result = result
         spec = self.spectrum
         with pn.io.hold():
@@ -426,6 +425,7 @@ class FitView(pn.viewable.Viewer):
             self.focus.add_model(MODEL_NAME, result.model, {
                 f"fit {k}": f"{_fmt(v, _digits(k))} ± {_fmt(result.errors[k], _digits(k))}"
                 for k, v in result.labels.items()})
+        self.busy = False  # last: whoever waits on ``busy`` sees the finished view
 
     def result_table(self, result: FitResult) -> pd.DataFrame:
         t = result.table()
@@ -446,6 +446,7 @@ class FitView(pn.viewable.Viewer):
         if not new:
             return
         element = self.lines_src.data["element"][new[0]]
+        self.lines_src.selected.indices = []  # so a second click on the same line fits again
         self.element.value = element
         self.fit_element(element)
 
@@ -476,7 +477,6 @@ class FitView(pn.viewable.Viewer):
                           key="element", on_done=self._show_element, on_error=self._failed)
 
     def _show_element(self, res) -> None:
-        self.busy = False
         self.element_result = res
         full = self.result.labels[res.label]
         d = _digits(res.label)
@@ -494,6 +494,7 @@ class FitView(pn.viewable.Viewer):
             pad = 0.1 * max(max(b for _, b in res.windows) - min(a for a, _ in res.windows), 10.0)
             self.x_range.update(start=min(a for a, _ in res.windows) - pad,
                                 end=max(b for _, b in res.windows) + pad)
+        self.busy = False
 
     # -- masking ------------------------------------------------------------------------------
     def _on_box(self, event) -> None:

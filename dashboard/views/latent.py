@@ -48,6 +48,8 @@ class LatentView(pn.viewable.Viewer):
     focus = param.ClassSelector(class_=FocusState)
     context = param.ClassSelector(class_=AppContext)
     throttle_s = param.Number(default=0.04, bounds=(0, 1))
+    active = param.Boolean(default=True, doc="on screen: when not, a new star is only noted "
+                                             "and decoded once the view is shown")
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -73,7 +75,20 @@ class LatentView(pn.viewable.Viewer):
                                      sizing_mode="stretch_width")
         self._build_sliders()
         self.context.param.watch(lambda e: self._build_sliders(), "vae")
-        self.focus.param.watch(lambda *e: self.reset_to_star(), ["spectrum", "encoding"])
+        self._stale = False
+        self.focus.param.watch(self._on_focus, ["spectrum", "encoding"])
+        self.param.watch(self._on_active, "active")
+
+    def _on_focus(self, *events) -> None:
+        if self.active:
+            self.reset_to_star()
+        else:
+            self._stale = True
+
+    def _on_active(self, event) -> None:
+        if event.new and self._stale:
+            self._stale = False
+            self.reset_to_star()
 
     @property
     def vae(self):
@@ -208,11 +223,19 @@ class LatentView(pn.viewable.Viewer):
             return
         self._draw_star()
         enc = self.focus.encoding
+        self._label_latents(enc)
         if enc is not None:
             self.set_point(enc["mu"], enc["labels"])
         else:
             self.set_point(np.zeros(len(self.z_sliders)), [(s.start + s.end) / 2
                                                            for s in self.y_sliders])
+
+    def _label_latents(self, enc) -> None:
+        """Slider titles carry the star's posterior σ: σ ≈ 1 means the data did not pin that
+        latent down (it sits at the prior), small σ means it matters for this star."""
+        with pn.io.hold():
+            for i, s in enumerate(self.z_sliders):
+                s.label = f"z{i:02d}" if enc is None else f"z{i:02d} (σ {enc['sigma'][i]:.2f})"
 
     def zero(self) -> None:
         self.set_point(z=np.zeros(len(self.z_sliders)))
@@ -310,8 +333,7 @@ class LatentView(pn.viewable.Viewer):
         buttons = pn.Row(self.reset_button, self.zero_button, self.sample_button)
         left = pn.Column(buttons, self.sliders_box, width=430, scroll=True, height=820)
         right = pn.Column(
-            pn.Row(pn.pane.Markdown("**Difference against**", margin=(8, 5)), self.diff_against,
-                   self.readout),
-            self.plot, sizing_mode="stretch_width")
+            pn.Row(pn.pane.Markdown("**Difference against**", margin=(8, 5)), self.diff_against),
+            self.readout, self.plot, sizing_mode="stretch_width")
         return pn.Column(self.message, pn.Row(left, right, sizing_mode="stretch_width"),
                          sizing_mode="stretch_width")

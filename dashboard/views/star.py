@@ -135,8 +135,7 @@ class StarView(pn.viewable.Viewer):
         self._build_figures()
         self._build_widgets()
         self._update_lines()
-        self.focus.param.watch(self._on_spectrum, ["spectrum"])
-        self.focus.param.watch(self._on_models, ["models", "outputs"])
+        self.focus.param.watch(self._on_focus, ["spectrum", "models", "outputs"])
         self._on_spectrum()
 
     # -- figures ------------------------------------------------------------------------------
@@ -297,7 +296,14 @@ class StarView(pn.viewable.Viewer):
         return [f"{line_label(r)} {r['wavelength_vac']:.2f}" for _, r in named.iterrows()]
 
     # -- updates ------------------------------------------------------------------------------
-    def _on_spectrum(self, *events) -> None:
+    def _on_focus(self, *events) -> None:
+        """One redraw per batch of focus changes (a new star changes all three at once)."""
+        if any(e.name == "spectrum" for e in events):
+            self._on_spectrum()
+        else:
+            self._on_models()
+
+    def _on_spectrum(self) -> None:
         spec = self.focus.spectrum
         with pn.io.hold():
             self.empty.visible = spec is None
@@ -344,7 +350,7 @@ class StarView(pn.viewable.Viewer):
             parts.append("mock survey")
         return " · ".join(parts)
 
-    def _on_models(self, *events) -> None:
+    def _on_models(self) -> None:
         names = list(self.focus.models)
         keep = [n for n in self.overlays.value if n in names]
         with pn.io.hold():

@@ -33,6 +33,9 @@ def read_upload(name: str, payload: bytes) -> Spectrum:
         raise BadFileError(name, f"is {len(payload) / 2**20:.1f} MB; the limit is {MAX_UPLOAD_MB} MB")
     if not payload:
         raise BadFileError(name, "is empty")
+    if not name.lower().endswith(FITS_SUFFIXES):
+        raise BadFileError(name, "is not a FITS file (expected an apStar, aspcapStar or apVisit "
+                                 "file ending in .fits or .fits.gz)")
     safe = "".join(c if c.isalnum() or c in "._-+" else "_" for c in Path(name).name) or "upload"
     with tempfile.TemporaryDirectory(prefix="stellarscope-upload-") as tmp:
         path = Path(tmp) / safe
@@ -49,7 +52,7 @@ def read_upload(name: str, payload: bytes) -> Spectrum:
         from core.preprocess import normalize
 
         spectrum = normalize(spectrum)
-        spectrum.meta["NOTE"] = "continuum-normalised per chip by core.preprocess on upload"
+        spectrum.meta["NOTE"] = "Continuum-normalised per chip by core.preprocess on upload"
     return spectrum
 
 
@@ -69,8 +72,10 @@ class StarPicker(pn.viewable.Viewer):
             sizing_mode="stretch_width", css_classes=["ss-star-search"])
         self.random_button = pn.widgets.Button(label="Random star", color="primary",
                                                icon="dice", sizing_mode="stretch_width")
+        # no browser-side type filter: browsers give FITS files no MIME type, so the upload
+        # widget would refuse them; the name and content are checked on the server instead
         self.upload = pn.widgets.FileDropper(
-            accepted_filetypes=[".fits", ".fit", ".fts", ".gz"], max_file_size=f"{MAX_UPLOAD_MB}MB",
+            max_file_size=f"{MAX_UPLOAD_MB}MB",
             multiple=False, sizing_mode="stretch_width", height=110)
         self.upload_status = pn.pane.Markdown(
             f"apStar, aspcapStar or apVisit FITS, up to {MAX_UPLOAD_MB} MB.",
