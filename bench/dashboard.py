@@ -59,7 +59,8 @@ def summary(ms: list[float]) -> dict:
 
 
 def synthetic_catalog(n: int = CATALOG_ROWS, seed: int = 0) -> pd.DataFrame:
-    """Catalog-like columns: a giant branch + red clump + dwarfs, a metallicity tail, α-bimodality."""
+    """Catalog-like columns: giant branch + red clump + dwarfs, a metal-poor tail, and the
+    α-bimodality."""
     rng = np.random.default_rng(seed)
     kind = rng.choice(3, n, p=[0.55, 0.25, 0.20])
     teff = np.where(kind == 0, rng.normal(4600, 350, n),
@@ -246,8 +247,19 @@ def measure_browser(store_path: Path, vae_dir: Path, samples: int) -> dict:
             handle = page.locator(".noUi-handle").nth(3)
             handle.focus()
             page.wait_for_timeout(1000)
-            text = ("() => document.querySelector('.ss-decode-readout')?.shadowRoot"
-                    "?.textContent ?? ''")
+            # Panel renders into nested shadow roots: find the readout once, then poll its text
+            page.evaluate("""() => {
+                const find = (root) => {
+                    for (const el of root.querySelectorAll('*')) {
+                        if (el.classList?.contains('ss-decode-readout')) return el;
+                        const hit = el.shadowRoot && find(el.shadowRoot);
+                        if (hit) return hit;
+                    }
+                    return null;
+                };
+                window.__readout = find(document);
+            }""")
+            text = "() => window.__readout?.shadowRoot?.textContent ?? ''"
             ms = []
             for i in range(samples + 3):
                 before = page.evaluate(text)

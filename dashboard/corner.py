@@ -87,7 +87,8 @@ def box_mask(frame: pd.DataFrame, xcol: str, x_range, ycol: str | None = None,
 def corner_aggregates(frame: pd.DataFrame, cols: list[str], ranges: dict[str, tuple],
                       color: str | None = None, width: int = PANEL_BINS
                       ) -> dict[tuple[str, str], object]:
-    """Every panel of a lower-triangle corner plot: aggregates off the diagonal, histograms on it."""
+    """Every panel of a lower-triangle corner plot: aggregates below the diagonal, histograms
+    on it."""
     out: dict[tuple[str, str], object] = {}
     for i, ycol in enumerate(cols):
         for j, xcol in enumerate(cols[: i + 1]):

@@ -67,10 +67,11 @@ def catalog_frame(store: SpectraStore) -> pd.DataFrame:
 
 
 def axis_columns(frame: pd.DataFrame) -> list[str]:
-    """Columns worth plotting: labels, latents, χ², SNR (not errors, flags or true values)."""
-    skip_suffix = ("_ERR", "_FLAG", "_FLAGS")
-    cols = [c for c in frame.columns if c != "ROW" and not c.endswith(skip_suffix)
-            and not c.startswith("VAE_S") and np.isfinite(frame[c].to_numpy()).any()]
+    """Columns worth plotting: labels, true labels of a mock, latents, χ², S/N (not errors,
+    flag bits or latent σ)."""
+    cols = [c for c in frame.columns if c != "ROW" and not c.endswith("_ERR")
+            and "FLAG" not in c and not c.startswith("VAE_S")
+            and np.isfinite(frame[c].to_numpy()).any()]
     first = [c for c in PREFERRED_AXES if c in cols]
     return first + [c for c in cols if c not in first]
 
@@ -196,7 +197,8 @@ def training_note(model_dir: Path) -> str:
     if rows.empty or "epoch" not in rows.columns:
         return ""
     last = rows.iloc[-1]
-    chi2 = f", validation χ²_ν {last['val_chi2_nu']:.2f}" if "val_chi2_nu" in rows.columns else ""
+    chi2 = (f", validation χ²_ν {last['val_chi2_nu']:.2f}" if "val_chi2_nu" in rows.columns
+            else "")
     return f"training in progress: epoch {int(last['epoch'])} done{chi2}"
 
 

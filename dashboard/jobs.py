@@ -157,3 +157,39 @@ class Throttle:
             return
         self._last = time.monotonic()
         self.fn(*args)
+
+
+class Debounce:
+    """Call ``fn`` once calls have stopped for ``delay`` seconds, with the newest arguments.
+
+    For costly follow-ups (the sensitivity strip) that should not run on every key press.
+    Outside a served session every call runs at once.
+    """
+
+    def __init__(self, fn: Callable[..., Any], delay: float = 0.3):
+        self.fn = fn
+        self.delay = float(delay)
+        self._handle = None
+        self._doc = None
+        self._args: tuple = ()
+
+    def __call__(self, *args) -> None:
+        doc = session_doc()
+        if doc is None or self.delay <= 0:
+            self.fn(*args)
+            return
+        self._args = args
+        if self._handle is not None:
+            try:
+                self._doc.remove_timeout_callback(self._handle)
+            except ValueError:  # already ran
+                pass
+        from panel.io.state import set_curdoc
+
+        def later():
+            self._handle = None
+            with set_curdoc(doc):
+                self.fn(*self._args)
+
+        self._doc = doc
+        self._handle = doc.add_timeout_callback(later, int(self.delay * 1000))

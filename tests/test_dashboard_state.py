@@ -53,7 +53,8 @@ def write_store(path, n=N_STARS, seed=0, kind="mock survey") -> SpectraStore:
     """A small store of noisy spectra with one absorption line per chip and masked runs."""
     rng = np.random.default_rng(seed)
     lam = APOGEE_7514.wavelength
-    lines = np.exp(-0.5 * ((lam[None, :] - np.array([15300.0, 16000.0, 16700.0])[:, None]) / 0.5) ** 2)
+    centres = np.array([15300.0, 16000.0, 16700.0])[:, None]
+    lines = np.exp(-0.5 * ((lam[None, :] - centres) / 0.5) ** 2)
     depth = rng.uniform(0.1, 0.5, (n, 3))
     flux = (1 - depth @ lines + 0.01 * rng.standard_normal((n, P))).astype(np.float32)
     error = np.full((n, P), 0.01, np.float32)
@@ -344,3 +345,11 @@ def test_training_note_follows_a_growing_log(tmp_path):
     assert training_note(tmp_path) == "training in progress: epoch 2 done, validation χ²_ν 1.25"
     os.utime(log, (time.time() - 3600, time.time() - 3600))
     assert training_note(tmp_path) == ""
+
+
+def test_label_table_gives_a_mock_its_true_labels(store):
+    spec = store.spectrum(0)
+    spec.meta["TRUE_TEFF"] = 4321.04
+    table = spectra.label_table(spec)
+    assert list(table.columns) == ["quantity", "value", "true"]
+    assert table.set_index("quantity").loc["Teff", "true"] == "4321"

@@ -303,6 +303,11 @@ def test_store_fit_writes_catalog_columns(emulator, fit_store_dir):
     assert cat["FIT_FLAG"].iloc[4] & 8 and np.isnan(cat["FIT_TEFF"].iloc[4])
     assert summary["stars"] == 5 and summary["flag_counts"]["TOO_FEW_PIXELS"] == 1
     assert "FIT_TEFF" in store.manifest["columns"]
+    again = fit_store(store, emulator, FitOptions(model_error=False, fit_rv=False, rv=0.0),
+                      rows=[0], progress=False)  # a refit of one row leaves the others alone
+    after = SpectraStore.open(path).catalog
+    assert again["stars"] == 1 and after["FIT_RV"].iloc[0] == 0.0
+    assert np.array_equal(after["FIT_TEFF"].iloc[1:4], cat["FIT_TEFF"].iloc[1:4])
 
 
 def test_cli_fit_star_json_and_all(emulator, fit_store_dir, tmp_path, capsys):

@@ -56,6 +56,7 @@ TABLE_FIRST = ("APOGEE_ID", "TELESCOPE", "FIELD", "SNR", "TEFF", "LOGG", "M_H", 
 UNITS = {"TEFF": "K", "VMICRO": "km/s", "RA": "deg", "DEC": "deg"}
 SELECT_MODES = {"new box replaces": "replace", "new box narrows": "intersect"}
 TRANSPARENT = "rgba(0, 0, 0, 0)"
+EMPTY_IMAGE = {"image": [], "x": [], "y": [], "dw": [], "dh": []}
 LIGHT_GREYS = list(reversed(Greys256[40:230]))
 SELECTED_COUNT = list(reversed(Oranges256[:200]))
 
@@ -154,8 +155,8 @@ class CornerPlot:
                              fill_color="#e6550d", line_color="#c44a0b", fill_alpha=0.8)
                     fig.yaxis.axis_label = "stars"
                 else:
-                    p["base"] = ColumnDataSource({"image": [], "x": [], "y": [], "dw": [], "dh": []})
-                    p["sel"] = ColumnDataSource({"image": [], "x": [], "y": [], "dw": [], "dh": []})
+                    p["base"] = ColumnDataSource(dict(EMPTY_IMAGE))
+                    p["sel"] = ColumnDataSource(dict(EMPTY_IMAGE))
                     p["base_map"], p["sel_map"] = self._mapper(False), self._mapper(True)
                     r = fig.image(image="image", x="x", y="y", dw="dw", dh="dh", source=p["base"],
                                   color_mapper=p["base_map"])
@@ -221,7 +222,7 @@ class CornerPlot:
             p["base"].data = {"image": [a.image], "x": [a.x0], "y": [a.y0], "dw": [a.dw],
                               "dh": [a.dh]}
         if sel is None:
-            p["sel"].data = {"image": [], "x": [], "y": [], "dw": [], "dh": []}
+            p["sel"].data = dict(EMPTY_IMAGE)
         else:
             a = corner.aggregate(sel, xcol, ycol, xr, yr, color=self.color)
             p["sel"].data = {"image": [a.image], "x": [a.x0], "y": [a.y0], "dw": [a.dw],

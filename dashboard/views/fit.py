@@ -140,7 +140,9 @@ class FitView(pn.viewable.Viewer):
         self.pipeline_src = ColumnDataSource({"x0": [], "x1": []})
         self.user_src = ColumnDataSource({"x0": [], "x1": []})
         self.window_src = ColumnDataSource({"x0": [], "x1": []})
-        self.data_src = ColumnDataSource({"wave": [], "flux": [], "lo": [], "hi": []})
+        self.data_src = ColumnDataSource({"wave": [], "flux": []})
+        # an area does not break at NaN, so the ±1σ band is drawn chip by chip
+        self.band_srcs = [ColumnDataSource({"wave": [], "lo": [], "hi": []}) for _ in range(3)]
         self.fit_src = ColumnDataSource({"wave": [], "flux": []})
         self.slider_src = ColumnDataSource({"wave": [], "flux": []})
         self.element_src = ColumnDataSource({"wave": [], "flux": []})
@@ -150,8 +152,8 @@ class FitView(pn.viewable.Viewer):
                             fill_alpha=0.22, line_alpha=0)
         r_win = fig.vstrip(x0="x0", x1="x1", source=self.window_src, fill_color="#ffd54f",
                            fill_alpha=0.4, line_alpha=0)
-        r_band = fig.varea(x="wave", y1="lo", y2="hi", source=self.data_src, fill_color="#7f9fbf",
-                           fill_alpha=0.4)
+        r_band = [fig.varea(x="wave", y1="lo", y2="hi", source=src, fill_color="#7f9fbf",
+                            fill_alpha=0.4) for src in self.band_srcs]
         r_data = fig.line("wave", "flux", source=self.data_src, color="#1a1a1a", line_width=1.0)
         r_fit = fig.line("wave", "flux", source=self.fit_src, color="#2ca02c", line_width=1.4)
         r_slider = fig.line("wave", "flux", source=self.slider_src, color="#ff7f0e",
@@ -161,14 +163,14 @@ class FitView(pn.viewable.Viewer):
                                 tooltips=[("λ", "@wave{0.00} Å"), ("flux", "@flux{0.0000}")]))
         self.lines_src = ColumnDataSource({"x": [], "element": [], "species": [], "label": []})
         r_lines = fig.scatter("x", LINE_Y, source=self.lines_src, marker="inverted_triangle",
-                              size=9, color="#5b3a8e", y_range_name="lines",
+                              size=8, color="#5b3a8e", y_range_name="lines",
                               nonselection_alpha=0.6, selection_color="#d81b60")
         fig.add_tools(TapTool(renderers=[r_lines]),
                       HoverTool(renderers=[r_lines], tooltips=[
                           ("line", "@species @x{0.00} Å"), ("click", "fit @label")]))
         self.lines_src.selected.on_change("indices", self._on_line_tap)
         fig.on_event(SelectionGeometry, self._on_box)
-        legend = Legend(items=[("flux ±1σ", [r_data, r_band]), ("best fit", [r_fit]),
+        legend = Legend(items=[("flux ±1σ", [r_data, *r_band]), ("best fit", [r_fit]),
                                ("sliders", [r_slider]), ("element fit", [r_elem]),
                                ("pipeline mask", [r_pipe]), ("your mask", [r_user]),
                                ("element windows", [r_win])],
@@ -291,7 +293,9 @@ class FitView(pn.viewable.Viewer):
                 self.fit_button.disabled = True
                 return
             if spec is None:
-                self.data_src.data = {"wave": [], "flux": [], "lo": [], "hi": []}
+                self.data_src.data = {"wave": [], "flux": []}
+                for src in self.band_srcs:
+                    src.data = {"wave": [], "lo": [], "hi": []}
                 self.fig.title.text = "No star selected"
                 self.fit_button.disabled = self.mask_download.disabled = True
                 self.status.object = ""
@@ -319,8 +323,12 @@ class FitView(pn.viewable.Viewer):
         bad = spec.bad()
         flux = np.where(bad, np.nan, spec.flux)
         err = np.where(bad, np.nan, spec.error)
-        self.data_src.data = with_gaps(spec.wavelength, {"flux": flux, "lo": flux - err,
-                                                         "hi": flux + err})
+        self.data_src.data = with_gaps(spec.wavelength, {"flux": flux})
+        chips = self.emulator.grid.chip_slices()
+        for k, src in enumerate(self.band_srcs):
+            sl = chips[k] if k < len(chips) else slice(0, 0)
+            src.data = {"wave": spec.wavelength[sl], "lo": (flux - err)[sl],
+                        "hi": (flux + err)[sl]}
         self.pipeline_src.data = masked_spans(spec.wavelength, bad)
         self.user_src.data = {"x0": [], "x1": []}
         lo, hi = robust_range(spec.flux, ~bad)

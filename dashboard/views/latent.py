@@ -28,7 +28,7 @@ from bokeh.plotting import figure
 
 from core.grid import Grid, get_grid
 
-from ..jobs import Throttle
+from ..jobs import Debounce, Throttle
 from ..spectra import chip_images, robust_range, with_gaps
 from ..state import AppContext, FocusState
 from .star import WAVE_LABEL
@@ -58,6 +58,8 @@ class LatentView(pn.viewable.Viewer):
         self.decode_count = 0
         self._rng = np.random.default_rng()
         self._throttle = Throttle(self._decode, self.throttle_s)
+        # the Jacobian strip costs ~60 ms and ~1 MB to send: once the slider has come to rest
+        self._sensitivity_later = Debounce(self._update_sensitivity, 0.3)
         self._build_figures()
         self.reset_button = pn.widgets.Button(label="Reset to star", color="primary",
                                               width=125)
@@ -183,7 +185,7 @@ class LatentView(pn.viewable.Viewer):
             self.y_sliders.append(s)
         for s in self.z_sliders + self.y_sliders:
             s.param.watch(self._on_slider, "value")
-            s.param.watch(lambda e: self._update_sensitivity(), "value_throttled")
+            s.param.watch(lambda e: self._sensitivity_later(), "value_throttled")
         self.sens_fig.y_range.update(start=-0.5, end=vae.n_latent - 0.5)
         self.sens_fig.yaxis.ticker = FixedTicker(ticks=list(range(0, vae.n_latent, 3)))
         self.sliders_box.objects = [
@@ -302,8 +304,14 @@ class LatentView(pn.viewable.Viewer):
         m = max(abs(lo), abs(hi), 0.01)
         finite = np.isfinite(diff)
         rms = float(np.sqrt(np.mean(diff[finite] ** 2))) if finite.any() else float("nan")
+        cols = with_gaps(wave, {"flux": flux, "diff": diff})
         with pn.io.hold():
-            self.dec_src.data = with_gaps(wave, {"flux": flux, "diff": diff})
+            if len(self.dec_src.data["wave"]) == len(cols["wave"]):
+                # same pixels: send only the two changed columns, not the wavelengths again
+                self.dec_src.data["flux"] = cols["flux"]
+                self.dec_src.data["diff"] = cols["diff"]
+            else:
+                self.dec_src.data = cols
             self.diff_fig.y_range.update(start=-m, end=m)
             self.diff_fig.yaxis.axis_label = ("decoded − star" if self.diff_against.value ==
                                               DIFF_AGAINST[0] else "decoded − reconstruction")

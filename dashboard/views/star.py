@@ -266,15 +266,17 @@ class StarView(pn.viewable.Viewer):
         self.fits_download = pn.widgets.FileDownload(label="FITS", callback=self._fits,
                                                      filename="spectrum.fits", width=90,
                                                      color="light", disabled=True)
+        unsorted = {"columnDefaults": {"headerSort": False}}
         self.table = pn.widgets.Tabulator(label_table(None), show_index=False, disabled=True,
                                           sizing_mode="stretch_width", height=400,
                                           layout="fit_columns", theme="simple",
-                                          configuration={"columnDefaults": {"headerSort": False}}, css_classes=["ss-labels"],
-                                          widths={"quantity": 130})
+                                          configuration=unsorted, css_classes=["ss-labels"],
+                                          widths={"quantity": 105, "true": 62},
+                                          formatters={"value": {"type": "textarea"}})
         self.latent_table = pn.widgets.Tabulator(pd.DataFrame(), show_index=False, disabled=True,
                                                  sizing_mode="stretch_width", height=240,
                                                  theme="simple", layout="fit_columns",
-                                                 configuration={"columnDefaults": {"headerSort": False}})
+                                                 configuration=unsorted)
         self.empty = pn.pane.Alert(
             "**No star selected.** Search an APOGEE_ID in the sidebar, press *Random star*, "
             "upload a FITS file, or click a star in the Catalog tab.", alert_type="info",
@@ -420,7 +422,8 @@ class StarView(pn.viewable.Viewer):
                                "μ (catalog)": [round(float(meta[k]), 3) for k in zs]})
         else:
             df = pd.DataFrame({"latent": [f"z{i:02d}" for i in range(len(enc["mu"]))],
-                               "μ": np.round(enc["mu"], 3), "σ": np.round(enc["sigma"], 3)})
+                               "μ": [f"{v:+.3f}" for v in enc["mu"]],
+                               "σ": [f"{v:.3f}" for v in enc["sigma"]]})
         self.latent_table.value = df
 
     def _update_lines(self) -> None:
@@ -515,7 +518,7 @@ class StarView(pn.viewable.Viewer):
         side = pn.Column(
             pn.pane.Markdown("#### Labels and model outputs", margin=(0, 10)), self.table,
             pn.pane.Markdown("#### VAE latents (μ, σ)", margin=(0, 10)), self.latent_table,
-            width=300)
+            width=340)
         main = pn.Column(controls, self.empty, self.plot, self.res_info,
                          sizing_mode="stretch_width")
         items = [lines_note] if lines_note is not None else []

@@ -30,7 +30,8 @@ def read_upload(name: str, payload: bytes) -> Spectrum:
     from core.io import read_spectrum
 
     if len(payload) > MAX_UPLOAD_MB * 1024 * 1024:
-        raise BadFileError(name, f"is {len(payload) / 2**20:.1f} MB; the limit is {MAX_UPLOAD_MB} MB")
+        raise BadFileError(name, f"is {len(payload) / 2**20:.1f} MB; the limit is "
+                                 f"{MAX_UPLOAD_MB} MB")
     if not payload:
         raise BadFileError(name, "is empty")
     if not name.lower().endswith(FITS_SUFFIXES):
@@ -51,8 +52,11 @@ def read_upload(name: str, payload: bytes) -> Spectrum:
     if not spectrum.normalized:
         from core.preprocess import normalize
 
-        spectrum = normalize(spectrum)
-        spectrum.meta["NOTE"] = "Continuum-normalised per chip by core.preprocess on upload"
+        # the upper-envelope fit ("clip") adapts to whatever star was uploaded and matches the
+        # true-continuum normalisation of the mock survey the demo models learnt from
+        spectrum = normalize(spectrum, method="clip")
+        spectrum.meta["NOTE"] = ("Continuum-normalised per chip on upload (core.preprocess, "
+                                 "iterative upper-envelope fit)")
     return spectrum
 
 
@@ -104,9 +108,13 @@ class StarPicker(pn.viewable.Viewer):
     # -- upload -----------------------------------------------------------------------------
     def _on_upload(self, event) -> None:
         files = event.new or {}
-        if not files:
+        import sys; print("DEBUG upload", list(files), list(event.old or {}), file=sys.stderr, flush=True)
+        added = [n for n in files if n not in (event.old or {})]
+        if not files or not (added or files != event.old):
             return
-        name, payload = next(iter(files.items()))
+        # the dropper keeps earlier files in its value: take the one just added
+        name = added[-1] if added else list(files)[-1]
+        payload = files[name]
         if isinstance(payload, str):
             payload = payload.encode("latin-1")
         self.upload_status.object = f"Reading **{name}** …"

@@ -149,7 +149,7 @@ def test_upload_bad_and_good_fits(page, dashboard, artifacts, tmp_path):
     bad.write_bytes(b"SIMPLE  =                    T" + b" " * 200)
     page.locator("input[type=file]").first.set_input_files(str(bad))
     status = page.locator(".ss-upload-status")
-    expect(status).to_contain_text("broken.fits", timeout=SHORT_MS)
+    expect(status).to_contain_text("broken.fits", timeout=LOAD_MS)
     expect(status).to_contain_text("⚠", timeout=SHORT_MS)
     page.screenshot(path=artifacts / "08-upload-bad.png", full_page=True)
 
