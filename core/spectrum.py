@@ -107,7 +107,8 @@ class Spectrum:
         return self
 
     def copy(self, **changes) -> Spectrum:
-        new = replace(self, meta=dict(self.meta), **changes)
+        changes.setdefault("meta", dict(self.meta))
+        new = replace(self, **changes)
         for name in ("wavelength", "flux", "error", "pixmask"):
             if name not in changes:
                 setattr(new, name, getattr(self, name).copy())

@@ -99,8 +99,10 @@ class DashboardApp:
                             ("Attention", AttentionPlaceholder()), dynamic=True,
                             sizing_mode="stretch_width")
         selected = pn.pane.Markdown(
-            pn.bind(lambda *_: f"**Selected star:** {focus.label}", focus.param.spectrum,
-                    focus.param.source, focus.param.star_id),
+            pn.bind(lambda *_: f"**Selected star:** {focus.label}" + (
+                f"<br><span style='font-size:85%;color:#555'>{html.escape(ctx.status)}</span>"
+                if ctx.status else ""), focus.param.spectrum, focus.param.source,
+                focus.param.star_id, ctx.param.status),
             css_classes=["ss-selected-star"], sizing_mode="stretch_width")
         sidebar = [
             pn.pane.Markdown("### Dataset", margin=(0, 10)), dataset_card(ctx),

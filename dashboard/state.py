@@ -20,6 +20,20 @@ from core.store import SpectraStore
 from .spectra import vae_outputs
 
 
+def describe(spectrum: Spectrum | None, outputs: dict) -> str:
+    """'7514 px, 1.2 % masked, S/N 124, VAE χ²_ν 1.35': the focused star in one line."""
+    if spectrum is None:
+        return ""
+    parts = [f"{spectrum.n_pix} px", f"{100 * spectrum.masked_fraction():.1f} % masked"]
+    snr = spectrum.snr()
+    if np.isfinite(snr):
+        parts.append(f"S/N {snr:.0f}")
+    chi2 = outputs.get("VAE χ²_ν")
+    if isinstance(chi2, float) and np.isfinite(chi2):
+        parts.append(f"VAE χ²_ν {chi2:.2f}")
+    return ", ".join(parts)
+
+
 class FocusState(param.Parameterized):
     """The focused star: what the Star, Latent and Fit views show."""
 
@@ -77,7 +91,7 @@ class AppContext(param.Parameterized):
     message = param.String(default="")
     message_kind = param.Selector(default="info", objects=["info", "success", "warning", "error"])
     message_count = param.Integer(default=0, doc="bumped per message so repeats notify again")
-    status = param.String(default="")
+    status = param.String(default="", doc="one line about what is on screen, for the sidebar")
 
     def notify(self, text: str, kind: str = "info") -> None:
         self.param.update(message=str(text), message_kind=kind,
@@ -205,6 +219,7 @@ class Session(param.Parameterized):
             )
         finally:
             self._loading = False
+        self.context.status = describe(spectrum, outputs or {})
 
     def _on_vae(self, event) -> None:
         spectrum = self.focus.spectrum

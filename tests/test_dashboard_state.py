@@ -353,3 +353,9 @@ def test_label_table_gives_a_mock_its_true_labels(store):
     table = spectra.label_table(spec)
     assert list(table.columns) == ["quantity", "value", "true"]
     assert table.set_index("quantity").loc["Teff", "true"] == "4321"
+
+
+def test_status_line_describes_the_focused_star(session, store):
+    session.select_star(0)
+    status = session.context.status
+    assert status.startswith(f"{P} px, ") and "% masked" in status and "VAE χ²_ν" in status

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from test_dashboard_state import P, TinyVAE, write_store
 
@@ -213,3 +214,22 @@ def test_shipped_demo_vae_drives_the_views(store):
     session.select_star(0)
     assert session.focus.models["VAE reconstruction"].shape == (P,)
     assert len(view.z_sliders) == vae.n_latent and view.sens_srcs[0].data["image"]
+
+
+def test_line_list_download_follows_the_filters(session):
+    view = StarView(focus=session.focus, context=session.context)
+    if view._lines is None:
+        pytest.skip(f"no line list: {view._lines_problem}")
+    view.line_elements.value = ["Mg"]
+    shown = pd.read_csv(view._lines_csv(), comment="#")
+    assert len(shown) > 0 and set(shown["element"]) == {"Mg"}
+
+
+def test_app_without_a_store_explains_itself(tmp_path):
+    from dashboard.app import DashboardApp
+
+    app = DashboardApp(store_path=tmp_path / "missing-store")
+    assert app.context.store is None and "stellarscope demo" in app.context.store_problem
+    assert not app.catalog_view.available and app.picker.random_button.disabled
+    assert not app.session.select_star("2M00000000+0000000")
+    assert "missing-store" in app.context.message

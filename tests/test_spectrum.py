@@ -50,3 +50,9 @@ def test_copy_is_independent():
     c.flux[0] = 5
     c.meta["X"] = 1
     assert s.flux[0] == 1 and "X" not in s.meta
+
+
+def test_copy_with_new_meta():
+    s = _spec()
+    c = s.copy(meta={"APOGEE_ID": "2M2"}, normalized=True)
+    assert c.label == "2M2" and c.normalized and s.label == "2M1"

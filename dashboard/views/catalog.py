@@ -361,6 +361,7 @@ class CatalogView(pn.viewable.Viewer):
             self.count.object = "Choose at least two columns for the corner plot."
             return
         color = None if self.color_by.value == "count" else self.color_by.value
+        self.cnorm.visible = color is None  # a mean has its own linear scale and colour bar
         self.plot = CornerPlot(self.frame, cols, color, self.cnorm.value, self.select_box,
                                self.open_nearest)
         self.corner_pane.object = self.plot.layout

@@ -8,6 +8,7 @@ small JavaScript callback, so zooming costs no server round trip.
 
 from __future__ import annotations
 
+import io
 import re
 
 import numpy as np
@@ -266,6 +267,10 @@ class StarView(pn.viewable.Viewer):
         self.fits_download = pn.widgets.FileDownload(label="FITS", callback=self._fits,
                                                      filename="spectrum.fits", width=90,
                                                      color="light", disabled=True)
+        self.lines_download = pn.widgets.FileDownload(
+            label="Lines CSV", callback=self._lines_csv, filename="apogee_lines_shown.csv",
+            color="light", width=110, disabled=self._lines is None,
+            description="the line list as filtered here (vacuum wavelengths)")
         unsorted = {"columnDefaults": {"headerSort": False}}
         self.table = pn.widgets.Tabulator(label_table(None), show_index=False, disabled=True,
                                           sizing_mode="stretch_width", height=400,
@@ -433,7 +438,7 @@ class StarView(pn.viewable.Viewer):
         sel = lines["kind"].isin(self.line_kinds.value)
         if self.line_elements.value:
             sel &= lines["element"].isin(self.line_elements.value)
-        sub = lines[sel]
+        sub = self._shown_lines = lines[sel]
         colors = [KIND_COLORS.get(k, "#555") for k in sub["kind"]]
         with pn.io.hold():
             self.lines_src.data = {
@@ -500,6 +505,15 @@ class StarView(pn.viewable.Viewer):
         spec = self.focus.spectrum
         return None if spec is None else fits_bytes(spec, self.focus.models)
 
+    def _lines_csv(self):
+        lines = getattr(self, "_shown_lines", None)
+        if lines is None:
+            return None
+        buf = io.StringIO()
+        buf.write("# APOGEE H-band lines shown in Stellarscope; medium: vacuum (Angstrom)\n")
+        lines.to_csv(buf, index=False)
+        return io.BytesIO(buf.getvalue().encode())
+
     # -- layout -------------------------------------------------------------------------------
     def __panel__(self):
         lines_note = (pn.pane.Alert(f"Line list unavailable: {self._lines_problem}",
@@ -513,7 +527,8 @@ class StarView(pn.viewable.Viewer):
             self.residual_of, self.zoom, self.goto_line,
             labelled("Download spectrum + models", pn.Row(self.csv_download,
                                                           self.fits_download)),
-            labelled("Line list", pn.Row(self.line_kinds, self.line_elements)),
+            labelled("Line list", pn.Row(self.line_kinds, self.line_elements,
+                                         self.lines_download)),
             gap="0px 12px", sizing_mode="stretch_width")
         side = pn.Column(
             pn.pane.Markdown("#### Labels and model outputs", margin=(0, 10)), self.table,

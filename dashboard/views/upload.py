@@ -108,12 +108,11 @@ class StarPicker(pn.viewable.Viewer):
     # -- upload -----------------------------------------------------------------------------
     def _on_upload(self, event) -> None:
         files = event.new or {}
-        import sys; print("DEBUG upload", list(files), list(event.old or {}), file=sys.stderr, flush=True)
-        added = [n for n in files if n not in (event.old or {})]
-        if not files or not (added or files != event.old):
+        if not files:
             return
-        # the dropper keeps earlier files in its value: take the one just added
-        name = added[-1] if added else list(files)[-1]
+        # a single-file dropper holds just the latest file (the widget updates its dict in
+        # place, so event.old cannot tell what changed)
+        name = list(files)[-1]
         payload = files[name]
         if isinstance(payload, str):
             payload = payload.encode("latin-1")
