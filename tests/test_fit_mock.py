@@ -69,7 +69,7 @@ def test_demo_fit_recovers_a_large_rv(demo, rv):
 
 
 def test_real_apstar_file_is_fitted_through_the_cli(demo, capsys):
-    from conftest import shared_path
+    from reference import shared_path
 
     from core.cli.main import main
 

@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from conftest import shared_path
+from reference import shared_path
 
 from core import grid as G
 

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 from astropy.io import fits
-from conftest import shared_path
 from fits_fixtures import rest_template, write_apstar
+from reference import shared_path
 
 from core.errors import BadFileError
 from core.grid import APOGEE_7214, APOGEE_7514, APSTAR, APSTAR_NPIX, PIXMASK_VALUE, get_grid
@@ -207,7 +207,7 @@ def test_grid_wavelengths_match_reference_csv():
 
 
 def test_real_dr17_combined_row_takes_pixmask_from_row0():
-    from conftest import shared_path
+    from reference import shared_path
 
     from core.io import read_apstar
 

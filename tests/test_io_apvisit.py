@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 from astropy.io import fits
-from conftest import shared_path
 from fits_fixtures import apvisit_wavelength, rest_template, write_apvisit
+from reference import shared_path
 from scipy.ndimage import median_filter
 
 from core.errors import BadFileError

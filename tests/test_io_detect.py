@@ -3,7 +3,6 @@ import shutil
 import numpy as np
 import pytest
 from astropy.io import fits
-from conftest import shared_path
 from fits_fixtures import (
     write_allstar,
     write_apstar,
@@ -13,6 +12,7 @@ from fits_fixtures import (
     write_contspec_trio,
     write_generic,
 )
+from reference import shared_path
 
 from core.errors import BadFileError
 from core.io import detect_kind, read_catalog, read_spectrum

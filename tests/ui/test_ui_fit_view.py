@@ -102,15 +102,11 @@ def served_app(tmp_path_factory):
 
 
 @pytest.fixture()
-def browser_page(served_app):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1500, "height": 1000})
-        page.set_default_timeout(60_000)
-        yield page
-        browser.close()
+def browser_page(served_app, page):
+    """pytest-playwright's page (Debian chromium, set up in tests/ui/conftest.py)."""
+    page.set_viewport_size({"width": 1500, "height": 1000})
+    page.set_default_timeout(60_000)
+    return page
 
 
 def test_fit_a_star_from_the_fit_view(served_app, browser_page, tmp_path):
