@@ -45,8 +45,9 @@ def _register_train(train) -> None:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--max-stars", type=int, default=None, help="train on a random subset")
-    p.add_argument("--patience", type=int, default=40, help="stop after this many epochs "
-                   "without a better validation loss")
+    p.add_argument("--patience", type=int, default=None, help="stop after this many epochs "
+                   "without a better validation loss (default: run the whole schedule; the "
+                   "best validation weights are kept either way)")
     p.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")

@@ -50,7 +50,8 @@ class TrainSettings:
     val_fraction: float = 0.1
     max_stars: int | None = None
     error_floor: float = 0.005              # σ floor so very high-SNR pixels do not dominate
-    patience: int = 40                      # epochs without a better validation loss
+    patience: int | None = None             # stop after this many epochs without a better
+    #                                         validation loss (None: run the whole schedule)
     max_minutes: float | None = None        # time budget; the LR schedule follows it
     seed: int = 42
     device: str | None = None
@@ -237,7 +238,7 @@ def train_emulator(store: SpectraStore | str | Path, out_dir, settings: TrainSet
                     "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
         bar.set_postfix(train=f"{total / train_idx.size:.3g}", val=f"{val:.3g}",
                         best=best["epoch"])
-        if epoch - best["epoch"] >= s.patience:
+        if s.patience is not None and epoch - best["epoch"] >= s.patience:
             break
         if s.max_minutes and time.time() - t0 > 60 * s.max_minutes:
             break  # the learning rate has reached its floor by now

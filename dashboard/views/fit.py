@@ -132,6 +132,9 @@ class FitView(pn.viewable.Viewer):
                      y_range=Range1d(0.4, 1.25), tools="xpan,xwheel_zoom,reset,save",
                      active_scroll="xwheel_zoom", x_axis_label=WAVE_LABEL,
                      y_axis_label="Normalised flux", title="No star selected")
+        # the box only reports its range (SelectionGeometry): bound to an empty renderer so it
+        # never selects line markers, whose selection means "fit this element"
+        box.renderers = [fig.scatter(x=[], y=[], size=0, alpha=0)]
         fig.add_tools(box)
         fig.toolbar.active_drag = box
         fig.toolbar.logo = None
@@ -208,8 +211,8 @@ class FitView(pn.viewable.Viewer):
                                                visible=False, bar_color="primary")
         self.status = pn.pane.Markdown("", css_classes=["ss-fit-status"], margin=(0, 10),
                                        sizing_mode="stretch_width")
-        self.mask_mode = pn.widgets.RadioButtonGroup(label="Drag to", options=["mask", "unmask"],
-                                                     value="mask", color="default")
+        self.mask_mode = pn.widgets.RadioButtonGroup(options=["mask", "unmask"], value="mask",
+                                                     color="default", width=140)
         self.clear_mask = pn.widgets.Button(label="Clear my mask", width=120)
         self.clear_mask.on_click(lambda e: self.reset_mask())
         elements = self._fittable_elements()
@@ -623,19 +626,23 @@ class FitView(pn.viewable.Viewer):
         if self.emulator is None:
             return pn.pane.Alert(f"### No emulator\n\n{self.model_problem}", alert_type="warning",
                                  sizing_mode="stretch_width")
-        controls = pn.Row(
-            self.fit_button, self.continuum, self.fit_rv, self.progress,
-            pn.Column(pn.pane.Markdown("**Drag to**", margin=(0, 5)), self.mask_mode),
-            self.clear_mask, self.element, self.element_button,
-            pn.Column(pn.pane.Markdown("**Export**", margin=(0, 5)),
-                      pn.Row(self.mask_download, self.json_download, self.csv_download)),
+        fit_row = pn.Row(
+            self.fit_button, self.continuum, self.fit_rv, pn.Spacer(width=30),
+            self.element, self.element_button, align="end", sizing_mode="stretch_width",
+            styles={"flex-wrap": "wrap"})
+        mask_row = pn.Row(
+            pn.pane.Markdown("Drag across the spectrum to", margin=(8, 5, 0, 10)),
+            self.mask_mode, self.clear_mask, pn.Spacer(width=30),
+            pn.pane.Markdown("**Export**", margin=(8, 5, 0, 10)),
+            self.mask_download, self.json_download, self.csv_download,
             sizing_mode="stretch_width", styles={"flex-wrap": "wrap"})
+        status_row = pn.Row(self.progress, self.status, sizing_mode="stretch_width")
         sliders = pn.Column(pn.pane.Markdown("#### Labels (live emulator)", margin=(0, 10)),
                             self.reset_sliders, *self.sliders.values(), height=420,
                             scroll=True, width=300)
         side = pn.Column(pn.pane.Markdown("#### Fit vs catalog", margin=(0, 10)), self.table,
                          width=420)
-        main = pn.Column(controls, self.status, self.summary, self.element_info, self.empty,
+        main = pn.Column(fit_row, mask_row, status_row, self.summary, self.element_info, self.empty,
                          self.plot, sizing_mode="stretch_width")
         return pn.Column(pn.Row(main, sizing_mode="stretch_width"),
                          pn.Row(side, sliders, sizing_mode="stretch_width"),

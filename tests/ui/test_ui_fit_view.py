@@ -132,3 +132,46 @@ def test_fit_a_star_from_the_fit_view(served_app, browser_page, tmp_path):
     for label in ("TEFF", "LOGG", "FE_H", "MG_FE", "RV"):
         table.get_by_text(label, exact=True).first.wait_for()
     assert "Fitted" in page.locator(".ss-fit-status p").first.inner_text()
+
+
+def _pixels_in_summary(page) -> int:
+    text = page.locator(".ss-fit-summary p").first.inner_text()
+    return int(text.split(" on ")[1].split(" pixels")[0].replace(",", ""))
+
+
+def test_drag_masks_a_range_then_refit_and_element_fit(served_app, browser_page):
+    from playwright.sync_api import expect
+
+    page = browser_page
+    page.goto(f"{served_app}?star=2M00000001%2B0000001")
+    page.locator(".bk-tab", has_text="Fit").first.click()
+    button = page.locator(".ss-fit-button button")
+    expect(button).to_be_enabled(timeout=60_000)
+    button.click()
+    page.locator(".ss-fit-summary").get_by_text("χ²_ν =").wait_for()
+    before = _pixels_in_summary(page)
+
+    # drag across the middle fifth of the spectrum plot: the box-select tool is active
+    canvas = page.locator(".ss-fit-plot canvas").first
+    box = canvas.bounding_box()
+    y = box["y"] + 0.6 * box["height"]
+    page.mouse.move(box["x"] + 0.40 * box["width"], y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 0.50 * box["width"], y, steps=8)
+    page.mouse.move(box["x"] + 0.60 * box["width"], y, steps=8)
+    page.mouse.up()
+    status = page.locator(".ss-fit-status p").first
+    expect(status).to_contain_text("masked", timeout=30_000)
+    masked = int(status.inner_text().split("masked ")[1].split(" pixels")[0])
+    assert masked > 100
+
+    button.click()
+    expect(status).to_contain_text("Fitted", timeout=60_000)
+    expect(page.locator(".ss-fit-summary p").first).not_to_contain_text(f"on {before} pixels")
+    # the drawn range left the fit (a few pixels differ: chip edges move with the fitted RV)
+    assert abs(_pixels_in_summary(page) - (before - masked)) < 0.02 * masked
+
+    page.locator("select").filter(has=page.locator("option", has_text="Mg")).select_option("Mg")
+    page.locator(".ss-fit-element button").click()
+    info = page.locator(".ss-element-info p").first
+    expect(info).to_contain_text("MG_FE =", timeout=60_000)
