@@ -79,3 +79,39 @@ def test_real_apstar_file_is_fitted_through_the_cli(demo, capsys):
     assert out["star"] == "2M17335483-2753043" and out["n_pix"] > 6000
     assert all(v is not None for v in out["labels"].values())
     assert abs(out["rv"]) < 30  # apStar spectra are already in the rest frame
+
+
+def test_real_apvisit_file_is_fitted_through_the_cli(demo, capsys):
+    from reference import shared_path
+
+    from core.cli.main import main
+
+    path = shared_path("data", "apogee_real", "apVisit-r13-5095-55844-128.fits")
+    assert main(["fit", "--model", str(DEMO), "--file", str(path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n_pix"] > 5000 and np.isfinite(out["chi2_nu"])
+    assert abs(out["rv"]) < 30  # the reader puts the visit in the rest frame
+
+
+def test_ingested_real_star_is_fitted_from_its_store(demo, tmp_path, capsys):
+    from reference import shared_path
+
+    from core.cli.main import main
+    from core.store import SpectraStore
+
+    path = shared_path("data", "apogee_real", "apStar-dr17-2M17335483-2753043.fits")
+    store_dir = tmp_path / "real"
+    assert main(["ingest", "--files", str(path), "--out", str(store_dir)]) == 0
+    capsys.readouterr()
+    star = "2M17335483-2753043"
+    assert main(["fit", "--model", str(DEMO), "--store", str(store_dir), "--star", star,
+                 "--json"]) == 0
+    one = json.loads(capsys.readouterr().out)
+    assert one["star"] == star and one["n_pix"] > 6000
+
+    assert main(["fit", "--all", "--model", str(DEMO), "--store", str(store_dir)]) == 0
+    row = SpectraStore.open(store_dir).catalog.iloc[0]
+    for name in ("TEFF", "LOGG", "FE_H"):
+        assert row[f"FIT_{name}"] == pytest.approx(one["labels"][name], rel=1e-3, abs=0.02)
+        assert row[f"FIT_{name}_ERR"] > 0
+    assert row["FIT_CHI2"] == pytest.approx(one["chi2_nu"], rel=1e-2)  # reduced χ²

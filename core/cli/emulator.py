@@ -217,7 +217,7 @@ def run_fit(args) -> int:
 
 def _format(result, element) -> str:
     lines = [f"{result.star}: χ²_ν = {result.chi2_nu:.3f} on {result.n_pix} pixels, "
-             f"RV = {result.rv:.2f} ± {result.rv_err:.2f} km/s "
+             f"RV = {result.rv:.2f} ± {result.rv_err:.2f} km/s in the spectrum's frame "
              f"(cross-correlation {result.rv_start:.1f})"]
     table = result.table()
     lines.append(f"{'label':<10}{'fit':>12}{'±':>10}{'catalog':>12}{'±':>10}")

@@ -35,9 +35,12 @@ def _catalog_values(meta: dict, names: list[str]) -> dict[str, float]:
             v = meta.get(key)
             if isinstance(v, (int, float, np.number)) and np.isfinite(v) and v > -9000:
                 out[key] = float(v)
-    for key in ("VHELIO_AVG", "TRUE_RV"):
-        if isinstance(meta.get(key), (int, float, np.number)):
-            out[key] = float(meta[key])
+    # apStar/aspcapStar spectra and stores are in the rest frame, where the fitted RV is a
+    # residual near 0; a survey's VHELIO is comparable only for an observed-frame spectrum
+    if meta.get("FRAME") == "observed":
+        for key in ("VHELIO_AVG", "TRUE_RV"):
+            if isinstance(meta.get(key), (int, float, np.number)):
+                out[key] = float(meta[key])
     return out
 
 

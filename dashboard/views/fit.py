@@ -426,7 +426,7 @@ class FitView(pn.viewable.Viewer):
             flags = ", ".join(result.flag_names) or "none"
             self.summary.object = (
                 f"**χ²_ν = {result.chi2_nu:.3f}** on {result.n_pix} pixels · RV = "
-                f"{result.rv:.2f} ± {result.rv_err:.2f} km/s (cross-correlation "
+                f"{result.rv:.2f} ± {result.rv_err:.2f} km/s in the spectrum's frame (cross-correlation "
                 f"{result.rv_start:.1f}) · flags: {flags} · {result.n_iter} iterations")
             self.status.object = f"Fitted {spec.label}."
             self._forward = ForwardModel(self.emulator, CONTINUUM_CHOICES[self.continuum.value])
