@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import importlib
+import io
 
 import panel as pn
 
@@ -94,8 +95,11 @@ class DashboardApp:
         self.latent_view = LatentView(focus=focus, context=ctx, active=False)
         self.catalog_view = CatalogView(focus=focus, selection=session.selection, context=ctx)
         self.picker = StarPicker(session=session)
+        self.fit_view = fit_view(session)
+        self.views = {"star": self.star_view, "latent": self.latent_view,
+                      "catalog": self.catalog_view, "fit": self.fit_view}
         self.tabs = pn.Tabs(("Star", self.star_view), ("Latent space", self.latent_view),
-                            ("Catalog", self.catalog_view), ("Fit", fit_view(session)),
+                            ("Catalog", self.catalog_view), ("Fit", self.fit_view),
                             ("Attention", AttentionPlaceholder()), dynamic=True,
                             sizing_mode="stretch_width")
         selected = pn.pane.Markdown(
@@ -108,6 +112,7 @@ class DashboardApp:
             pn.pane.Markdown("### Dataset", margin=(0, 10)), dataset_card(ctx),
             pn.pane.Markdown("### Model", margin=(0, 10)), model_card(ctx),
             pn.pane.Markdown("### Star", margin=(0, 10)), selected, self.picker,
+            pn.pane.Markdown("### Session", margin=(0, 10)), self._session_card(),
         ]
         self.template = pn.template.FastListTemplate(
             title=TITLE + (" · mock survey" if ctx.is_mock else ""), sidebar=sidebar,
@@ -122,6 +127,41 @@ class DashboardApp:
             pn.state.location.sync(self.tabs, {"active": "tab"})
         if pn.state.curdoc is not None:  # new or retrained weights appear without a reload
             self._poll = pn.state.add_periodic_callback(self._poll_models, period=MODEL_POLL_MS)
+
+    def _session_card(self) -> pn.viewable.Viewable:
+        """Download the session as JSON; restore one by uploading it."""
+        save = pn.widgets.FileDownload(label="Save session", callback=self._session_bytes,
+                                       filename="stellarscope-session.json", width=140,
+                                       color="light", css_classes=["ss-session-save"])
+        self.session_upload = pn.widgets.FileInput(accept=".json", multiple=False, width=190,
+                                                   css_classes=["ss-session-restore"])
+        self.session_upload.param.watch(self._on_session_file, "value")
+        return pn.Column(pn.Row(save, self.session_upload), pn.pane.Markdown(
+            "Star, tab, selection, view settings and the Fit view's mask, as JSON.",
+            styles={"font-size": "85%", "color": "#555"}, margin=(0, 10)))
+
+    def _session_bytes(self):
+        from dashboard import persist
+
+        return io.BytesIO(persist.dumps(persist.session_document(self)))
+
+    def _on_session_file(self, event) -> None:
+        from core.errors import StellarscopeError
+        from dashboard import persist
+
+        if not event.new:
+            return
+        name = self.session_upload.filename or "session.json"
+        try:
+            notes = persist.apply_session(self, persist.read_session(event.new, name), name)
+        except StellarscopeError as exc:
+            self.context.fail(exc)
+            return
+        if notes:
+            self.context.notify(f"Session {name} restored, except: " + "; ".join(notes),
+                                "warning")
+        else:
+            self.context.notify(f"Session {name} restored", "success")
 
     def _on_tab(self, event) -> None:
         self.latent_view.active = event.new == LATENT_TAB

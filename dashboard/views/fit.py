@@ -46,6 +46,7 @@ from core.models.emulator import Emulator, load_emulator
 
 from .. import data
 from ..jobs import JobRunner, Throttle, on_doc
+from ..persist import restore_widgets, widget_state
 from ..spectra import masked_spans, robust_range, with_gaps
 from ..state import AppContext, FocusState
 
@@ -599,9 +600,7 @@ class FitView(pn.viewable.Viewer):
         out = self.result.to_dict()
         out["model_dir"] = self.model_dir
         out["options"] = {"continuum": self.continuum.value, "fit_rv": self.fit_rv.value}
-        spans = masked_spans(self.spectrum.wavelength, self.user_mask)
-        out["user_mask_ranges"] = [[float(a), float(b)] for a, b in zip(spans["x0"], spans["x1"],
-                                                                         strict=True)]
+        out["user_mask_ranges"] = self.mask_ranges()
         if self.element_result is not None:
             out["element"] = self.element_result.to_dict()
         return out
@@ -622,6 +621,36 @@ class FitView(pn.viewable.Viewer):
         return io.BytesIO(self.result.table().to_csv(index=False).encode())
 
     # -- layout -------------------------------------------------------------------------------
+    # -- session file ---------------------------------------------------------------------------
+    def _persisted(self) -> dict:
+        return {"continuum": self.continuum, "fit_rv": self.fit_rv, "element": self.element,
+                "mask_mode": self.mask_mode}
+
+    def mask_ranges(self) -> list[list[float]]:
+        """The user's drawn mask as [start, end] wavelength ranges."""
+        if self.spectrum is None:
+            return []
+        spans = masked_spans(self.spectrum.wavelength, self.user_mask)
+        return [[float(a), float(b)] for a, b in zip(spans["x0"], spans["x1"], strict=True)]
+
+    def state_dict(self) -> dict:
+        return {**widget_state(self._persisted()), "user_mask_ranges": self.mask_ranges(),
+                "fitted": self.result is not None}
+
+    def load_state(self, state: dict, sync: bool = False) -> list[str]:
+        """Options, then the drawn mask; refits when the saved session had a fit."""
+        if self.emulator is None:
+            return ["Fit view: no emulator here"]
+        notes = restore_widgets(self._persisted(), state)
+        if self.spectrum is None:
+            return notes
+        self.user_mask[:] = False
+        for a, b in state.get("user_mask_ranges", []):
+            self.mask_range(float(a), float(b), True)
+        if state.get("fitted"):
+            self.fit(sync=sync)
+        return notes
+
     def __panel__(self):
         if self.emulator is None:
             return pn.pane.Alert(f"### No emulator\n\n{self.model_problem}", alert_type="warning",

@@ -29,6 +29,7 @@ from bokeh.plotting import figure
 from core.grid import Grid, get_grid
 
 from ..jobs import Debounce, Throttle
+from ..persist import restore_widgets
 from ..spectra import chip_images, robust_range, with_gaps
 from ..state import AppContext, FocusState
 from .star import WAVE_LABEL
@@ -337,6 +338,26 @@ class LatentView(pn.viewable.Viewer):
                                 "y": [-0.5], "dh": [float(sens.shape[0])]}
 
     # -- layout ---------------------------------------------------------------------------
+    # -- session file ---------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        z, y = self.point
+        return {"z": [round(float(v), 5) for v in z], "labels": [float(v) for v in y],
+                "diff_against": self.diff_against.value}
+
+    def load_state(self, state: dict, sync: bool = False) -> list[str]:
+        notes = restore_widgets({"diff_against": self.diff_against}, state)
+        z, y = state.get("z"), state.get("labels")
+        if self.vae is None or z is None:
+            return notes
+        if len(z) != len(self.z_sliders) or (y is not None and len(y) != len(self.y_sliders)):
+            return [*notes, f"latent sliders: saved {len(z)} latents, this VAE has "
+                    f"{len(self.z_sliders)}"]
+        self._stale = False  # the saved point replaces the star's encoding
+        self._draw_star()
+        self._label_latents(self.focus.encoding)
+        self.set_point(np.asarray(z, dtype=float), None if y is None else np.asarray(y, float))
+        return notes
+
     def __panel__(self):
         buttons = pn.Row(self.reset_button, self.zero_button, self.sample_button)
         left = pn.Column(buttons, self.sliders_box, width=430, scroll=True, height=820)

@@ -31,6 +31,7 @@ from bokeh.plotting import figure
 from core.grid import get_grid
 
 from .. import data
+from ..persist import restore_widgets, widget_state
 from ..spectra import (
     band_patch,
     csv_bytes,
@@ -515,6 +516,18 @@ class StarView(pn.viewable.Viewer):
         return io.BytesIO(buf.getvalue().encode())
 
     # -- layout -------------------------------------------------------------------------------
+    # -- session file ---------------------------------------------------------------------------
+    def _persisted(self) -> dict:
+        return {"overlays": self.overlays, "residual_mode": self.residual_mode,
+                "residual_of": self.residual_of, "zoom": self.zoom, "line_kinds": self.line_kinds,
+                "line_elements": self.line_elements}
+
+    def state_dict(self) -> dict:
+        return widget_state(self._persisted())
+
+    def load_state(self, state: dict, sync: bool = False) -> list[str]:
+        return restore_widgets(self._persisted(), state)
+
     def __panel__(self):
         lines_note = (pn.pane.Alert(f"Line list unavailable: {self._lines_problem}",
                                     alert_type="warning") if self._lines is None else None)

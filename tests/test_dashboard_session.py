@@ -1,0 +1,129 @@
+"""Saving and restoring a dashboard session file (no browser)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_dashboard_state import write_store
+
+from core.errors import BadFileError
+from dashboard import persist
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return write_store(tmp_path_factory.mktemp("session") / "store", n=50, seed=5)
+
+
+def make_app(store):
+    """A whole DashboardApp on the test store with the shipped demo VAE and emulator."""
+    from dashboard.app import DashboardApp
+
+    return DashboardApp(store_path=store.path)
+
+
+@given(st.integers(1, 3000).flatmap(
+    lambda n: st.tuples(st.just(n), st.lists(st.integers(0, n - 1), max_size=200))))
+@settings(max_examples=50, deadline=None)
+def test_row_bitmask_round_trip(case):
+    n, rows = case
+    packed = persist.pack_rows(np.array(rows, dtype=np.int64), n)
+    np.testing.assert_array_equal(persist.unpack_rows(packed, n), np.unique(rows))
+
+
+def test_bitmask_for_another_store_size_is_refused():
+    packed = persist.pack_rows(np.array([1, 2]), 10)
+    with pytest.raises(BadFileError, match="covers 10 rows but this store has 11"):
+        persist.unpack_rows(packed, 11, "s.json")
+
+
+def test_session_round_trip_restores_star_tab_selection_and_views(store):
+    app = make_app(store)
+    if app.context.vae is None or getattr(app.fit_view, "emulator", None) is None:
+        pytest.skip("needs the shipped demo VAE and emulator in assets/models")
+    star = store.catalog["APOGEE_ID"].iloc[7]
+    assert app.session.select_star(star)
+    app.session.selection.select([3, 7, 11, 40], "box on TEFF–LOGG")
+    app.star_view.line_elements.value = ["Mg", "Fe"]
+    app.star_view.zoom.value = "chip:1"
+    app.latent_view.active = True
+    z = np.linspace(-1.5, 1.5, len(app.latent_view.z_sliders))
+    app.latent_view.set_point(z)
+    fit = app.fit_view
+    fit.continuum.value = "degree 1"
+    fit.mask_range(16000.0, 16050.0)
+    fit.fit(sync=True)
+    app.tabs.active = 3
+    raw = persist.dumps(persist.session_document(app))
+    assert len(raw) < 20_000
+
+    fresh = make_app(store)
+    notes = persist.apply_session(fresh, persist.read_session(raw, "mine.json"), "mine.json",
+                                  sync=True)
+    assert notes == []
+    assert fresh.session.focus.star_id == star and fresh.tabs.active == 3
+    np.testing.assert_array_equal(fresh.session.selection.rows, [3, 7, 11, 40])
+    assert fresh.session.selection.description == "box on TEFF–LOGG"
+    assert fresh.star_view.line_elements.value == ["Mg", "Fe"]
+    assert fresh.star_view.zoom.value == "chip:1"
+    np.testing.assert_allclose(fresh.latent_view.point[0], z, atol=0.02)  # slider steps
+    assert fresh.fit_view.continuum.value == "degree 1"
+    assert fresh.fit_view.mask_ranges() == fit.mask_ranges()
+    assert fresh.fit_view.result is not None  # the saved fit was redone
+    assert fresh.fit_view.result.n_pix == fit.result.n_pix
+    # the latent view, shown later, keeps the restored point rather than the star's encoding
+    fresh.latent_view.active = True
+    np.testing.assert_allclose(fresh.latent_view.point[0], z, atol=0.02)
+
+
+def test_restore_reports_what_it_cannot_restore(store, tmp_path):
+    app = make_app(store)
+    doc = persist.session_document(app)
+    doc.update(star="2M99999999+9999999", selection=persist.pack_rows(np.array([1]), 999))
+    doc["views"]["star"] = {"line_elements": ["Mg", "Unobtainium"], "zoom": "nowhere"}
+    notes = persist.apply_session(app, json.loads(persist.dumps(doc)), "old.json")
+    text = " | ".join(notes)
+    assert "2M99999999+9999999 is not in this store" in text
+    assert "covers 999 rows" in text and "Unobtainium" in text and "nowhere" in text
+    assert app.star_view.line_elements.value == ["Mg"]
+
+
+@pytest.mark.parametrize("raw, problem", [
+    (b"\x00\xff not json", "not a JSON file"),
+    (b"[1, 2]", "not a Stellarscope session"),
+    (b'{"format": "something-else"}', "not a Stellarscope session"),
+    (b'{"format": "stellarscope-session", "version": 99}', "newer than"),
+    (b'{"format": "stellarscope-session", "version": 1, "tab": "two"}', "'tab' should be int"),
+])
+def test_bad_session_files_are_named_and_explained(raw, problem):
+    with pytest.raises(BadFileError, match=problem) as info:
+        persist.read_session(raw, "upload.json")
+    assert str(info.value).startswith("upload.json: ")
+
+
+def test_oversized_session_file_is_refused():
+    with pytest.raises(BadFileError, match="over the 16 MB limit"):
+        persist.read_session(b" " * (persist.MAX_BYTES + 1), "huge.json")
+
+
+def test_session_upload_widget_restores_and_notifies(store):
+    app = make_app(store)
+    star = store.catalog["APOGEE_ID"].iloc[2]
+    app.session.select_star(star)
+    raw = persist.dumps(persist.session_document(app))
+    fresh = make_app(store)
+    fresh.session_upload.filename = "saved.json"
+    fresh.session_upload.value = raw
+    assert fresh.session.focus.star_id == star
+    assert "saved.json restored" in fresh.context.message
+    fresh.session_upload.filename = "broken.json"
+    fresh.session_upload.value = b"{broken"
+    assert fresh.context.message_kind == "error" and "broken.json" in fresh.context.message
+    assert fresh.session.focus.star_id == star  # nothing changed
