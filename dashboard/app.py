@@ -131,13 +131,14 @@ class DashboardApp:
     def _session_card(self) -> pn.viewable.Viewable:
         """Download the session as JSON; restore one by uploading it."""
         save = pn.widgets.FileDownload(label="Save session", callback=self._session_bytes,
-                                       filename="stellarscope-session.json", width=140,
+                                       filename="stellarscope-session.json", width=120,
                                        color="light", css_classes=["ss-session-save"])
-        self.session_upload = pn.widgets.FileInput(accept=".json", multiple=False, width=190,
+        self.session_upload = pn.widgets.FileInput(accept=".json", multiple=False, width=170,
                                                    css_classes=["ss-session-restore"])
         self.session_upload.param.watch(self._on_session_file, "value")
         return pn.Column(pn.Row(save, self.session_upload), pn.pane.Markdown(
-            "Star, tab, selection, view settings and the Fit view's mask, as JSON.",
+            "Save: star, tab, selection, view settings and the Fit mask as JSON. "
+            "Restore: choose a saved file.",
             styles={"font-size": "85%", "color": "#555"}, margin=(0, 10)))
 
     def _session_bytes(self):
