@@ -27,7 +27,7 @@ from core.fit import (
 from core.fit.engine import FLAG_LABEL_AT_BOUND
 from core.fit.forward import ForwardModel, rv_to_shift, shift_to_rv
 from core.grid import APOGEE_7214, APOGEE_7514, APSTAR, KMS_PER_PIXEL, PIXMASK_VALUE
-from core.models.emulator import load_emulator
+from core.models.emulator import load_emulator, save_emulator
 from core.spectrum import Spectrum
 from core.store import SpectraStore
 from core.train.emulator import TrainSettings, train_emulator
@@ -326,3 +326,45 @@ def test_cli_fit_star_json_and_all(emulator, fit_store_dir, tmp_path, capsys):
     assert main(["fit", "--all", "--model", str(tmp_path / "emu"), "--store", str(path),
                  "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["stars"] == 5
+
+
+def test_store_fit_checkpoints_and_resumes(emulator, fit_store_dir, tmp_path, capsys,
+                                           monkeypatch):
+    import shutil
+
+    from core.cli.main import main
+    from core.fit import store as fit_store_module
+    from core.fit.store import unfitted_rows
+
+    path = tmp_path / "resumed-store"
+    shutil.copytree(fit_store_dir[0], path)
+    assert list(unfitted_rows(SpectraStore.open(path))) == [0, 1, 2, 3, 4]
+
+    class Interrupted(Exception):
+        pass
+
+    real, calls = fit_store_module.fit_batch, []
+
+    def dies_on_third_chunk(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise Interrupted
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fit_store_module, "fit_batch", dies_on_third_chunk)
+    with pytest.raises(Interrupted):
+        fit_store(SpectraStore.open(path), emulator, EXACT, chunk=2, progress=False,
+                  checkpoint_stars=2)
+    monkeypatch.undo()
+    store = SpectraStore.open(path)
+    assert list(unfitted_rows(store)) == [4]  # two checkpointed chunks survive the crash
+    assert np.isfinite(store.catalog["FIT_TEFF"].iloc[:4]).all()
+
+    model = tmp_path / "emu"
+    save_emulator(emulator, model)
+    assert main(["fit", "--all", "--resume", "--store", str(path), "--model", str(model),
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["stars"] == 1
+    assert len(unfitted_rows(SpectraStore.open(path))) == 0
+    assert main(["fit", "--all", "--resume", "--store", str(path), "--model", str(model)]) == 0
+    assert "nothing to fit" in capsys.readouterr().err

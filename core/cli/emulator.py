@@ -77,6 +77,10 @@ def _register_fit(sub) -> None:
     p.add_argument("--chunk", type=int, default=None, help="stars per batch with --all")
     p.add_argument("--limit", type=int, default=None,
                    help="with --all, fit only the first N stars (the rest keep their values)")
+    p.add_argument("--resume", action="store_true",
+                   help="with --all, fit only stars without FIT_* results yet")
+    p.add_argument("--checkpoint", type=int, default=50_000, metavar="N",
+                   help="with --all, write results every N stars (default 50000)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run_fit)
@@ -173,15 +177,23 @@ def run_fit(args) -> int:
     emulator = load_model(model_path, args.device or default_device())
     opts = _options(args)
     if args.all:
-        from ..fit.store import fit_store
+        import numpy as np
+
+        from ..fit.store import fit_store, unfitted_rows
 
         store = SpectraStore.open(resolve_store(args.store))
-        rows = None if args.limit is None else range(min(args.limit, len(store)))
+        rows = unfitted_rows(store) if args.resume else np.arange(len(store))
+        if args.limit is not None:
+            rows = rows[:args.limit]
         summary = fit_store(store, emulator, opts, rows=rows, chunk=args.chunk,
-                            progress=not args.json, model_path=str(model_path))
+                            progress=not args.json, model_path=str(model_path),
+                            checkpoint_stars=args.checkpoint)
         if args.json:
             print(json.dumps(summary))
         else:
+            if summary["stars"] == 0:
+                print(f"nothing to fit in {store.path}", file=sys.stderr)
+                return 0
             print(f"fitted {summary['stars']} stars in {summary['seconds']} s "
                   f"({summary['stars_per_second']} stars/s on {summary['device']}); "
                   f"median χ²_ν {summary['median_chi2_nu']:.3g}; wrote "

@@ -41,8 +41,12 @@ def _batch_arrays(store: SpectraStore, emulator: Emulator, batch, bad_bits):
 
 
 def fit_store_table(store: SpectraStore, emulator: Emulator, options: FitOptions | None = None,
-                    *, rows=None, chunk: int | None = None, progress: bool = True) -> pd.DataFrame:
-    """Fit the store's stars (or ``rows``); a DataFrame of FIT_ columns indexed by row."""
+                    *, rows=None, chunk: int | None = None, progress: bool = True,
+                    on_part=None) -> pd.DataFrame:
+    """Fit the store's stars (or ``rows``); a DataFrame of FIT_ columns indexed by row.
+
+    ``on_part(table)`` receives each chunk's columns as soon as they are fitted (checkpoints).
+    """
     if not store.normalized:
         raise BadDataError(
             f"{store.path}: the store's spectra are not continuum-normalised; normalise them "
@@ -58,9 +62,19 @@ def fit_store_table(store: SpectraStore, emulator: Emulator, options: FitOptions
         flux, error, good = _batch_arrays(store, emulator, batch, opts.bad_bits)
         fit = fit_batch(emulator, flux, error, good, opts)
         parts.append(_columns(fit, batch.rows))
+        if on_part is not None:
+            on_part(parts[-1])
         bar.update(len(batch))
     bar.close()
     return pd.concat(parts) if parts else pd.DataFrame()
+
+
+def unfitted_rows(store: SpectraStore) -> np.ndarray:
+    """Rows without a FIT_ result yet (what ``fit --all --resume`` fits)."""
+    col = f"{PREFIX}FLAG"
+    if col not in store.catalog.columns:
+        return np.arange(len(store))
+    return np.flatnonzero(store.catalog[col].to_numpy() < 0)
 
 
 def _columns(fit, rows) -> pd.DataFrame:
@@ -95,15 +109,37 @@ def write_fit_columns(store: SpectraStore, table: pd.DataFrame, note: dict | Non
 
 def fit_store(store: SpectraStore, emulator: Emulator, options: FitOptions | None = None, *,
               rows=None, chunk: int | None = None, progress: bool = True,
-              model_path: str = "") -> dict:
-    """Fit and write the FIT_ columns; returns a summary (stars, seconds, flags)."""
+              model_path: str = "", checkpoint_stars: int = 50_000) -> dict:
+    """Fit and write the FIT_ columns; returns a summary (stars, seconds, flags).
+
+    Results are written every ``checkpoint_stars`` stars (and at the end), so an interrupted
+    run keeps what it fitted and :func:`unfitted_rows` picks up from there.
+    """
     t0 = time.time()
-    table = fit_store_table(store, emulator, options, rows=rows, chunk=chunk, progress=progress)
-    seconds = time.time() - t0
     note = {"source": "stellarscope fit --all", "model": model_path,
             "model_name": str(emulator.config.training.get("name", emulator.config.preset)),
             "flags": {str(k): v for k, v in FLAG_NAMES.items()}}
-    written = write_fit_columns(store, table, note)
+    pending, written = [], []
+
+    def flush():
+        nonlocal written
+        if pending:
+            written = write_fit_columns(store, pd.concat(pending), note)
+            pending.clear()
+
+    def on_part(part):
+        pending.append(part)
+        if sum(len(p) for p in pending) >= checkpoint_stars:
+            flush()
+
+    table = fit_store_table(store, emulator, options, rows=rows, chunk=chunk, progress=progress,
+                            on_part=on_part)
+    flush()
+    seconds = time.time() - t0
+    if table.empty:
+        return {"store": str(store.path), "stars": 0, "seconds": round(seconds, 2),
+                "stars_per_second": None, "device": str(emulator.device), "columns": [],
+                "flag_counts": {}, "median_chi2_nu": None}
     flags = table[f"{PREFIX}FLAG"].to_numpy()
     return {
         "store": str(store.path),
