@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from toy_emulator import HI, LO, NAMES, random_emulator, toy_flux  # noqa: E402
 
 from core.errors import BadDataError, BadFileError
 from core.grid import APOGEE_7214, APOGEE_7514, PIXMASK_VALUE
@@ -18,24 +19,6 @@ from core.store import SpectraStore
 from core.train.emulator import TrainSettings, available_labels, train_emulator
 
 torch.set_num_threads(1)
-
-NAMES = ["TEFF", "LOGG", "FE_H", "MG_FE"]
-LO = np.array([3800.0, 0.5, -1.5, -0.2])
-HI = np.array([6200.0, 4.8, 0.4, 0.4])
-
-
-def toy_flux(labels: np.ndarray, n_lines: int = 120, seed: int = 3) -> np.ndarray:
-    """Absorption lines whose depths vary smoothly with the labels (a stand-in for a mock)."""
-    rng = np.random.default_rng(seed)
-    pix = np.arange(APOGEE_7514.n_pix)
-    centres = rng.uniform(5, pix.size - 5, n_lines)
-    coef = rng.normal(0, 1.2, (n_lines, 4))
-    base = rng.normal(-1.0, 0.7, n_lines)
-    x = (np.atleast_2d(labels) - LO) / (HI - LO) - 0.5
-    depth = 0.6 / (1 + np.exp(-(base + x @ coef.T)))
-    profile = np.exp(-0.5 * ((pix[None, :] - centres[:, None]) / 1.6) ** 2)
-    return np.exp(-depth @ profile).astype(np.float32)
-
 
 def make_toy_store(path, n: int, seed: int = 0, snr: float = 100.0):
     rng = np.random.default_rng(seed)
@@ -51,12 +34,6 @@ def make_toy_store(path, n: int, seed: int = 0, snr: float = 100.0):
     with SpectraStore.create(path, kind="mock survey") as w:
         w.append(noisy, error, np.zeros(flux.shape, np.uint16), cat)
     return SpectraStore.open(path)
-
-
-def random_emulator(hidden=(16, 16), grid="apogee7514", seed=0) -> Emulator:
-    torch.manual_seed(seed)
-    cfg = EmulatorConfig(label_names=NAMES, x_min=LO, x_max=HI, grid=grid, hidden=hidden)
-    return Emulator(cfg).eval()
 
 
 QUICK = TrainSettings(hidden=(24, 24), epochs=6, batch_size=64, lr=3e-3, patience=50)

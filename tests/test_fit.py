@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from toy_emulator import HI, LO, NAMES, toy_flux  # noqa: E402
 
 from core.errors import BadDataError
 from core.fit import (
@@ -34,22 +35,7 @@ from core.train.emulator import TrainSettings, train_emulator
 
 torch.set_num_threads(1)
 
-NAMES = ["TEFF", "LOGG", "FE_H", "MG_FE"]
-LO = np.array([3800.0, 0.5, -1.5, -0.2])
-HI = np.array([6200.0, 4.8, 0.4, 0.4])
 SNR = 100.0
-
-
-def toy_flux(labels: np.ndarray, n_lines: int = 150, seed: int = 7) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    pix = np.arange(APOGEE_7514.n_pix)
-    centres = rng.uniform(5, pix.size - 5, n_lines)
-    coef = rng.normal(0, 1.2, (n_lines, 4))
-    base = rng.normal(-1.0, 0.7, n_lines)
-    x = (np.atleast_2d(labels) - LO) / (HI - LO) - 0.5
-    depth = 0.6 / (1 + np.exp(-(base + x @ coef.T)))
-    profile = np.exp(-0.5 * ((pix[None, :] - centres[:, None]) / 1.6) ** 2)
-    return np.exp(-depth @ profile).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +43,7 @@ def emulator(tmp_path_factory):
     root = tmp_path_factory.mktemp("fit")
     rng = np.random.default_rng(0)
     labels = LO + rng.random((400, 4)) * (HI - LO)
-    flux = toy_flux(labels)
+    flux = toy_flux(labels, n_lines=150, seed=7)
     cat = pd.DataFrame({"APOGEE_ID": [f"T{i}" for i in range(400)]})
     for k, name in enumerate(NAMES):
         cat[name], cat[f"{name}_ERR"] = labels[:, k], 0.01

@@ -16,33 +16,21 @@ import torch
 
 from core.fit.forward import ForwardModel
 from core.grid import APOGEE_7514
-from core.models.emulator import Emulator, EmulatorConfig
 from core.store import SpectraStore
 
 pn = pytest.importorskip("panel")
+
+from toy_emulator import HI, LO, NAMES, spectrum_like_emulator  # noqa: E402
 
 from dashboard.state import AppContext, Session  # noqa: E402
 from dashboard.views.fit import MODEL_NAME, FitView  # noqa: E402
 
 torch.set_num_threads(1)
-NAMES = ["TEFF", "LOGG", "FE_H", "MG_FE"]
-LO, HI = np.array([3800.0, 0.5, -1.5, -0.2]), np.array([6200.0, 4.8, 0.4, 0.4])
-
-
-def random_emulator() -> Emulator:
-    torch.manual_seed(3)
-    emu = Emulator(EmulatorConfig(label_names=NAMES, x_min=LO, x_max=HI, hidden=(16, 16)))
-    with torch.no_grad():
-        emu.layers[-1].weight.mul_(0.3)
-        emu.layers[-1].bias.fill_(0.9)
-    emu.start_bank = torch.tensor(LO + np.random.default_rng(0).random((32, 4)) * (HI - LO),
-                                  dtype=torch.float32)
-    return emu.eval()
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    emu = random_emulator()
+    emu = spectrum_like_emulator()
     rng = np.random.default_rng(1)
     truth = LO + (0.2 + 0.6 * rng.random((3, 4))) * (HI - LO)
     fwd = ForwardModel(emu)

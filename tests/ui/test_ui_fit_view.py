@@ -30,20 +30,14 @@ def _free_port() -> int:
 def _fixture_data(root: Path) -> tuple[Path, Path]:
     """A 3-star store made by a small random emulator, and that emulator saved to disk."""
     import torch
+    from toy_emulator import HI, LO, NAMES, spectrum_like_emulator
 
     from core.fit.forward import ForwardModel
-    from core.models.emulator import Emulator, EmulatorConfig, save_emulator
+    from core.models.emulator import save_emulator
     from core.store import SpectraStore
 
-    names = ["TEFF", "LOGG", "FE_H", "MG_FE"]
-    lo, hi = np.array([3800.0, 0.5, -1.5, -0.2]), np.array([6200.0, 4.8, 0.4, 0.4])
-    torch.manual_seed(3)
-    emu = Emulator(EmulatorConfig(label_names=names, x_min=lo, x_max=hi, hidden=(16, 16)))
-    with torch.no_grad():
-        emu.layers[-1].weight.mul_(0.3)
-        emu.layers[-1].bias.fill_(0.9)
-    emu.start_bank = torch.tensor(lo + np.random.default_rng(0).random((32, 4)) * (hi - lo),
-                                  dtype=torch.float32)
+    names, lo, hi = NAMES, LO, HI
+    emu = spectrum_like_emulator()
     rng = np.random.default_rng(1)
     truth = lo + (0.2 + 0.6 * rng.random((3, 4))) * (hi - lo)
     fwd = ForwardModel(emu)
