@@ -158,24 +158,37 @@ def vae_candidates(explicit=None) -> list[Path]:
     return out
 
 
+def first_loadable(candidates, kind: str, loader):
+    """(model, its directory, problems): the first candidate directory whose model loads.
+
+    Loads are cached per server process, keyed by the directory's newest file time, so
+    retrained weights are picked up and sessions share one copy.
+    """
+    problems = []
+    for cand in candidates:
+        if not (cand / "config.json").is_file():
+            continue
+        stamp = max((_mtime(f) for f in cand.iterdir()), default=0.0)
+        try:
+            model = pn.state.as_cached(f"stellarscope-{kind}:{cand.resolve()}:{stamp}",
+                                       loader, path=cand)
+        except (StellarscopeError, OSError, ValueError, KeyError) as exc:
+            problems.append(f"{cand}: {exc}")
+            continue
+        return model, str(cand), []
+    return None, "", problems
+
+
 def load_vae(explicit=None):
     """(predictor, model dir, problem): the first VAE that loads, else None and why."""
     try:
         from core.inference.vae import VAEPredictor
     except ImportError:
         return None, "", "no VAE model yet (the VAE inference module is not installed)"
-    problems = []
-    for cand in vae_candidates(explicit):
-        if not (cand / "config.json").is_file():
-            continue
-        stamp = max((_mtime(f) for f in cand.iterdir()), default=0.0)
-        try:
-            vae = pn.state.as_cached(f"stellarscope-vae:{cand.resolve()}:{stamp}",
-                                     VAEPredictor.load, model_dir=cand)
-        except (StellarscopeError, OSError, ValueError, KeyError) as exc:
-            problems.append(f"{cand}: {exc}")
-            continue
-        return vae, str(cand), ""
+    vae, where, problems = first_loadable(vae_candidates(explicit), "vae",
+                                          lambda path: VAEPredictor.load(path))
+    if vae is not None:
+        return vae, where, ""
     if problems:
         return None, "", "VAE could not be loaded: " + "; ".join(problems)
     return None, "", ("no VAE model yet: train one with `stellarscope train vae` "

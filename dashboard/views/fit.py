@@ -71,18 +71,9 @@ def emulator_candidates() -> list[Path]:
 
 def find_emulator() -> tuple[Emulator | None, str, str]:
     """(emulator, its directory, problem): the first that loads (cached per server process)."""
-    problems = []
-    for cand in emulator_candidates():
-        if not (cand / "config.json").is_file():
-            continue
-        stamp = max((f.stat().st_mtime for f in cand.iterdir()), default=0.0)
-        try:
-            emu = pn.state.as_cached(f"stellarscope-emulator:{cand.resolve()}:{stamp}",
-                                     load_emulator, path=cand)
-        except (StellarscopeError, OSError, ValueError) as exc:
-            problems.append(f"{cand}: {exc}")
-            continue
-        return emu, str(cand), ""
+    emu, where, problems = data.first_loadable(emulator_candidates(), "emulator", load_emulator)
+    if emu is not None:
+        return emu, where, ""
     if problems:
         return None, "", "the emulator could not be loaded: " + "; ".join(problems)
     return None, "", ("no emulator model: train one with `stellarscope train emulator` or set "
