@@ -6,13 +6,16 @@
 * latent decode + redraw: one slider step in the Latent view (decode + plot data swap);
 * corner plot over 733,901 synthetic catalog rows (DR17 allStar size), 6 columns: the
   datashader aggregation of the 15 panels + 6 histograms, the whole server-side build
-  (aggregation + Bokeh models), and a box-selection update; next to ``corner.corner``
-  (matplotlib) drawing the same rows and columns, the tool a user would otherwise reach for;
+  (aggregation + Bokeh models), and a box- and a lasso-selection update (a 20-vertex lasso;
+  the polygon test alone also with 200 vertices, as a hand-drawn lasso has); next to
+  ``corner.corner`` (matplotlib) drawing the same rows and columns, the tool a user would
+  otherwise reach for;
 * with ``--browser``: slider-to-screen round trip in headless chromium (key press on a
   latent slider → the decode readout, sent in the same patch as the plot data, changes).
 
 Prints a summary and writes JSON (default bench/results/dashboard.json).  Run:
-``python bench/dashboard.py [--store DIR] [--vae DIR] [--browser]``.
+``python bench/dashboard.py [--store DIR] [--vae DIR] [--browser]``; ``--only-selection`` times
+just the box and lasso selections and updates the ``corner`` entry of an existing JSON.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 CATALOG_ROWS = 733_901  # DR17 allStar
 CORNER_COLS = ["TEFF", "LOGG", "FE_H", "MG_FE", "SNR", "VAE_CHI2"]
+LASSO_VERTICES = 20
 TARGETS_MS = {"star_load": 200, "latent_decode_redraw": 50, "browser_round_trip": 150}
 
 
@@ -75,6 +79,13 @@ def synthetic_catalog(n: int = CATALOG_ROWS, seed: int = 0) -> pd.DataFrame:
     chi2 = rng.gamma(9, 1 / 8, n)
     return pd.DataFrame({"TEFF": teff, "LOGG": logg, "FE_H": feh, "MG_FE": mgfe, "SNR": snr,
                          "VAE_CHI2": chi2}).astype(np.float32)
+
+
+def lasso_polygon(n_vertices: int, shift: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """A lobed loop around the red giant branch and clump in (TEFF, LOGG), as a hand draws it."""
+    t = np.linspace(0, 2 * np.pi, n_vertices, endpoint=False)
+    r = 1 + 0.25 * np.sin(3 * t)
+    return 4700 + shift + 450 * r * np.cos(t), 2.6 + 0.9 * r * np.sin(t)
 
 
 def bench_store(path: Path | None, workdir: Path, n_stars: int) -> Path:
@@ -178,6 +189,18 @@ def measure_corner(frame: pd.DataFrame, repeats: int) -> dict:
     agg = timed(lambda: corner.corner_aggregates(frame, CORNER_COLS, ranges), repeats)
     build = timed(lambda: CornerPlot(frame, CORNER_COLS, None, "eq_hist", lambda *a: None,
                                      lambda *a: None), max(3, repeats // 2), warmup=1)
+    return {"rows": len(frame), "columns": CORNER_COLS, "panels": 15, "histograms": 6,
+            "panel_bins": corner.PANEL_BINS,
+            "aggregation": summary(agg), "server_build_with_bokeh_models": summary(build),
+            **measure_selection(frame, repeats)}
+
+
+def measure_selection(frame: pd.DataFrame, repeats: int) -> dict:
+    """A box and a lasso brushed in the (TEFF, LOGG) panel: finding the rows on the server and
+    re-aggregating every panel's selection layer, as one brush in the Catalog view does."""
+    from dashboard import corner
+    from dashboard.views.catalog import CornerPlot
+
     plot = CornerPlot(frame, CORNER_COLS, None, "eq_hist", lambda *a: None, lambda *a: None)
     boxes = iter([(4200 + 10 * i, 5000, 1.5, 3.2) for i in range(repeats + 2)])
 
@@ -186,11 +209,48 @@ def measure_corner(frame: pd.DataFrame, repeats: int) -> dict:
         rows = np.flatnonzero(corner.box_mask(frame, "TEFF", b[:2], "LOGG", b[2:]))
         plot.set_selection(rows, ("TEFF", "LOGG"), b)
 
-    select = timed(brush, repeats)
-    return {"rows": len(frame), "columns": CORNER_COLS, "panels": 15, "histograms": 6,
-            "panel_bins": corner.PANEL_BINS,
-            "aggregation": summary(agg), "server_build_with_bokeh_models": summary(build),
-            "box_selection_update": summary(select)}
+    # each lasso a little to the side of the last, so no selection repeats itself
+    lassos = iter([lasso_polygon(LASSO_VERTICES, 10.0 * i) for i in range(repeats + 2)])
+
+    def lasso():
+        xs, ys = next(lassos)
+        rows = np.flatnonzero(corner.polygon_mask(frame, "TEFF", "LOGG", xs, ys))
+        plot.set_selection(rows, ("TEFF", "LOGG"), lasso=(xs, ys))
+
+    def lasso_mask(n_vertices: int) -> dict:
+        xs, ys = lasso_polygon(n_vertices)
+        return summary(timed(lambda: corner.polygon_mask(frame, "TEFF", "LOGG", xs, ys),
+                             repeats))
+
+    xs, ys = lasso_polygon(LASSO_VERTICES)
+    return {"box_selection_update": summary(timed(brush, repeats)),
+            "lasso_selection_update": summary(timed(lasso, repeats)),
+            "lasso_vertices": LASSO_VERTICES,
+            "lasso_selected_rows": int(corner.polygon_mask(frame, "TEFF", "LOGG", xs, ys).sum()),
+            "lasso_mask_only": lasso_mask(LASSO_VERTICES),
+            "lasso_mask_only_200_vertices": lasso_mask(200)}
+
+
+def selection_only(args) -> int:
+    """Time just the box and lasso selections; update the ``corner`` entry of ``args.out``."""
+    import json
+
+    from core.store.atomic import write_json_atomic
+
+    result = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    corner = result.setdefault("corner", {"rows": args.rows})
+    if corner.get("rows") != args.rows:
+        print(f"{args.out} holds a {corner.get('rows')}-row corner bench, not {args.rows} rows: "
+              "pass another --out", file=sys.stderr)
+        return 1
+    corner.update(measure_selection(synthetic_catalog(args.rows), max(5, args.repeats // 3)))
+    write_json_atomic(args.out, result)
+    print(f"selection over {args.rows:,} rows: box {corner['box_selection_update']['median_ms']} "
+          f"ms, {LASSO_VERTICES}-vertex lasso {corner['lasso_selection_update']['median_ms']} ms "
+          f"(polygon test alone {corner['lasso_mask_only']['median_ms']} ms, with 200 vertices "
+          f"{corner['lasso_mask_only_200_vertices']['median_ms']} ms)")
+    print(f"wrote {args.out}")
+    return 0
 
 
 def measure_corner_py(frame: pd.DataFrame, runs: int) -> dict:
@@ -287,8 +347,12 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--corner-runs", type=int, default=2, help="corner.py runs (each ~10 s)")
     ap.add_argument("--browser", action="store_true", help="also time the browser round trip")
+    ap.add_argument("--only-selection", action="store_true", help="time only the box and "
+                    "lasso selections, updating the corner entry of --out")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "dashboard.json")
     args = ap.parse_args(argv)
+    if args.only_selection:
+        return selection_only(args)
 
     import torch
 
@@ -324,7 +388,8 @@ def main(argv=None) -> int:
     print(f"corner {len(CORNER_COLS)} cols × {c['rows']:,} rows: aggregation "
           f"{c['aggregation']['median_ms']} ms, full server build "
           f"{c['server_build_with_bokeh_models']['median_ms']} ms, box selection "
-          f"{c['box_selection_update']['median_ms']} ms; corner.py "
+          f"{c['box_selection_update']['median_ms']} ms, {LASSO_VERTICES}-vertex lasso "
+          f"{c['lasso_selection_update']['median_ms']} ms; corner.py "
           f"{result['corner_py']['median_ms']} ms → ×{result['corner_speedup_vs_corner_py']}")
     if "browser_round_trip" in result:
         print(f"browser slider round trip: {result['browser_round_trip']['median_ms']} ms median "

@@ -136,7 +136,7 @@ def test_catalog_box_selection_filters_table_and_opens_stars(session, store):
     assert session.selection.count == expected == len(view.table.value)
     assert f"**{expected:,}** of 60" in view.count.object
     assert all(len(p["sel"].data["image"]) == 1 for p in images)
-    view.mode.value = "new box narrows"
+    view.mode.value = "new shape narrows"
     view.select_box("FE_H", None, (-0.2, 1.0))
     narrowed = ((cat.TEFF >= 4200) & (cat.TEFF <= 5000) & (cat.LOGG >= 1.5) & (cat.LOGG <= 3)
                 & (cat.FE_H >= -0.2) & (cat.FE_H <= 1.0)).sum()

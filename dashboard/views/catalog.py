@@ -4,9 +4,9 @@ the catalog table filtered by that selection.
 Each off-diagonal panel is a datashader aggregate of every star (counts, or the mean of a
 chosen column) drawn as a Bokeh image that the browser colour-maps; no star is sent to the
 browser.  Panels share one Range1d per column, so zooming a column anywhere zooms it
-everywhere and re-aggregates the affected panels on the server.  A box drawn in any panel
-(or a span on a histogram) selects stars in :class:`~dashboard.state.SelectionState`; every
-panel then shows the selected stars in colour over the rest in grey, the table lists them and
+everywhere and re-aggregates the affected panels on the server.  A box or a lasso drawn in any
+panel (or a span on a histogram) selects stars in :class:`~dashboard.state.SelectionState`, the
+stars inside being found on the server (:mod:`dashboard.corner`); every panel then shows the selected stars in colour over the rest in grey, the table lists them and
 the count says how many.  Clicking a panel opens the nearest star; clicking a row opens that
 row's star; the focused star is marked in every panel.
 
@@ -34,9 +34,11 @@ from bokeh.models import (
     ColumnDataSource,
     EqHistColorMapper,
     HoverTool,
+    LassoSelectTool,
     LinearColorMapper,
     LogColorMapper,
     NumberFormatter,
+    PolyAnnotation,
     Range1d,
 )
 from bokeh.palettes import Greys256, Oranges256, Plasma256, Viridis256
@@ -54,11 +56,15 @@ INVERTED = ("TEFF", "LOGG")
 TABLE_FIRST = ("APOGEE_ID", "TELESCOPE", "FIELD", "SNR", "TEFF", "LOGG", "M_H", "FE_H",
                "MG_FE", "POPULATION", "VAE_CHI2")
 UNITS = {"TEFF": "K", "VMICRO": "km/s", "RA": "deg", "DEC": "deg"}
-SELECT_MODES = {"new box replaces": "replace", "new box narrows": "intersect"}
+#: How a new box or lasso combines with the current selection.
+SELECT_MODES = {"new shape replaces": "replace", "new shape narrows": "intersect"}
 TRANSPARENT = "rgba(0, 0, 0, 0)"
 EMPTY_IMAGE = {"image": [], "x": [], "y": [], "dw": [], "dh": []}
 LIGHT_GREYS = list(reversed(Greys256[40:230]))
 SELECTED_COUNT = list(reversed(Oranges256[:200]))
+#: How the box or lasso behind the selection stays drawn in its panel.
+OUTLINE_STYLE = {"fill_color": "#e6550d", "fill_alpha": 0.08, "line_color": "#e6550d",
+                 "line_width": 1.5, "line_dash": "dashed", "visible": False}
 
 
 def axis_label(col: str) -> str:
@@ -76,13 +82,18 @@ def axis_label(col: str) -> str:
     return f"{col} [{unit}]" if unit else col
 
 
+def short_label(col: str) -> str:
+    """The axis title without its unit: 'Teff', 'log g', '[Fe/H]'."""
+    return axis_label(col).split(" [")[0]
+
+
 class CornerPlot:
     """One corner plot's Bokeh models and the server-side work behind them."""
 
     def __init__(self, frame: pd.DataFrame, cols: list[str], color: str | None, cnorm: str,
-                 on_box, on_tap):
+                 on_box, on_tap, on_lasso=None):
         self.frame, self.cols, self.color, self.cnorm = frame, cols, color, cnorm
-        self.on_box, self.on_tap = on_box, on_tap
+        self.on_box, self.on_tap, self.on_lasso = on_box, on_tap, on_lasso
         self.rows: np.ndarray | None = None
         self.ranges: dict[str, Range1d] = {}
         for c in cols:
@@ -117,10 +128,13 @@ class CornerPlot:
                      # room for the axes kept on every panel of the first column / last row, so
                      # the frames line up whatever the tick labels' widths
                      min_border_left=64 if j == 0 else 4, min_border_bottom=58 if i == k - 1 else 4)
-        dummy = fig.scatter([], [], alpha=0)  # box select needs a renderer to talk to
-        # histograms use the box's x-span only; one tool kind keeps the merged toolbar simple
+        dummy = fig.scatter([], [], alpha=0)  # select tools need a renderer to talk to
+        # histograms use the box's x-span only, so they get no lasso
         box = BoxSelectTool(dimensions="both", renderers=[dummy], persistent=False)
         fig.add_tools(box)
+        if ycol:
+            # only the finished polygon is sent (continuous=False): the server selects once
+            fig.add_tools(LassoSelectTool(renderers=[dummy], persistent=False, continuous=False))
         fig.toolbar.active_drag = box  # the merged toolbar alone does not reach the figures
         fig.xaxis.visible = i == k - 1
         fig.yaxis.visible = j == 0
@@ -129,14 +143,16 @@ class CornerPlot:
             fig.yaxis.axis_label = axis_label(ycol)
         fig.grid.grid_line_alpha = 0.25
         fig.xaxis.major_label_orientation = 0.6
-        highlight = BoxAnnotation(fill_color="#e6550d", fill_alpha=0.08, line_color="#e6550d",
-                                  line_width=1.5, line_dash="dashed", visible=False)
+        highlight = BoxAnnotation(**OUTLINE_STYLE)
         fig.add_layout(highlight)
+        outline = PolyAnnotation(**OUTLINE_STYLE) if ycol else None
+        if outline is not None:
+            fig.add_layout(outline)
         fig.on_event(SelectionGeometry, partial(self._on_geometry, xcol, ycol))
         fig.on_event(RangesUpdate, lambda e: self._reaggregate())
         if ycol:
             fig.on_event(Tap, partial(self._on_tap_event, xcol, ycol))
-        return fig, highlight
+        return fig, highlight, outline
 
     def _build(self):
         k = len(self.cols)
@@ -144,8 +160,9 @@ class CornerPlot:
         for i, ycol in enumerate(self.cols):
             for j, xcol in enumerate(self.cols[: i + 1]):
                 diag = i == j
-                fig, highlight = self._figure(xcol, None if diag else ycol, i, j)
-                p = {"fig": fig, "highlight": highlight, "x": xcol, "y": None if diag else ycol}
+                fig, highlight, outline = self._figure(xcol, None if diag else ycol, i, j)
+                p = {"fig": fig, "highlight": highlight, "outline": outline, "x": xcol,
+                     "y": None if diag else ycol}
                 if diag:
                     p["base"] = ColumnDataSource({"left": [], "right": [], "top": []})
                     p["sel"] = ColumnDataSource({"left": [], "right": [], "top": []})
@@ -247,22 +264,30 @@ class CornerPlot:
         if changed:
             self.refresh(changed)
 
-    def set_selection(self, rows: np.ndarray | None, box_panel=None, box=None,
-                      keep_boxes: bool = False) -> None:
-        """Show ``rows`` as the selection; outline ``box`` in the panel it was drawn in."""
+    def set_selection(self, rows: np.ndarray | None, panel=None, box=None,
+                      keep_boxes: bool = False, lasso=None) -> None:
+        """Show ``rows`` as the selection; outline the ``box`` or the ``lasso`` (xs, ys) in the
+        ``panel`` it was drawn in, keeping the other panels' outlines when ``keep_boxes``."""
         self.rows = rows
         with pn.io.hold():
             for key, p in self.panels.items():
-                hl = p["highlight"]
-                if rows is None:
-                    hl.visible = False
-                elif key == box_panel and box is not None:
+                here = rows is not None and key == panel
+                keep = rows is not None and keep_boxes
+                hl, outline = p["highlight"], p["outline"]
+                if here and box is not None:
                     edges = {"left": min(box[0], box[1]), "right": max(box[0], box[1])}
                     if p["y"] is not None:
                         edges.update(bottom=min(box[2], box[3]), top=max(box[2], box[3]))
                     hl.update(visible=True, **edges)
-                elif not keep_boxes:
+                elif not keep:
                     hl.visible = False
+                if outline is None:
+                    continue
+                if here and lasso is not None:
+                    outline.update(visible=True, xs=[float(v) for v in lasso[0]],
+                                   ys=[float(v) for v in lasso[1]])
+                elif not keep:
+                    outline.visible = False
             self.refresh(base=False)
 
     def mark_star(self, row: int | None) -> None:
@@ -278,12 +303,26 @@ class CornerPlot:
     # -- events ---------------------------------------------------------------------------
     def _on_geometry(self, xcol, ycol, event) -> None:
         g = event.geometry
-        if not event.final or g.get("type") != "rect":
+        if not event.final:
             return
-        box = (g["x0"], g["x1"], g.get("y0"), g.get("y1"))
+        if g.get("type") == "rect":
+            self._on_box(xcol, ycol, g)
+        elif g.get("type") == "poly" and ycol is not None:
+            self._on_lasso(xcol, ycol, g)
+
+    def _on_box(self, xcol, ycol, geometry) -> None:
+        box = (geometry["x0"], geometry["x1"], geometry.get("y0"), geometry.get("y1"))
         if not (np.isfinite(box[0]) and np.isfinite(box[1])) or box[0] == box[1]:
             return
         self.on_box(xcol, ycol, box)
+
+    def _on_lasso(self, xcol, ycol, geometry) -> None:
+        xs = np.asarray(geometry.get("x", []), dtype=np.float64).ravel()
+        ys = np.asarray(geometry.get("y", []), dtype=np.float64).ravel()
+        if (self.on_lasso is None or xs.size < 3 or xs.size != ys.size
+                or not (np.isfinite(xs).all() and np.isfinite(ys).all())):
+            return  # a click, or a lasso that left the plot's scales: nothing to select
+        self.on_lasso(xcol, ycol, xs, ys)
 
     def _on_tap_event(self, xcol, ycol, event) -> None:
         if event.x is None or event.y is None:
@@ -363,7 +402,7 @@ class CatalogView(pn.viewable.Viewer):
         color = None if self.color_by.value == "count" else self.color_by.value
         self.cnorm.visible = color is None  # a mean has its own linear scale and colour bar
         self.plot = CornerPlot(self.frame, cols, color, self.cnorm.value, self.select_box,
-                               self.open_nearest)
+                               self.open_nearest, self.select_lasso)
         self.corner_pane.object = self.plot.layout
         self._mark_focus()
         self._update_count()
@@ -374,6 +413,17 @@ class CatalogView(pn.viewable.Viewer):
         text = self._describe(xcol, box[:2])
         if ycol:
             text += " and " + self._describe(ycol, box[2:])
+        self._select(mask, text, (xcol, ycol or xcol), box=box)
+
+    def select_lasso(self, xcol: str, ycol: str, xs, ys) -> None:
+        """Select the stars inside a lasso polygon (vertices xs, ys) of panel (xcol, ycol)."""
+        mask = corner.polygon_mask(self.frame, xcol, ycol, xs, ys)
+        text = f"lasso on {short_label(xcol)}–{short_label(ycol)} ({len(xs)} vertices)"
+        self._select(mask, text, (xcol, ycol), lasso=(xs, ys))
+
+    def _select(self, mask: np.ndarray, text: str, panel, box=None, lasso=None) -> None:
+        """Make the rows in ``mask`` the selection, or narrow the current one to them, as the
+        select mode says; ``text`` describes the new shape."""
         narrow = SELECT_MODES[self.mode.value] == "intersect" and self.selection.active
         if narrow:
             keep = np.zeros(len(self.frame), dtype=bool)
@@ -386,7 +436,7 @@ class CatalogView(pn.viewable.Viewer):
         self.selection.select(rows, description="; ".join(self.constraints))
         self.table.value = self._table_frame.iloc[rows]
         if self.plot is not None:
-            self.plot.set_selection(rows, (xcol, ycol or xcol), box, keep_boxes=narrow)
+            self.plot.set_selection(rows, panel, box, keep_boxes=narrow, lasso=lasso)
         self._update_count()
 
     @staticmethod
@@ -434,7 +484,8 @@ class CatalogView(pn.viewable.Viewer):
                                  f"{self.selection.description}")
         else:
             self.count.object = (f"No selection: **{total:,}** stars. Drag a box in any panel "
-                                 "to select; click a panel or a table row to open a star.")
+                                 "(or a lasso: pick it in the plot's toolbar) to select; click a "
+                                 "panel or a table row to open a star.")
 
     def _on_table_select(self, event) -> None:
         if not event.new:
@@ -448,7 +499,7 @@ class CatalogView(pn.viewable.Viewer):
             return pn.Column(self.message)
         controls = pn.FlexBox(
             self.axes, self.color_by, self.cnorm,
-            pn.Column(pn.pane.Markdown("**Box select**", margin=(0, 10, -8, 10)), self.mode),
+            pn.Column(pn.pane.Markdown("**Box / lasso select**", margin=(0, 10, -8, 10)), self.mode),
             pn.Column(pn.Spacer(height=20), self.clear_button), gap="0px 10px",
             sizing_mode="stretch_width")
         return pn.Column(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 from playwright.sync_api import expect
 
@@ -92,14 +93,20 @@ def test_latent_slider_changes_the_decoded_curve(page, dashboard, artifacts):
     page.screenshot(path=artifacts / "04-latent-slider.png", full_page=True)
 
 
-def test_box_select_in_corner_plot_changes_the_count(page, dashboard, artifacts):
-    url, store = dashboard
+def open_corner(page, url: str):
+    """The Catalog tab with nothing selected: (the selection-count line, the Teff–log g panel)."""
     open_app(page, url, "?tab=2", ready=".ss-selection-count")
     count = page.locator(".ss-selection-count")
     expect(count).to_contain_text("No selection", timeout=LOAD_MS)
     panel = page.locator(".ss-corner .bk-Figure").nth(1)  # Teff (x) vs log g (y)
     panel.wait_for(timeout=LOAD_MS)
     page.wait_for_timeout(2000)
+    return count, panel
+
+
+def test_box_select_in_corner_plot_changes_the_count(page, dashboard, artifacts):
+    url, store = dashboard
+    count, panel = open_corner(page, url)
     b = panel.bounding_box()
     right, top, size = b["x"] + b["width"], b["y"], 170
     page.mouse.move(right - size + 20, top + 20)
@@ -119,6 +126,29 @@ def test_box_select_in_corner_plot_changes_the_count(page, dashboard, artifacts)
     row_id = first_row.locator(".tabulator-cell").first.inner_text()
     first_row.click()
     expect(selected_star(page)).to_contain_text(row_id, timeout=SHORT_MS)
+
+
+def test_lasso_in_corner_plot_changes_the_count(page, dashboard, artifacts):
+    url, store = dashboard
+    count, panel = open_corner(page, url)
+    page.locator(".ss-corner .bk-tool-icon-lasso-select").first.click()
+    b = panel.bounding_box()
+    size = 170  # the panel's frame: the figure's top-right 170 × 170 px
+    cx, cy = b["x"] + b["width"] - size / 2, b["y"] + size / 2
+    angle = np.linspace(0, 2 * np.pi, 20, endpoint=False)
+    radius = size * (0.3 + 0.08 * np.sin(3 * angle))  # a lobed loop, as a hand would draw
+    page.mouse.move(cx + radius[0], cy)
+    page.mouse.down()
+    for a, r in zip(angle[1:], radius[1:], strict=True):
+        page.mouse.move(cx + r * np.cos(a), cy - r * np.sin(a), steps=3)
+    page.mouse.up()
+    expect(count).to_contain_text(f"of {len(store):,} stars selected", timeout=SHORT_MS)
+    expect(count).to_contain_text("lasso on Teff–log g", timeout=SHORT_MS)
+    selected = int(page.locator(".ss-selection-count strong").first.inner_text().replace(",", ""))
+    assert 0 < selected < len(store)
+    page.mouse.move(b["x"] + b["width"] + 400, cy)  # off the panel: no hover tooltip in the way
+    page.wait_for_timeout(1500)
+    page.screenshot(path=artifacts / "10-corner-lasso-select.png", full_page=True)
 
 
 def test_star_url_reopens_that_star(page, dashboard, artifacts):

@@ -33,4 +33,4 @@ def test_save_and_restore_a_session(page, dashboard, artifacts, tmp_path):
     expect(page.get_by_text("session.json restored").first).to_be_visible(timeout=LOAD_MS)
     expect(page.locator(".bk-tab.bk-active")).to_have_text("Latent space")
     page.wait_for_timeout(1000)
-    page.screenshot(path=artifacts / "10-session-restored.png", full_page=True)
+    page.screenshot(path=artifacts / "11-session-restored.png", full_page=True)
