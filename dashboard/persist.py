@@ -102,8 +102,8 @@ def read_session(raw: bytes, name: str = "session.json") -> dict:
 def apply_session(app, doc: dict, name: str = "session.json", *, sync: bool = False) -> list[str]:
     """Restore ``doc`` into ``app``; returns notes on what could not be restored.
 
-    The star comes first (views react to it), then the tab, the selection and each view's
-    settings.  ``sync`` runs a saved fit in this thread (tests) instead of a worker.
+    The star comes first (views react to it), then the tab, each view's settings and the
+    selection.  ``sync`` runs a saved fit in this thread (tests) instead of a worker.
     """
     ctx, session = app.context, app.session
     notes = []
@@ -122,13 +122,6 @@ def apply_session(app, doc: dict, name: str = "session.json", *, sync: bool = Fa
     tab = doc.get("tab", 0)
     if 0 <= tab < len(app.tabs):
         app.tabs.active = tab
-    if doc.get("selection"):
-        try:
-            rows = unpack_rows(doc["selection"], len(store), name)
-        except BadFileError as exc:
-            notes.append(exc.problem)
-        else:
-            session.selection.select(rows, str(doc["selection"].get("description", "")))
     for key, state in doc.get("views", {}).items():
         view = app.views.get(key)
         if view is None or not hasattr(view, "load_state") or not isinstance(state, dict):
@@ -137,6 +130,13 @@ def apply_session(app, doc: dict, name: str = "session.json", *, sync: bool = Fa
             notes += view.load_state(state, sync=sync) or []
         except (KeyError, TypeError, ValueError) as exc:
             notes.append(f"{key} view settings skipped ({exc})")
+    if doc.get("selection"):  # after the catalog view's columns, which redraw the corner plot
+        try:
+            rows = unpack_rows(doc["selection"], len(store), name)
+        except BadFileError as exc:
+            notes.append(exc.problem)
+        else:
+            session.selection.select(rows, str(doc["selection"].get("description", "")))
     return notes
 
 

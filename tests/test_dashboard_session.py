@@ -53,6 +53,8 @@ def test_session_round_trip_restores_star_tab_selection_and_views(store):
     app.session.selection.select([3, 7, 11, 40], "box on TEFF–LOGG")
     app.star_view.line_elements.value = ["Mg", "Fe"]
     app.star_view.zoom.value = "chip:1"
+    app.catalog_view.axes.value = ["TEFF", "LOGG", "SNR"]
+    app.catalog_view.color_by.value = "FE_H"
     app.latent_view.active = True
     z = np.linspace(-1.5, 1.5, len(app.latent_view.z_sliders))
     app.latent_view.set_point(z)
@@ -73,6 +75,8 @@ def test_session_round_trip_restores_star_tab_selection_and_views(store):
     assert fresh.session.selection.description == "box on TEFF–LOGG"
     assert fresh.star_view.line_elements.value == ["Mg", "Fe"]
     assert fresh.star_view.zoom.value == "chip:1"
+    assert fresh.catalog_view.axes.value == ["TEFF", "LOGG", "SNR"]
+    assert fresh.catalog_view.color_by.value == "FE_H"
     np.testing.assert_allclose(fresh.latent_view.point[0], z, atol=0.02)  # slider steps
     assert fresh.fit_view.continuum.value == "degree 1"
     assert fresh.fit_view.mask_ranges() == fit.mask_ranges()

@@ -233,3 +233,10 @@ def test_app_without_a_store_explains_itself(tmp_path):
     assert not app.catalog_view.available and app.picker.random_button.disabled
     assert not app.session.select_star("2M00000000+0000000")
     assert "missing-store" in app.context.message
+
+
+def test_axis_titles_of_fit_columns():
+    from dashboard.views.catalog import axis_label
+
+    assert axis_label("FIT_TEFF") == "fit " + axis_label("TEFF")
+    assert axis_label("FIT_RV") == "FIT_RV"  # not a stellar label: its own name

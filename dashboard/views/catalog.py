@@ -46,6 +46,7 @@ from bokeh.plotting import figure
 
 from .. import corner, data
 from ..jobs import Throttle
+from ..persist import restore_widgets, widget_state
 from ..spectra import LABEL_ROWS
 from ..state import AppContext, FocusState, SelectionState
 
@@ -74,6 +75,8 @@ def axis_label(col: str) -> str:
         return f"{name} [{unit}]" if unit != "dex" or col == "LOGG" else name
     if col.startswith("VAE_Z"):
         return f"VAE z{col[5:]}"
+    if col.startswith("FIT_") and col[4:] in LABEL_ROWS:
+        return "fit " + axis_label(col[4:])
     if col == "VAE_CHI2":
         return "VAE χ²_ν"
     if col == "SNR":
@@ -378,6 +381,19 @@ class CatalogView(pn.viewable.Viewer):
             w.param.watch(lambda e: self.built and self.rebuild(), "value")
         self.focus.param.watch(lambda e: self._mark_focus(), "spectrum")
         self.built = False
+
+    # -- session file ---------------------------------------------------------------------------
+    def _persisted(self) -> dict:
+        if not self.available:
+            return {}
+        return {"axes": self.axes, "color_by": self.color_by, "cnorm": self.cnorm,
+                "mode": self.mode}
+
+    def state_dict(self) -> dict:
+        return widget_state(self._persisted())
+
+    def load_state(self, state: dict, sync: bool = False) -> list[str]:
+        return restore_widgets(self._persisted(), state)
 
     def ensure_built(self) -> None:
         """Build the corner plot the first time it is needed (it costs a second or two)."""
