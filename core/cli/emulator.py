@@ -35,8 +35,9 @@ def _register_train(train) -> None:
                          "weights and the per-pixel validation error.")
     p.add_argument("--store", default=None, help="store directory or name (default: demo store)")
     p.add_argument("--out", required=True, help="output model directory")
-    p.add_argument("--preset", choices=["payne", "default"], default="default",
-                   help="payne: 2×300 leaky-ReLU; default: 2×512 (more accurate)")
+    p.add_argument("--preset", choices=["payne", "wide"], default="payne",
+                   help="payne: The Payne's 2×300 leaky-ReLU network (default; the more accurate "
+                   "on the mock survey for a CPU budget); wide: 2×512")
     p.add_argument("--hidden", default=None, help="custom hidden widths, e.g. 512,512")
     p.add_argument("--labels", default=None, help="comma-separated labels (default: all the store has)")
     p.add_argument("--labels-from", choices=["catalog", "truth"], default="catalog",

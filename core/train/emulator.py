@@ -37,9 +37,9 @@ MISSING_BELOW = -9000.0
 
 @dataclass
 class TrainSettings:
-    """Knobs of :func:`train_emulator`; the defaults train the "default" preset."""
+    """Knobs of :func:`train_emulator`; the defaults train The Payne's 2×300 preset."""
 
-    preset: str = "default"
+    preset: str = "payne"
     hidden: tuple[int, ...] | None = None   # overrides the preset's layer widths
     labels: list[str] | None = None         # None: every label the store carries
     labels_from: str = "catalog"            # "catalog" or "truth" (a mock's TRUE_* columns)
