@@ -354,3 +354,60 @@ def test_store_fit_checkpoints_and_resumes(emulator, fit_store_dir, tmp_path, ca
     assert len(unfitted_rows(SpectraStore.open(path))) == 0
     assert main(["fit", "--all", "--resume", "--store", str(path), "--model", str(model)]) == 0
     assert "nothing to fit" in capsys.readouterr().err
+
+
+def test_systematic_floor_recovers_a_known_floor():
+    from core.fit.calibrate import robust_width, systematic_floor
+
+    rng = np.random.default_rng(0)
+    sigma = rng.uniform(0.5, 1.5, 4000)
+    diff = rng.normal(0, np.sqrt(sigma**2 + 2.0**2))
+    assert systematic_floor(diff, sigma) == pytest.approx(2.0, rel=0.08)
+    honest = rng.normal(0, 0.8 * sigma)
+    assert systematic_floor(honest, sigma) == 0.0
+    ref_err = np.full(4000, 1.0)  # the reference's own errors explain the extra scatter
+    diff = rng.normal(0, np.sqrt(sigma**2 + ref_err**2))
+    assert systematic_floor(diff, sigma, ref_err) < 0.3
+    assert robust_width(np.array([np.nan, 1.0, -1.0, 1.0, -1.0])) == pytest.approx(1.4826)
+    with pytest.raises(BadDataError, match="only 3 usable stars"):
+        systematic_floor(diff[:3], sigma[:3])
+
+
+def test_calibrated_floor_is_saved_and_widens_later_fits(emulator, tmp_path, capsys):
+    """The briefly trained toy emulator is imperfect: against spectra of the true physics its
+    formal σ are too small, the calibration measures floors, and later fits add them."""
+    from core.cli.main import main
+    from core.fit.calibrate import calibrate_errors
+
+    truth = inner_labels(60, seed=21)
+    rng = np.random.default_rng(5)
+    flux = toy_flux(truth, n_lines=150, seed=7)
+    flux = flux + rng.normal(0, 1 / 300, flux.shape).astype(np.float32)
+    cat = pd.DataFrame({"APOGEE_ID": [f"C{i}" for i in range(60)], "SNR": 300.0})
+    for k, name in enumerate(NAMES):
+        cat[name], cat[f"{name}_ERR"], cat[f"TRUE_{name}"] = truth[:, k], 0.0, truth[:, k]
+    with SpectraStore.create(tmp_path / "calib", kind="mock survey") as w:
+        w.append(flux, np.full_like(flux, 1 / 300), np.zeros(flux.shape, np.uint16), cat)
+    store = SpectraStore.open(tmp_path / "calib")
+    opts = FitOptions(fit_rv=False, rv=0.0)
+    record = calibrate_errors(emulator, store, n_stars=60, options=opts)
+    assert record["reference"] == "truth" and record["n_stars"] == 60
+    assert max(record["pull_width_before"].values()) > 1.5  # formal σ were too small
+    assert all(abs(w - 1) < 0.05 for w in record["pull_width_after"].values())
+    assert any(v > 0 for v in record["error_floor"].values())
+
+    model = tmp_path / "emu"
+    save_emulator(emulator, model)
+    assert main(["evaluate", "emulator", "--model", str(model), "--store", str(store.path),
+                 "--n-stars", "60", "--save", "--json"]) == 0
+    saved = json.loads(capsys.readouterr().out)
+    calibrated = load_emulator(model)
+    assert calibrated.config.error_floor == pytest.approx(saved["error_floor"])
+    assert calibrated.config.training["error_calibration"]["n_stars"] == 60
+    flux_one, err_one = flux[:3], np.full_like(flux[:3], 1 / 300)
+    good = np.ones(flux_one.shape, bool)
+    formal = fit_batch(calibrated, flux_one, err_one, good,
+                       FitOptions(fit_rv=False, rv=0.0, error_floor=False)).labels_err
+    widened = fit_batch(calibrated, flux_one, err_one, good, opts).labels_err
+    floor = np.array([saved["error_floor"][n] for n in NAMES])
+    np.testing.assert_allclose(widened, np.sqrt(formal**2 + floor**2), rtol=1e-6)

@@ -1,4 +1,5 @@
-"""Emulator commands: ``train emulator``, ``fit``, ``export-payne``, ``import-payne``."""
+"""Emulator commands: ``train emulator``, ``evaluate emulator``, ``fit``, ``export-payne``,
+``import-payne``."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ DEMO_MODEL = "emulator-demo"
 
 def register(sub, groups) -> None:
     _register_train(groups["train"])
+    _register_evaluate(groups["evaluate"])
     _register_fit(sub)
     p = sub.add_parser("export-payne", help="write an emulator as The Payne's network npz",
                        description="Export a 2-hidden-layer leaky-ReLU emulator to The Payne's "
@@ -57,6 +59,25 @@ def _register_train(train) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing model directory")
     p.add_argument("--json", action="store_true", help="print the training summary as JSON")
     p.set_defaults(func=run_train)
+
+
+def _register_evaluate(evaluate) -> None:
+    p = evaluate.add_parser(
+        "emulator", help="calibrate fit uncertainties on stars with known labels",
+        description="Fit random stars of a store whose labels are known (a mock's TRUE_* "
+        "columns, else the catalog's labels ± errors), report the width of (fit − reference)/σ "
+        "per label and the systematic floor σ_sys that makes it 1; --save stores the floors "
+        "with the emulator so every later fit adds them to its σ.")
+    p.add_argument("--model", default=None, help=f"emulator directory (default: {DEMO_MODEL})")
+    p.add_argument("--store", default=None, help="store directory or name (default: demo store)")
+    p.add_argument("--n-stars", type=int, default=300, help="stars to fit (default 300)")
+    p.add_argument("--reference", choices=["auto", "truth", "catalog"], default="auto",
+                   help="reference labels (default: TRUE_* when the store has them)")
+    p.add_argument("--seed", type=int, default=0, help="which random stars")
+    p.add_argument("--save", action="store_true", help="write the floors into the model")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--json", action="store_true", help="print the record as JSON")
+    p.set_defaults(func=run_evaluate)
 
 
 def _register_fit(sub) -> None:
@@ -246,6 +267,37 @@ def _format(result, element) -> str:
                      f"{element.value:.3f} ± {element.error:.3f} (χ²_ν {element.chi2_nu:.2f}, "
                      f"{element.n_pix} px)")
     return "\n".join(lines)
+
+
+def run_evaluate(args) -> int:
+    from ..fit import load_model
+    from ..fit.calibrate import calibrate_errors, save_error_floor
+    from ..models.emulator import default_device
+    from ..paths import resolve_store
+    from ..store import SpectraStore
+
+    model_path = _model_path(args.model)
+    if not model_path.is_dir():
+        from ..errors import BadFileError
+
+        raise BadFileError(model_path, "calibration needs a saved emulator directory")
+    emulator = load_model(model_path, args.device or default_device())
+    store = SpectraStore.open(resolve_store(args.store))
+    record = calibrate_errors(emulator, store, n_stars=args.n_stars, reference=args.reference,
+                              seed=args.seed)
+    if args.save:
+        save_error_floor(model_path, record)
+    record["model"], record["saved"] = str(model_path), bool(args.save)
+    if args.json:
+        print(json.dumps(record))
+        return 0
+    print(f"{record['n_stars']} stars of {store.path} against {record['reference']} labels:")
+    print(f"{'label':<8}{'pull width':>12}{'σ_sys':>12}{'after':>8}")
+    for name, floor in record["error_floor"].items():
+        print(f"{name:<8}{record['pull_width_before'][name]:>12.2f}{floor:>12.4g}"
+              f"{record['pull_width_after'][name]:>8.2f}")
+    print("floors saved with the model" if args.save else "(--save stores these floors)")
+    return 0
 
 
 def run_export(args) -> int:

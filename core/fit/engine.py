@@ -54,6 +54,7 @@ class FitOptions:
     max_iter: int = 60
     ftol: float = 1e-7
     model_error: bool = True           # add the emulator's validation error to σ
+    error_floor: bool = True           # add the emulator's calibrated per-label floor to σ
     bad_bits: str | tuple = "astronn"
     min_pixels: int = 50
 
@@ -324,6 +325,9 @@ def _collect(emulator, fwd, p_best, lm, free, free_lab, chi2, used, rv_start, lo
     flags = flags | few.long() * FLAG_TOO_FEW_PIXELS
     labels = emulator.unscale(scaled).numpy()
     labels_err = labels_err.numpy()
+    if opts.error_floor and emulator.config.error_floor:
+        floor = np.array([emulator.config.error_floor.get(n, 0.0) for n in emulator.label_names])
+        labels_err = np.sqrt(labels_err ** 2 + floor ** 2)
     if few.any():
         labels[few.numpy()] = np.nan
         labels_err[few.numpy()] = np.nan

@@ -43,6 +43,8 @@ class EmulatorConfig:
     hidden: tuple[int, ...] = PRESETS["payne"]
     negative_slope: float = 0.01
     preset: str = "payne"
+    #: Per-label systematic error added in quadrature to fit σ (see core.fit.calibrate).
+    error_floor: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -64,6 +66,11 @@ class EmulatorConfig:
         if not np.all(np.isfinite(span)) or np.any(span <= 0):
             bad = [nm for nm, s in zip(self.label_names, span, strict=True) if not s > 0]
             raise BadDataError(f"label range must be finite with x_max > x_min; bad: {bad}")
+        self.error_floor = {str(k): float(v) for k, v in (self.error_floor or {}).items()}
+        bad = [k for k, v in self.error_floor.items()
+               if k not in self.label_names or not np.isfinite(v) or v < 0]
+        if bad:
+            raise BadDataError(f"error_floor must give finite σ ≥ 0 for known labels; bad: {bad}")
         if not self.hidden or min(self.hidden) < 1:
             raise BadDataError(f"hidden layer sizes must be positive, got {self.hidden}")
 

@@ -419,7 +419,9 @@ class FitView(pn.viewable.Viewer):
             self.summary.object = (
                 f"**χ²_ν = {result.chi2_nu:.3f}** on {result.n_pix} pixels · RV = "
                 f"{result.rv:.2f} ± {result.rv_err:.2f} km/s in the spectrum's frame (cross-correlation "
-                f"{result.rv_start:.1f}) · flags: {flags} · {result.n_iter} iterations")
+                f"{result.rv_start:.1f}) · flags: {flags} · {result.n_iter} iterations"
+                + (" · σ include the emulator's calibrated systematic floor"
+                   if self.emulator.config.error_floor else ""))
             self.status.object = f"Fitted {spec.label}."
             self._forward = ForwardModel(self.emulator, CONTINUUM_CHOICES[self.continuum.value])
             self._sliders_to_fit()
