@@ -209,7 +209,8 @@ class FitView(pn.viewable.Viewer):
         self.clear_mask.on_click(lambda e: self.reset_mask())
         elements = self._fittable_elements()
         self.element = pn.widgets.Select(label="Element", options=elements,
-                                         value=elements[0] if elements else None, width=120)
+                                         value=elements[0] if elements else None, width=120,
+                                         css_classes=["ss-fit-element-select"])
         self.element_button = pn.widgets.Button(label="Fit element", width=110, disabled=True,
                                                 css_classes=["ss-fit-element"])
         self.element_button.on_click(lambda e: self.fit_element(self.element.value))

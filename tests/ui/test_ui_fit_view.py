@@ -165,7 +165,10 @@ def test_drag_masks_a_range_then_refit_and_element_fit(served_app, browser_page)
     # the drawn range left the fit (a few pixels differ: chip edges move with the fitted RV)
     assert abs(_pixels_in_summary(page) - (before - masked)) < 0.02 * masked
 
-    page.locator("select").filter(has=page.locator("option", has_text="Mg")).select_option("Mg")
-    page.locator(".ss-fit-element button").click()
-    info = page.locator(".ss-element-info p").first
-    expect(info).to_contain_text("MG_FE =", timeout=60_000)
+    page.locator(".ss-fit-element-select select").select_option("Mg")
+    element_button = page.locator(".ss-fit-element button")
+    expect(element_button).to_be_enabled(timeout=60_000)
+    page.wait_for_timeout(500)  # the choice of element reaches the server before the click
+    element_button.click()
+    expect(status).to_contain_text("Fitted Mg", timeout=120_000)
+    expect(page.locator(".ss-element-info p").first).to_contain_text("MG_FE =")
