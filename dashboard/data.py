@@ -199,8 +199,13 @@ TRAINING_FRESH_S = 300
 
 
 def training_note(model_dir: Path) -> str:
-    """'training: epoch 7, validation χ²_ν 1.21' while a VAE's training log is still growing."""
-    log = Path(model_dir) / "training_log.csv"
+    """'training: epoch 7, validation χ²_ν 1.21' while a VAE run is going: its run marker is
+    there and its log is still growing (a crashed run's log goes stale)."""
+    from core.train.vae import LOG_FILE, RUNNING_FILE
+
+    log = Path(model_dir) / LOG_FILE
+    if not (Path(model_dir) / RUNNING_FILE).is_file():
+        return ""
     try:
         if time.time() - log.stat().st_mtime > TRAINING_FRESH_S:
             return ""

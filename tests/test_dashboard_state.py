@@ -342,6 +342,8 @@ def test_training_note_follows_a_growing_log(tmp_path):
     assert training_note(tmp_path) == ""
     log = tmp_path / "training_log.csv"
     log.write_text("epoch,step,val_chi2_nu\n1,10,3.5\n2,20,1.25\n")
+    assert training_note(tmp_path) == ""  # a fresh checkout of finished weights: no run marker
+    (tmp_path / "TRAINING_RUNNING").write_text("pid 1\n")
     assert training_note(tmp_path) == "training in progress: epoch 2 done, validation χ²_ν 1.25"
     os.utime(log, (time.time() - 3600, time.time() - 3600))
     assert training_note(tmp_path) == ""

@@ -75,6 +75,7 @@ def test_split_is_by_star_and_stable():
 
 def test_short_training_lowers_validation_loss_and_writes_a_run(store, tmp_path):
     summary = train_vae(settings(store, tmp_path / "run", epochs=4))
+    assert not (tmp_path / "run" / "TRAINING_RUNNING").exists()  # the run marker is gone
     log = pd.read_csv(tmp_path / "run" / "training_log.csv")
     assert list(log["epoch"]) == [1, 2, 3, 4]
     assert log["val_total"].iloc[-1] < 0.95 * log["val_total"].iloc[0]

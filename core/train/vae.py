@@ -51,6 +51,8 @@ from .losses import ERROR_FLOOR, LOG_TERMS, vae_loss
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.pt"
 LOG_FILE = "training_log.csv"
+#: Present in the run directory while a run is going (a checkout's fresh file times are not).
+RUNNING_FILE = "TRAINING_RUNNING"
 CURVES_FILE = "loss_curves.png"
 
 #: Settings a resumed run may change; everything else must match the checkpoint.
@@ -240,9 +242,15 @@ def train_vae(settings: VAETrainSettings, *, resume: bool = False, overwrite: bo
                                  "it or --overwrite to start again")
     s = settings
     info = init_distributed(s.device)
+    running = out / RUNNING_FILE
     try:
+        if info.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            running.write_text(f"pid {os.getpid()}\n")
         return _run(s, info, out, ck)
     finally:
+        if info.is_main:
+            running.unlink(missing_ok=True)
         info.close()
 
 
