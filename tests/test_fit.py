@@ -411,3 +411,15 @@ def test_calibrated_floor_is_saved_and_widens_later_fits(emulator, tmp_path, cap
     widened = fit_batch(calibrated, flux_one, err_one, good, opts).labels_err
     floor = np.array([saved["error_floor"][n] for n in NAMES])
     np.testing.assert_allclose(widened, np.sqrt(formal**2 + floor**2), rtol=1e-6)
+
+
+def test_store_fit_applies_one_mask_to_every_star(emulator, fit_store_dir):
+    from core.fit.store import fit_store_table
+
+    store = SpectraStore.open(fit_store_dir[0])
+    opts = FitOptions(fit_rv=False, rv=0.0)
+    plain = fit_store_table(store, emulator, opts, rows=[0, 1], progress=False)
+    mask = np.zeros(emulator.n_pix, bool)
+    mask[1000:1400] = True
+    masked = fit_store_table(store, emulator, opts, rows=[0, 1], progress=False, mask=mask)
+    np.testing.assert_array_equal(masked["FIT_NPIX"], plain["FIT_NPIX"] - 400)

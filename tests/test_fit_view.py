@@ -166,3 +166,58 @@ def test_view_without_an_emulator_explains_itself(setup, monkeypatch, tmp_path):
     session.select_star("2M-A")
     assert v.fit_button.disabled and "no emulator" in v.status.object
     assert isinstance(v.__panel__(), pn.pane.Alert)
+
+
+def test_command_line_and_mask_export_repeat_the_view_fit(view, setup, tmp_path, capsys):
+    """The view shows the CLI command of its fit; with the downloaded mask it gives the same."""
+    import json
+
+    from core.cli.main import main
+    from core.models.emulator import save_emulator
+
+    emu, store, _ = setup
+    v, session = view
+    v.model_dir = str(tmp_path / "emu")
+    save_emulator(emu, v.model_dir)
+    session.select_star("2M-C")
+    lam = v.spectrum.wavelength
+    v.mask_range(lam[1200], lam[1799])
+    v.continuum.value = "degree 1"
+    v.fit(sync=True)
+    command = v.cli_command()
+    assert f"--store {store.path} --star 2M-C" in command and "--continuum 1" in command
+    assert command.endswith(f"--mask {v.mask_download.filename}") and command in v.command.object
+    mask_file = tmp_path / v.mask_download.filename
+    mask_file.write_bytes(v._mask_csv().getvalue())
+    args = command.split()[1:]
+    args[args.index("--mask") + 1] = str(mask_file)
+    assert main([*args, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n_pix"] == v.result.n_pix
+    assert out["labels"]["TEFF"] == pytest.approx(v.result.labels["TEFF"], abs=1.0)
+    v.fit_element("Mg", sync=True)
+    assert "--element Mg" in v.cli_command() and "--element Mg" in v.command.object
+
+
+def test_mask_files_in_both_layouts_and_bad_ones(tmp_path):
+    from core.errors import BadFileError
+    from core.fit.usermask import read_user_mask
+
+    lam = APOGEE_7514.wavelength
+    flags = np.zeros(lam.size, int)
+    flags[[10, 11, 12, 500]] = 1
+    per_pixel = tmp_path / "view.csv"
+    pd.DataFrame({"wavelength_vac": lam, "user_masked": flags}).to_csv(per_pixel, index=False)
+    np.testing.assert_array_equal(read_user_mask(per_pixel, lam), flags.astype(bool))
+    ranges = tmp_path / "ranges.csv"
+    ranges.write_text(f"# telluric band\nstart,end\n{lam[100]},{lam[109]}\n")
+    assert np.flatnonzero(read_user_mask(ranges, lam)).tolist() == list(range(100, 110))
+    for text, problem in [("a,b\n1,2\n", "needs columns"), ("start,end\nx,2\n", "numbers"),
+                          ("wavelength_vac,user_masked\n1,1\n", "fewer than two")]:
+        bad = tmp_path / "bad.csv"
+        bad.write_text(text)
+        with pytest.raises(BadFileError, match=problem) as info:
+            read_user_mask(bad, lam)
+        assert str(bad) in str(info.value)
+    with pytest.raises(BadFileError, match="no such file"):
+        read_user_mask(tmp_path / "missing.csv", lam)

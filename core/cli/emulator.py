@@ -95,6 +95,9 @@ def _register_fit(sub) -> None:
     p.add_argument("--continuum", type=int, default=None, metavar="DEG",
                    help="fit a per-chip Chebyshev continuum correction of this degree")
     p.add_argument("--rv", type=float, default=None, help="hold the RV fixed at this value (km/s)")
+    p.add_argument("--mask", default=None, metavar="CSV",
+                   help="exclude these wavelengths: the Fit view's mask export, or a CSV of "
+                   "start,end ranges in vacuum Å")
     p.add_argument("--starts", type=int, default=3, help="multi-start count (default 3)")
     p.add_argument("--chunk", type=int, default=None, help="stars per batch with --all")
     p.add_argument("--limit", type=int, default=None,
@@ -198,6 +201,11 @@ def run_fit(args) -> int:
     model_path = _model_path(args.model)
     emulator = load_model(model_path, args.device or default_device())
     opts = _options(args)
+    mask = None
+    if args.mask:
+        from ..fit.usermask import read_user_mask
+
+        mask = read_user_mask(args.mask, emulator.grid.wavelength)
     if args.all:
         import numpy as np
 
@@ -209,7 +217,7 @@ def run_fit(args) -> int:
             rows = rows[:args.limit]
         summary = fit_store(store, emulator, opts, rows=rows, chunk=args.chunk,
                             progress=not args.json, model_path=str(model_path),
-                            checkpoint_stars=args.checkpoint)
+                            checkpoint_stars=args.checkpoint, mask=mask)
         if args.json:
             print(json.dumps(summary))
         else:
@@ -231,11 +239,12 @@ def run_fit(args) -> int:
         if not store.has_star(star) and star.isdigit():  # a row number
             star = int(star)
         spectrum = store.spectrum(star)
-    result = fit_spectrum(spectrum, emulator, opts)
+    result = fit_spectrum(spectrum, emulator, opts, mask=mask)
     element = None
     if args.element:
         try:
-            element = fit_element(spectrum, emulator, args.element, result, options=opts)
+            element = fit_element(spectrum, emulator, args.element, result, options=opts,
+                                  mask=mask)
         except KeyError as exc:
             raise BadDataError(str(exc.args[0])) from None
     if args.json:

@@ -42,10 +42,11 @@ def _batch_arrays(store: SpectraStore, emulator: Emulator, batch, bad_bits):
 
 def fit_store_table(store: SpectraStore, emulator: Emulator, options: FitOptions | None = None,
                     *, rows=None, chunk: int | None = None, progress: bool = True,
-                    on_part=None) -> pd.DataFrame:
+                    on_part=None, mask: np.ndarray | None = None) -> pd.DataFrame:
     """Fit the store's stars (or ``rows``); a DataFrame of FIT_ columns indexed by row.
 
-    ``on_part(table)`` receives each chunk's columns as soon as they are fitted (checkpoints).
+    ``on_part(table)`` receives each chunk's columns as soon as they are fitted (checkpoints);
+    ``mask`` (True = exclude, on the emulator's grid) applies to every star.
     """
     if not store.normalized:
         raise BadDataError(
@@ -60,6 +61,8 @@ def fit_store_table(store: SpectraStore, emulator: Emulator, options: FitOptions
                disable=not progress or None)
     for batch in store.iter_batches(chunk, rows=rows):
         flux, error, good = _batch_arrays(store, emulator, batch, opts.bad_bits)
+        if mask is not None:
+            good &= ~mask[None]
         fit = fit_batch(emulator, flux, error, good, opts)
         parts.append(_columns(fit, batch.rows))
         if on_part is not None:
@@ -109,7 +112,8 @@ def write_fit_columns(store: SpectraStore, table: pd.DataFrame, note: dict | Non
 
 def fit_store(store: SpectraStore, emulator: Emulator, options: FitOptions | None = None, *,
               rows=None, chunk: int | None = None, progress: bool = True,
-              model_path: str = "", checkpoint_stars: int = 50_000) -> dict:
+              model_path: str = "", checkpoint_stars: int = 50_000,
+              mask: np.ndarray | None = None) -> dict:
     """Fit and write the FIT_ columns; returns a summary (stars, seconds, flags).
 
     Results are written every ``checkpoint_stars`` stars (and at the end), so an interrupted
@@ -133,7 +137,7 @@ def fit_store(store: SpectraStore, emulator: Emulator, options: FitOptions | Non
             flush()
 
     table = fit_store_table(store, emulator, options, rows=rows, chunk=chunk, progress=progress,
-                            on_part=on_part)
+                            on_part=on_part, mask=mask)
     flush()
     seconds = time.time() - t0
     if table.empty:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -220,6 +221,8 @@ class FitView(pn.viewable.Viewer):
                                           layout="fit_data_stretch", theme="simple",
                                           css_classes=["ss-fit-table"])
         self.summary = pn.pane.Markdown("", css_classes=["ss-fit-summary"], margin=(0, 10))
+        self.command = pn.pane.Markdown("", css_classes=["ss-fit-command"], margin=(0, 10),
+                                        sizing_mode="stretch_width")
         self.sliders = self._make_sliders()
         self.reset_sliders = pn.widgets.Button(label="Sliders to the fit", width=150,
                                                disabled=True)
@@ -279,7 +282,7 @@ class FitView(pn.viewable.Viewer):
             self.res_src.data = {"wave": [], "fit": [], "slider": []}
             self.window_src.data = {"x0": [], "x1": []}
             self.table.value = pd.DataFrame()
-            self.summary.object = self.element_info.object = ""
+            self.summary.object = self.element_info.object = self.command.object = ""
             self.progress.visible = False
             for w in (self.json_download, self.csv_download, self.reset_sliders,
                       self.element_button):
@@ -424,6 +427,7 @@ class FitView(pn.viewable.Viewer):
                 + (" · σ include the emulator's calibrated systematic floor"
                    if self.emulator.config.error_floor else ""))
             self.status.object = f"Fitted {spec.label}."
+            self._show_command()
             self._forward = ForwardModel(self.emulator, CONTINUUM_CHOICES[self.continuum.value])
             self._sliders_to_fit()
         focus_spec = self.focus.spectrum
@@ -497,6 +501,7 @@ class FitView(pn.viewable.Viewer):
                 f"{_fmt(res.value, d)} ± {_fmt(res.error, d)}{bound}, χ²_ν {res.chi2_nu:.2f} · "
                 f"full fit {_fmt(full, d)}")
             self.status.object = f"Fitted {res.element} in its windows."
+            self._show_command()
             pad = 0.1 * max(max(b for _, b in res.windows) - min(a for a, _ in res.windows), 10.0)
             self.x_range.update(start=min(a for a, _ in res.windows) - pad,
                                 end=max(b for _, b in res.windows) + pad)
@@ -620,6 +625,33 @@ class FitView(pn.viewable.Viewer):
         return {"continuum": self.continuum, "fit_rv": self.fit_rv, "element": self.element,
                 "mask_mode": self.mask_mode}
 
+    def _show_command(self) -> None:
+        self.command.object = ("The same fit from the command line (with the *Mask CSV* "
+                               "download if you drew a mask):\n\n```bash\n"
+                               f"{self.cli_command()}\n```")
+
+    def cli_command(self) -> str:
+        """The ``stellarscope fit`` command that repeats the current fit."""
+        parts = ["stellarscope", "fit"]
+        if self.model_dir:
+            parts += ["--model", self.model_dir]
+        store = self.context.store if self.context is not None else None
+        if self.focus.source == "store" and self.focus.star_id and store is not None:
+            parts += ["--store", str(store.path), "--star", self.focus.star_id]
+        else:
+            name = Path(str(self.spectrum.meta.get("SOURCE") or "FILE.fits")).name
+            parts += ["--file", str(name)]
+        degree = CONTINUUM_CHOICES[self.continuum.value]
+        if degree is not None:
+            parts += ["--continuum", str(degree)]
+        if not self.fit_rv.value:
+            parts += ["--rv", "0"]
+        if self.element_result is not None:
+            parts += ["--element", self.element_result.element]
+        if self.user_mask is not None and self.user_mask.any():
+            parts += ["--mask", self.mask_download.filename]
+        return " ".join(shlex.quote(p) for p in parts)
+
     def mask_ranges(self) -> list[list[float]]:
         """The user's drawn mask as [start, end] wavelength ranges."""
         if self.spectrum is None:
@@ -665,7 +697,7 @@ class FitView(pn.viewable.Viewer):
                             scroll=True, width=300)
         side = pn.Column(pn.pane.Markdown("#### Fit vs catalog", margin=(0, 10)), self.table,
                          width=420)
-        main = pn.Column(fit_row, mask_row, status_row, self.summary, self.element_info, self.empty,
+        main = pn.Column(fit_row, mask_row, status_row, self.summary, self.command, self.element_info, self.empty,
                          self.plot, sizing_mode="stretch_width")
         return pn.Column(pn.Row(main, sizing_mode="stretch_width"),
                          pn.Row(side, sliders, sizing_mode="stretch_width"),
