@@ -93,9 +93,14 @@ def read_session(raw: bytes, name: str = "session.json") -> dict:
     if not isinstance(doc.get("version"), int) or doc["version"] > VERSION:
         raise BadFileError(name, f"session version {doc.get('version')!r} is newer than this "
                            f"Stellarscope understands ({VERSION})")
-    for key, kind in (("star", str), ("tab", int), ("views", dict)):
-        if key in doc and not isinstance(doc[key], kind):
-            raise BadFileError(name, f"field {key!r} should be {kind.__name__}")
+    for key, kinds in (("star", str), ("uploaded_star", str), ("tab", int), ("views", dict),
+                       ("store", (dict, type(None))), ("selection", (dict, type(None)))):
+        if key in doc and (not isinstance(doc[key], kinds) or isinstance(doc[key], bool)):
+            expected = kinds.__name__ if isinstance(kinds, type) else f"{kinds[0].__name__} or null"
+            raise BadFileError(name, f"field {key!r} should be {expected}")
+    path = (doc.get("store") or {}).get("path")
+    if path is not None and not isinstance(path, str):
+        raise BadFileError(name, "field 'store.path' should be a string")
     return doc
 
 

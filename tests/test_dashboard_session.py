@@ -131,3 +131,56 @@ def test_session_upload_widget_restores_and_notifies(store):
     fresh.session_upload.value = b"{broken"
     assert fresh.context.message_kind == "error" and "broken.json" in fresh.context.message
     assert fresh.session.focus.star_id == star  # nothing changed
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner,
+                                                                 max_size=4),
+    max_leaves=20)
+
+
+@given(st.one_of(
+    st.binary(max_size=300),
+    json_values.map(lambda v: json.dumps(v).encode()),
+    st.dictionaries(st.sampled_from(["star", "tab", "views", "version", "selection", "store"]),
+                    json_values, max_size=6).map(
+        lambda d: json.dumps({"format": "stellarscope-session", "version": 1, **d}).encode()),
+))
+@settings(max_examples=150, deadline=None)
+def test_any_session_bytes_parse_or_give_a_named_error(raw):
+    try:
+        doc = persist.read_session(raw, "fuzz.json")
+    except BadFileError as exc:
+        assert str(exc).startswith("fuzz.json: ")
+    else:
+        assert doc["format"] == "stellarscope-session"
+
+
+SESSION_KEYS = ["star", "tab", "views", "selection", "store", "uploaded_star"]
+
+
+@given(st.dictionaries(st.sampled_from(SESSION_KEYS), json_values | st.dictionaries(
+    st.sampled_from(["path", "n_rows", "bitmask", "star", "latent", "fit", "catalog"]),
+    json_values, max_size=4), max_size=6))
+@settings(max_examples=150, deadline=None)
+def test_restoring_odd_documents_never_crashes(store, fields):
+    """Whatever a (checked) session file holds, restoring gives notes or a named error."""
+    doc = {"format": "stellarscope-session", "version": 1, **fields}
+    app = _shared_app(store)
+    try:
+        notes = persist.apply_session(app, persist.read_session(json.dumps(doc).encode(), "odd.json"),
+                                      "odd.json")
+    except BadFileError as exc:
+        assert str(exc).startswith("odd.json: ")
+    else:
+        assert isinstance(notes, list)
+
+
+_APPS = {}
+
+
+def _shared_app(store):
+    if store.path not in _APPS:  # one app for all examples: building one takes a second
+        _APPS[store.path] = make_app(store)
+    return _APPS[store.path]

@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from core.fit.forward import ForwardModel
 from core.grid import APOGEE_7514
@@ -221,3 +223,27 @@ def test_mask_files_in_both_layouts_and_bad_ones(tmp_path):
         assert str(bad) in str(info.value)
     with pytest.raises(BadFileError, match="no such file"):
         read_user_mask(tmp_path / "missing.csv", lam)
+
+
+@given(st.binary(max_size=400) | st.lists(
+    st.tuples(st.sampled_from(["start", "end", "wavelength_vac", "user_masked", "x"]),
+              st.lists(st.one_of(st.floats(allow_nan=True), st.text(max_size=4)), max_size=5)),
+    max_size=3).map(lambda cols: "\n".join(
+        [",".join(c for c, _ in cols)]
+        + [",".join(str(v[i]) if i < len(v) else "" for _, v in cols)
+           for i in range(max((len(v) for _, v in cols), default=0))]).encode()))
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_any_mask_file_gives_a_mask_or_a_named_error(tmp_path, raw):
+    from core.errors import BadFileError
+    from core.fit.usermask import read_user_mask
+
+    path = tmp_path / "fuzz.csv"
+    path.write_bytes(raw)
+    lam = APOGEE_7514.wavelength
+    try:
+        mask = read_user_mask(path, lam)
+    except BadFileError as exc:
+        assert str(exc).startswith(str(path))
+    else:
+        assert mask.shape == lam.shape and mask.dtype == bool
