@@ -15,6 +15,7 @@ import panel as pn
 
 from dashboard import data
 from dashboard.jobs import on_doc, session_doc
+from dashboard.shortcuts import Shortcuts
 from dashboard.state import AppContext, Session
 from dashboard.views.attention import AttentionPlaceholder
 from dashboard.views.catalog import CatalogView
@@ -27,6 +28,7 @@ ACCENT = "#1f4e79"
 MODEL_POLL_MS = 15_000
 LATENT_TAB = 1  # decodes only while shown
 CATALOG_TAB = 2  # position of the Catalog tab, whose corner plot is built on first visit
+FIT_TAB = 3
 
 
 def _notify_exception(exc: BaseException) -> None:
@@ -113,6 +115,7 @@ class DashboardApp:
             pn.pane.Markdown("### Model", margin=(0, 10)), model_card(ctx),
             pn.pane.Markdown("### Star", margin=(0, 10)), selected, self.picker,
             pn.pane.Markdown("### Session", margin=(0, 10)), self._session_card(),
+            pn.pane.Markdown("### Keys", margin=(0, 10)), self._shortcuts(),
         ]
         self.template = pn.template.FastListTemplate(
             title=TITLE + (" · mock survey" if ctx.is_mock else ""), sidebar=sidebar,
@@ -127,6 +130,25 @@ class DashboardApp:
             pn.state.location.sync(self.tabs, {"active": "tab"})
         if pn.state.curdoc is not None:  # new or retrained weights appear without a reload
             self._poll = pn.state.add_periodic_callback(self._poll_models, period=MODEL_POLL_MS)
+
+    def _shortcuts(self) -> Shortcuts:
+        session = self.session
+        actions = {
+            "n": ("next star", lambda: session.step_star(1)),
+            "p": ("previous", lambda: session.step_star(-1)),
+            "r": ("random star", session.random_star),
+            "f": ("fit", self._fit_key),
+        }
+        for i in range(len(self.tabs)):
+            actions[str(i + 1)] = ("tabs", lambda i=i: setattr(self.tabs, "active", i))
+        self.shortcuts = Shortcuts(actions)
+        return self.shortcuts
+
+    def _fit_key(self) -> None:
+        """Show the Fit tab and fit the focused star."""
+        self.tabs.active = FIT_TAB
+        if hasattr(self.fit_view, "fit") and not getattr(self.fit_view, "busy", False):
+            self.fit_view.fit()
 
     def _session_card(self) -> pn.viewable.Viewable:
         """Download the session as JSON; restore one by uploading it."""

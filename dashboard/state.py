@@ -152,6 +152,23 @@ class Session(param.Parameterized):
         row = int(rng.choice(rows)) if rows is not None else int(rng.integers(len(store)))
         return self.select_star(row)
 
+    def step_star(self, step: int) -> bool:
+        """Focus the next (step 1) or previous (−1) star: within the brushed selection when
+        there is one, else in catalog order; wraps around at the ends."""
+        store = self.context.store
+        if store is None or len(store) == 0:
+            self.context.fail(self.context.store_problem or "no store is open")
+            return False
+        rows = (self.selection.rows if self.selection.active and self.selection.count
+                else np.arange(len(store)))
+        current = -1
+        if self.focus.source == "store" and self.focus.star_id and store.has_star(self.focus.star_id):
+            current = store.row_of(self.focus.star_id)
+        # the first selected row after (or before) the current one, even if it is not selected
+        pos = np.searchsorted(rows, current, side="right" if step > 0 else "left")
+        pos = pos % len(rows) if step > 0 else (pos - 1) % len(rows)
+        return self.select_star(int(rows[pos]))
+
     def _on_star_id(self, event) -> None:
         if self._loading:
             return
