@@ -293,7 +293,7 @@ def run_evaluate(args) -> int:
     emulator = load_model(model_path, args.device or default_device())
     store = SpectraStore.open(resolve_store(args.store))
     record = calibrate_errors(emulator, store, n_stars=args.n_stars, reference=args.reference,
-                              seed=args.seed)
+                              seed=args.seed, progress=not args.json)
     if args.save:
         save_error_floor(model_path, record)
     record["model"], record["saved"] = str(model_path), bool(args.save)

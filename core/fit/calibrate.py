@@ -15,8 +15,10 @@ have a robust width of 1.  The floors are stored in the emulator's config
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
+from tqdm import tqdm
 
 from ..errors import BadDataError, BadFileError
 from ..models.emulator import Emulator
@@ -76,7 +78,7 @@ def reference_labels(store: SpectraStore, names: list[str], rows: np.ndarray, so
 
 def calibrate_errors(emulator: Emulator, store: SpectraStore, *, n_stars: int = 300,
                      reference: str = "auto", options: FitOptions | None = None, seed: int = 0,
-                     chunk: int = 64) -> dict:
+                     chunk: int = 64, progress: bool = False) -> dict:
     """Fit ``n_stars`` random stars of ``store`` and measure each label's systematic floor.
 
     Floors already stored with the emulator are left out of these fits, so the measurement
@@ -92,11 +94,15 @@ def calibrate_errors(emulator: Emulator, store: SpectraStore, *, n_stars: int = 
     names = emulator.label_names
     ref, ref_err, source = reference_labels(store, names, rows, reference)
     fitted, sigma = [], []
+    bar = tqdm(total=rows.size, desc="calibrating", unit="star", file=sys.stderr,
+               disable=not progress or None)
     for batch in store.iter_batches(chunk, rows=rows):
         flux, error, good = _batch_arrays(store, emulator, batch, opts.bad_bits)
         fit = fit_batch(emulator, flux, error, good, opts)
         fitted.append(fit.labels)
         sigma.append(fit.labels_err)
+        bar.update(len(batch))
+    bar.close()
     fitted, sigma = np.concatenate(fitted), np.concatenate(sigma)
     floor, before, after = {}, {}, {}
     for k, name in enumerate(names):
