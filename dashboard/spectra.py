@@ -12,6 +12,8 @@ from core.grid import decode_pixmask
 from core.spectrum import Spectrum
 
 #: Catalog quantities shown in the star's side table: column → (label, unit).
+WAVE_LABEL = "Wavelength [Å, vacuum]"
+
 LABEL_ROWS: dict[str, tuple[str, str]] = {
     "TEFF": ("Teff", "K"),
     "LOGG": ("log g", "dex"),

@@ -83,7 +83,7 @@ def test_view_fits_the_focused_star_and_fills_table_and_overlay(view, setup):
     assert list(table["label"]) == NAMES + ["RV"] and "truth" in table
     assert "χ²_ν" in v.summary.object
     assert MODEL_NAME in session.focus.models  # the Star view can overlay the fit
-    assert len(v.fit_src.data["flux"]) >= APOGEE_7514.n_pix
+    assert len(v.figures.fit_src.data["flux"]) >= APOGEE_7514.n_pix
 
 
 def test_sliders_start_from_the_fit_and_redraw_in_place(view):
@@ -91,11 +91,11 @@ def test_sliders_start_from_the_fit_and_redraw_in_place(view):
     session.select_star("2M-A")
     v.fit(sync=True)
     assert v.sliders["TEFF"].value == pytest.approx(v.result.labels["TEFF"], abs=v.sliders["TEFF"].step)
-    src = v.slider_src
+    src = v.figures.slider_src
     before = np.array(src.data["flux"], dtype=float)
     v.sliders["LOGG"].value = float(HI[1] - 0.01)
     after = np.array(src.data["flux"], dtype=float)
-    assert v.slider_src is src and not np.allclose(before, after, equal_nan=True)
+    assert v.figures.slider_src is src and not np.allclose(before, after, equal_nan=True)
     v._sliders_to_fit()
     assert np.allclose(np.array(src.data["flux"], dtype=float), before, equal_nan=True, atol=1e-5)
 
@@ -107,7 +107,7 @@ def test_drawn_mask_excludes_pixels_from_the_refit(view):
     n_before = v.result.n_pix
     lam = v.spectrum.wavelength
     changed = v.mask_range(lam[2000], lam[2999], masked=True)
-    assert changed == 1000 and len(v.user_src.data["x0"]) == 1
+    assert changed == 1000 and len(v.figures.user_src.data["x0"]) == 1
     v.fit(sync=True)
     assert v.result.n_pix == n_before - 1000
     assert not v.result.used[2000:3000].any()
@@ -125,16 +125,16 @@ def test_element_fit_from_a_line_click_and_exports(view):
     v.fit_element("Mg", sync=True)
     assert v.element_result is None and "Fit the star first" in v.status.object
     v.fit(sync=True)
-    v.lines_src.data = {"x": [15300.0], "element": ["Mg"], "species": ["Mg I"],
+    v.figures.lines_src.data = {"x": [15300.0], "element": ["Mg"], "species": ["Mg I"],
                         "label": ["MG_FE"]}
-    v.lines_src.selected.indices = [0]  # a click on the Mg line marker
+    v.figures.lines_src.selected.indices = [0]  # a click on the Mg line marker
     deadline = time.time() + 60
     while (v.busy or v.element_result is None) and time.time() < deadline:
         time.sleep(0.05)
-    assert v.lines_src.selected.indices == [] and v.element.value == "Mg"
+    assert v.figures.lines_src.selected.indices == [] and v.element.value == "Mg"
     res = v.element_result
     assert res.label == "MG_FE" and res.n_pix <= 4 * 41 and "MG_FE" in v.element_info.object
-    assert len(v.window_src.data["x0"]) == 4
+    assert len(v.figures.window_src.data["x0"]) == 4
     doc = json.loads(v._fit_json().getvalue())
     assert doc["element"]["label"] == "MG_FE" and doc["labels"]["TEFF"] == pytest.approx(
         v.result.labels["TEFF"])

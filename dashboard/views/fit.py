@@ -26,18 +26,6 @@ import pandas as pd
 import panel as pn
 import param
 import torch
-from bokeh.events import SelectionGeometry
-from bokeh.layouts import column as bk_column
-from bokeh.models import (
-    BoxSelectTool,
-    ColumnDataSource,
-    HoverTool,
-    Legend,
-    Range1d,
-    Span,
-    TapTool,
-)
-from bokeh.plotting import figure
 
 from core import paths
 from core.errors import StellarscopeError
@@ -48,14 +36,13 @@ from core.models.emulator import Emulator, load_emulator
 from .. import data
 from ..jobs import JobRunner, Throttle, on_doc
 from ..persist import restore_widgets, widget_state
-from ..spectra import masked_spans, robust_range, with_gaps
+from ..spectra import masked_spans
 from ..state import AppContext, FocusState
+from .fit_plot import FitPlot
 
 ENV_EMULATOR = "STELLARSCOPE_EMULATOR"
 EMULATOR_DEMO = "emulator-demo"
 MODEL_NAME = "Emulator fit"
-WAVE_LABEL = "Wavelength [Å, vacuum]"
-LINE_Y = 0.93  # line markers sit on their own 0–1 axis near the top
 CONTINUUM_CHOICES = {"off": None, "degree 0": 0, "degree 1": 1, "degree 2": 2}
 
 
@@ -111,85 +98,11 @@ class FitView(pn.viewable.Viewer):
         self._windows = data.element_windows()
         self._lines, _ = data.linelist()
         self._forward = None
-        self._build_figures()
+        self.figures = FitPlot(on_line_tap=self._on_line_tap, on_box=self._on_box)
         self._build_widgets()
         self._throttled_draw = Throttle(self._draw_slider_model, interval=0.05)
         self.focus.param.watch(self._on_spectrum, ["spectrum"])
         self._on_spectrum()
-
-    # -- figures ------------------------------------------------------------------------------
-    def _build_figures(self) -> None:
-        self.x_range = Range1d(15100, 17000)
-        box = BoxSelectTool(dimensions="width", description="Drag to mask / unmask a range")
-        fig = figure(height=360, sizing_mode="stretch_width", x_range=self.x_range,
-                     y_range=Range1d(0.4, 1.25), tools="xpan,xwheel_zoom,reset,save",
-                     active_scroll="xwheel_zoom", x_axis_label=WAVE_LABEL,
-                     y_axis_label="Normalised flux", title="No star selected")
-        # the box only reports its range (SelectionGeometry): bound to an empty renderer so it
-        # never selects line markers, whose selection means "fit this element"
-        box.renderers = [fig.scatter(x=[], y=[], size=0, alpha=0)]
-        fig.add_tools(box)
-        fig.toolbar.active_drag = box
-        fig.toolbar.logo = None
-        fig.extra_y_ranges = {"lines": Range1d(0, 1)}
-        fig.css_classes = ["ss-fit-plot"]
-        self.pipeline_src = ColumnDataSource({"x0": [], "x1": []})
-        self.user_src = ColumnDataSource({"x0": [], "x1": []})
-        self.window_src = ColumnDataSource({"x0": [], "x1": []})
-        self.data_src = ColumnDataSource({"wave": [], "flux": []})
-        # an area does not break at NaN, so the ±1σ band is drawn chip by chip
-        self.band_srcs = [ColumnDataSource({"wave": [], "lo": [], "hi": []}) for _ in range(3)]
-        self.fit_src = ColumnDataSource({"wave": [], "flux": []})
-        self.slider_src = ColumnDataSource({"wave": [], "flux": []})
-        self.element_src = ColumnDataSource({"wave": [], "flux": []})
-        r_pipe = fig.vstrip(x0="x0", x1="x1", source=self.pipeline_src, fill_color="#9e9e9e",
-                            fill_alpha=0.3, line_alpha=0)
-        r_user = fig.vstrip(x0="x0", x1="x1", source=self.user_src, fill_color="#e53935",
-                            fill_alpha=0.22, line_alpha=0)
-        r_win = fig.vstrip(x0="x0", x1="x1", source=self.window_src, fill_color="#ffd54f",
-                           fill_alpha=0.4, line_alpha=0)
-        r_band = [fig.varea(x="wave", y1="lo", y2="hi", source=src, fill_color="#7f9fbf",
-                            fill_alpha=0.4) for src in self.band_srcs]
-        r_data = fig.line("wave", "flux", source=self.data_src, color="#1a1a1a", line_width=1.0)
-        r_fit = fig.line("wave", "flux", source=self.fit_src, color="#2ca02c", line_width=1.4)
-        r_slider = fig.line("wave", "flux", source=self.slider_src, color="#ff7f0e",
-                            line_width=1.3, line_dash="dashed")
-        r_elem = fig.line("wave", "flux", source=self.element_src, color="#9467bd", line_width=1.6)
-        fig.add_tools(HoverTool(renderers=[r_data], mode="vline",
-                                tooltips=[("λ", "@wave{0.00} Å"), ("flux", "@flux{0.0000}")]))
-        self.lines_src = ColumnDataSource({"x": [], "element": [], "species": [], "label": []})
-        r_lines = fig.scatter("x", LINE_Y, source=self.lines_src, marker="inverted_triangle",
-                              size=8, color="#5b3a8e", y_range_name="lines",
-                              nonselection_alpha=0.6, selection_color="#d81b60")
-        fig.add_tools(TapTool(renderers=[r_lines]),
-                      HoverTool(renderers=[r_lines], tooltips=[
-                          ("line", "@species @x{0.00} Å"), ("click", "fit @label")]))
-        self.lines_src.selected.on_change("indices", self._on_line_tap)
-        fig.on_event(SelectionGeometry, self._on_box)
-        legend = Legend(items=[("flux ±1σ", [r_data, *r_band]), ("best fit", [r_fit]),
-                               ("sliders", [r_slider]), ("element fit", [r_elem]),
-                               ("pipeline mask", [r_pipe]), ("your mask", [r_user]),
-                               ("element windows", [r_win])],
-                        orientation="horizontal", click_policy="hide",
-                        label_text_font_size="9pt", spacing=10, margin=2)
-        fig.add_layout(legend, "above")
-        self.fig = fig
-
-        res = figure(height=170, sizing_mode="stretch_width", x_range=self.x_range,
-                     y_range=Range1d(-5, 5), tools="xpan,xwheel_zoom,reset",
-                     x_axis_label=WAVE_LABEL, y_axis_label="(data − model)/σ",
-                     title="Residuals")
-        res.toolbar.logo = None
-        self.res_src = ColumnDataSource({"wave": [], "fit": [], "slider": []})
-        res.vstrip(x0="x0", x1="x1", source=self.user_src, fill_color="#e53935",
-                   fill_alpha=0.22, line_alpha=0)
-        res.line("wave", "fit", source=self.res_src, color="#2ca02c", line_width=1)
-        res.line("wave", "slider", source=self.res_src, color="#ff7f0e", line_width=1,
-                 line_dash="dashed")
-        res.add_layout(Span(location=0, dimension="width", line_color="#333", line_width=1))
-        self.res_fig = res
-        self.plot = pn.pane.Bokeh(bk_column(fig, res, sizing_mode="stretch_width"),
-                                  sizing_mode="stretch_width")
 
     # -- widgets ------------------------------------------------------------------------------
     def _build_widgets(self) -> None:
@@ -277,10 +190,7 @@ class FitView(pn.viewable.Viewer):
         self.spectrum, self._forward = None, None
         with pn.io.hold():
             self.empty.visible = spec is None or self.emulator is None
-            for src in (self.fit_src, self.slider_src, self.element_src):
-                src.data = {"wave": [], "flux": []}
-            self.res_src.data = {"wave": [], "fit": [], "slider": []}
-            self.window_src.data = {"x0": [], "x1": []}
+            self.figures.clear_models()
             self.table.value = pd.DataFrame()
             self.summary.object = self.element_info.object = self.command.object = ""
             self.progress.visible = False
@@ -292,10 +202,7 @@ class FitView(pn.viewable.Viewer):
                 self.fit_button.disabled = True
                 return
             if spec is None:
-                self.data_src.data = {"wave": [], "flux": []}
-                for src in self.band_srcs:
-                    src.data = {"wave": [], "lo": [], "hi": []}
-                self.fig.title.text = "No star selected"
+                self.figures.clear_spectrum()
                 self.fit_button.disabled = self.mask_download.disabled = True
                 self.status.object = ""
                 return
@@ -319,35 +226,20 @@ class FitView(pn.viewable.Viewer):
 
     def _draw_data(self) -> None:
         spec = self.spectrum
-        bad = spec.bad()
-        flux = np.where(bad, np.nan, spec.flux)
-        err = np.where(bad, np.nan, spec.error)
-        self.data_src.data = with_gaps(spec.wavelength, {"flux": flux})
-        chips = self.emulator.grid.chip_slices()
-        for k, src in enumerate(self.band_srcs):
-            sl = chips[k] if k < len(chips) else slice(0, 0)
-            src.data = {"wave": spec.wavelength[sl], "lo": (flux - err)[sl],
-                        "hi": (flux + err)[sl]}
-        self.pipeline_src.data = masked_spans(spec.wavelength, bad)
-        self.user_src.data = {"x0": [], "x1": []}
-        lo, hi = robust_range(spec.flux, ~bad)
-        self.fig.y_range.update(start=min(lo, 0.5), end=max(hi, 1.08) + 0.12)
-        lam = spec.wavelength
-        self.x_range.update(start=float(lam[0]) - 5, end=float(lam[-1]) + 5)
-        self.fig.title.text = f"{spec.label} on the {self.emulator.grid.name} grid"
+        self.figures.draw_spectrum(spec, self.emulator.grid.chip_slices(),
+                                   f"{spec.label} on the {self.emulator.grid.name} grid")
         self._draw_lines()
 
     def _draw_lines(self) -> None:
         lines = self._lines
         elements = set(self.element.options)
         if lines is None or not elements:
-            self.lines_src.data = {"x": [], "element": [], "species": [], "label": []}
+            self.figures.draw_lines([], [], [], [])
             return
         sub = lines[(lines["kind"] == "atomic") & lines["element"].isin(elements)]
         labels = [element_label(self.emulator, e) for e in sub["element"]]
-        self.lines_src.data = {"x": sub["wavelength_vac"].to_numpy(),
-                               "element": sub["element"].to_list(),
-                               "species": sub["species"].to_list(), "label": labels}
+        self.figures.draw_lines(sub["wavelength_vac"].to_numpy(), sub["element"],
+                                sub["species"], labels)
 
     def _catalog_start(self) -> dict[str, float]:
         meta = self.spectrum.meta
@@ -417,7 +309,7 @@ class FitView(pn.viewable.Viewer):
             self.element_button.disabled = not self.element.options
             for w in (self.json_download, self.csv_download, self.reset_sliders):
                 w.disabled = False
-            self.fit_src.data = with_gaps(spec.wavelength, {"flux": np.where(result.used, result.model, np.nan)})
+            self.figures.draw_fit(spec.wavelength, np.where(result.used, result.model, np.nan))
             self.table.value = self.result_table(result)
             flags = ", ".join(result.flag_names) or "none"
             self.summary.object = (
@@ -455,8 +347,9 @@ class FitView(pn.viewable.Viewer):
     def _on_line_tap(self, attr, old, new) -> None:
         if not new:
             return
-        element = self.lines_src.data["element"][new[0]]
-        self.lines_src.selected.indices = []  # so a second click on the same line fits again
+        lines = self.figures.lines_src
+        element = lines.data["element"][new[0]]
+        lines.selected.indices = []  # so a second click on the same line fits again
         self.element.value = element
         self.fit_element(element)
 
@@ -468,7 +361,7 @@ class FitView(pn.viewable.Viewer):
             self.status.object = f"Fit the star first, then {element} can be fitted in its windows."
             return
         w = self._windows[self._windows["element"] == element]
-        self.window_src.data = {"x0": w["start_vac"].to_numpy(), "x1": w["end_vac"].to_numpy()}
+        self.figures.draw_windows(w["start_vac"].to_numpy(), w["end_vac"].to_numpy())
         spec, emu, base, mask = self.spectrum, self.emulator, self.result, self.user_mask.copy()
         opts = self.options()
         if sync:
@@ -493,8 +386,8 @@ class FitView(pn.viewable.Viewer):
         with pn.io.hold():
             self.progress.visible = False
             self.fit_button.disabled = self.element_button.disabled = False
-            self.element_src.data = with_gaps(self.spectrum.wavelength,
-                                              {"flux": np.where(res.used, res.model, np.nan)})
+            self.figures.draw_element(self.spectrum.wavelength,
+                                      np.where(res.used, res.model, np.nan))
             bound = " (at the training-range bound)" if res.at_bound else ""
             self.element_info.object = (
                 f"**{res.element}** in {len(res.windows)} windows ({res.n_pix} px): {res.label} = "
@@ -503,8 +396,8 @@ class FitView(pn.viewable.Viewer):
             self.status.object = f"Fitted {res.element} in its windows."
             self._show_command()
             pad = 0.1 * max(max(b for _, b in res.windows) - min(a for a, _ in res.windows), 10.0)
-            self.x_range.update(start=min(a for a, _ in res.windows) - pad,
-                                end=max(b for _, b in res.windows) + pad)
+            self.figures.zoom(min(a for a, _ in res.windows) - pad,
+                              max(b for _, b in res.windows) + pad)
         self.busy = False
 
     # -- masking ------------------------------------------------------------------------------
@@ -536,7 +429,7 @@ class FitView(pn.viewable.Viewer):
             self.status.object = "Your mask is cleared; press **Fit** to refit."
 
     def _draw_user_mask(self) -> None:
-        self.user_src.data = masked_spans(self.spectrum.wavelength, self.user_mask)
+        self.figures.draw_user_mask(self.spectrum.wavelength, self.user_mask)
 
     # -- sliders ------------------------------------------------------------------------------
     def _sliders_from(self, labels: dict[str, float], rv: float | None = None) -> None:
@@ -578,13 +471,7 @@ class FitView(pn.viewable.Viewer):
                                  / spec.error, np.nan) if self.result is not None
                         else np.full(spec.n_pix, np.nan))
         with pn.io.hold():
-            # in-place: the same sources, new columns; the figures are never rebuilt
-            self.slider_src.data = with_gaps(spec.wavelength, {"flux": model})
-            self.res_src.data = with_gaps(spec.wavelength, {"fit": fit_pull, "slider": pull})
-            finite = pull[np.isfinite(pull)]
-            chi2 = float(np.mean(finite**2)) if finite.size else float("nan")
-            self.res_fig.title.text = (f"Residuals: best fit (green), sliders (orange, χ²_ν "
-                                       f"{chi2:.2f})")
+            self.figures.draw_sliders(spec.wavelength, model, fit_pull, pull)
 
     # -- downloads ----------------------------------------------------------------------------
     def mask_table(self) -> pd.DataFrame:
@@ -698,7 +585,7 @@ class FitView(pn.viewable.Viewer):
         side = pn.Column(pn.pane.Markdown("#### Fit vs catalog", margin=(0, 10)), self.table,
                          width=420)
         main = pn.Column(fit_row, mask_row, status_row, self.summary, self.command, self.element_info, self.empty,
-                         self.plot, sizing_mode="stretch_width")
+                         self.figures.pane, sizing_mode="stretch_width")
         return pn.Column(pn.Row(main, sizing_mode="stretch_width"),
                          pn.Row(side, sliders, sizing_mode="stretch_width"),
                          sizing_mode="stretch_width")

@@ -30,9 +30,8 @@ from core.grid import Grid, get_grid
 
 from ..jobs import Debounce, Throttle
 from ..persist import restore_widgets
-from ..spectra import chip_images, robust_range, with_gaps
+from ..spectra import WAVE_LABEL, chip_images, robust_range, with_gaps
 from ..state import AppContext, FocusState
-from .star import WAVE_LABEL
 
 #: Physical units of the injected labels, for slider titles.
 LABEL_UNITS = {"TEFF": ("Teff", "K"), "LOGG": ("log g", "dex"), "FE_H": ("[Fe/H]", "dex"),

@@ -33,6 +33,7 @@ from core.grid import get_grid
 from .. import data
 from ..persist import restore_widgets, widget_state
 from ..spectra import (
+    WAVE_LABEL,
     band_patch,
     csv_bytes,
     error_band,
@@ -45,7 +46,6 @@ from ..spectra import (
 )
 from ..state import AppContext, FocusState
 
-WAVE_LABEL = "Wavelength [Å, vacuum]"
 MODEL_COLORS = {
     "VAE reconstruction": "#d62728",
     "Emulator fit": "#2ca02c",
