@@ -180,6 +180,40 @@ def measure_views(store_path: Path, vae_dir: Path, repeats: int) -> dict:
     }
 
 
+def measure_fit_view(store_path: Path, repeats: int) -> dict:
+    """The Fit view with the shipped emulator: Fit, a slider step, an element fit, a mask drag."""
+    from core.store import SpectraStore
+    from dashboard.state import AppContext, Session
+    from dashboard.views.fit import FitView
+
+    store = SpectraStore.open(store_path)
+    session = Session(context=AppContext(store=store))
+    view = FitView(focus=session.focus, context=session.context)
+    if view.emulator is None:
+        return {"skipped": view.model_problem}
+    rows = iter(np.random.default_rng(9).choice(len(store), size=repeats + 2, replace=False))
+
+    def fit_next():
+        session.select_star(int(next(rows)))
+        view.fit(sync=True)
+
+    fits = timed(fit_next, repeats, warmup=1)
+    slider = view.sliders["TEFF"]
+    values = iter(np.tile(np.linspace(slider.start, slider.end, 41), 10))
+
+    def step():
+        slider.value = float(next(values))
+        view._draw_slider_model()  # what the throttle runs; timed without its 50 ms wait
+
+    steps = timed(step, repeats * 2, warmup=3)
+    element = timed(lambda: view.fit_element("Mg", sync=True), max(3, repeats // 3))
+    lam = view.spectrum.wavelength
+    drag = timed(lambda: view.mask_range(lam[1000], lam[1300]), repeats)
+    return {"emulator": view.model_dir, "fit_star": summary(fits),
+            "slider_step_redraw": summary(steps), "element_fit_mg": summary(element),
+            "mask_drag": summary(drag)}
+
+
 def measure_corner(frame: pd.DataFrame, repeats: int) -> dict:
     from dashboard import corner
     from dashboard.views.catalog import CornerPlot
@@ -251,6 +285,32 @@ def selection_only(args) -> int:
           f"{corner['lasso_mask_only_200_vertices']['median_ms']} ms)")
     print(f"wrote {args.out}")
     return 0
+
+
+def fit_view_only(args) -> int:
+    """Time just the Fit view; update the ``fit_view`` entry of ``args.out``."""
+    import json
+
+    from core.store.atomic import write_json_atomic
+
+    result = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    with tempfile.TemporaryDirectory(prefix="stellarscope-bench-") as tmp:
+        store = bench_store(args.store, Path(tmp), args.n_stars)
+        result["fit_view"] = fit = measure_fit_view(store, max(5, args.repeats // 3))
+    write_json_atomic(args.out, result)
+    print_fit_view(fit)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def print_fit_view(fit: dict) -> None:
+    if "skipped" in fit:
+        print(f"Fit view not timed: {fit['skipped']}")
+        return
+    print(f"Fit view: Fit {fit['fit_star']['median_ms']} ms, slider step "
+          f"{fit['slider_step_redraw']['median_ms']} ms, Mg element fit "
+          f"{fit['element_fit_mg']['median_ms']} ms, mask drag {fit['mask_drag']['median_ms']} ms "
+          "(medians)")
 
 
 def measure_corner_py(frame: pd.DataFrame, runs: int) -> dict:
@@ -349,10 +409,14 @@ def main(argv=None) -> int:
     ap.add_argument("--browser", action="store_true", help="also time the browser round trip")
     ap.add_argument("--only-selection", action="store_true", help="time only the box and "
                     "lasso selections, updating the corner entry of --out")
+    ap.add_argument("--only-fit-view", action="store_true", help="time only the Fit view and "
+                    "update that entry of --out")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "dashboard.json")
     args = ap.parse_args(argv)
     if args.only_selection:
         return selection_only(args)
+    if args.only_fit_view:
+        return fit_view_only(args)
 
     import torch
 
@@ -367,6 +431,7 @@ def main(argv=None) -> int:
         vae, vae_origin = bench_vae(args.vae, store, Path(tmp))
         result["vae_origin"] = vae_origin
         result["views"] = measure_views(store, vae, args.repeats)
+        result["fit_view"] = measure_fit_view(store, max(5, args.repeats // 3))
         frame = synthetic_catalog(args.rows)
         result["corner"] = measure_corner(frame, max(5, args.repeats // 3))
         result["corner_py"] = measure_corner_py(frame, args.corner_runs)
@@ -391,6 +456,7 @@ def main(argv=None) -> int:
           f"{c['box_selection_update']['median_ms']} ms, {LASSO_VERTICES}-vertex lasso "
           f"{c['lasso_selection_update']['median_ms']} ms; corner.py "
           f"{result['corner_py']['median_ms']} ms → ×{result['corner_speedup_vs_corner_py']}")
+    print_fit_view(result["fit_view"])
     if "browser_round_trip" in result:
         print(f"browser slider round trip: {result['browser_round_trip']['median_ms']} ms median "
               f"(target < {TARGETS_MS['browser_round_trip']})")
