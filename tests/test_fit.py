@@ -423,3 +423,26 @@ def test_store_fit_applies_one_mask_to_every_star(emulator, fit_store_dir):
     mask[1000:1400] = True
     masked = fit_store_table(store, emulator, opts, rows=[0, 1], progress=False, mask=mask)
     np.testing.assert_array_equal(masked["FIT_NPIX"], plain["FIT_NPIX"] - 400)
+
+
+def test_cli_fits_an_aspcapstar_file_and_names_a_truncated_one(emulator, tmp_path, capsys):
+    from fits_fixtures import truncate_copy, write_aspcapstar
+
+    from core.cli.main import main
+
+    truth = inner_labels(1, seed=33)[0]
+    flux, err = synth(emulator, truth, snr=200, seed=4)
+    on_apstar = [APOGEE_7514.to_apstar(a[0], fill=0.0) for a in (flux, err)]
+    path = write_aspcapstar(tmp_path / "aspcapStar-dr17-2M00000001+0000001.fits",
+                            apogee_id="2M00000001+0000001", flux=on_apstar[0],
+                            error=on_apstar[1])
+    model = tmp_path / "emu"
+    save_emulator(emulator, model)
+    assert main(["fit", "--model", str(model), "--file", str(path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["star"] == "2M00000001+0000001" and out["n_pix"] > 7000
+    for k, name in enumerate(NAMES):
+        assert abs(out["labels"][name] - truth[k]) < 5 * out["errors"][name] + 1e-3 * (HI[k] - LO[k])
+    cut = truncate_copy(path, tmp_path / "aspcapStar-cut.fits", 20_000)
+    assert main(["fit", "--model", str(model), "--file", str(cut)]) == 1
+    assert str(cut) in capsys.readouterr().err
