@@ -309,3 +309,36 @@ def vae_outputs(vae, spectrum: Spectrum, catalog_row: dict | None = None) -> dic
     outputs = {"VAE χ²_ν": stats["chi2_nu"], "VAE RMS residual": stats["resid_rms"],
                "VAE labels from": where}
     return {"encoding": encoding, "reconstruction": recon, "outputs": outputs}
+
+
+def zoom_groups(grid, windows: pd.DataFrame | None, elements=None) -> dict[str, dict[str, str]]:
+    """Options of a "Zoom to" select: the whole spectrum, each chip, each element's windows
+    (only ``elements`` when given)."""
+    zoom = {"Whole spectrum": "whole"}
+    for i, name in enumerate(grid.chip_names):
+        zoom[f"{name.title()} chip"] = f"chip:{i}"
+    groups = {"Spectrum": zoom}
+    if windows is not None and len(windows):
+        els = sorted(set(windows["element"]) & set(elements) if elements is not None
+                     else set(windows["element"]))
+        if els:
+            groups["Element windows"] = {f"{el} windows": f"el:{el}" for el in els}
+    return groups
+
+
+def zoom_span(key: str, grid, windows: pd.DataFrame | None):
+    """(start, end, window starts, window ends) of a :func:`zoom_groups` key, or None."""
+    none = np.zeros(0)
+    if key == "whole":
+        lam = grid.wavelength
+        return lam[0] - 5, lam[-1] + 5, none, none
+    if key.startswith("chip:"):
+        lam = grid.wavelength[grid.chip_slices()[int(key[5:])]]
+        return lam[0] - 2, lam[-1] + 2, none, none
+    if key.startswith("el:") and windows is not None:
+        w = windows[windows["element"] == key[3:]]
+        if len(w):
+            lo, hi = w["start_vac"].to_numpy(), w["end_vac"].to_numpy()
+            pad = 0.1 * max(hi.max() - lo.min(), 10.0)
+            return lo.min() - pad, hi.max() + pad, lo, hi
+    return None

@@ -247,3 +247,18 @@ def test_any_mask_file_gives_a_mask_or_a_named_error(tmp_path, raw):
         assert str(exc).startswith(str(path))
     else:
         assert mask.shape == lam.shape and mask.dtype == bool
+
+
+def test_zoom_presets_frame_chips_and_element_windows(view):
+    v, session = view
+    session.select_star("2M-A")
+    assert set(v.zoom.values) == {"whole", "chip:0", "chip:1", "chip:2", "el:Mg"}  # fittable
+    v.zoom.value = "chip:1"
+    green = APOGEE_7514.wavelength[APOGEE_7514.chip_slices()[1]]
+    assert v.figures.x_range.start == pytest.approx(green[0] - 2)
+    v.element.value = "Fe"
+    v.zoom.value = "el:Mg"
+    assert v.element.value == "Mg" and len(v.figures.window_src.data["x0"]) == 4
+    assert v.figures.x_range.start < v.figures.window_src.data["x0"].min()
+    v.zoom.value = "whole"
+    assert len(v.figures.window_src.data["x0"]) == 0

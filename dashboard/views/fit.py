@@ -36,7 +36,7 @@ from core.models.emulator import Emulator, load_emulator
 from .. import data
 from ..jobs import JobRunner, Throttle, on_doc
 from ..persist import restore_widgets, widget_state
-from ..spectra import masked_spans
+from ..spectra import masked_spans, zoom_groups, zoom_span
 from ..state import AppContext, FocusState
 from .fit_plot import FitPlot
 
@@ -129,6 +129,12 @@ class FitView(pn.viewable.Viewer):
                                                 css_classes=["ss-fit-element"])
         self.element_button.on_click(lambda e: self.fit_element(self.element.value))
         self.element_info = pn.pane.Markdown("", margin=(0, 10), css_classes=["ss-element-info"])
+        grid = self.emulator.grid if self.emulator is not None else None
+        self.zoom = pn.widgets.Select(
+            label="Zoom to", value="whole", width=170, css_classes=["ss-fit-zoom"],
+            groups=zoom_groups(grid, self._windows, elements) if grid is not None else
+            {"Spectrum": {"Whole spectrum": "whole"}})
+        self.zoom.param.watch(lambda e: self.apply_zoom(e.new), "value")
         self.table = pn.widgets.Tabulator(pd.DataFrame(), show_index=False, disabled=True,
                                           sizing_mode="stretch_width", height=420,
                                           layout="fit_data_stretch", theme="simple",
@@ -400,6 +406,20 @@ class FitView(pn.viewable.Viewer):
                               max(b for _, b in res.windows) + pad)
         self.busy = False
 
+    def apply_zoom(self, key: str | None) -> None:
+        """Zoom to the whole spectrum, a chip, or an element's windows (and pick that element)."""
+        if not key or self.emulator is None:
+            return
+        span = zoom_span(key, self.emulator.grid, self._windows)
+        if span is None:
+            return
+        start, end, x0, x1 = span
+        with pn.io.hold():
+            self.figures.draw_windows(x0, x1)
+            self.figures.zoom(float(start), float(end))
+            if key.startswith("el:") and key[3:] in self.element.options:
+                self.element.value = key[3:]
+
     # -- masking ------------------------------------------------------------------------------
     def _on_box(self, event) -> None:
         geom = event.geometry
@@ -570,7 +590,7 @@ class FitView(pn.viewable.Viewer):
                                  sizing_mode="stretch_width")
         fit_row = pn.Row(
             self.fit_button, self.continuum, self.fit_rv, pn.Spacer(width=30),
-            self.element, self.element_button, align="end", sizing_mode="stretch_width",
+            self.element, self.element_button, pn.Spacer(width=30), self.zoom, align="end", sizing_mode="stretch_width",
             styles={"flex-wrap": "wrap"})
         mask_row = pn.Row(
             pn.pane.Markdown("Drag across the spectrum to", margin=(8, 5, 0, 10)),

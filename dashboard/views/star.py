@@ -43,6 +43,8 @@ from ..spectra import (
     residuals,
     robust_range,
     with_gaps,
+    zoom_groups,
+    zoom_span,
 )
 from ..state import AppContext, FocusState
 
@@ -240,14 +242,7 @@ class StarView(pn.viewable.Viewer):
             color="default")
         self.residual_of = pn.widgets.Select(label="Residual of", options=[], width=200,
                                              visible=False)
-        zoom = {"Whole spectrum": "whole"}
-        grid = get_grid("apogee7514")
-        for i, name in enumerate(grid.chip_names):
-            zoom[f"{name.title()} chip"] = f"chip:{i}"
-        groups = {"Spectrum": zoom}
-        if self._windows is not None and len(self._windows):
-            els = sorted(self._windows["element"].unique())
-            groups["Element windows"] = {f"{el} windows": f"el:{el}" for el in els}
+        groups = zoom_groups(get_grid("apogee7514"), self._windows)
         self.zoom = pn.widgets.Select(label="Zoom to", groups=groups, value="whole", width=190)
         self.goto_line = pn.widgets.AutocompleteInput(
             label="Go to line", options=self._line_names(), placeholder="e.g. Fe I 15207",
@@ -472,20 +467,13 @@ class StarView(pn.viewable.Viewer):
         if not key:
             return
         spec = self.focus.spectrum
-        wave = spec.wavelength if spec is not None else get_grid("apogee7514").wavelength
-        self.window_src.data = {"x0": [], "x1": []}
-        if key == "whole":
-            self.set_xrange(wave[0] - 5, wave[-1] + 5)
-        elif key.startswith("chip:"):
-            grid = spec.grid_obj if spec is not None and spec.grid_obj else get_grid("apogee7514")
-            sl = grid.chip_slices()[int(key[5:])]
-            lam = grid.wavelength[sl]
-            self.set_xrange(lam[0] - 2, lam[-1] + 2)
-        elif key.startswith("el:") and self._windows is not None:
-            w = self._windows[self._windows["element"] == key[3:]]
-            self.window_src.data = {"x0": w["start_vac"].to_numpy(), "x1": w["end_vac"].to_numpy()}
-            pad = 0.1 * max(w["end_vac"].max() - w["start_vac"].min(), 10.0)
-            self.set_xrange(w["start_vac"].min() - pad, w["end_vac"].max() + pad)
+        grid = spec.grid_obj if spec is not None and spec.grid_obj else get_grid("apogee7514")
+        span = zoom_span(key, grid, self._windows)
+        if span is None:
+            return
+        start, end, x0, x1 = span
+        self.window_src.data = {"x0": x0, "x1": x1}
+        self.set_xrange(start, end)
 
     def zoom_to_line(self, name: str, half_width: float = 12.0) -> None:
         if not name:
