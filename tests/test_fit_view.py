@@ -262,3 +262,15 @@ def test_zoom_presets_frame_chips_and_element_windows(view):
     assert v.figures.x_range.start < v.figures.window_src.data["x0"].min()
     v.zoom.value = "whole"
     assert len(v.figures.window_src.data["x0"]) == 0
+
+
+def test_an_uploaded_spectrum_is_fitted_and_its_command_names_the_file(view, setup):
+    v, session = view
+    emu, store, truth = setup
+    spec = store.spectrum("2M-B")
+    spec.meta.update(SOURCE="/tmp/upload/apStar-dr17-2M-B.fits", APOGEE_ID="2M-B")
+    session.show(spec, source="upload")
+    assert not v.fit_button.disabled
+    v.fit(sync=True)
+    assert abs(v.result.rv - 20.0) < 1.0
+    assert "--file apStar-dr17-2M-B.fits" in v.cli_command() and "--star" not in v.cli_command()
