@@ -54,6 +54,13 @@ def flag_unusable(
     return np.where(bad, pixmask | BADPIX, pixmask)
 
 
+def on_grid_spectrum(target: Grid, flux, error, mask, meta: dict) -> Spectrum:
+    """An un-normalised spectrum on ``target``'s pixels, non-finite pixels flagged BADPIX."""
+    return Spectrum(wavelength=target.wavelength, flux=flux, error=error,
+                    pixmask=flag_unusable(mask, flux, error), meta=meta, grid=target.name,
+                    normalized=False)
+
+
 def _pick_row(path, shape: tuple[int, ...], visit: int | None) -> tuple[int | None, str, int]:
     """(row index or None for 1-D, description, visits stored in the file)."""
     if len(shape) == 1 or shape[0] == 1:
@@ -144,12 +151,4 @@ def read_apstar(
     )
     if meta["NVISITS"] is None:
         meta["NVISITS"] = n_visits
-    return Spectrum(
-        wavelength=target.wavelength,
-        flux=flux,
-        error=error,
-        pixmask=flag_unusable(mask, flux, error),
-        meta=meta,
-        grid=target.name,
-        normalized=False,
-    )
+    return on_grid_spectrum(target, flux, error, mask, meta)

@@ -21,7 +21,7 @@ from ..errors import BadFileError
 from ..grid import APSTAR_NPIX, Grid, apstar_pixel, doppler_factor, get_grid
 from ..spectrum import Spectrum
 from . import fitsutil as fu
-from .apstar import flag_unusable
+from .apstar import flag_unusable, on_grid_spectrum
 from .naming import apogee_id_from_name
 from .resample import BADPIX, resample_linear
 
@@ -217,12 +217,4 @@ def read_apvisit(
     flux, error, mask = (target.from_apstar(a) for a in (flux8575, err8575, mask8575))
     fu.check_values(path, flux[on_grid], error[on_grid], what="apVisit spectrum on the grid")
     meta.update(RV_USED=velocity, RV_SOURCE=source, COVERED_FRACTION=float(on_grid.mean()))
-    return Spectrum(
-        wavelength=target.wavelength,
-        flux=flux,
-        error=error,
-        pixmask=flag_unusable(mask, flux, error),
-        meta=meta,
-        grid=target.name,
-        normalized=False,
-    )
+    return on_grid_spectrum(target, flux, error, mask, meta)
