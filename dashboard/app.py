@@ -52,7 +52,8 @@ def fit_view(session: Session):
         return pn.pane.Alert("### The Fit view is not installed yet\n\nFitting stellar labels "
                              "with the neural emulator arrives with its own issue.",
                              alert_type="secondary", sizing_mode="stretch_width")
-    return module.FitView(focus=session.focus, context=session.context)
+    return module.FitView(focus=session.focus, context=session.context,
+                          selection=session.selection)
 
 
 def dataset_card(ctx: AppContext) -> pn.viewable.Viewable:

@@ -92,6 +92,7 @@ class AppContext(param.Parameterized):
     message_kind = param.Selector(default="info", objects=["info", "success", "warning", "error"])
     message_count = param.Integer(default=0, doc="bumped per message so repeats notify again")
     status = param.String(default="", doc="one line about what is on screen, for the sidebar")
+    catalog_version = param.Integer(default=0, doc="bumped when columns are added to the store")
 
     def notify(self, text: str, kind: str = "info") -> None:
         self.param.update(message=str(text), message_kind=kind,

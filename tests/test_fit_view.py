@@ -274,3 +274,37 @@ def test_an_uploaded_spectrum_is_fitted_and_its_command_names_the_file(view, set
     v.fit(sync=True)
     assert abs(v.result.rv - 20.0) < 1.0
     assert "--file apStar-dr17-2M-B.fits" in v.cli_command() and "--star" not in v.cli_command()
+
+
+def test_fit_selection_writes_fit_columns_and_the_catalog_picks_them_up(setup, monkeypatch,
+                                                                        tmp_path):
+    import shutil
+
+    from core.store import SpectraStore
+    from dashboard.state import SelectionState
+    from dashboard.views.catalog import CatalogView
+
+    emu, store, truth = setup
+    copy = tmp_path / "store"
+    shutil.copytree(store.path, copy)
+    session = Session(context=AppContext(store=SpectraStore.open(copy)))
+    assert isinstance(session.selection, SelectionState)
+    v = FitView(focus=session.focus, context=session.context, emulator=emu,
+                selection=session.selection)
+    catalog = CatalogView(focus=session.focus, selection=session.selection,
+                          context=session.context)
+    v.fit_selection(sync=True)
+    assert "Brush stars" in v.status.object
+    session.selection.select([0, 2], "box")
+    assert v.selection_button.label == "Fit 2 selected"
+    version = session.context.catalog_version
+    v.fit_selection(sync=True)
+    assert "Fitted 2 selected stars" in v.status.object
+    assert session.context.catalog_version == version + 1
+    cat = SpectraStore.open(copy).catalog
+    assert np.isfinite(cat["FIT_TEFF"].iloc[[0, 2]]).all() and np.isnan(cat["FIT_TEFF"].iloc[1])
+    assert abs(cat["FIT_RV"].iloc[2] - (-35.0)) < 1.0
+    assert "FIT_TEFF" in catalog.axes.options and "FIT_CHI2" in catalog.color_by.options
+    monkeypatch.setattr("dashboard.views.fit.MAX_SELECTION_FIT", 1)
+    v.fit_selection(sync=True)
+    assert "the app fits up to 1" in v.status.object

@@ -42,11 +42,13 @@ def _batch_arrays(store: SpectraStore, emulator: Emulator, batch, bad_bits):
 
 def fit_store_table(store: SpectraStore, emulator: Emulator, options: FitOptions | None = None,
                     *, rows=None, chunk: int | None = None, progress: bool = True,
-                    on_part=None, mask: np.ndarray | None = None) -> pd.DataFrame:
+                    on_part=None, mask: np.ndarray | None = None,
+                    on_progress=None) -> pd.DataFrame:
     """Fit the store's stars (or ``rows``); a DataFrame of FIT_ columns indexed by row.
 
     ``on_part(table)`` receives each chunk's columns as soon as they are fitted (checkpoints);
-    ``mask`` (True = exclude, on the emulator's grid) applies to every star.
+    ``mask`` (True = exclude, on the emulator's grid) applies to every star;
+    ``on_progress(done, total)`` follows the run (e.g. an app's progress bar).
     """
     if not store.normalized:
         raise BadDataError(
@@ -68,6 +70,8 @@ def fit_store_table(store: SpectraStore, emulator: Emulator, options: FitOptions
         if on_part is not None:
             on_part(parts[-1])
         bar.update(len(batch))
+        if on_progress is not None:
+            on_progress(int(bar.n), int(rows.size))
     bar.close()
     return pd.concat(parts) if parts else pd.DataFrame()
 
@@ -113,7 +117,7 @@ def write_fit_columns(store: SpectraStore, table: pd.DataFrame, note: dict | Non
 def fit_store(store: SpectraStore, emulator: Emulator, options: FitOptions | None = None, *,
               rows=None, chunk: int | None = None, progress: bool = True,
               model_path: str = "", checkpoint_stars: int = 50_000,
-              mask: np.ndarray | None = None) -> dict:
+              mask: np.ndarray | None = None, on_progress=None) -> dict:
     """Fit and write the FIT_ columns; returns a summary (stars, seconds, flags).
 
     Results are written every ``checkpoint_stars`` stars (and at the end), so an interrupted
@@ -137,7 +141,7 @@ def fit_store(store: SpectraStore, emulator: Emulator, options: FitOptions | Non
             flush()
 
     table = fit_store_table(store, emulator, options, rows=rows, chunk=chunk, progress=progress,
-                            on_part=on_part, mask=mask)
+                            on_part=on_part, mask=mask, on_progress=on_progress)
     flush()
     seconds = time.time() - t0
     if table.empty:

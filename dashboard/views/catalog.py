@@ -380,7 +380,17 @@ class CatalogView(pn.viewable.Viewer):
         for w in (self.axes, self.color_by, self.cnorm):
             w.param.watch(lambda e: self.built and self.rebuild(), "value")
         self.focus.param.watch(lambda e: self._mark_focus(), "spectrum")
+        self.context.param.watch(lambda e: self.reload_columns(), "catalog_version")
         self.built = False
+
+    def reload_columns(self) -> None:
+        """Offer columns added to the store (e.g. FIT_* from a fit of the selection); the plot
+        and the selection stay as they are until the user picks new columns."""
+        self.frame = data.catalog_frame(self.context.store)
+        columns = data.axis_columns(self.frame)
+        with pn.io.hold():
+            self.axes.options = columns
+            self.color_by.options = ["count"] + columns
 
     # -- session file ---------------------------------------------------------------------------
     def _persisted(self) -> dict:

@@ -37,12 +37,13 @@ from .. import data
 from ..jobs import JobRunner, Throttle, on_doc
 from ..persist import restore_widgets, widget_state
 from ..spectra import masked_spans, zoom_groups, zoom_span
-from ..state import AppContext, FocusState
+from ..state import AppContext, FocusState, SelectionState
 from .fit_plot import FitPlot
 
 ENV_EMULATOR = "STELLARSCOPE_EMULATOR"
 EMULATOR_DEMO = "emulator-demo"
 MODEL_NAME = "Emulator fit"
+MAX_SELECTION_FIT = 2000  # more belongs to `stellarscope fit --all` (minutes on a CPU)
 CONTINUUM_CHOICES = {"off": None, "degree 0": 0, "degree 1": 1, "degree 2": 2}
 
 
@@ -81,6 +82,8 @@ class FitView(pn.viewable.Viewer):
 
     focus = param.ClassSelector(class_=FocusState)
     context = param.ClassSelector(class_=AppContext)
+    selection = param.ClassSelector(class_=SelectionState, default=None, allow_None=True,
+                                    doc="the Catalog's brushed rows, fitted by 'Fit selection'")
     emulator = param.Parameter(default=None, doc="the Emulator; found on disk when None")
     result = param.Parameter(default=None, doc="FitResult of the focused star")
     element_result = param.Parameter(default=None, doc="the last ElementFit")
@@ -129,6 +132,14 @@ class FitView(pn.viewable.Viewer):
                                                 css_classes=["ss-fit-element"])
         self.element_button.on_click(lambda e: self.fit_element(self.element.value))
         self.element_info = pn.pane.Markdown("", margin=(0, 10), css_classes=["ss-element-info"])
+        self.selection_button = pn.widgets.Button(
+            label="Fit selection", width=140, css_classes=["ss-fit-selection"],
+            description=f"fit the stars brushed in the Catalog tab (up to {MAX_SELECTION_FIT:,}) "
+            "and write FIT_* columns to the catalog", disabled=self.emulator is None)
+        self.selection_button.on_click(lambda e: self.fit_selection())
+        if self.selection is not None:
+            self.selection.param.watch(self._label_selection_button, ["count", "rows"])
+            self._label_selection_button()
         grid = self.emulator.grid if self.emulator is not None else None
         self.zoom = pn.widgets.Select(
             label="Zoom to", value="whole", width=170, css_classes=["ss-fit-zoom"],
@@ -285,6 +296,66 @@ class FitView(pn.viewable.Viewer):
         self._jobs.submit(lambda: fit_spectrum(spec, emu, opts, mask=mask, progress=progress),
                           key="fit", on_done=self._show_result, on_error=self._failed)
 
+    def _label_selection_button(self, *events) -> None:
+        sel = self.selection
+        self.selection_button.label = (f"Fit {sel.count:,} selected" if sel.active
+                                       else "Fit selection")
+
+    def fit_selection(self, sync: bool = False) -> None:
+        """Fit every brushed star (in a worker thread unless ``sync``) and write FIT_* columns."""
+        store = self.context.store
+        rows = self.selection.rows if self.selection is not None else None
+        if self.emulator is None or store is None:
+            return
+        if rows is None or len(rows) == 0:
+            self.status.object = ("Brush stars in the **Catalog** tab first; *Fit selection* "
+                                  "fits them all and adds FIT_* columns to the catalog.")
+            return
+        if len(rows) > MAX_SELECTION_FIT:
+            self.status.object = (f"{len(rows):,} stars are selected; the app fits up to "
+                                  f"{MAX_SELECTION_FIT:,}. Narrow the selection, or run "
+                                  f"`stellarscope fit --all --store {store.path}`.")
+            return
+        from core.fit.store import fit_store
+
+        rows, emu, opts = np.sort(rows), self.emulator, self.options()
+        self.busy = True
+        self._start_progress(f"fitting {len(rows):,} selected stars …")
+        self.selection_button.disabled = True
+        doc = pn.state.curdoc
+        doc = doc if doc is not None and doc.session_context is not None else None
+
+        def progress(done, total):
+            on_doc(doc, self._set_progress, done / max(total, 1),
+                   f"fitted {done:,} of {total:,} selected stars")
+
+        def work():
+            return fit_store(store, emu, opts, rows=rows, progress=False,
+                             model_path=self.model_dir, on_progress=progress)
+
+        if sync:
+            try:
+                self._selection_done(work())
+            except StellarscopeError as exc:
+                self._failed(exc)
+            return
+        self._jobs.submit(work, key="selection", on_done=self._selection_done,
+                          on_error=self._failed)
+
+    def _selection_done(self, summary: dict) -> None:
+        with pn.io.hold():
+            self.progress.visible = False
+            self.fit_button.disabled = self.spectrum is None
+            self.selection_button.disabled = False
+            self.element_button.disabled = self.result is None
+            flags = ", ".join(f"{n} {c}" for n, c in summary["flag_counts"].items() if c) or "none"
+            self.status.object = (
+                f"Fitted {summary['stars']:,} selected stars in {summary['seconds']} s; wrote "
+                f"FIT_* columns (median χ²_ν {summary['median_chi2_nu']:.3g}; flags: {flags}). "
+                "Plot them in the **Catalog** tab.")
+        self.busy = False
+        self.context.catalog_version += 1
+
     def _start_progress(self, message: str) -> None:
         with pn.io.hold():
             self.fit_button.disabled = self.element_button.disabled = True
@@ -302,6 +373,7 @@ class FitView(pn.viewable.Viewer):
             self.progress.visible = False
             self.fit_button.disabled = self.spectrum is None
             self.element_button.disabled = self.result is None
+            self.selection_button.disabled = self.emulator is None
             self.status.object = f"⚠ fit failed: {exc}"
         if self.context is not None:
             self.context.fail(exc)
@@ -589,7 +661,7 @@ class FitView(pn.viewable.Viewer):
             return pn.pane.Alert(f"### No emulator\n\n{self.model_problem}", alert_type="warning",
                                  sizing_mode="stretch_width")
         fit_row = pn.Row(
-            self.fit_button, self.continuum, self.fit_rv, pn.Spacer(width=30),
+            self.fit_button, self.selection_button, self.continuum, self.fit_rv, pn.Spacer(width=30),
             self.element, self.element_button, pn.Spacer(width=30), self.zoom, align="end", sizing_mode="stretch_width",
             styles={"flex-wrap": "wrap"})
         mask_row = pn.Row(
