@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from core.fit import FitOptions, fit_batch, load_model  # noqa: E402
+from core.fit.calibrate import robust_width  # noqa: E402
 from core.fit.forward import ForwardModel  # noqa: E402
 from core.grid import C_KMS, bad_pixels  # noqa: E402
 from core.store.atomic import write_json_atomic  # noqa: E402
@@ -125,10 +126,6 @@ class PayneBaseline:
 # -- figures -----------------------------------------------------------------------------------
 
 
-def _mad_std(x) -> float:
-    return float(1.4826 * np.median(np.abs(x - np.median(x))))
-
-
 def recovery(names, true, fitted, errors=None) -> dict:
     """Per label: median |fit − truth|, bias, robust scatter; with ``errors`` also the robust
     width of (fit − truth)/σ (1 when the quoted σ are honest)."""
@@ -138,12 +135,12 @@ def recovery(names, true, fitted, errors=None) -> dict:
         ok = np.isfinite(d)
         entry = {"median_abs": float(np.median(np.abs(d[ok]))),
                  "bias": float(np.median(d[ok])),
-                 "scatter_mad": _mad_std(d[ok])}
+                 "scatter_mad": robust_width(d[ok])}
         if errors is not None:
             sig = errors[:, k]
             use = ok & np.isfinite(sig) & (sig > 0)
             entry["median_sigma"] = float(np.median(sig[use]))
-            entry["pull_mad"] = _mad_std(d[use] / sig[use])
+            entry["pull_mad"] = robust_width(d[use] / sig[use])
         if name in KEY_LABELS:
             entry["within"] = KEY_LABELS[name]
             entry["fraction_within"] = float(np.mean(np.abs(d) <= KEY_LABELS[name]))

@@ -16,13 +16,12 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.fit.forward import ForwardModel
 from core.grid import APOGEE_7514
 from core.store import SpectraStore
 
 pn = pytest.importorskip("panel")
 
-from toy_emulator import HI, LO, NAMES, spectrum_like_emulator  # noqa: E402
+from toy_emulator import HI, NAMES, spectrum_like_store  # noqa: E402
 
 from dashboard.state import AppContext, Session  # noqa: E402
 from dashboard.views.fit import MODEL_NAME, FitView  # noqa: E402
@@ -32,22 +31,8 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    emu = spectrum_like_emulator()
-    rng = np.random.default_rng(1)
-    truth = LO + (0.2 + 0.6 * rng.random((3, 4))) * (HI - LO)
-    fwd = ForwardModel(emu)
-    p = torch.zeros(3, fwd.n_params)
-    p[:, :4] = torch.tensor(emu.scale(truth), dtype=torch.float32)
-    p[:, 4] = torch.tensor([0.0, 20.0, -35.0])
-    with torch.no_grad():
-        flux = fwd.evaluate(p, jacobian=False)[0].numpy()
-    flux = flux + rng.normal(0, 0.01, flux.shape).astype(np.float32)
-    cat = pd.DataFrame({"APOGEE_ID": ["2M-A", "2M-B", "2M-C"]})
-    for k, n in enumerate(NAMES):
-        cat[n], cat[f"{n}_ERR"], cat[f"TRUE_{n}"] = truth[:, k], 0.01, truth[:, k]
     path = tmp_path_factory.mktemp("view") / "store"
-    with SpectraStore.create(path, kind="mock survey") as w:
-        w.append(flux, np.full_like(flux, 0.01), np.zeros(flux.shape, np.uint16), cat)
+    emu, truth = spectrum_like_store(path, ["2M-A", "2M-B", "2M-C"], [0.0, 20.0, -35.0])
     return emu, SpectraStore.open(path), truth
 
 

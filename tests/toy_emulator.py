@@ -44,3 +44,30 @@ def spectrum_like_emulator(seed: int = 3) -> Emulator:
     emu.start_bank = torch.tensor(LO + np.random.default_rng(0).random((32, 4)) * (HI - LO),
                                   dtype=torch.float32)
     return emu.eval()
+
+
+def spectrum_like_store(path, ids: list[str], rvs: list[float], seed: int = 1):
+    """Stars observed through :func:`spectrum_like_emulator` at the given RVs (noise 0.01),
+    stored as a mock survey with TRUE_* labels; returns (emulator, true labels)."""
+    import pandas as pd
+
+    from core.fit.forward import ForwardModel
+    from core.store import SpectraStore
+
+    emu = spectrum_like_emulator()
+    rng = np.random.default_rng(seed)
+    n = len(ids)
+    truth = LO + (0.2 + 0.6 * rng.random((n, len(NAMES)))) * (HI - LO)
+    fwd = ForwardModel(emu)
+    p = torch.zeros(n, fwd.n_params)
+    p[:, :len(NAMES)] = torch.tensor(emu.scale(truth), dtype=torch.float32)
+    p[:, len(NAMES)] = torch.tensor(rvs, dtype=torch.float32)
+    with torch.no_grad():
+        flux = fwd.evaluate(p, jacobian=False)[0].numpy()
+    flux = flux + rng.normal(0, 0.01, flux.shape).astype(np.float32)
+    cat = pd.DataFrame({"APOGEE_ID": list(ids), "SNR": 100.0})
+    for k, name in enumerate(NAMES):
+        cat[name], cat[f"{name}_ERR"], cat[f"TRUE_{name}"] = truth[:, k], 0.01, truth[:, k]
+    with SpectraStore.create(path, kind="mock survey") as w:
+        w.append(flux, np.full_like(flux, 0.01), np.zeros(flux.shape, np.uint16), cat)
+    return emu, truth

@@ -14,18 +14,17 @@ have a robust width of 1.  The floors are stored in the emulator's config
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import sys
 
 import numpy as np
-from tqdm import tqdm
 
 from ..errors import BadDataError, BadFileError
 from ..models.emulator import Emulator
 from ..store import SpectraStore
 from ..store.atomic import write_json_atomic
-from .engine import FitOptions, fit_batch
-from .store import _batch_arrays
+from .engine import FitOptions
+from .store import PREFIX, fit_store_table
 
 
 def robust_width(x: np.ndarray) -> float:
@@ -87,23 +86,14 @@ def calibrate_errors(emulator: Emulator, store: SpectraStore, *, n_stars: int = 
     """
     if reference not in ("auto", "truth", "catalog"):
         raise ValueError(f"reference must be auto, truth or catalog, got {reference!r}")
-    opts = options or FitOptions()
-    opts = FitOptions(**{**opts.__dict__, "error_floor": False})
+    opts = dataclasses.replace(options or FitOptions(), error_floor=False)
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(len(store), size=min(n_stars, len(store)), replace=False))
     names = emulator.label_names
     ref, ref_err, source = reference_labels(store, names, rows, reference)
-    fitted, sigma = [], []
-    bar = tqdm(total=rows.size, desc="calibrating", unit="star", file=sys.stderr,
-               disable=not progress or None)
-    for batch in store.iter_batches(chunk, rows=rows):
-        flux, error, good = _batch_arrays(store, emulator, batch, opts.bad_bits)
-        fit = fit_batch(emulator, flux, error, good, opts)
-        fitted.append(fit.labels)
-        sigma.append(fit.labels_err)
-        bar.update(len(batch))
-    bar.close()
-    fitted, sigma = np.concatenate(fitted), np.concatenate(sigma)
+    table = fit_store_table(store, emulator, opts, rows=rows, chunk=chunk, progress=progress)
+    fitted = table[[f"{PREFIX}{n}" for n in names]].to_numpy(float)
+    sigma = table[[f"{PREFIX}{n}_ERR" for n in names]].to_numpy(float)
     floor, before, after = {}, {}, {}
     for k, name in enumerate(names):
         diff = fitted[:, k] - ref[:, k]

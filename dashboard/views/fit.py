@@ -34,7 +34,7 @@ from core.fit.forward import ForwardModel
 from core.models.emulator import Emulator, load_emulator
 
 from .. import data
-from ..jobs import JobRunner, Throttle, on_doc
+from ..jobs import JobRunner, Throttle, on_doc, session_doc
 from ..persist import restore_widgets, widget_state
 from ..spectra import masked_spans, zoom_groups, zoom_span
 from ..state import AppContext, FocusState, SelectionState
@@ -277,24 +277,28 @@ class FitView(pn.viewable.Viewer):
         if self.spectrum is None or self.emulator is None:
             return
         spec, emu, mask, opts = self.spectrum, self.emulator, self.user_mask.copy(), self.options()
-        self.busy = True
         self._start_progress("fitting …")
-        if sync:
-            try:
-                result = fit_spectrum(spec, emu, opts, mask=mask)
-            except StellarscopeError as exc:
-                self._failed(exc)
-                return
-            self._show_result(result)
+        progress = self._page_progress()
+        self._run("fit", lambda: fit_spectrum(spec, emu, opts, mask=mask, progress=progress),
+                  self._show_result, sync)
+
+    def _run(self, key: str, work, on_done, sync: bool) -> None:
+        """``work()`` in a worker thread (or here when ``sync``), then ``on_done(result)`` or
+        ``_failed(error)``."""
+        if not sync:
+            self._jobs.submit(work, key=key, on_done=on_done, on_error=self._failed)
             return
-        doc = pn.state.curdoc
-        doc = doc if doc is not None and doc.session_context is not None else None
+        try:
+            result = work()
+        except (StellarscopeError, KeyError) as exc:
+            self._failed(exc)
+            return
+        on_done(result)
 
-        def progress(fraction, message):
-            on_doc(doc, self._set_progress, fraction, message)
-
-        self._jobs.submit(lambda: fit_spectrum(spec, emu, opts, mask=mask, progress=progress),
-                          key="fit", on_done=self._show_result, on_error=self._failed)
+    def _page_progress(self):
+        """A ``progress(fraction, message)`` that worker threads may call."""
+        doc = session_doc()
+        return lambda fraction, message: on_doc(doc, self._set_progress, fraction, message)
 
     def _label_selection_button(self, *events) -> None:
         sel = self.selection
@@ -319,35 +323,20 @@ class FitView(pn.viewable.Viewer):
         from core.fit.store import fit_store
 
         rows, emu, opts = np.sort(rows), self.emulator, self.options()
-        self.busy = True
         self._start_progress(f"fitting {len(rows):,} selected stars …")
-        self.selection_button.disabled = True
-        doc = pn.state.curdoc
-        doc = doc if doc is not None and doc.session_context is not None else None
+        progress = self._page_progress()
 
-        def progress(done, total):
-            on_doc(doc, self._set_progress, done / max(total, 1),
-                   f"fitted {done:,} of {total:,} selected stars")
+        def stars_done(done, total):
+            progress(done / max(total, 1), f"fitted {done:,} of {total:,} selected stars")
 
-        def work():
-            return fit_store(store, emu, opts, rows=rows, progress=False,
-                             model_path=self.model_dir, on_progress=progress)
-
-        if sync:
-            try:
-                self._selection_done(work())
-            except StellarscopeError as exc:
-                self._failed(exc)
-            return
-        self._jobs.submit(work, key="selection", on_done=self._selection_done,
-                          on_error=self._failed)
+        self._run("selection", lambda: fit_store(store, emu, opts, rows=rows, progress=False,
+                                                 model_path=self.model_dir,
+                                                 on_progress=stars_done),
+                  self._selection_done, sync)
 
     def _selection_done(self, summary: dict) -> None:
         with pn.io.hold():
-            self.progress.visible = False
-            self.fit_button.disabled = self.spectrum is None
-            self.selection_button.disabled = False
-            self.element_button.disabled = self.result is None
+            self._idle()
             flags = ", ".join(f"{n} {c}" for n, c in summary["flag_counts"].items() if c) or "none"
             self.status.object = (
                 f"Fitted {summary['stars']:,} selected stars in {summary['seconds']} s; wrote "
@@ -357,10 +346,20 @@ class FitView(pn.viewable.Viewer):
         self.context.catalog_version += 1
 
     def _start_progress(self, message: str) -> None:
+        """Busy: one fit at a time, so every fit button waits."""
+        self.busy = True
         with pn.io.hold():
-            self.fit_button.disabled = self.element_button.disabled = True
+            for button in (self.fit_button, self.element_button, self.selection_button):
+                button.disabled = True
             self.progress.param.update(value=0, visible=True)
             self.status.object = message
+
+    def _idle(self) -> None:
+        """Not busy: the progress bar goes, each button is enabled when it can act."""
+        self.progress.visible = False
+        self.fit_button.disabled = self.spectrum is None
+        self.element_button.disabled = self.result is None or not self.element.options
+        self.selection_button.disabled = self.emulator is None
 
     def _set_progress(self, fraction: float, message: str) -> None:
         if self.busy:
@@ -370,10 +369,7 @@ class FitView(pn.viewable.Viewer):
     def _failed(self, exc: BaseException) -> None:
         self.busy = False
         with pn.io.hold():
-            self.progress.visible = False
-            self.fit_button.disabled = self.spectrum is None
-            self.element_button.disabled = self.result is None
-            self.selection_button.disabled = self.emulator is None
+            self._idle()
             self.status.object = f"⚠ fit failed: {exc}"
         if self.context is not None:
             self.context.fail(exc)
@@ -382,9 +378,7 @@ class FitView(pn.viewable.Viewer):
         self.result = result
         spec = self.spectrum
         with pn.io.hold():
-            self.progress.visible = False
-            self.fit_button.disabled = False
-            self.element_button.disabled = not self.element.options
+            self._idle()
             for w in (self.json_download, self.csv_download, self.reset_sliders):
                 w.disabled = False
             self.figures.draw_fit(spec.wavelength, np.where(result.used, result.model, np.nan))
@@ -441,29 +435,18 @@ class FitView(pn.viewable.Viewer):
         w = self._windows[self._windows["element"] == element]
         self.figures.draw_windows(w["start_vac"].to_numpy(), w["end_vac"].to_numpy())
         spec, emu, base, mask = self.spectrum, self.emulator, self.result, self.user_mask.copy()
-        opts = self.options()
-        if sync:
-            try:
-                res = fit_element(spec, emu, element, base, windows=self._windows, options=opts,
-                                  mask=mask)
-            except (StellarscopeError, KeyError) as exc:
-                self._failed(exc)
-                return
-            self._show_element(res)
-            return
+        opts, windows = self.options(), self._windows
         self._start_progress(f"fitting {element} in {len(w)} windows …")
-        self.busy = True
-        self._jobs.submit(lambda: fit_element(spec, emu, element, base, windows=self._windows,
-                                              options=opts, mask=mask),
-                          key="element", on_done=self._show_element, on_error=self._failed)
+        self._run("element", lambda: fit_element(spec, emu, element, base, windows=windows,
+                                                 options=opts, mask=mask),
+                  self._show_element, sync)
 
     def _show_element(self, res) -> None:
         self.element_result = res
         full = self.result.labels[res.label]
         d = _digits(res.label)
         with pn.io.hold():
-            self.progress.visible = False
-            self.fit_button.disabled = self.element_button.disabled = False
+            self._idle()
             self.figures.draw_element(self.spectrum.wavelength,
                                       np.where(res.used, res.model, np.nan))
             bound = " (at the training-range bound)" if res.at_bound else ""

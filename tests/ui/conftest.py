@@ -7,6 +7,7 @@ The dashboard fixture builds a 300-star mock survey and a VAE (the shipped demo 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -86,6 +87,35 @@ def _wait_until_up(url: str, proc: subprocess.Popen, log: Path, timeout: float =
     raise RuntimeError(f"the dashboard did not come up in {timeout} s:\n{log.read_text()[-3000:]}")
 
 
+@contextlib.contextmanager
+def serve_dashboard(env: dict, log: Path):
+    """``panel serve dashboard/app.py`` on a free localhost port with ``env``; yields its URL
+    and stops the server afterwards (its output goes to ``log``)."""
+    port = _free_port()
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "panel", "serve", str(REPO / "dashboard" / "app.py"),
+             "--port", str(port), "--address", "127.0.0.1", "--warm"],
+            cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1", **env}, stdout=fh,
+            stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/app"
+    try:
+        _wait_until_up(url, proc, log)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="session")
+def dashboard_server():
+    """:func:`serve_dashboard`, for browser tests that serve their own data."""
+    return serve_dashboard
+
+
 @pytest.fixture(scope="session")
 def dashboard(tmp_path_factory):
     """(base URL, the store) of a dashboard served for this test session."""
@@ -95,24 +125,12 @@ def dashboard(tmp_path_factory):
     root = tmp_path_factory.mktemp("ui-dashboard")
     store_path = generate_mock_survey(root / "mock", n_stars=MOCK_STARS, seed=7, progress=False)
     vae = _vae_for(store_path, root)
-    port = _free_port()
-    env = dict(os.environ, STELLARSCOPE_STORE=str(store_path), STELLARSCOPE_VAE=str(vae),
-               STELLARSCOPE_HOME=str(root / "home"), PYTHONUNBUFFERED="1")
+    env = {"STELLARSCOPE_STORE": str(store_path), "STELLARSCOPE_VAE": str(vae),
+           "STELLARSCOPE_HOME": str(root / "home")}
     log = root / "server.log"
-    with open(log, "w") as fh:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "panel", "serve", str(REPO / "dashboard" / "app.py"),
-             "--port", str(port), "--address", "127.0.0.1", "--warm"],
-            cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/app"
     try:
-        _wait_until_up(url, proc, log)
-        yield url, SpectraStore.open(store_path)
+        with serve_dashboard(env, log) as url:
+            yield url, SpectraStore.open(store_path)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        (ARTIFACTS / "server.log").parent.mkdir(exist_ok=True)
+        ARTIFACTS.mkdir(exist_ok=True)
         (ARTIFACTS / "ui-server.log").write_text(log.read_text())

@@ -2,97 +2,38 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 
 pytestmark = pytest.mark.ui
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _fixture_data(root: Path) -> tuple[Path, Path]:
     """A 3-star store made by a small random emulator, and that emulator saved to disk."""
-    import torch
-    from toy_emulator import HI, LO, NAMES, spectrum_like_emulator
+    from toy_emulator import spectrum_like_store
 
-    from core.fit.forward import ForwardModel
     from core.models.emulator import save_emulator
-    from core.store import SpectraStore
 
-    names, lo, hi = NAMES, LO, HI
-    emu = spectrum_like_emulator()
-    rng = np.random.default_rng(1)
-    truth = lo + (0.2 + 0.6 * rng.random((3, 4))) * (hi - lo)
-    fwd = ForwardModel(emu)
-    p = torch.zeros(3, fwd.n_params)
-    p[:, :4] = torch.tensor(emu.scale(truth), dtype=torch.float32)
-    p[:, 4] = torch.tensor([5.0, -40.0, 15.0])
-    with torch.no_grad():
-        flux = fwd.evaluate(p, jacobian=False)[0].numpy()
-    flux = flux + rng.normal(0, 0.01, flux.shape).astype(np.float32)
-    cat = pd.DataFrame({"APOGEE_ID": ["2M00000001+0000001", "2M00000002+0000002",
-                                      "2M00000003+0000003"], "SNR": 100.0})
-    for k, n in enumerate(names):
-        cat[n], cat[f"{n}_ERR"], cat[f"TRUE_{n}"] = truth[:, k], 0.01, truth[:, k]
-    with SpectraStore.create(root / "store", kind="mock survey") as w:
-        w.append(flux, np.full_like(flux, 0.01), np.zeros(flux.shape, np.uint16), cat)
+    emu, _ = spectrum_like_store(root / "store", ["2M00000001+0000001", "2M00000002+0000002",
+                                                  "2M00000003+0000003"], [5.0, -40.0, 15.0])
     save_emulator(emu.eval(), root / "emulator")
     return root / "store", root / "emulator"
 
 
 @pytest.fixture(scope="module")
-def served_app(tmp_path_factory):
+def served_app(tmp_path_factory, dashboard_server):
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is not installed")
     pytest.importorskip("playwright.sync_api")
-    from core.cli.serve import panel_command
-
     root = tmp_path_factory.mktemp("fit-ui")
     store, emulator = _fixture_data(root)
-    port = _free_port()
-    env = dict(os.environ, STELLARSCOPE_STORE=str(store), STELLARSCOPE_EMULATOR=str(emulator),
-               STELLARSCOPE_HOME=str(root / "home"), OMP_NUM_THREADS="1")
-    log = open(root / "server.log", "wb")
-    proc = subprocess.Popen(panel_command(port, "127.0.0.1"), env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/app"
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(url, timeout=5) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"dashboard did not start: {(root / 'server.log').read_text()}")
-            time.sleep(0.5)
+    env = {"STELLARSCOPE_STORE": str(store), "STELLARSCOPE_EMULATOR": str(emulator),
+           "STELLARSCOPE_HOME": str(root / "home"), "OMP_NUM_THREADS": "1"}
+    with dashboard_server(env, root / "server.log") as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 @pytest.fixture()
