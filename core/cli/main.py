@@ -9,8 +9,7 @@ import sys
 from .. import __version__
 from ..errors import StellarscopeError
 
-#: Modules that each define ``register(subparsers, groups)``; missing ones are skipped so a
-#: partial install still offers the commands it has.
+#: Modules that each define ``register(subparsers, groups)``.
 COMMAND_MODULES = [
     "core.cli.mock",
     "core.cli.demo",
@@ -41,13 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         gp = sub.add_parser(verb, help=help_text, description=help_text)
         groups[verb] = gp.add_subparsers(dest="model", metavar="MODEL", required=True)
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue
-            raise
-        module.register(sub, groups)
+        importlib.import_module(name).register(sub, groups)
     return parser
 
 

@@ -132,7 +132,17 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> torch.n
     return load_with_config(path, device)[0]
 
 
+from .families import (  # noqa: E402  (families import io lazily)
+    FAMILIES,
+    Family,
+    ModelNotFoundError,
+    find,
+    get_family,
+    register_family,
+)
+
 __all__ = [
+    "FAMILIES", "Family", "ModelNotFoundError", "find", "get_family", "register_family",
     "MODEL_TYPES", "register_model_type", "model_class", "save", "load", "load_with_config",
     "read_config", "CONFIG_FILE", "WEIGHTS_FILE",
 ]
