@@ -13,8 +13,6 @@ order is the same after a resume, and both shard each step's rows across DDP ran
 from __future__ import annotations
 
 import hashlib
-import queue
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -22,32 +20,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..errors import BadDataError
-from ..grid import bad_pixels
-from ..store import Batch, SpectraStore
-from .losses import ERROR_FLOOR, pixel_weights
-
-LABEL_NAMES = ("TEFF", "LOGG", "FE_H")
-
+from ..inference.prepare import (  # noqa: F401  (re-exported: the old home of these helpers)
+    LABEL_NAMES,
+    good_pixels,
+    label_arrays,
+    prefetched,
+    prepare_arrays,
+)
+from ..store import SpectraStore
 
 # -- labels and rows ----------------------------------------------------------------------------
-
-def label_arrays(catalog: pd.DataFrame, names=LABEL_NAMES, where: str = "catalog"
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """Labels (N × L) and their errors from ``<NAME>_ERR`` (0 when that column is absent)."""
-    missing = [n for n in names if n not in catalog.columns]
-    if missing:
-        raise BadDataError(f"{where}: catalog has no {', '.join(missing)} column(s); "
-                           f"the VAE needs {', '.join(names)}")
-    labels = np.column_stack([pd.to_numeric(catalog[n], errors="coerce").to_numpy(np.float64)
-                              for n in names]).astype(np.float32)
-    errs = []
-    for n in names:
-        col = f"{n}_ERR"
-        errs.append(pd.to_numeric(catalog[col], errors="coerce").to_numpy(np.float64)
-                    if col in catalog.columns else np.zeros(len(catalog)))
-    return labels, np.column_stack(errs).astype(np.float32)
-
 
 def labelled_rows(labels: np.ndarray) -> np.ndarray:
     """Rows whose labels are all finite."""
@@ -79,27 +61,6 @@ def split_rows(catalog: pd.DataFrame, rows: np.ndarray, fraction: float, seed: i
 
 
 # -- preparing spectra --------------------------------------------------------------------------
-
-def good_pixels(flux: np.ndarray, error: np.ndarray, pixmask: np.ndarray, bad_bits="astronn"
-                ) -> np.ndarray:
-    """Pixels to fit: not flagged, finite flux and error, error > 0."""
-    with np.errstate(invalid="ignore"):
-        return (~bad_pixels(pixmask, bad_bits) & np.isfinite(flux) & np.isfinite(error)
-                & (error > 0))
-
-
-def prepare_arrays(batch: Batch, labels: np.ndarray, label_err: np.ndarray, bad_bits="astronn",
-                   floor: float = ERROR_FLOOR) -> dict[str, np.ndarray]:
-    """Model-ready arrays for the store rows in ``batch`` (labels indexed by global row)."""
-    good = good_pixels(batch.flux, batch.error, batch.pixmask, bad_bits)
-    return {
-        "flux": np.where(good, batch.flux, np.float32(0.0)).astype(np.float32),
-        "weight": pixel_weights(batch.error, good, floor),
-        "labels": labels[batch.rows],
-        "label_err": label_err[batch.rows],
-        "rows": batch.rows.astype(np.int64),
-    }
-
 
 def flux_statistics(store: SpectraStore, rows: np.ndarray, bad_bits="astronn",
                     max_rows: int = 4000, batch_size: int = 512, seed: int = 0
@@ -244,38 +205,3 @@ class StoreSource:
 
         for arrays in prefetched(read, chunks, self.prefetch):
             yield _to_tensors(arrays, self.device)
-
-
-def prefetched(fn, items, depth: int = 2) -> Iterator:
-    """``fn(item)`` for each item, computed up to ``depth`` ahead on a background thread."""
-    q: queue.Queue = queue.Queue(maxsize=max(1, depth))
-    stop = threading.Event()
-    done = object()
-
-    def worker():
-        try:
-            for item in items:
-                if stop.is_set():
-                    return
-                q.put(("ok", fn(item)))
-            q.put(("ok", done))
-        except BaseException as exc:  # handed to the consumer, raised there
-            q.put(("err", exc))
-
-    thread = threading.Thread(target=worker, daemon=True)
-    thread.start()
-    try:
-        while True:
-            kind, value = q.get()
-            if kind == "err":
-                raise value
-            if value is done:
-                return
-            yield value
-    finally:
-        stop.set()
-        while thread.is_alive():  # unblock a worker waiting on a full queue
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                thread.join(timeout=0.05)
