@@ -101,7 +101,7 @@ def _state(path):
 def test_resume_continues_exactly_like_an_uninterrupted_run(store, tmp_path, monkeypatch):
     train_vae(settings(store, tmp_path / "full", epochs=3))
 
-    import core.train.vae as trainer
+    import core.train.trainer as trainer  # the shared loop runs the epochs
 
     real, calls = trainer.train_epoch, []
 

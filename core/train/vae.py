@@ -1,86 +1,49 @@
-"""Train the spectrum VAE on a store: ``stellarscope train vae`` calls :func:`train_vae`.
+"""The spectrum VAE as a training task of the shared trainer (:mod:`core.train.trainer`).
 
-A run directory holds::
-
-    config.json, model.safetensors   the best model so far (lowest validation loss);
-                                     core.models.load(run_dir) rebuilds it
-    checkpoints/last.pt              full state after the latest epoch (--resume continues it)
-    checkpoints/epoch-NNNN.pt        periodic copies
-    training_log.csv                 every loss term per epoch, train and validation
-    loss_curves.png                  the terms normalised to their first value
-
-Resuming restores model, optimiser, scheduler, epoch counter and RNG; every epoch also
-reseeds from (seed, epoch, rank), so an interrupted run continues exactly as an
-uninterrupted one would have.
+``stellarscope train vae`` runs :data:`task` through :func:`core.train.trainer.train`; this
+module holds only what is the VAE's own: its settings, model construction and scalings, its
+batches (the whole training split in memory when it fits, else streamed from the store), its
+three-term loss, the config it saves, and the decorrelation of the latents at save time.
 """
 
 from __future__ import annotations
 
-import copy
+import argparse
 import dataclasses
-import os
-import shutil
-import sys
-import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import numpy as np
 import torch
 
-from .. import models
-from ..errors import BadDataError, StellarscopeError
-from ..models.vae import SpectrumVAE, VAEConfig
+from ..errors import BadDataError
+from ..models.vae import PRESETS, SpectrumVAE, VAEConfig
 from ..paths import resolve_store
 from ..store import SpectraStore
 from . import data as D
-from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from .decorrelate import decorrelate_latents
-from .history import TrainingLog, plot_loss_curves
-from .loop import (
-    SCHEDULES,
-    DistInfo,
-    evaluate_epoch,
-    init_distributed,
-    make_optimizer,
-    make_scheduler,
-    train_epoch,
-)
 from .losses import ERROR_FLOOR, LOG_TERMS, vae_loss
-
-CHECKPOINT_DIR = "checkpoints"
-LAST_CHECKPOINT = "last.pt"
-LOG_FILE = "training_log.csv"
-#: Present in the run directory while a run is going (a checkout's fresh file times are not).
-RUNNING_FILE = "TRAINING_RUNNING"
-CURVES_FILE = "loss_curves.png"
-
-#: Settings a resumed run may change; everything else must match the checkpoint.
-RESUME_ADJUSTABLE = ("epochs", "device", "progress", "cache_gb", "checkpoint_every",
-                     "weights_dtype", "command", "store")
-
-
-class TrainingSetupError(StellarscopeError):
-    """A training run that cannot start as asked (existing run, nothing to resume …)."""
+from .trainer import (  # noqa: F401  (re-exported: the app and older callers import them here)
+    CHECKPOINT_DIR,
+    CURVES_FILE,
+    LAST_CHECKPOINT,
+    LOG_FILE,
+    RUNNING_FILE,
+    TrainingSetupError,
+    TrainSettings,
+    TrainTask,
+    train,
+    wrap_ddp,
+)
+from .trainer import wrap_ddp as _wrap_ddp  # noqa: F401
 
 
 @dataclass
-class VAETrainSettings:
-    store: str
-    out: str
-    epochs: int = 40
-    batch_size: int = 256
-    lr: float = 1e-3
-    schedule: str = "cosine"
-    warmup_steps: int = 50
-    min_lr_factor: float = 0.05
-    lr_decay: float = 0.95
+class VAETrainSettings(TrainSettings):
+    """The shared knobs (:class:`TrainSettings`) plus the VAE's own."""
+
     beta: float = 10.0
     gamma: float = 1000.0
-    clip: float = 1.0
     val_fraction: float = 0.1
     split_seed: int = 0
-    seed: int = 0
     preset: str = "compact"
     encoder_widths: list[int] | None = None
     decoder_widths: list[int] | None = None
@@ -89,83 +52,144 @@ class VAETrainSettings:
     bad_bits: str = "astronn"
     max_rows: int | None = None
     stats_rows: int = 4000
-    checkpoint_every: int = 10
-    weights_dtype: str = "float32"
-    device: str = "auto"
-    amp: bool = True
     cache_gb: float = 4.0
-    init_from: str | None = None
     #: absorb the linear label trend of μ into the saved model (see core.train.decorrelate)
     decorrelate: bool = True
     decorrelate_rows: int = 20_000
-    progress: bool = True
-    command: str | None = None
-
-    def __post_init__(self):
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if self.epochs < 1 or self.batch_size < 2:
-            raise ValueError("need epochs ≥ 1 and batch_size ≥ 2")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
-def _epoch_seed(seed: int, epoch: int, rank: int, purpose: int = 0) -> int:
-    """Torch seed of one epoch's noise draws (purpose 0 training, 1 validation)."""
-    return int(np.random.SeedSequence([seed, purpose, epoch, rank]).generate_state(1)[0])
+def _widths(text: str) -> list[int]:
+    try:
+        widths = [int(w) for w in text.split(",") if w.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not widths or min(widths) < 1:
+        raise argparse.ArgumentTypeError(f"widths must be positive integers, got {text!r}")
+    return widths
 
 
-def _vae_loss_fn(beta: float, gamma: float):
-    def loss_fn(model, batch):
+class VAETask(TrainTask):
+    """The conditional VAE: spectra + injected labels → latents → spectra."""
+
+    settings_class = VAETrainSettings
+    title = "VAE"
+    terms = LOG_TERMS
+    curve_terms = ("total", "recon", "kl", "mi", "chi2_nu")
+    resume_adjustable = ("cache_gb",)
+
+    @classmethod
+    def add_arguments(cls, p: argparse.ArgumentParser) -> None:
+        p.add_argument("--beta", type=float, default=None,
+                       help="weight β of the KL term (default 10; the seed started at 1)")
+        p.add_argument("--gamma", type=float, default=None,
+                       help="weight γ of the separability term (default 1000; the seed started at 1)")
+        p.add_argument("--val-fraction", type=float, default=None,
+                       help="fraction of stars held out for validation (0.1)")
+        p.add_argument("--split-seed", type=int, default=None, help="seed of the star split (0)")
+        p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                       help="architecture preset (compact; seed = the seed's 7517→…→58 widths)")
+        p.add_argument("--encoder-widths", type=_widths, default=None,
+                       help="hidden widths of the encoder, e.g. 256,64 (decoder mirrors them)")
+        p.add_argument("--decoder-widths", type=_widths, default=None, help="decoder widths")
+        p.add_argument("--n-latent", type=int, default=None, help="free latents (28)")
+        p.add_argument("--bad-bits", default=None, help="PIXMASK bad set: astronn or pipeline")
+        p.add_argument("--max-rows", type=int, default=None,
+                       help="use only the first N labelled rows")
+        p.add_argument("--cache-gb", type=float, default=None,
+                       help="hold the data in (device) memory when it needs less than this (4)")
+        p.add_argument("--no-decorrelate", dest="decorrelate", action="store_const", const=False,
+                       default=None, help="save the model without absorbing the linear label "
+                       "trend of the latent means (reconstructions are the same either way)")
+
+    # -- data ---------------------------------------------------------------------------------
+    def prepare(self, info) -> None:
+        s = self.settings
+        self.store = store = SpectraStore.open(resolve_store(s.store))
+        self.labels, self.label_err = D.label_arrays(store.catalog, s.labels, where=str(store.path))
+        rows = D.labelled_rows(self.labels)
+        if s.max_rows:
+            rows = rows[: s.max_rows]
+        self.split = split = D.split_rows(store.catalog, rows, s.val_fraction, s.split_seed)
+        if len(split.train) < 2 * info.world or len(split.validation) == 0:
+            raise BadDataError(f"{store.path}: {len(split.train)} training and "
+                               f"{len(split.validation)} validation spectra with finite "
+                               f"{', '.join(s.labels)}: too few to train (check the labels and "
+                               "--val-fraction)")
+        n_joint = s.n_latent + len(s.labels)
+        if s.gamma and s.batch_size <= n_joint:
+            raise TrainingSetupError(
+                f"--batch-size {s.batch_size} per process is too small for the separability "
+                f"term: its {n_joint}×{n_joint} covariance needs more than {n_joint} spectra per "
+                "batch (or use --gamma 0)")
+
+    def new_model(self, info) -> SpectrumVAE:
+        s, store = self.settings, self.store
+        overrides = {"n_pix": store.grid.n_pix, "grid": store.grid.name, "n_latent": s.n_latent,
+                     "label_names": tuple(s.labels)}
+        if s.encoder_widths:
+            overrides["encoder_widths"] = tuple(s.encoder_widths)
+        if s.decoder_widths:
+            overrides["decoder_widths"] = tuple(s.decoder_widths)
+        model = SpectrumVAE(VAEConfig.preset(s.preset, **overrides))
+        if info.is_main:  # other ranks receive the scalings when DDP wraps the model
+            rows = self.split.train  # scalings from the training rows only
+            flux_mean, flux_scale = D.flux_statistics(store, rows, s.bad_bits, s.stats_rows,
+                                                      seed=s.seed)
+            label_mean, label_std = D.label_statistics(self.labels[rows])
+            model.set_scaling(flux_mean, flux_scale, label_mean, label_std)
+        return model
+
+    def adopt(self, model, source: str) -> SpectrumVAE:
+        s, store = self.settings, self.store
+        if not isinstance(model, SpectrumVAE):
+            raise TrainingSetupError(f"{source}: --init-from needs a VAE, found "
+                                     f"{type(model).__name__}")
+        if model.config.n_pix != store.grid.n_pix:
+            raise BadDataError(f"{store.path}: store grid {store.grid.name} ({store.grid.n_pix} "
+                               f"px) does not match the model ({model.config.n_pix} px)")
+        if list(model.config.label_names) != list(s.labels):
+            raise TrainingSetupError(f"model labels {list(model.config.label_names)} differ from "
+                                     f"the requested labels {s.labels}")
+        # the starting model fixes the architecture: record it, not the preset's widths
+        self.settings = dataclasses.replace(
+            s, encoder_widths=list(model.config.encoder_widths),
+            decoder_widths=list(model.config.decoder_shape), n_latent=model.config.n_latent)
+        return model
+
+    def sources(self, info):
+        s, store, split = self.settings, self.store, self.split
+        n_rows = len(split.train) + len(split.validation)
+        self.in_memory = n_rows * store.grid.n_pix * 8 <= s.cache_gb * 1e9
+        make = D.MemorySource.from_store if self.in_memory else D.StoreSource
+        common = {"device": info.device, "batch_size": s.batch_size, "bad_bits": s.bad_bits,
+                  "seed": s.seed, "world": info.world, "rank": info.rank}
+        self.train_src = make(store, split.train, self.labels, self.label_err, **common)
+        val = make(store, split.validation, self.labels, self.label_err, **common)
+        return self.train_src, val
+
+    # -- loss and saving -------------------------------------------------------------------------
+    def loss(self, model, batch) -> dict:
         out = model(batch["flux"], batch["weight"] > 0, batch["labels"], batch["label_err"],
                     sample=True)
-        return vae_loss(out, batch["flux"], batch["weight"], beta, gamma), batch["flux"].shape[0]
-    return loss_fn
+        return vae_loss(out, batch["flux"], batch["weight"], self.settings.beta,
+                        self.settings.gamma)
+
+    def extra_config(self, model, best: dict) -> dict:
+        return model_extra_config(model, self.settings, self.store, self.split, best)
+
+    def before_save(self, model, extra: dict) -> None:
+        if self.settings.decorrelate:
+            batches = self.train_src.batches(0, shuffle=False, drop_last=False)
+            extra["decorrelation"] = decorrelate_latents(model, batches,
+                                                         self.settings.decorrelate_rows)
+
+    def facts(self) -> dict:
+        return {"in_memory": getattr(self, "in_memory", None), "n_train": len(self.split.train),
+                "n_validation": len(self.split.validation)}
 
 
-def _new_model(s: VAETrainSettings, store: SpectraStore) -> SpectrumVAE:
-    overrides = {"n_pix": store.grid.n_pix, "grid": store.grid.name, "n_latent": s.n_latent,
-                 "label_names": tuple(s.labels)}
-    if s.encoder_widths:
-        overrides["encoder_widths"] = tuple(s.encoder_widths)
-    if s.decoder_widths:
-        overrides["decoder_widths"] = tuple(s.decoder_widths)
-    return SpectrumVAE(VAEConfig.preset(s.preset, **overrides))
-
-
-def _install_scaling(model: SpectrumVAE, s: VAETrainSettings, store: SpectraStore,
-                     train_rows: np.ndarray, labels: np.ndarray) -> None:
-    """Flux and label scalings from the training rows only."""
-    flux_mean, flux_scale = D.flux_statistics(store, train_rows, s.bad_bits, s.stats_rows,
-                                              seed=s.seed)
-    label_mean, label_std = D.label_statistics(labels[train_rows])
-    model.set_scaling(flux_mean, flux_scale, label_mean, label_std)
-
-
-def _model_from(path: str) -> SpectrumVAE:
-    """Starting weights for --init-from: a saved model directory or a resume checkpoint."""
-    p = Path(path)
-    if p.is_dir() and (p / models.CONFIG_FILE).is_file():
-        model = models.load(p)
-    else:
-        if p.is_dir():
-            p = p / CHECKPOINT_DIR / LAST_CHECKPOINT
-        ck = load_checkpoint(p)
-        model = SpectrumVAE.from_architecture(ck["extra"]["architecture"])
-        model.load_state_dict(ck["model"])
-    if not isinstance(model, SpectrumVAE):
-        raise TrainingSetupError(f"{path}: --init-from needs a VAE, found {type(model).__name__}")
-    return model
-
-
-def _check_grid(model: SpectrumVAE, store: SpectraStore, labels: list[str]) -> None:
-    if model.config.n_pix != store.grid.n_pix:
-        raise BadDataError(f"{store.path}: store grid {store.grid.name} ({store.grid.n_pix} px) "
-                           f"does not match the model ({model.config.n_pix} px)")
-    if list(model.config.label_names) != list(labels):
-        raise TrainingSetupError(f"model labels {list(model.config.label_names)} differ from "
-                                 f"the requested labels {labels}")
+#: The family registry's training task (core.models.families: "core.train.vae:task").
+task = VAETask
 
 
 def model_extra_config(model: SpectrumVAE, s: VAETrainSettings, store: SpectraStore,
@@ -195,217 +219,11 @@ def model_extra_config(model: SpectrumVAE, s: VAETrainSettings, store: SpectraSt
     }
 
 
-def _merge_resume(saved: dict, given: dict) -> VAETrainSettings:
-    clash = {k: (saved.get(k), v) for k, v in given.items()
-             if k not in RESUME_ADJUSTABLE and k in saved and saved[k] != v}
-    if clash:
-        detail = ", ".join(f"{k}: run has {a!r}, asked {b!r}" for k, (a, b) in clash.items())
-        raise TrainingSetupError(f"--resume continues a run with its own settings ({detail}); "
-                                 "start a new run with --init-from to change them")
-    merged = {**saved, **{k: v for k, v in given.items() if k in RESUME_ADJUSTABLE}}
-    return VAETrainSettings(**merged)
-
-
-def _sources(s: VAETrainSettings, store, split, labels, label_err, info: DistInfo):
-    n_rows = len(split.train) + len(split.validation)
-    in_memory = n_rows * store.grid.n_pix * 8 <= s.cache_gb * 1e9
-    common = {"device": info.device, "batch_size": s.batch_size, "bad_bits": s.bad_bits,
-              "seed": s.seed, "world": info.world, "rank": info.rank}
-    if in_memory:
-        make = D.MemorySource.from_store
-    else:
-        make = D.StoreSource
-    train = make(store, split.train, labels, label_err, **common)
-    val = make(store, split.validation, labels, label_err, **common)
-    return train, val, in_memory
-
-
 def train_vae(settings: VAETrainSettings, *, resume: bool = False, overwrite: bool = False,
               given: dict | None = None) -> dict:
-    """Run (or resume) a training run; returns a summary of figures.
-
-    With ``resume`` the run's own settings come from ``OUT/checkpoints/last.pt``; ``given``
-    (the options the user actually passed) may only change :data:`RESUME_ADJUSTABLE`.
-    """
-    out = Path(settings.out)
-    last = out / CHECKPOINT_DIR / LAST_CHECKPOINT
-    ck = None
-    if resume:
-        if not last.is_file():
-            raise TrainingSetupError(f"{out}: nothing to resume (no {CHECKPOINT_DIR}/{LAST_CHECKPOINT})")
-        ck = load_checkpoint(last)
-        # the run directory is where the checkpoint was found, wherever it was first made
-        settings = _merge_resume({**ck["settings"], "out": str(out)},
-                                 given if given is not None else {})
-    elif last.is_file() and not overwrite:
-        raise TrainingSetupError(f"{out}: a training run exists here; pass --resume to continue "
-                                 "it or --overwrite to start again")
-    s = settings
-    info = init_distributed(s.device)
-    running = out / RUNNING_FILE
-    try:
-        if info.is_main:
-            out.mkdir(parents=True, exist_ok=True)
-            running.write_text(f"pid {os.getpid()}\n")
-        return _run(s, info, out, ck)
-    finally:
-        if info.is_main:
-            running.unlink(missing_ok=True)
-        info.close()
+    """Run (or resume) a VAE training run through the shared trainer; returns its summary."""
+    return train(VAETask(settings), resume=resume, overwrite=overwrite, given=given)
 
 
-def _run(s: VAETrainSettings, info: DistInfo, out: Path, ck: dict | None) -> dict:
-    store = SpectraStore.open(resolve_store(s.store))
-    catalog = store.catalog
-    labels, label_err = D.label_arrays(catalog, s.labels, where=str(store.path))
-    rows = D.labelled_rows(labels)
-    if s.max_rows:
-        rows = rows[: s.max_rows]
-    split = D.split_rows(catalog, rows, s.val_fraction, s.split_seed)
-    if len(split.train) < 2 * info.world or len(split.validation) == 0:
-        raise BadDataError(f"{store.path}: {len(split.train)} training and "
-                           f"{len(split.validation)} validation spectra with finite "
-                           f"{', '.join(s.labels)}: too few to train (check the labels and "
-                           "--val-fraction)")
-
-    n_joint = s.n_latent + len(s.labels)
-    if s.gamma and s.batch_size <= n_joint:
-        raise TrainingSetupError(f"--batch-size {s.batch_size} per process is too small for the "
-                                 f"separability term: its {n_joint}×{n_joint} covariance needs "
-                                 f"more than {n_joint} spectra per batch (or use --gamma 0)")
-    torch.manual_seed(s.seed)
-    if ck is not None:
-        model = SpectrumVAE.from_architecture(ck["extra"]["architecture"])
-        model.load_state_dict(ck["model"])
-    elif s.init_from:
-        model = _model_from(s.init_from)
-        # the starting model fixes the architecture: record it, not the preset's widths
-        s = dataclasses.replace(s, encoder_widths=list(model.config.encoder_widths),
-                                decoder_widths=list(model.config.decoder_shape),
-                                n_latent=model.config.n_latent)
-    else:
-        model = _new_model(s, store)
-        if info.is_main:  # other ranks receive the scalings when DDP wraps the model
-            _install_scaling(model, s, store, split.train, labels)
-    _check_grid(model, store, s.labels)
-    model = model.to(info.device)
-    net: torch.nn.Module = model
-    if info.active:
-        net = _wrap_ddp(model, info)
-
-    train_src, val_src, in_memory = _sources(s, store, split, labels, label_err, info)
-    steps_per_epoch = train_src.n_steps()
-    sched_kw = {"schedule": s.schedule, "total_steps": s.epochs * steps_per_epoch,
-                "warmup_steps": s.warmup_steps, "steps_per_epoch": steps_per_epoch,
-                "min_factor": s.min_lr_factor, "decay": s.lr_decay}
-    optimizer = make_optimizer(net.parameters(), s.lr)
-    scheduler = make_scheduler(optimizer, **sched_kw)
-    start_epoch, step, best = 0, 0, {"epoch": -1, "val_total": float("inf")}
-    if ck is not None:
-        optimizer.load_state_dict(ck["optimizer"])
-        scheduler.load_state_dict(ck["scheduler"])
-        scheduler.lr_lambdas[0].kw = sched_kw  # a longer run stretches the schedule
-        start_epoch, step = ck["epoch"], ck["step"]
-        best = ck["extra"]["best"]
-        set_rng_state(ck["rng"])
-
-    columns = (["epoch", "step", "seconds", "lr", "train_spectra_per_s"]
-               + [f"train_{t}" for t in LOG_TERMS] + [f"val_{t}" for t in LOG_TERMS] + ["best"])
-    log = TrainingLog(out / LOG_FILE, columns)
-    if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / CHECKPOINT_DIR).mkdir(exist_ok=True)
-        if ck is None:
-            log.reset()
-        else:
-            log.truncate_after(start_epoch)
-    info.barrier()
-
-    loss_fn = _vae_loss_fn(s.beta, s.gamma)
-    n_train_epoch = steps_per_epoch * s.batch_size * info.world
-    summary: dict = {"out": str(out), "device": str(info.device), "world_size": info.world,
-                     "rank": info.rank,
-                     "in_memory": in_memory, "n_train": len(split.train),
-                     "n_validation": len(split.validation), "start_epoch": start_epoch}
-    t_run = time.perf_counter()
-    for epoch in range(start_epoch, s.epochs):
-        torch.manual_seed(_epoch_seed(s.seed, epoch, info.rank))
-        t0 = time.perf_counter()
-        train_terms = train_epoch(net, train_src.batches(epoch), loss_fn, optimizer, scheduler,
-                                  names=LOG_TERMS, device=info.device, clip=s.clip, amp=s.amp,
-                                  info=info, progress=s.progress and info.is_main,
-                                  n_steps=steps_per_epoch, desc=f"epoch {epoch + 1}/{s.epochs}")
-        seconds = time.perf_counter() - t0
-        step += steps_per_epoch
-        # a fixed validation noise draw makes epochs comparable for picking the best
-        torch.manual_seed(_epoch_seed(s.seed, 0, info.rank, purpose=1))
-        val_terms = evaluate_epoch(model, val_src.batches(0, shuffle=False, drop_last=False),
-                                   loss_fn, names=LOG_TERMS, device=info.device, amp=s.amp,
-                                   info=info)
-        is_best = val_terms["total"] < best["val_total"]
-        if is_best:
-            best = {"epoch": epoch + 1, "val_total": val_terms["total"],
-                    "val_chi2_nu": val_terms["chi2_nu"], "val_mi": val_terms["mi"]}
-        row = {"epoch": epoch + 1, "step": step, "seconds": seconds,
-               "lr": scheduler.get_last_lr()[0], "train_spectra_per_s": n_train_epoch / seconds,
-               **{f"train_{k}": v for k, v in train_terms.items()},
-               **{f"val_{k}": v for k, v in val_terms.items()}, "best": int(is_best)}
-        if info.is_main:
-            _save_epoch(s, out, model, optimizer, scheduler, epoch + 1, step, best, is_best,
-                        store, split, log, row, train_src)
-            if s.progress:
-                print(f"epoch {epoch + 1}/{s.epochs}: train {train_terms['total']:.5g} "
-                      f"(χ²_ν {train_terms['chi2_nu']:.3f})  val {val_terms['total']:.5g} "
-                      f"(χ²_ν {val_terms['chi2_nu']:.3f}, MI {val_terms['mi']:.3g})  "
-                      f"{n_train_epoch / seconds:.0f} spectra/s{'  *best' if is_best else ''}",
-                      file=sys.stderr, flush=True)
-        info.barrier()
-        summary.update({"epochs": epoch + 1, "train": train_terms, "validation": val_terms,
-                        "train_spectra_per_s": n_train_epoch / seconds})
-    summary.update({"best": best, "seconds": time.perf_counter() - t_run})
-    return summary
-
-
-def _wrap_ddp(model: SpectrumVAE, info: DistInfo) -> torch.nn.Module:
-    """DDP around ``model`` after giving every rank rank 0's buffers (the scalings)."""
-    import inspect
-
-    import torch.distributed as dist
-
-    for buf in model.buffers():
-        dist.broadcast(buf, src=0)
-    # buffers never change while training: no need to sync them on every forward
-    params = inspect.signature(torch.nn.parallel.DistributedDataParallel).parameters
-    no_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in params
-               else {"broadcast_buffers": False})
-    return torch.nn.parallel.DistributedDataParallel(
-        model, device_ids=[info.device.index] if info.device.type == "cuda" else None, **no_sync)
-
-
-def _save_epoch(s, out, model, optimizer, scheduler, epoch, step, best, is_best, store, split,
-                log, row, train_src) -> None:
-    if is_best:
-        # the saved copy may be re-expressed; the model being trained stays as it is, so a
-        # resumed run continues exactly
-        saved = copy.deepcopy(model)
-        extra = model_extra_config(saved, s, store, split, best)
-        if s.decorrelate:
-            batches = train_src.batches(0, shuffle=False, drop_last=False)
-            extra["decorrelation"] = decorrelate_latents(saved, batches, s.decorrelate_rows)
-        models.save(saved, out, extra, weights_dtype=s.weights_dtype)
-    log.append(row)
-    ck_dir = out / CHECKPOINT_DIR
-    last = save_checkpoint(ck_dir / LAST_CHECKPOINT, model_state=model.state_dict(),
-                           optimizer_state=optimizer.state_dict(),
-                           scheduler_state=scheduler.state_dict(), epoch=epoch, step=step,
-                           settings=s.to_dict(),
-                           extra={"architecture": model.architecture(), "best": best})
-    periodic = bool(s.checkpoint_every) and epoch % s.checkpoint_every == 0
-    if periodic:
-        backup = ck_dir / f"epoch-{epoch:04d}.pt"
-        tmp = ck_dir / f".{backup.name}.tmp"
-        shutil.copyfile(last, tmp)
-        os.replace(tmp, backup)
-    if periodic or epoch == s.epochs:  # drawing takes a second: not every epoch
-        plot_loss_curves(log.read(), out / CURVES_FILE, ["total", "recon", "kl", "mi", "chi2_nu"],
-                         title=f"VAE training ({store.title})")
+__all__ = ["LOG_FILE", "RUNNING_FILE", "VAETask", "VAETrainSettings", "model_extra_config",
+           "task", "train_vae"]
