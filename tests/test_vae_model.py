@@ -103,8 +103,9 @@ def test_pixel_weights_floor_errors_and_zero_bad_pixels():
     err = np.array([0.001, 0.01, np.nan, 0.02], np.float32)
     good = np.array([True, True, True, False])
     w = pixel_weights(err, good)
-    assert w[0] == pytest.approx(1 / ERROR_FLOOR**2)
-    assert w[1] == pytest.approx(1 / 0.01**2)
+    # core.chi2's floor adds in quadrature: 1/(σ² + floor²)
+    assert w[0] == pytest.approx(1 / (0.001**2 + ERROR_FLOOR**2))
+    assert w[1] == pytest.approx(1 / (0.01**2 + ERROR_FLOOR**2))
     assert w[3] == 0.0
     wt = pixel_weights(torch.as_tensor(err), torch.as_tensor(good))
     assert np.allclose(wt.numpy(), w)
@@ -135,7 +136,7 @@ def test_recon_term_is_the_chi2_of_the_reconstruction():
         out = model(t["flux"], t["weight"] > 0, t["labels"], sample=False)
         terms = vae_loss(out, t["flux"], t["weight"], 1.0, 0.0)
     good = arrays["weight"] > 0
-    err = np.maximum(b.error, ERROR_FLOOR)
+    err = np.sqrt(b.error**2 + ERROR_FLOOR**2)
     chi2 = (((out["recon"].numpy() - b.flux) / err) ** 2 * good).sum(1)
     assert terms["recon"].item() == pytest.approx(chi2.mean(), rel=1e-4)
     assert terms["chi2_nu"].item() == pytest.approx((chi2 / good.sum(1)).mean(), rel=1e-4)

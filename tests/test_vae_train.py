@@ -45,7 +45,8 @@ def test_batches_keep_each_spectrum_with_its_mask_errors_and_labels(store):
             good = D.good_pixels(ref.flux, ref.error, ref.pixmask)
             assert np.array_equal(batch["weight"].numpy() > 0, good)
             assert np.allclose(batch["flux"].numpy()[good], ref.flux[good])
-            assert np.allclose(batch["weight"].numpy()[good], 1 / np.maximum(ref.error[good], 0.005) ** 2)
+            # core.chi2: the floor adds in quadrature
+            assert np.allclose(batch["weight"].numpy()[good], 1 / (ref.error[good] ** 2 + 0.005**2))
             assert np.array_equal(batch["labels"].numpy(), labels[r])
         seen = np.concatenate(seen)
         assert not np.array_equal(seen, np.sort(seen))  # shuffled …

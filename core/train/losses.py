@@ -1,7 +1,7 @@
 """The VAE's three loss terms (seed section 5.3), each returned separately for logging.
 
-* reproduction R = Σ_i Σ_j w_ij (x̂_ij − x_ij)², w_ij = 1/max(σ_ij, 0.005)² on good pixels, 0 on
-  bad ones — the weights are built per sample, so they can never drift from their spectrum;
+* reproduction R = Σ_i Σ_j w_ij (x̂_ij − x_ij)², w_ij = 1/(σ_ij² + 0.005²) on good pixels
+  (core.chi2), 0 on bad ones — the weights are built per sample, so they can never drift from their spectrum;
 * structure K = β · KL(q(z|x) ‖ N(0, I)) summed over the free latents only;
 * separability S = γ · B · ½ [log det C_blk − log det C], C the batch covariance of
   z′ = [z, u] and C_blk the same with the free×injected blocks zeroed: B × the Gaussian
@@ -13,22 +13,9 @@ learning rate does not depend on the batch size (relative weights are unchanged)
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-#: Spectral errors are floored here before weighting (the seed's 1/200).
-ERROR_FLOOR = 0.005
-
-
-def pixel_weights(error: np.ndarray | torch.Tensor, good: np.ndarray | torch.Tensor,
-                  floor: float = ERROR_FLOOR):
-    """χ² weights 1/max(σ, floor)² on good pixels and 0 on bad ones (numpy or torch)."""
-    if isinstance(error, torch.Tensor):
-        safe = torch.nan_to_num(error, nan=1.0, posinf=1.0, neginf=1.0).clamp_min(floor)
-        return torch.where(good, 1.0 / safe**2, torch.zeros((), dtype=safe.dtype, device=safe.device))
-    err = np.nan_to_num(np.asarray(error, dtype=np.float32), nan=1.0, posinf=1.0, neginf=1.0)
-    w = 1.0 / np.maximum(err, np.float32(floor)) ** 2
-    return np.where(good, w, np.float32(0.0)).astype(np.float32)
+from ..chi2 import ERROR_FLOOR, pixel_weights  # noqa: F401  (re-exported: the one χ² weighting)
 
 
 def chi2_per_spectrum(recon: torch.Tensor, flux: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
