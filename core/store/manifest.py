@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
+import os
 import platform
 from pathlib import Path
 
@@ -45,6 +47,7 @@ def new_manifest(*, grid, kind: str, title: str, dtype: str, normalized: bool,
         "dtype": dtype,
         "normalized": bool(normalized),
         "n_stars": 0,
+        "generation": 0,
         "parts": [],
         "sources": list(sources or []),
         "provenance": dict(provenance or {}),
@@ -71,3 +74,26 @@ def read_manifest(store_dir: Path) -> dict:
             f"understands ({FORMAT_VERSION}); upgrade stellarscope"
         )
     return m
+
+
+def file_blake2b(path: str | os.PathLike) -> str:
+    """Hex BLAKE2b digest of a file's bytes (streamed: constant memory)."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "blake2b").hexdigest()
+
+
+def file_record(path: Path) -> dict:
+    """What the manifest records of a file it vouches for: size and checksum."""
+    return {"bytes": int(path.stat().st_size), "blake2b": file_blake2b(path)}
+
+
+def catalog_file(manifest: dict) -> str:
+    """The catalog file a manifest belongs to (stores before generations: catalog.parquet)."""
+    entry = manifest.get("catalog")
+    return entry["file"] if isinstance(entry, dict) and entry.get("file") else CATALOG
+
+
+def catalog_name(generation: int) -> str:
+    """Catalog file of a generation: each update writes a new one, so the manifest (written
+    last) is the one commit point and a reader never sees a catalog it does not name."""
+    return CATALOG if generation == 0 else f"catalog-{generation:06d}.parquet"
