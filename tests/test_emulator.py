@@ -188,7 +188,9 @@ def test_training_records_ranges_validation_error_and_best_epoch(toy_store, tmp_
     assert record["n_train"] + record["n_val"] == len(toy_store)
     losses = [h["val"] for h in record["history"]]
     assert record["best_val_loss"] == min(losses) < losses[0]
-    assert record["best_epoch"] == int(np.argmin(losses))
+    # epochs count from 1, as in training_log.csv
+    assert record["best_epoch"] == record["history"][int(np.argmin(losses))]["epoch"]
+    assert [h["epoch"] for h in record["history"]] == list(range(1, 7))
     err = emu.pixel_error.numpy()
     assert err.shape == (APOGEE_7514.n_pix,) and np.all(err >= 0) and err.max() > 0
     assert emu.start_bank.shape[1] == 4

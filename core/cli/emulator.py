@@ -1,10 +1,9 @@
-"""Emulator commands: ``train emulator``, ``evaluate emulator``, ``fit``, ``export-payne``,
-``import-payne``."""
+"""Emulator commands: ``evaluate emulator``, ``fit``, ``export-payne``, ``import-payne``
+(``train emulator`` is in :mod:`core.cli.train`)."""
 
 from __future__ import annotations
 
 import json
-import shlex
 import sys
 from pathlib import Path
 
@@ -12,7 +11,6 @@ DEMO_MODEL = "emulator-demo"
 
 
 def register(sub, groups) -> None:
-    _register_train(groups["train"])
     _register_evaluate(groups["evaluate"])
     _register_fit(sub)
     p = sub.add_parser("export-payne", help="write an emulator as The Payne's network npz",
@@ -28,37 +26,6 @@ def register(sub, groups) -> None:
     p.add_argument("model", help="output model directory")
     p.add_argument("--overwrite", action="store_true", help="replace an existing model directory")
     p.set_defaults(func=run_import)
-
-
-def _register_train(train) -> None:
-    p = train.add_parser("emulator", help="train a labels → spectrum emulator on a store",
-                         description="Train The Payne-style emulator on a store's labels and "
-                         "spectra with a masked, error-aware loss; keep the best validation "
-                         "weights and the per-pixel validation error.")
-    p.add_argument("--store", default=None, help="store directory or name (default: demo store)")
-    p.add_argument("--out", required=True, help="output model directory")
-    p.add_argument("--preset", choices=["payne", "wide"], default="payne",
-                   help="payne: The Payne's 2×300 leaky-ReLU network (default; the more accurate "
-                   "on the mock survey for a CPU budget); wide: 2×512")
-    p.add_argument("--hidden", default=None, help="custom hidden widths, e.g. 512,512")
-    p.add_argument("--labels", default=None, help="comma-separated labels (default: all the store has)")
-    p.add_argument("--labels-from", choices=["catalog", "truth"], default="catalog",
-                   help="catalog labels, or a mock survey's noiseless TRUE_* labels")
-    p.add_argument("--epochs", type=int, default=300)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--max-stars", type=int, default=None, help="train on a random subset")
-    p.add_argument("--patience", type=int, default=None, help="stop after this many epochs "
-                   "without a better validation loss (default: run the whole schedule; the "
-                   "best validation weights are kept either way)")
-    p.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
-    p.add_argument("--weights-dtype", choices=["float32", "float16", "bfloat16"],
-                   default="float32", help="storage precision of the saved weights")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing model directory")
-    p.add_argument("--json", action="store_true", help="print the training summary as JSON")
-    p.set_defaults(func=run_train)
 
 
 def _register_evaluate(evaluate) -> None:
@@ -139,49 +106,6 @@ def _check_out(out: Path, overwrite: bool) -> None:
 
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise BadFileError(out, "already exists (use --overwrite to replace it)")
-
-
-def run_train(args) -> int:
-    from ..paths import resolve_store
-    from ..store import SpectraStore
-    from ..train.emulator import TrainSettings, train_emulator
-
-    out = Path(args.out)
-    _check_out(out, args.overwrite)
-    settings = TrainSettings(
-        preset=args.preset,
-        hidden=tuple(int(h) for h in args.hidden.split(",")) if args.hidden else None,
-        labels=[s.strip() for s in args.labels.split(",")] if args.labels else None,
-        labels_from=args.labels_from, epochs=args.epochs, batch_size=args.batch_size,
-        lr=args.lr, max_stars=args.max_stars, patience=args.patience,
-        max_minutes=args.max_minutes, seed=args.seed, device=args.device,
-        weights_dtype=args.weights_dtype, name=out.name,
-    )
-    store = SpectraStore.open(resolve_store(args.store))
-    command = "stellarscope " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    record = train_emulator(store, out, settings, command=command, progress=not args.json)
-    summary = {k: record[k] for k in ("name", "store", "n_train", "n_val", "epochs_run",
-                                      "best_epoch", "best_val_loss", "seconds", "device",
-                                      "validation")}
-    summary["labels"] = settings.labels or _labels_of(out)
-    summary["out"] = str(out)
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        v = record["validation"]
-        print(f"emulator {out}: {record['n_train']} train / {record['n_val']} validation stars, "
-              f"best epoch {record['best_epoch']} of {record['epochs_run']}, "
-              f"{record['seconds']:.0f} s", file=sys.stderr)
-        print(f"validation: median emulator error {v['emulator_error_median']:.4f}, "
-              f"residual rms {v['residual_rms_median']:.4f} "
-              f"(noise {v['noise_rms_median']:.4f})", file=sys.stderr)
-    return 0
-
-
-def _labels_of(model_dir: Path) -> list[str]:
-    from ..models.io import read_config
-
-    return list(read_config(model_dir)["architecture"]["label_names"])
 
 
 def _options(args):

@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "core.cli.serve",
     "core.cli.vae",
     "core.cli.emulator",
+    "core.cli.train",
 ]
 
 #: Verbs that take a model kind as a second word (``stellarscope train vae``).

@@ -266,5 +266,7 @@ def load_emulator(path, device: str | torch.device | None = None) -> Emulator:
 
 
 def default_device() -> torch.device:
-    """The one place the accelerator is chosen: CUDA when present, else CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """CUDA when present, else CPU: :func:`core.train.loop.choose_device`, the one choice."""
+    from ..train.loop import choose_device
+
+    return choose_device("auto")

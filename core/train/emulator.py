@@ -1,28 +1,34 @@
-"""Train a spectral emulator on a store's (labels, spectra).
+"""The spectral emulator (The Payne's idea) as a training task of the shared trainer.
 
-The loss is the masked, error-aware mean squared residual: each pixel weighs
-1/(σ² + floor²) and masked pixels weigh nothing, so the same code trains on noisy ingested
-APOGEE spectra and on the mock survey.  The weights with the lowest validation loss are
-kept.  The per-pixel emulator error on the validation spectra (observed scatter with the
-noise removed) is saved with the model; the fitter adds it to σ.
+``stellarscope train emulator`` runs :data:`task` through :func:`core.train.trainer.train`.
+This module holds only what is the emulator's own: which labels it learns, the in-memory
+(labels, spectra, χ² weights) arrays, the model (label ranges from the training rows, output
+bias at their mean spectrum, a bank of training labels to start fits), its loss — the masked,
+error-aware mean squared residual, each pixel weighing 1/(σ² + floor²) (:mod:`core.chi2`) and
+masked pixels nothing — and, once training ends, the per-pixel emulator error on the
+validation spectra (observed scatter with the noise removed), which the fitter adds to σ.
 """
 
 from __future__ import annotations
 
-import math
+import argparse
 import re
 import sys
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..chi2 import ERROR_FLOOR, pixel_weights
 from ..errors import BadDataError
-from ..models.emulator import PRESETS, Emulator, EmulatorConfig, default_device, save_emulator
+from ..labels import is_missing
+from ..models.emulator import PRESETS, Emulator, EmulatorConfig
 from ..store import SpectraStore
+from . import data as D
+from .trainer import LOG_FILE, TrainingSetupError, TrainTask, train
+from .trainer import TrainSettings as _SharedSettings
 
 #: allStar label columns an emulator learns when the store has them (besides any X_FE / X_H).
 #: [M/H] stands in for [Fe/H] only when a store lacks FE_H: with both, the emulator would see
@@ -31,35 +37,35 @@ from ..store import SpectraStore
 CORE_LABELS = ("TEFF", "LOGG", "FE_H", "VMICRO", "VMACRO", "VSINI", "C12_C13")
 _ABUNDANCE = re.compile(r"^[A-Z][A-Z0-9]?_(FE|H)$")
 _NOT_ABUNDANCES = ("FE_H", "M_H")
-#: allStar writes −9999 for "no value".
-MISSING_BELOW = -9000.0
 
 
 @dataclass
-class TrainSettings:
-    """Knobs of :func:`train_emulator`; the defaults train The Payne's 2×300 preset."""
+class EmulatorTrainSettings(_SharedSettings):
+    """The shared knobs with the emulator's defaults, plus its own; the defaults train The
+    Payne's 2×300 preset."""
 
+    epochs: int = 300
+    seed: int = 42
+    warmup_steps: int = 10
+    min_lr_factor: float = 0.01
+    clip: float | None = None
+    checkpoint_every: int = 50
     preset: str = "payne"
     hidden: tuple[int, ...] | None = None   # overrides the preset's layer widths
     labels: list[str] | None = None         # None: every label the store carries
     labels_from: str = "catalog"            # "catalog" or "truth" (a mock's TRUE_* columns)
-    epochs: int = 300
-    batch_size: int = 256
-    lr: float = 1e-3
-    min_lr: float = 1e-5
     val_fraction: float = 0.1
     max_stars: int | None = None
-    error_floor: float = 0.005              # σ floor so very high-SNR pixels do not dominate
-    patience: int | None = None             # stop after this many epochs without a better
-    #                                         validation loss (None: run the whole schedule)
-    max_minutes: float | None = None        # time budget; the LR schedule follows it
-    seed: int = 42
-    device: str | None = None
-    amp: bool = True                        # bf16 autocast on CUDA
     bank_size: int = 512
     max_missing: float = 0.5                # drop a label missing for more rows than this
-    weights_dtype: str = "float32"          # "float16" halves the file (shipped demo models)
     name: str = ""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.hidden is not None:
+            self.hidden = tuple(int(h) for h in self.hidden)
+        if self.labels_from not in ("catalog", "truth"):
+            raise ValueError(f"labels_from must be 'catalog' or 'truth', got {self.labels_from!r}")
 
     def layer_sizes(self) -> tuple[int, ...]:
         if self.hidden:
@@ -69,16 +75,21 @@ class TrainSettings:
         return PRESETS[self.preset]
 
 
+#: The name older callers use.
+TrainSettings = EmulatorTrainSettings
+
+
 @dataclass
 class TrainData:
-    """In-memory training arrays: physical labels, flux and per-pixel weights 1/σ (0 = masked)."""
+    """In-memory training arrays: physical labels, flux and χ² weights 1/(σ² + floor²)
+    (0 = masked)."""
 
     names: list[str]
     labels: np.ndarray
     flux: np.ndarray
     weight: np.ndarray
     rows: np.ndarray
-    floor: float = 0.0
+    floor: float = ERROR_FLOOR
     dropped: dict = field(default_factory=dict)
 
 
@@ -98,19 +109,17 @@ def available_labels(store: SpectraStore) -> list[str]:
 
 def _label_table(store: SpectraStore, names: list[str], labels_from: str) -> np.ndarray:
     cat = store.catalog
-    if labels_from not in ("catalog", "truth"):
-        raise ValueError(f"labels_from must be 'catalog' or 'truth', got {labels_from!r}")
     cols = [f"TRUE_{n}" if labels_from == "truth" else n for n in names]
     missing = [c for c in cols if c not in cat.columns]
     if missing:
         raise BadDataError(f"{store.path}: catalog has no column(s) {missing}")
     table = cat[cols].to_numpy(dtype=np.float64, copy=True)
-    table[~np.isfinite(table) | (table < MISSING_BELOW)] = np.nan
+    table[is_missing(table)] = np.nan
     return table
 
 
-def load_training_data(store: SpectraStore, settings: TrainSettings) -> TrainData:
-    """Pick labels and rows, then read spectra into memory with their loss weights."""
+def load_training_data(store: SpectraStore, settings: EmulatorTrainSettings) -> TrainData:
+    """Pick labels and rows, then read spectra into memory with their χ² weights."""
     names = list(settings.labels) if settings.labels else available_labels(store)
     if not names:
         raise BadDataError(f"{store.path}: the catalog holds no label columns (TEFF, LOGG, …)")
@@ -134,21 +143,13 @@ def load_training_data(store: SpectraStore, settings: TrainSettings) -> TrainDat
     weight = np.empty_like(flux)
     start = 0
     for batch in tqdm(store.iter_batches(2048, rows=rows), desc="reading spectra", unit="batch",
-                      file=sys.stderr, disable=None):
+                      file=sys.stderr, disable=not settings.progress or None):
         n = len(batch)
-        good = ~(_bad(batch.pixmask) | ~np.isfinite(batch.flux) | ~np.isfinite(batch.error)
-                 | (batch.error <= 0))
-        err = np.where(good, batch.error, 1.0)
+        good = D.good_pixels(batch.flux, batch.error, batch.pixmask, "astronn")
         flux[start:start + n] = np.where(good, batch.flux, 1.0)
-        weight[start:start + n] = good / np.sqrt(err**2 + settings.error_floor**2)
+        weight[start:start + n] = pixel_weights(batch.error, good)
         start += n
-    return TrainData(names, table[rows], flux, weight, rows, settings.error_floor, dropped)
-
-
-def _bad(pixmask: np.ndarray) -> np.ndarray:
-    from ..grid import bad_pixels
-
-    return bad_pixels(pixmask, "astronn")
+    return TrainData(names, table[rows], flux, weight, rows, ERROR_FLOOR, dropped)
 
 
 def _mean_spectrum(data: TrainData, rows: np.ndarray, chunk: int = 2048) -> np.ndarray:
@@ -163,123 +164,188 @@ def _mean_spectrum(data: TrainData, rows: np.ndarray, chunk: int = 2048) -> np.n
     return np.where(count > 0, total / np.maximum(count, 1), 1.0).astype(np.float32)
 
 
-def cosine_lr(done: float, lr: float, min_lr: float) -> float:
-    """Cosine decay from ``lr`` to ``min_lr`` as training goes from 0 to 1 done.
-
-    "Done" is the larger of the epoch fraction and the fraction of the time budget, so a run
-    cut short by ``max_minutes`` still ends at the low learning rate that fine-tunes it.
-    """
-    return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * min(max(done, 0.0), 1.0)))
-
-
-def _weighted_mse(pred, flux, weight):
-    w2 = weight.square()
-    return (w2 * (pred - flux).square()).sum() / (weight > 0).sum().clamp(min=1)
+def _widths(text: str) -> tuple[int, ...]:
+    try:
+        widths = tuple(int(w) for w in text.split(",") if w.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not widths or min(widths) < 1:
+        raise argparse.ArgumentTypeError(f"widths must be positive integers, got {text!r}")
+    return widths
 
 
-def train_emulator(store: SpectraStore | str | Path, out_dir, settings: TrainSettings | None = None,
-                   *, command: str = "", progress: bool = True) -> dict:
-    """Train, keep the best-validation weights, save to ``out_dir``; returns the training record."""
-    s = settings or TrainSettings()
-    store = store if isinstance(store, SpectraStore) else SpectraStore.open(store)
-    torch.manual_seed(s.seed)
-    device = torch.device(s.device) if s.device else default_device()
-    data = load_training_data(store, s)
-    n = data.labels.shape[0]
-    rng = np.random.default_rng(s.seed)
-    perm = rng.permutation(n)
-    n_val = max(1, int(round(s.val_fraction * n)))
-    val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
-    x_min = data.labels[train_idx].min(0)
-    x_max = data.labels[train_idx].max(0)
-    x_max = np.where(x_max > x_min, x_max, x_min + 1e-6)  # a constant label still scales
-    config = EmulatorConfig(label_names=data.names, x_min=x_min, x_max=x_max, grid=store.grid.name,
-                            hidden=s.layer_sizes(), preset=s.preset if not s.hidden else "custom")
-    model = Emulator(config).to(device)
-    with torch.no_grad():  # start from the mean spectrum: the network learns the departures
-        model.layers[-1].bias.copy_(torch.from_numpy(_mean_spectrum(data, train_idx)))
-    bank = data.labels[rng.choice(train_idx, min(s.bank_size, train_idx.size), replace=False)]
-    model.start_bank = torch.tensor(bank, dtype=torch.float32, device=device)
+def _names(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated label names, got {text!r}")
+    return names
 
-    x_all = torch.tensor(model.scale(data.labels), dtype=torch.float32)
-    flux_all = torch.from_numpy(data.flux)
-    w_all = torch.from_numpy(data.weight)
-    opt = torch.optim.Adam(model.parameters(), lr=s.lr)
-    steps_per_epoch = math.ceil(train_idx.size / s.batch_size)
-    use_amp = s.amp and device.type == "cuda"
-    best = {"loss": math.inf, "epoch": -1, "state": None}
-    history = []
-    t0 = time.time()
-    bar = tqdm(range(s.epochs), desc="training emulator", unit="epoch", file=sys.stderr,
-               disable=not progress or None)
-    for epoch in bar:
-        model.train()
-        order = torch.from_numpy(rng.permutation(train_idx))
-        total = 0.0
-        for k in range(steps_per_epoch):
-            idx = order[k * s.batch_size:(k + 1) * s.batch_size]
-            x, f, w = (t[idx].to(device, non_blocking=True) for t in (x_all, flux_all, w_all))
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                pred = model(x)
-            loss = _weighted_mse(pred.float(), f, w)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            done = (epoch + (k + 1) / steps_per_epoch) / s.epochs
-            if s.max_minutes:
-                done = max(done, (time.time() - t0) / (60 * s.max_minutes))
-            for group in opt.param_groups:
-                group["lr"] = cosine_lr(done, s.lr, s.min_lr)
-            opt.step()
-            total += float(loss.detach()) * idx.numel()
-        val = _evaluate(model, x_all, flux_all, w_all, val_idx, device)
-        history.append({"epoch": epoch, "train": total / train_idx.size, "val": val})
-        if val < best["loss"]:
-            best = {"loss": val, "epoch": epoch,
-                    "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
-        bar.set_postfix(train=f"{total / train_idx.size:.3g}", val=f"{val:.3g}",
-                        best=best["epoch"])
-        if s.patience is not None and epoch - best["epoch"] >= s.patience:
-            break
-        if s.max_minutes and time.time() - t0 > 60 * s.max_minutes:
-            break  # the learning rate has reached its floor by now
-    model.load_state_dict(best["state"])
-    model.eval()
-    pixel_error, summary = validation_error(model, data, val_idx, device)
-    model.pixel_error = torch.tensor(pixel_error, dtype=torch.float32, device=device)
-    record = {
-        "name": s.name or Path(out_dir).name,
-        "store": str(store.path),
-        "store_title": store.title,
-        "store_kind": store.kind,
-        "command": command,
-        "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(s).items()},
-        "labels_from": s.labels_from,
-        "dropped_labels": data.dropped,
-        "n_train": int(train_idx.size),
-        "n_val": int(val_idx.size),
-        "epochs_run": len(history),
-        "best_epoch": int(best["epoch"]),
-        "best_val_loss": float(best["loss"]),
-        "seconds": round(time.time() - t0, 1),
-        "device": str(device),
-        "validation": summary,
-        "history": history,
-    }
-    save_emulator(model, out_dir, extra=record, weights_dtype=s.weights_dtype)
+
+class EmulatorTask(TrainTask):
+    """Labels → spectrum MLP trained on a store's (labels, spectra)."""
+
+    settings_class = EmulatorTrainSettings
+    title = "emulator"
+    terms = ("total", "resid_rms")
+    resume_adjustable = ("name",)
+
+    @classmethod
+    def add_arguments(cls, p: argparse.ArgumentParser) -> None:
+        p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                       help="payne: The Payne's 2×300 leaky-ReLU network (default; the more "
+                       "accurate on the mock survey for a CPU budget); wide: 2×512")
+        p.add_argument("--hidden", type=_widths, default=None,
+                       help="custom hidden widths, e.g. 512,512")
+        p.add_argument("--labels", type=_names, default=None,
+                       help="comma-separated labels (default: all the store has)")
+        p.add_argument("--labels-from", choices=["catalog", "truth"], default=None,
+                       help="catalog labels, or a mock survey's noiseless TRUE_* labels")
+        p.add_argument("--val-fraction", type=float, default=None,
+                       help="fraction of stars held out for validation (0.1)")
+        p.add_argument("--max-stars", type=int, default=None, help="train on a random subset")
+
+    # -- data ---------------------------------------------------------------------------------
+    def prepare(self, info) -> None:
+        s = self.settings
+        from ..paths import resolve_store
+
+        self.store = store = SpectraStore.open(resolve_store(s.store))
+        self.data = data = load_training_data(store, s)
+        n = data.labels.shape[0]
+        self.rng = np.random.default_rng(s.seed)
+        perm = self.rng.permutation(n)
+        n_val = max(1, int(round(s.val_fraction * n)))
+        self.val_idx, self.train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+
+    def new_model(self, info) -> Emulator:
+        s, data, train_idx = self.settings, self.data, self.train_idx
+        x_min = data.labels[train_idx].min(0)  # label ranges from the training rows only
+        x_max = data.labels[train_idx].max(0)
+        x_max = np.where(x_max > x_min, x_max, x_min + 1e-6)  # a constant label still scales
+        config = EmulatorConfig(label_names=data.names, x_min=x_min, x_max=x_max,
+                                grid=self.store.grid.name, hidden=s.layer_sizes(),
+                                preset=s.preset if not s.hidden else "custom")
+        bank = data.labels[self.rng.choice(train_idx, min(s.bank_size, train_idx.size),
+                                           replace=False)]
+        model = Emulator(config, n_bank=len(bank))
+        with torch.no_grad():  # start from the mean spectrum: the network learns the departures
+            model.layers[-1].bias.copy_(torch.from_numpy(_mean_spectrum(data, train_idx)))
+            model.start_bank.copy_(torch.as_tensor(bank, dtype=torch.float32))
+        self.model = model
+        return model
+
+    def adopt(self, model, source: str) -> Emulator:
+        if not isinstance(model, Emulator):
+            raise TrainingSetupError(f"{source}: --init-from needs an emulator, found "
+                                     f"{type(model).__name__}")
+        if model.grid.name != self.store.grid.name:
+            raise BadDataError(f"{self.store.path}: store grid {self.store.grid.name} does not "
+                               f"match the emulator's {model.grid.name}")
+        if model.label_names != self.data.names:
+            raise TrainingSetupError(f"{source}: the emulator learns {model.label_names}, this "
+                                     f"run {self.data.names}; pass --labels "
+                                     f"{','.join(model.label_names)}")
+        self.model = model
+        return model
+
+    def sources(self, info):
+        s, data = self.settings, self.data
+        # label scaling of the model being trained (a fine-tuned one keeps its ranges)
+        x = self.model.scale(data.labels).astype(np.float32)
+
+        def source(idx):
+            arrays = {"x": x[idx], "flux": data.flux[idx], "weight": data.weight[idx],
+                      "rows": idx.astype(np.int64)}
+            return D.MemorySource(arrays, info.device, s.batch_size, s.seed, info.world,
+                                  info.rank)
+
+        return source(self.train_idx), source(self.val_idx)
+
+    # -- loss and saving -------------------------------------------------------------------------
+    def loss(self, model, batch) -> dict:
+        pred = model(batch["x"]).float()
+        w = batch["weight"]
+        good = w > 0
+        r2 = torch.where(good, pred - batch["flux"], torch.zeros((), device=w.device)).square()
+        n_good = good.sum().clamp(min=1)
+        total = (w * r2).sum() / n_good
+        return {"total": total, "resid_rms": (r2.sum() / n_good).detach().sqrt()}
+
+    def record(self) -> dict:
+        s, store = self.settings, self.store
+        return {
+            "name": s.name or Path(s.out).name,
+            "store": str(store.path),
+            "store_title": store.title,
+            "store_kind": store.kind,
+            "command": s.command or "",
+            "settings": s.to_dict(),
+            "labels_from": s.labels_from,
+            "dropped_labels": self.data.dropped,
+            "n_train": int(self.train_idx.size),
+            "n_val": int(self.val_idx.size),
+        }
+
+    def extra_config(self, model, best: dict) -> dict:
+        return {"training": {**self.record(), "best_epoch": int(best["epoch"]),
+                             # as training_log.csv writes it (8 digits)
+                             "best_val_loss": float(f"{best['val_total']:.8g}")}}
+
+    def after_training(self, model, config: dict, summary: dict) -> dict:
+        """The per-pixel validation error of the best model, saved with it."""
+        device = model.device
+        pixel_error, self.pixel_error = validation_error(model, self.data, self.val_idx, device)
+        model.pixel_error = torch.tensor(pixel_error, dtype=torch.float32, device=device)
+        record = {**config.get("training", {}), "epochs_run": summary["epochs"],
+                  "seconds": round(summary["seconds"], 1), "device": summary["device"],
+                  "validation": self.pixel_error}
+        return {"training": record}
+
+    def facts(self) -> dict:
+        out = {"labels": list(self.data.names), "n_train": int(self.train_idx.size),
+               "n_val": int(self.val_idx.size), "n_validation": int(self.val_idx.size)}
+        if hasattr(self, "pixel_error"):
+            out["pixel_error"] = self.pixel_error
+        return out
+
+    @classmethod
+    def report(cls, summary: dict) -> list[str]:
+        lines = [f"{summary['n_train']} training / {summary['n_val']} validation stars, labels "
+                 f"{', '.join(summary['labels'])}"]
+        if "pixel_error" in summary:
+            v = summary["pixel_error"]
+            lines.append(f"validation: median emulator error {v['emulator_error_median']:.4f}, "
+                         f"residual rms {v['residual_rms_median']:.4f} "
+                         f"(noise {v['noise_rms_median']:.4f})")
+        return lines
+
+
+#: The family registry's training task (core.models.families: "core.train.emulator:task").
+task = EmulatorTask
+
+
+def train_emulator(store: SpectraStore | str | Path, out_dir, settings: EmulatorTrainSettings | None = None,
+                   *, command: str = "", progress: bool = True, resume: bool = False,
+                   overwrite: bool = True) -> dict:
+    """Train through the shared trainer into ``out_dir``; returns the saved training record
+    with ``history`` (the per-epoch training log) added."""
+    import dataclasses
+
+    import pandas as pd
+
+    s = settings or EmulatorTrainSettings()
+    path = store.path if isinstance(store, SpectraStore) else store
+    s = dataclasses.replace(s, store=str(path), out=str(out_dir), progress=progress,
+                            command=command or s.command)
+    summary = train(EmulatorTask(s), resume=resume, overwrite=overwrite and not resume)
+    from ..models.io import read_config
+
+    record = dict(read_config(out_dir).get("training", {}))
+    log = pd.read_csv(Path(out_dir) / LOG_FILE)
+    record["history"] = [{"epoch": int(r.epoch), "train": float(r.train_total),
+                          "val": float(r.val_total)} for r in log.itertuples()]
+    record["summary"] = summary
     return record
-
-
-@torch.no_grad()
-def _evaluate(model, x_all, flux_all, w_all, idx, device, batch: int = 1024) -> float:
-    model.eval()
-    num, den = 0.0, 0.0
-    for k in range(0, idx.size, batch):
-        sel = torch.from_numpy(idx[k:k + batch])
-        x, f, w = (t[sel].to(device) for t in (x_all, flux_all, w_all))
-        pred = model(x)
-        num += float((w.square() * (pred - f).square()).sum())
-        den += float((w > 0).sum())
-    return num / max(den, 1.0)
 
 
 @torch.no_grad()
@@ -296,7 +362,7 @@ def validation_error(model: Emulator, data: TrainData, idx: np.ndarray, device,
         w = data.weight[sel]
         good = w > 0
         r = np.where(good, pred - data.flux[sel], 0.0)
-        var = np.where(good, 1.0 / np.where(good, w, 1.0) ** 2 - data.floor**2, 0.0)
+        var = np.where(good, 1.0 / np.where(good, w, 1.0) - data.floor**2, 0.0)
         sum_r2 += (r * r).sum(0)
         sum_abs += np.abs(r).sum(0)
         sum_var += var.sum(0)

@@ -183,6 +183,11 @@ class TrainTask:
         """Family figures added to the run summary (sizes of the split …)."""
         return {}
 
+    @classmethod
+    def report(cls, summary: dict) -> list[str]:
+        """Lines the CLI prints about a finished run, after the shared one."""
+        return []
+
 
 # -- setting up a run ---------------------------------------------------------------------------
 

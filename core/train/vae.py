@@ -187,6 +187,15 @@ class VAETask(TrainTask):
         return {"in_memory": getattr(self, "in_memory", None), "n_train": len(self.split.train),
                 "n_validation": len(self.split.validation)}
 
+    @classmethod
+    def report(cls, summary: dict) -> list[str]:
+        best = summary["best"]
+        if "val_chi2_nu" not in best:
+            return []
+        return [f"best validation χ²_ν {best['val_chi2_nu']:.3f}, MI {best['val_mi']:.3g}; "
+                f"{summary.get('n_train')} training / {summary.get('n_validation')} validation "
+                "spectra"]
+
 
 #: The family registry's training task (core.models.families: "core.train.vae:task").
 task = VAETask
