@@ -26,14 +26,14 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from .. import chi2 as C
 from ..errors import BadDataError
-from ..inference.vae import load_vae, run_batch
+from ..inference.prepare import choose_device
+from ..inference.vae import N_PARAMS, load_vae, run_batch
 from ..paths import resolve_store
 from ..store import SpectraStore
 from ..store.atomic import atomic_path, write_json_atomic
 from ..train import data as D
-from ..train.loop import choose_device
-from ..train.losses import ERROR_FLOOR
 
 
 def held_out_rows(store: SpectraStore, config: dict, labels: np.ndarray, which: str = "validation"
@@ -78,7 +78,7 @@ def evaluate_vae(store_or_path, model_dir, out_dir=None, rows: str = "validation
     out = Path(out_dir) if out_dir else Path(model_dir) / f"eval-{store.path.name}"
     out.mkdir(parents=True, exist_ok=True)
     bad_bits = config.get("bad_bits", "astronn")
-    floor = float(config.get("error_floor", ERROR_FLOOR))
+    floor = float(config.get("error_floor", C.ERROR_FLOOR))
 
     n_pix = model.config.n_pix
     sums = {k: np.zeros(n_pix) for k in ("n", "r", "r2", "rn", "rn2")}
@@ -105,9 +105,7 @@ def evaluate_vae(store_or_path, model_dir, out_dir=None, rows: str = "validation
         rn = r * w.double().sqrt()  # residual in units of the (floored) error
         for key, val in (("n", good), ("r", r), ("r2", r**2), ("rn", rn), ("rn2", rn**2)):
             sums[key] += val.sum(0).cpu().numpy()
-        n_good = res["n_good"].cpu().numpy()
-        chi2_nu[at:at + b] = res["chi2"].cpu().numpy() / np.maximum(n_good, 1)
-        chi2_nu[at:at + b][n_good == 0] = np.nan
+        chi2_nu[at:at + b] = C.reduced(res["chi2"], res["n_good"], N_PARAMS).cpu().numpy()
         mu = res["mu"].cpu()
         mus[at:at + b] = mu.numpy()
         # z′ as the decoder sees it in training: z = μ + σε, u = y + σ_y ε′ (z-scored)

@@ -1,10 +1,13 @@
-"""Using a trained spectrum VAE: one spectrum at a time (:class:`VAEPredictor`, for the
-dashboard) or a whole store (:func:`infer_store`, for ``stellarscope infer vae``).
+"""The spectrum VAE as a :class:`~core.inference.predictor.Predictor`: one spectrum at a time
+for the app (:class:`VAEPredictor`: encode, decode, sensitivity, :meth:`predict_spectrum`)
+and a whole store through the shared runner (:func:`infer_store`, ``stellarscope infer vae``).
 
-Catalog columns written by :func:`infer_store`:
+Catalog columns written:
 
 * ``VAE_Z00`` … ``VAE_Z27`` — latent means μ; ``VAE_S00`` … — latent σ;
-* ``VAE_CHI2`` — reduced χ² of the reconstruction decode(μ, labels) over good pixels;
+* ``VAE_CHI2`` — reduced χ² (:mod:`core.chi2`: error floor in quadrature, χ²/n_good; the
+  encoder is not a per-spectrum fit, so no parameters are subtracted) of the
+  reconstruction decode(μ, labels) over good pixels;
 * ``VAE_RESID_RMS`` — RMS of flux − reconstruction over good pixels;
 * ``VAE_FLAG`` — bit flags: 1 non-finite flux/error pixels (left out of the fit),
   2 unusable (no good pixel or a missing label; every other column is NaN).
@@ -13,29 +16,25 @@ Catalog columns written by :func:`infer_store`:
 from __future__ import annotations
 
 import os
-import sys
-import time
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
+from .. import chi2 as C
 from .. import models
 from ..errors import BadDataError
 from ..grid import Grid, get_grid
 from ..models.vae import SpectrumVAE
-from ..paths import resolve_store
 from ..spectrum import Spectrum
-from ..store import SpectraStore
-from ..train import data as D
-from ..train.loop import autocast, choose_device
-from ..train.losses import ERROR_FLOOR, pixel_weights
+from .predictor import Column, Prediction, Predictor, SpectraBatch
+from .prepare import autocast, choose_device, good_pixels, label_arrays
 
 FLAG_NONFINITE = 1
 FLAG_UNUSABLE = 2
 COLUMN_PREFIX = "VAE"
+ERROR_FLOOR = C.ERROR_FLOOR
+#: Parameters subtracted from the good pixels in χ²_ν (the encoder fits nothing per star).
+N_PARAMS = 0
 
 
 def latent_columns(n_latent: int, prefix: str = COLUMN_PREFIX) -> tuple[list[str], list[str]]:
@@ -69,30 +68,36 @@ def run_batch(model: SpectrumVAE, flux, weight, labels, device: torch.device, am
         mu, logvar = model.encode(flux, good, model.scale_labels(labels))
         recon = model.decode(mu, model.scale_labels(labels))
     mu, logvar, recon = mu.float(), logvar.float(), recon.float()
+    chi2, n_good = C.chi2_sum(flux, recon, weight)
     resid = torch.where(good, flux - recon, torch.zeros((), device=device))
-    n_good = good.sum(dim=-1)
     return {"mu": mu, "sigma": torch.exp(0.5 * logvar), "recon": recon, "resid": resid,
-            "chi2": (weight * resid**2).sum(dim=-1), "n_good": n_good,
-            "resid_ss": (resid**2).sum(dim=-1)}
+            "chi2": chi2, "n_good": n_good, "resid_ss": (resid**2).sum(dim=-1)}
 
 
-class VAEPredictor:
+class VAEPredictor(Predictor):
     """A loaded VAE with numpy in, numpy out; labels in physical units throughout."""
 
-    def __init__(self, model: SpectrumVAE, config: dict, device: torch.device):
+    family = "vae"
+    column_prefix = COLUMN_PREFIX
+
+    def __init__(self, model: SpectrumVAE, config: dict, device: torch.device,
+                 model_dir: str = "", amp: bool = False, prefix: str = COLUMN_PREFIX):
         self.model = model.eval()
         self.config = config
         self.device = device
+        self.model_dir = model_dir
+        self.amp = amp
+        self.prefix = prefix
         self.bad_bits = config.get("bad_bits", "astronn")
         self.error_floor = float(config.get("error_floor", ERROR_FLOOR))
 
     @classmethod
-    def load(cls, model_dir: str | os.PathLike, device: str | torch.device | None = None
-             ) -> VAEPredictor:
+    def load(cls, model_dir: str | os.PathLike, device: str | torch.device | None = None,
+             amp: bool = False, prefix: str = COLUMN_PREFIX) -> VAEPredictor:
         """Load a saved VAE; ``device`` None means the CPU (one spectrum at a time)."""
-        dev = torch.device("cpu") if device is None else choose_device(str(device))
+        dev = torch.device("cpu") if device is None else choose_device(device)
         model, config = load_vae(model_dir, dev)
-        return cls(model, config, dev)
+        return cls(model, config, dev, str(model_dir), amp, prefix)
 
     # -- what the model is ---------------------------------------------------------------------
     @property
@@ -114,6 +119,70 @@ class VAEPredictor:
     @property
     def label_std(self) -> np.ndarray:
         return self.model.label_std.cpu().numpy().copy()
+
+    # -- the Predictor interface ---------------------------------------------------------------
+    def columns(self) -> list[Column]:
+        z_cols, s_cols = latent_columns(self.n_latent, self.prefix)
+        p = self.prefix
+        return ([Column(c) for c in z_cols + s_cols]
+                + [Column(f"{p}_CHI2"), Column(f"{p}_RESID_RMS"),
+                   Column(f"{p}_FLAG", "int16", 0)])
+
+    def note(self) -> dict:
+        return {"model": str(self.model_dir), "model_type": "vae", "n_latent": self.n_latent,
+                "labels": list(self.label_names)}
+
+    def check_store(self, store) -> None:
+        super().check_store(store)
+        label_arrays(store.catalog.head(0), self.label_names, str(store.path))
+
+    def summary(self, columns: dict[str, np.ndarray]) -> dict:
+        flags = columns[f"{self.prefix}_FLAG"]
+        chi2 = columns[f"{self.prefix}_CHI2"]
+        return {"n_flag_nonfinite": int(((flags & FLAG_NONFINITE) != 0).sum()),
+                "n_flag_unusable": int(((flags & FLAG_UNUSABLE) != 0).sum()),
+                "median_chi2_nu": float(np.nanmedian(chi2)) if np.isfinite(chi2).any() else None}
+
+    def predict_batch(self, batch: SpectraBatch) -> Prediction:
+        labels, _ = label_arrays(batch.catalog, self.label_names, "catalog rows")
+        good = good_pixels(batch.flux, batch.error, batch.pixmask, self.bad_bits)
+        good &= ~batch.excluded()
+        flux = np.where(good, batch.flux, np.float32(0.0)).astype(np.float32)
+        weight = C.pixel_weights(batch.error, good, self.error_floor)
+        with np.errstate(invalid="ignore"):
+            nonfinite = ~(np.isfinite(batch.flux) & np.isfinite(batch.error)).all(axis=1)
+        out = run_batch(self.model, flux, weight, labels, self.device, self.amp)
+        n_good = out["n_good"].cpu().numpy()
+        usable = (n_good > 0) & np.isfinite(labels).all(axis=1)
+        flags = (np.where(nonfinite, FLAG_NONFINITE, 0)
+                 | np.where(usable, 0, FLAG_UNUSABLE)).astype(np.int16)
+        chi2_nu = C.reduced(out["chi2"], out["n_good"], N_PARAMS).cpu().numpy()
+        rms = np.sqrt(out["resid_ss"].cpu().numpy() / np.maximum(n_good, 1))
+        mu, sigma = out["mu"].cpu().numpy(), out["sigma"].cpu().numpy()
+        nan = np.float32(np.nan)
+        mu = np.where(usable[:, None], mu, nan).astype(np.float32)
+        sigma = np.where(usable[:, None], sigma, nan).astype(np.float32)
+        chi2_nu = np.where(usable, chi2_nu, nan).astype(np.float32)
+        rms = np.where(usable, rms, nan).astype(np.float32)
+        z_cols, s_cols = latent_columns(self.n_latent, self.prefix)
+        p = self.prefix
+        columns = {**{c: mu[:, i] for i, c in enumerate(z_cols)},
+                   **{c: sigma[:, i] for i, c in enumerate(s_cols)},
+                   f"{p}_CHI2": chi2_nu, f"{p}_RESID_RMS": rms, f"{p}_FLAG": flags}
+        outputs = {"model": out["recon"].cpu().numpy(), "good": good, "chi2_nu": chi2_nu,
+                   "n_good": n_good, "flags": flags, "resid_rms": rms, "latents": mu,
+                   "latents_err": sigma, "labels": labels}
+        return Prediction(columns, outputs)
+
+    def predict_spectrum(self, spectrum: Spectrum, exclude=None, labels=None) -> dict:
+        """Reconstruction, χ²_ν (as in VAE_CHI2), latents … of one spectrum on the VAE's grid.
+
+        ``labels`` replace the catalog's; missing or NaN labels raise a clear error.
+        """
+        y = self._labels(spectrum, labels)
+        self._prepared(spectrum)  # the clear errors of encode()
+        meta = {**spectrum.meta, **dict(zip(self.label_names, y.tolist(), strict=True))}
+        return super().predict_spectrum(spectrum.copy(meta=meta), exclude)
 
     # -- inputs --------------------------------------------------------------------------------
     def _check_spectrum(self, spectrum: Spectrum) -> None:
@@ -143,11 +212,11 @@ class VAEPredictor:
 
     def _prepared(self, spectrum: Spectrum) -> tuple[np.ndarray, np.ndarray]:
         self._check_spectrum(spectrum)
-        good = D.good_pixels(spectrum.flux, spectrum.error, spectrum.pixmask, self.bad_bits)
+        good = good_pixels(spectrum.flux, spectrum.error, spectrum.pixmask, self.bad_bits)
         if not good.any():
             raise BadDataError(f"{spectrum.label}: every pixel is masked, NaN/inf or has no error")
         flux = np.where(good, spectrum.flux, np.float32(0.0)).astype(np.float32)
-        return flux, pixel_weights(spectrum.error, good, self.error_floor)
+        return flux, C.pixel_weights(spectrum.error, good, self.error_floor)
 
     # -- the model -----------------------------------------------------------------------------
     def encode(self, spectrum: Spectrum, labels=None) -> dict[str, np.ndarray]:
@@ -195,72 +264,14 @@ def infer_store(store_or_path, model_dir, batch_size: int = 1024, device=None,
                 extra_note: dict | None = None, write: bool = True) -> dict:
     """Run the VAE over every row of a store and write its columns to the catalog.
 
-    Streams the store ``batch_size`` rows at a time (read ahead on a thread), so memory
-    stays constant whatever the store size; ``device`` None picks CUDA when present.
-    ``amp`` runs the network under bf16 autocast on CUDA (faster, slightly coarser latents;
-    the compact model is limited by reading the store, not by arithmetic).
-    Returns figures: spectra/s, seconds, flag counts, median reduced χ².
+    The shared runner (:func:`core.inference.runner.run_store`) streams the store
+    ``batch_size`` rows at a time, so memory stays constant whatever the store size;
+    ``device`` None picks CUDA when present.  ``amp`` runs the network under bf16 autocast
+    on CUDA (faster, slightly coarser latents).  Returns figures: spectra/s, seconds, flag
+    counts, median reduced χ².
     """
-    store = store_or_path if isinstance(store_or_path, SpectraStore) \
-        else SpectraStore.open(resolve_store(store_or_path))
-    dev = choose_device(None if device is None else str(device))
-    model, config = load_vae(model_dir, dev)
-    if model.config.n_pix != store.grid.n_pix:
-        raise BadDataError(f"{store.path}: store grid {store.grid.name} ({store.grid.n_pix} px) "
-                           f"does not match the VAE ({model.config.n_pix} px)")
-    labels, label_err = D.label_arrays(store.catalog, model.config.label_names, str(store.path))
-    bad_bits = config.get("bad_bits", "astronn")
-    floor = float(config.get("error_floor", ERROR_FLOOR))
-    n, k = store.n_stars, model.config.n_latent
-    mu = np.full((n, k), np.nan, np.float32)
-    sigma = np.full((n, k), np.nan, np.float32)
-    chi2 = np.full(n, np.nan, np.float32)
-    rms = np.full(n, np.nan, np.float32)
-    flags = np.zeros(n, np.int16)
+    from .runner import rank_device, run_store
 
-    def read(rows: np.ndarray):
-        b = store.read(rows)
-        with np.errstate(invalid="ignore"):
-            nonfinite = ~(np.isfinite(b.flux) & np.isfinite(b.error)).all(axis=1)
-        return D.prepare_arrays(b, labels, label_err, bad_bits, floor), nonfinite
-
-    chunks = [np.arange(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
-    t0 = time.perf_counter()
-    bar = tqdm(total=n, desc="VAE inference", unit="spectra", disable=not progress,
-               dynamic_ncols=True)
-    for arrays, nonfinite in D.prefetched(read, chunks):
-        rows = arrays["rows"]
-        out = run_batch(model, arrays["flux"], arrays["weight"], arrays["labels"], dev, amp)
-        n_good = out["n_good"].cpu().numpy()
-        usable = (n_good > 0) & np.isfinite(arrays["labels"]).all(axis=1)
-        flags[rows] = np.where(nonfinite, FLAG_NONFINITE, 0) | np.where(usable, 0, FLAG_UNUSABLE)
-        ok = rows[usable]
-        mu[ok] = out["mu"].cpu().numpy()[usable]
-        sigma[ok] = out["sigma"].cpu().numpy()[usable]
-        chi2[ok] = (out["chi2"].cpu().numpy() / np.maximum(n_good, 1))[usable]
-        rms[ok] = np.sqrt(out["resid_ss"].cpu().numpy() / np.maximum(n_good, 1))[usable]
-        bar.update(len(rows))
-    bar.close()
-    seconds = time.perf_counter() - t0
-
-    z_cols, s_cols = latent_columns(k, prefix)
-    columns = {**{c: mu[:, i] for i, c in enumerate(z_cols)},
-               **{c: sigma[:, i] for i, c in enumerate(s_cols)},
-               f"{prefix}_CHI2": chi2, f"{prefix}_RESID_RMS": rms, f"{prefix}_FLAG": flags}
-    if write:
-        note = {"model": str(Path(model_dir)), "model_type": "vae", "n_latent": k,
-                "labels": list(model.config.label_names), **(extra_note or {})}
-        store.add_columns(pd.DataFrame(columns), note=note)
-    figures = {
-        "store": str(store.path), "model": str(model_dir), "n_spectra": int(n),
-        "seconds": round(seconds, 3), "spectra_per_s": round(n / seconds, 1) if seconds else None,
-        "batch_size": int(batch_size), "device": str(dev),
-        "n_flag_nonfinite": int(((flags & FLAG_NONFINITE) != 0).sum()),
-        "n_flag_unusable": int(((flags & FLAG_UNUSABLE) != 0).sum()),
-        "median_chi2_nu": float(np.nanmedian(chi2)) if np.isfinite(chi2).any() else None,
-        "columns_written": len(columns) if write else 0,
-    }
-    if progress:
-        print(f"VAE inference: {n} spectra in {seconds:.1f} s ({figures['spectra_per_s']} "
-              f"spectra/s) on {dev}", file=sys.stderr)
-    return figures
+    predictor = VAEPredictor.load(model_dir, rank_device(device), amp=amp, prefix=prefix)
+    return run_store(predictor, store_or_path, batch_size=batch_size, progress=progress,
+                     write=write, note=extra_note, desc="VAE inference")
