@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "core.cli.vae",
     "core.cli.emulator",
     "core.cli.train",
+    "core.cli.infer",
 ]
 
 #: Verbs that take a model kind as a second word (``stellarscope train vae``).

@@ -15,19 +15,6 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub, groups) -> None:
-    i = groups["infer"].add_parser(
-        "vae", help="run the VAE over a whole store and write VAE_* catalog columns",
-        description="Stream every spectrum of the store through the VAE and write latent means "
-        "VAE_Z00…, sigmas VAE_S00…, VAE_CHI2 (reduced χ² of the reconstruction), "
-        "VAE_RESID_RMS and VAE_FLAG to the catalog.")
-    i.add_argument("--store", default=None, help="store directory or name (default: demo store)")
-    i.add_argument("--model", default=None, help="model directory (default: the shipped demo VAE)")
-    i.add_argument("--batch-size", type=int, default=1024, help="spectra per batch (1024)")
-    i.add_argument("--amp", action="store_true",
-                   help="bf16 autocast on CUDA (default: float32, exact latents)")
-    _common(i)
-    i.set_defaults(func=run_infer)
-
     e = groups["evaluate"].add_parser(
         "vae", help="VAE diagnostics: χ²_ν histogram, residuals, latent correlations",
         description="Evaluate a VAE on the held-out stars of a store and write the seed's "
@@ -69,20 +56,6 @@ def _emit(args, figures: dict, text: str) -> None:
         print(json.dumps(figures, default=str))
     else:
         print(text)
-
-
-def run_infer(args) -> int:
-    from ..inference.vae import infer_store
-
-    _threads(args)
-    figures = infer_store(args.store, _model_dir(args), batch_size=args.batch_size,
-                          device=args.device, progress=not (args.no_progress or args.json),
-                          amp=args.amp)
-    _emit(args, figures, f"VAE columns written to {figures['store']}: {figures['n_spectra']} "
-          f"spectra, {figures['spectra_per_s']} spectra/s on {figures['device']}, median χ²_ν "
-          f"{figures['median_chi2_nu']}, flagged {figures['n_flag_nonfinite']} non-finite / "
-          f"{figures['n_flag_unusable']} unusable")
-    return 0
 
 
 def run_evaluate(args) -> int:
