@@ -1,4 +1,5 @@
-"""``stellarscope infer vae`` / ``evaluate vae`` (``train vae`` is in :mod:`core.cli.train`)."""
+"""``stellarscope evaluate vae`` (``infer vae`` is in :mod:`core.cli.infer`, ``train vae`` in
+:mod:`core.cli.train`)."""
 
 from __future__ import annotations
 
