@@ -7,6 +7,7 @@ import io
 import numpy as np
 import pandas as pd
 
+from core.chi2 import reduced_chi2
 from core.errors import BadDataError
 from core.grid import decode_pixmask
 from core.spectrum import Spectrum
@@ -147,14 +148,13 @@ def residuals(spectrum: Spectrum, model: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 def fit_statistics(spectrum: Spectrum, model: np.ndarray, n_params: int = 0) -> dict[str, float]:
-    """χ²_ν and RMS residual of a model over the spectrum's good pixels."""
-    diff, pull = residuals(spectrum, model)
-    good = np.isfinite(pull)
-    n = int(good.sum())
-    if n <= n_params:
-        return {"chi2_nu": float("nan"), "resid_rms": float("nan"), "n_good": n}
-    return {"chi2_nu": float(np.sum(pull[good] ** 2) / (n - n_params)),
-            "resid_rms": float(np.sqrt(np.mean(diff[good] ** 2))), "n_good": n}
+    """χ²_ν (:func:`core.chi2.reduced_chi2`, the catalog's χ²: error floor in quadrature) and
+    RMS residual of a model over the spectrum's good pixels."""
+    diff, _ = residuals(spectrum, model)
+    good = np.isfinite(diff)
+    chi2_nu, n = reduced_chi2(spectrum.flux, spectrum.error, model, good, n_params)
+    rms = float(np.sqrt(np.mean(diff[good] ** 2))) if n > n_params else float("nan")
+    return {"chi2_nu": chi2_nu, "resid_rms": rms, "n_good": n}
 
 
 def label_table(spectrum: Spectrum | None, outputs: dict | None = None) -> pd.DataFrame:
