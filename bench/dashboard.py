@@ -134,7 +134,7 @@ def measure_views(store_path: Path, vae_dir: Path, repeats: int) -> dict:
 
     store = SpectraStore.open(store_path)
     vae = VAEPredictor.load(vae_dir)
-    session = Session(context=AppContext(store=store, vae=vae))
+    session = Session(context=AppContext(store=store, models={"vae": vae}))
     star_view = StarView(focus=session.focus, context=session.context)
     # as in the app: the Latent view decodes only while its tab is shown
     latent_view = LatentView(focus=session.focus, context=session.context, throttle_s=0,

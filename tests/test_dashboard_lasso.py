@@ -151,7 +151,7 @@ def store(tmp_path_factory):
 def view(store):
     session = Session(context=AppContext(store=store))
     view = CatalogView(focus=session.focus, selection=session.selection, context=session.context)
-    view.axes.value = ["TEFF", "LOGG", "FE_H"]
+    view.axes = ["TEFF", "LOGG", "FE_H"]
     view.ensure_built()
     return view
 
@@ -194,7 +194,7 @@ def test_lasso_selects_the_stars_inside_and_outlines_itself(view):
 def test_lasso_narrows_a_box_and_a_new_box_replaces_both(view):
     teff, logg = teff_logg(view)
     feh = view.frame["FE_H"].to_numpy(np.float64)
-    view.mode.value = "new shape narrows"
+    view.mode = "new shape narrows"
     view.select_box("FE_H", None, (-0.4, 0.3))
     xs, ys = [3900.0, 5600.0, 5600.0, 3900.0], [1.0, 1.0, 2.6, 2.6]
     view.select_lasso("LOGG", "FE_H", [0.5, 2.2, 2.2, 0.5], [-1.5, -1.5, 1.0, 1.0])
@@ -209,7 +209,7 @@ def test_lasso_narrows_a_box_and_a_new_box_replaces_both(view):
     assert panels[("FE_H", "FE_H")]["highlight"].visible
     assert panels[("TEFF", "LOGG")]["outline"].visible and panels[("LOGG", "FE_H")]["outline"].visible
 
-    view.mode.value = "new shape replaces"
+    view.mode = "new shape replaces"
     view.select_box("TEFF", "LOGG", (4000, 5000, 1.0, 3.0))
     assert not any(p["outline"].visible for p in panels.values() if p["outline"] is not None)
     assert "lasso" not in view.selection.description

@@ -9,10 +9,11 @@ from test_dashboard_state import P, TinyVAE, write_store
 
 from core.cli import serve as serve_cli
 from core.cli.main import main as cli_main
+from dashboard.figures.lines import line_label, pick_labels
 from dashboard.state import AppContext, Session
 from dashboard.views.catalog import CatalogView
 from dashboard.views.latent import LatentView
-from dashboard.views.star import StarView, line_label, pick_labels
+from dashboard.views.star import StarView
 
 
 @pytest.fixture(scope="module")
@@ -22,19 +23,19 @@ def store(tmp_path_factory):
 
 @pytest.fixture
 def session(store):
-    return Session(context=AppContext(store=store, vae=TinyVAE()))
+    return Session(context=AppContext(store=store, models={"vae": TinyVAE()}))
 
 
 def test_star_view_swaps_data_in_place(session, store):
     view = StarView(focus=session.focus, context=session.context)
-    fig, src = view.spec_fig, view.spec_src
+    fig, src = view.spec_fig, view.figure.spec_src
     assert view.empty.visible and view.csv_download.disabled
     session.select_star(0)
     first = np.array(src.data["flux"], copy=True)
     assert len(first) == P + 2 and not view.empty.visible
-    assert view.mask_src.data["x0"].size == 2  # the two masked runs of every test star
+    assert view.figure.mask_src.data["x0"].size == 2  # the two masked runs of every test star
     session.select_star(1)
-    assert view.spec_fig is fig and view.spec_src is src
+    assert view.spec_fig is fig and view.figure.spec_src is src
     assert not np.allclose(np.nan_to_num(src.data["flux"]), np.nan_to_num(first))
     assert store.catalog["APOGEE_ID"].iloc[1] in fig.title.text and "mock survey" in fig.title.text
 
@@ -42,15 +43,18 @@ def test_star_view_swaps_data_in_place(session, store):
 def test_reconstruction_toggle_shows_the_residual_panel(session):
     view = StarView(focus=session.focus, context=session.context)
     session.select_star(2)
-    assert view.overlays.options == ["VAE reconstruction"] and not view.res_fig.visible
-    view.overlays.value = ["VAE reconstruction"]
-    assert view.res_fig.visible and view._model_renderers["VAE reconstruction"].visible
+    assert view.param.overlays.objects == ["VAE reconstruction"] and not view.res_fig.visible
+    assert list(view.overlay_buttons.options) == ["VAE reconstruction"]
+    view.overlays = ["VAE reconstruction"]
+    assert view.res_fig.visible and view.figure.overlays["VAE reconstruction"].visible
     assert "χ²_ν" in view.res_fig.title.text
-    pull = np.array(view.res_src.data["y"])
-    view.residual_mode.value = "data − model"
+    res_src = view.figure.residual_curves["residual"].data_source
+    pull = np.array(res_src.data["y"])
+    view.residual_mode_buttons.value = "data − model"  # through the widget bound to the param
+    assert view.residual_mode == "data − model"
     assert view.res_fig.yaxis.axis_label == "data − model"
-    assert not np.allclose(np.nan_to_num(view.res_src.data["y"]), np.nan_to_num(pull))
-    view.overlays.value = []
+    assert not np.allclose(np.nan_to_num(res_src.data["y"]), np.nan_to_num(pull))
+    view.overlays = []
     assert not view.res_fig.visible
 
 
@@ -59,9 +63,9 @@ def test_models_from_other_views_become_overlays(session):
     session.select_star(3)
     session.focus.add_model("Emulator fit", session.focus.spectrum.flux * 0 + 1,
                             {"Emulator χ²_ν": 2.0})
-    assert "Emulator fit" in view.overlays.options
-    view.overlays.value = ["Emulator fit", "VAE reconstruction"]
-    assert view.residual_of.visible and view.residual_of.value == "Emulator fit"
+    assert "Emulator fit" in view.param.overlays.objects
+    view.overlays = ["Emulator fit", "VAE reconstruction"]
+    assert view.residual_of_select.visible and view.residual_of == "Emulator fit"
     assert "Emulator χ²_ν" in list(view.table.value["quantity"])
 
 
@@ -72,18 +76,19 @@ def test_zoom_presets_and_line_filters(session):
     assert 15850 < view.x_range.start < view.x_range.end < 16450
     if view._lines is None:
         pytest.skip(f"no line list: {view._lines_problem}")
-    n_all = len(view.lines_src.data["x"])
-    view.line_elements.value = ["Fe"]
-    assert 0 < len(view.lines_src.data["x"]) < n_all
-    els = [e for e in view.zoom.groups.get("Element windows", {}).values()]
+    lines_src = view.figure.lines_src
+    n_all = len(lines_src.data["x"])
+    view.line_elements = ["Fe"]
+    assert 0 < len(lines_src.data["x"]) < n_all
+    els = [e for e in view.zoom_select.groups.get("Element windows", {}).values()]
     if els:
         view.apply_zoom(els[0])
-        assert len(view.window_src.data["x0"]) > 0
+        assert len(view.figure.window_src.data["x0"]) > 0
     name = view.goto_line.options[0]
     view.goto_line.value = name
     wl = float(name.rsplit(" ", 1)[1])
     assert view.x_range.start < wl < view.x_range.end and view.x_range.end - view.x_range.start < 30
-    assert len(view.labels_src.data["x"]) <= 60
+    assert len(view.figure.labels_src.data["x"]) <= 60
 
 
 def test_pick_labels_keeps_strong_lines_apart():
@@ -125,7 +130,7 @@ def test_latent_view_without_a_vae_says_so(store):
 
 def test_catalog_box_selection_filters_table_and_opens_stars(session, store):
     view = CatalogView(focus=session.focus, selection=session.selection, context=session.context)
-    view.axes.value = ["TEFF", "LOGG", "FE_H"]
+    view.axes = ["TEFF", "LOGG", "FE_H"]
     view.ensure_built()
     images = [p for p in view.plot.panels.values() if p["y"] is not None]
     assert len(images) == 3 and len(view.plot.panels) == 6
@@ -136,7 +141,7 @@ def test_catalog_box_selection_filters_table_and_opens_stars(session, store):
     assert session.selection.count == expected == len(view.table.value)
     assert f"**{expected:,}** of 60" in view.count.object
     assert all(len(p["sel"].data["image"]) == 1 for p in images)
-    view.mode.value = "new shape narrows"
+    view.mode = "new shape narrows"
     view.select_box("FE_H", None, (-0.2, 1.0))
     narrowed = ((cat.TEFF >= 4200) & (cat.TEFF <= 5000) & (cat.LOGG >= 1.5) & (cat.LOGG <= 3)
                 & (cat.FE_H >= -0.2) & (cat.FE_H <= 1.0)).sum()
@@ -153,8 +158,8 @@ def test_catalog_box_selection_filters_table_and_opens_stars(session, store):
 def test_catalog_colour_by_mean_and_rebuild(session):
     view = CatalogView(focus=session.focus, selection=session.selection, context=session.context)
     view.ensure_built()
-    view.axes.value = ["TEFF", "LOGG"]
-    view.color_by.value = "FE_H"
+    view.axes = ["TEFF", "LOGG"]
+    view.color_by = "FE_H"
     panel = view.plot.panels[("TEFF", "LOGG")]
     assert view.plot.color == "FE_H" and len(panel["base"].data["image"]) == 1
 
@@ -180,7 +185,7 @@ def test_app_builds_with_every_tab(store, monkeypatch, tmp_path):
     assert [app.tabs._names[i] for i in range(5)] == ["Star", "Latent space", "Catalog", "Fit",
                                                        "Attention"]
     assert app.context.store is not None and app.context.is_mock
-    assert app.context.vae is None and "VAE" in app.context.vae_problem
+    assert app.context.vae is None and "VAE" in app.context.slot("vae").problem
     app.tabs.active = CATALOG_TAB
     assert app.catalog_view.built
     assert app.session.random_star()
@@ -209,7 +214,7 @@ def test_shipped_demo_vae_drives_the_views(store):
     torch.set_num_threads(1)
     vae, where, problem = load_vae()
     assert problem == "" and where.endswith("vae-demo")
-    session = Session(context=AppContext(store=store, vae=vae))
+    session = Session(context=AppContext(store=store, models={"vae": vae}))
     view = LatentView(focus=session.focus, context=session.context)
     session.select_star(0)
     assert session.focus.models["VAE reconstruction"].shape == (P,)
@@ -220,7 +225,7 @@ def test_line_list_download_follows_the_filters(session):
     view = StarView(focus=session.focus, context=session.context)
     if view._lines is None:
         pytest.skip(f"no line list: {view._lines_problem}")
-    view.line_elements.value = ["Mg"]
+    view.line_elements = ["Mg"]
     shown = pd.read_csv(view._lines_csv(), comment="#")
     assert len(shown) > 0 and set(shown["element"]) == {"Mg"}
 

@@ -27,15 +27,12 @@ from bokeh.palettes import RdBu11
 from bokeh.plotting import figure
 
 from core.grid import Grid, get_grid
+from core.labels import axis_title
 
 from ..jobs import Debounce, Throttle
-from ..persist import restore_widgets
 from ..spectra import WAVE_LABEL, chip_images, robust_range, with_gaps
 from ..state import AppContext, FocusState
 
-#: Physical units of the injected labels, for slider titles.
-LABEL_UNITS = {"TEFF": ("Teff", "K"), "LOGG": ("log g", "dex"), "FE_H": ("[Fe/H]", "dex"),
-               "M_H": ("[M/H]", "dex")}
 FALLBACK_RANGES = {"TEFF": (3500.0, 6500.0), "LOGG": (0.0, 5.0), "FE_H": (-2.5, 0.6),
                    "M_H": (-2.5, 0.6)}
 Z_LIMIT = 4.0
@@ -50,6 +47,11 @@ class LatentView(pn.viewable.Viewer):
     throttle_s = param.Number(default=0.04, bounds=(0, 1))
     active = param.Boolean(default=True, doc="on screen: when not, a new star is only noted "
                                              "and decoded once the view is shown")
+    diff_against = param.Selector(default=DIFF_AGAINST[0], objects=list(DIFF_AGAINST),
+                                  doc="what the decoded spectrum is compared with")
+
+    #: saved in session files; the slider point goes through extra_state
+    session_params = ("diff_against",)
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -65,18 +67,17 @@ class LatentView(pn.viewable.Viewer):
                                               width=125)
         self.zero_button = pn.widgets.Button(label="Zero latents", width=115)
         self.sample_button = pn.widgets.Button(label="Sample prior", width=115)
-        self.diff_against = pn.widgets.RadioButtonGroup(options=list(DIFF_AGAINST),
-                                                        value=DIFF_AGAINST[0])
+        self.diff_buttons = pn.widgets.RadioButtonGroup.from_param(self.param.diff_against)
         self.readout = pn.pane.Markdown("", css_classes=["ss-decode-readout"], margin=(0, 10))
         self.reset_button.on_click(lambda e: self.reset_to_star())
         self.zero_button.on_click(lambda e: self.zero())
         self.sample_button.on_click(lambda e: self.sample_prior())
-        self.diff_against.param.watch(lambda e: self._decode(), "value")
+        self.param.watch(lambda e: self._decode(), "diff_against")
         self.sliders_box = pn.Column(sizing_mode="stretch_width")
         self.message = pn.pane.Alert("", alert_type="warning", visible=False,
                                      sizing_mode="stretch_width")
         self._build_sliders()
-        self.context.param.watch(lambda e: self._build_sliders(), "vae")
+        self.context.slot("vae").param.watch(lambda e: self._build_sliders(), "model")
         self._stale = False
         self.focus.param.watch(self._on_focus, ["spectrum", "encoding"])
         self.param.watch(self._on_active, "active")
@@ -165,7 +166,8 @@ class LatentView(pn.viewable.Viewer):
         vae = self.vae
         self.z_sliders, self.y_sliders = [], []
         if vae is None:
-            self.message.object = (f"**{self.context.vae_problem or 'No VAE model yet.'}** "
+            problem = self.context.slot("vae").problem or "No VAE model yet."
+            self.message.object = (f"**{problem}** "
                                    "The latent sliders appear when a VAE is available.")
             self.message.visible = True
             self.sliders_box.objects = []
@@ -177,9 +179,8 @@ class LatentView(pn.viewable.Viewer):
             self.z_sliders.append(s)
         for name in vae.label_names:
             lo, hi = self._label_range(name)
-            title, unit = LABEL_UNITS.get(name, (name, ""))
             step = 1.0 if name == "TEFF" else 0.01
-            s = pn.widgets.FloatSlider(label=f"{title} [{unit}]" if unit else title, start=lo,
+            s = pn.widgets.FloatSlider(label=axis_title(name), start=lo,
                                        end=hi, step=step, value=(lo + hi) / 2, width=190,
                                        margin=(2, 8), format="0.00" if step < 1 else "0")
             self.y_sliders.append(s)
@@ -296,7 +297,7 @@ class LatentView(pn.viewable.Viewer):
         star = self._star_arrays()
         wave = self._wavelength()
         if star is not None and flux.size == star[1].size:
-            ref = star[1] if self.diff_against.value == DIFF_AGAINST[0] else star[2]
+            ref = star[1] if self.diff_against == DIFF_AGAINST[0] else star[2]
             diff = flux - ref
         else:
             diff = np.full_like(flux, np.nan)
@@ -313,10 +314,10 @@ class LatentView(pn.viewable.Viewer):
             else:
                 self.dec_src.data = cols
             self.diff_fig.y_range.update(start=-m, end=m)
-            self.diff_fig.yaxis.axis_label = ("decoded − star" if self.diff_against.value ==
+            self.diff_fig.yaxis.axis_label = ("decoded − star" if self.diff_against ==
                                               DIFF_AGAINST[0] else "decoded − reconstruction")
             self.readout.object = (f"Decode #{self.decode_count}: RMS(decoded − "
-                                   f"{self.diff_against.value}) = {rms:.4f}"
+                                   f"{self.diff_against}) = {rms:.4f}"
                                    if np.isfinite(rms) else f"Decode #{self.decode_count}")
 
     def _update_sensitivity(self) -> None:
@@ -338,30 +339,31 @@ class LatentView(pn.viewable.Viewer):
 
     # -- layout ---------------------------------------------------------------------------
     # -- session file ---------------------------------------------------------------------------
-    def state_dict(self) -> dict:
+    def extra_state(self) -> dict:
         z, y = self.point
-        return {"z": [round(float(v), 5) for v in z], "labels": [float(v) for v in y],
-                "diff_against": self.diff_against.value}
+        return {"z": [round(float(v), 5) for v in z], "labels": [float(v) for v in y]}
 
-    def load_state(self, state: dict, sync: bool = False) -> list[str]:
-        notes = restore_widgets({"diff_against": self.diff_against}, state)
+    def restore_extra(self, state: dict, sync: bool = False) -> list[str]:
+        """The saved slider point (z and injected labels), when this VAE has as many."""
         z, y = state.get("z"), state.get("labels")
         if self.vae is None or z is None:
-            return notes
+            return []
+        if not isinstance(z, list) or (y is not None and not isinstance(y, list)):
+            return ["latent sliders: the saved point is not a list of numbers"]
         if len(z) != len(self.z_sliders) or (y is not None and len(y) != len(self.y_sliders)):
-            return [*notes, f"latent sliders: saved {len(z)} latents, this VAE has "
+            return [f"latent sliders: saved {len(z)} latents, this VAE has "
                     f"{len(self.z_sliders)}"]
         self._stale = False  # the saved point replaces the star's encoding
         self._draw_star()
         self._label_latents(self.focus.encoding)
         self.set_point(np.asarray(z, dtype=float), None if y is None else np.asarray(y, float))
-        return notes
+        return []
 
     def __panel__(self):
         buttons = pn.Row(self.reset_button, self.zero_button, self.sample_button)
         left = pn.Column(buttons, self.sliders_box, width=430, scroll=True, height=820)
         right = pn.Column(
-            pn.Row(pn.pane.Markdown("**Difference against**", margin=(8, 5)), self.diff_against),
+            pn.Row(pn.pane.Markdown("**Difference against**", margin=(8, 5)), self.diff_buttons),
             self.readout, self.plot, sizing_mode="stretch_width")
         return pn.Column(self.message, pn.Row(left, right, sizing_mode="stretch_width"),
                          sizing_mode="stretch_width")

@@ -1,0 +1,1 @@
+"""Bokeh figures shared by the views: the spectrum figure and the corner plot."""
