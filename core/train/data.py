@@ -143,7 +143,7 @@ class MemorySource:
     def __init__(self, arrays: dict[str, np.ndarray], device: torch.device, batch_size: int,
                  seed: int = 0, world: int = 1, rank: int = 0):
         self.tensors = _to_tensors(arrays, device)
-        self.n = int(len(arrays["rows"]))
+        self.n = int(len(next(iter(arrays.values()))))  # aligned arrays, one row each
         self.device, self.batch_size, self.seed = device, batch_size, seed
         self.world, self.rank = world, rank
 
