@@ -1,40 +1,47 @@
 """The Stellarscope dashboard: ``panel serve dashboard/app.py`` or ``stellarscope serve``.
 
 The store comes from ``$STELLARSCOPE_STORE`` (else the demo store under
-``$STELLARSCOPE_HOME``), the VAE from ``$STELLARSCOPE_VAE`` (else the demo weights).  Each
+``$STELLARSCOPE_HOME``); each registered model family gets one model slot, filled from
+``$STELLARSCOPE_MODELS`` (model directories named on the command line) or else found by
+:func:`core.models.find`.  The tabs are the registered views (:mod:`dashboard.views`).  Each
 browser session builds its own state and views; stores and models are shared, cached.
 """
 
 from __future__ import annotations
 
 import html
-import importlib
 import io
+import logging
+import os
 
 import panel as pn
+import param
 
-from dashboard import data
-from dashboard.jobs import on_doc, session_doc
-from dashboard.shortcuts import Shortcuts
-from dashboard.state import AppContext, Session
-from dashboard.views.attention import AttentionPlaceholder
-from dashboard.views.catalog import CatalogView
-from dashboard.views.latent import LatentView
-from dashboard.views.star import StarView
-from dashboard.views.upload import StarPicker
+from core.errors import StellarscopeError
+from core.models import FAMILIES, get_family
+
+from . import data, persist
+from .jobs import on_doc, session_doc
+from .shortcuts import Shortcuts
+from .state import AppContext, ModelSlot, Session
+from .views.registry import ViewSpec, registered, tab_name
+from .views.upload import StarPicker
 
 TITLE = "Stellarscope"
 ACCENT = "#1f4e79"
 MODEL_POLL_MS = 15_000
-LATENT_TAB = 1  # decodes only while shown
-CATALOG_TAB = 2  # position of the Catalog tab, whose corner plot is built on first visit
-FIT_TAB = 3
+
+
+def escape(text) -> str:
+    """Text from outside (star IDs, file names, session content, error messages) made safe
+    for the HTML that notifications, Markdown and HTML panes render."""
+    return html.escape(str(text), quote=True)
 
 
 def _notify_exception(exc: BaseException) -> None:
     """Any error escaping a callback becomes a notification, never a traceback on the page."""
     if pn.state.notifications is not None:
-        pn.state.notifications.error(f"{type(exc).__name__}: {exc}", duration=10_000)
+        pn.state.notifications.error(escape(f"{type(exc).__name__}: {exc}"), duration=10_000)
 
 
 pn.extension("tabulator", "filedropper", notifications=True, loading_indicator=True,
@@ -42,78 +49,112 @@ pn.extension("tabulator", "filedropper", notifications=True, loading_indicator=T
                  "Connection to the Stellarscope server lost; reload the page."))
 
 
-def fit_view(session: Session):
-    """The emulator Fit view when its module is installed, else an honest note."""
-    try:
-        module = importlib.import_module("dashboard.views.fit")
-    except ModuleNotFoundError as exc:
-        if exc.name != "dashboard.views.fit":
-            raise
-        return pn.pane.Alert("### The Fit view is not installed yet\n\nFitting stellar labels "
-                             "with the neural emulator arrives with its own issue.",
-                             alert_type="secondary", sizing_mode="stretch_width")
-    return module.FitView(focus=session.focus, context=session.context,
-                          selection=session.selection)
-
-
 def dataset_card(ctx: AppContext) -> pn.viewable.Viewable:
     store = ctx.store
     if store is None:
-        return pn.pane.Alert(f"**No dataset.** {ctx.store_problem}", alert_type="danger")
+        return pn.pane.Alert(f"**No dataset.** {escape(ctx.store_problem)}",
+                             alert_type="danger", css_classes=["ss-dataset"])
     badge = ""
     if store.is_mock:
         badge = ('<div class="ss-mock-badge" style="background:#ffb74d;color:#3e2200;'
                  'font-weight:700;padding:6px 10px;border-radius:6px;margin-bottom:6px;'
                  'letter-spacing:0.04em">MOCK SURVEY: synthetic spectra with known true '
                  'labels</div>')
-    text = (f"{badge}<b>{html.escape(store.title)}</b> ({html.escape(store.kind)})<br>"
-            f"{len(store):,} stars on the {store.grid.name} grid "
+    text = (f"{badge}<b>{escape(store.title)}</b> ({escape(store.kind)})<br>"
+            f"{len(store):,} stars on the {escape(store.grid.name)} grid "
             f"({store.grid.n_pix} px)<br><span style='font-size:85%;color:#666'>"
-            f"{html.escape(str(store.path))}</span>")
+            f"{escape(store.path)}</span>")
     return pn.pane.HTML(text, sizing_mode="stretch_width", css_classes=["ss-dataset"])
 
 
+def model_summary(model) -> str:
+    """What a loaded predictor is, in a few words, from what it exposes."""
+    parts = []
+    if getattr(model, "n_latent", None):
+        parts.append(f"{int(model.n_latent)} latents")
+    labels = tuple(getattr(model, "label_names", ()) or ())
+    if 0 < len(labels) <= 4:
+        parts.append("labels " + ", ".join(map(str, labels)))
+    elif labels:
+        parts.append(f"{len(labels)} labels")
+    return escape(", ".join(parts))
+
+
+def describe_slot(slot: ModelSlot) -> str:
+    """One model family's line in the sidebar: what is loaded and from where, or why not."""
+    title = escape(get_family(slot.family).title if slot.family else "model")
+    note = f"<br>⏳ {escape(slot.training)}" if slot.training else ""
+    if slot.model is None:
+        return f"**{title}**: ⚠ {escape(slot.problem or 'no model yet')}{note}"
+    summary = model_summary(slot.model)
+    return (f"**{title}**" + (f" ({summary})" if summary else "") + note +
+            f"<br><span style='font-size:85%;color:#666'>{escape(slot.where)}</span>")
+
+
 def model_card(ctx: AppContext) -> pn.viewable.Viewable:
-    def describe(vae, problem, where, training):
-        note = f"<br>⏳ {html.escape(training)}" if training else ""
-        if vae is None:
-            return f"⚠ {problem}{note}"
-        return (f"**VAE** with {vae.n_latent} latents, labels "
-                f"{', '.join(vae.label_names)}{note}<br><span style='font-size:85%;"
-                f"color:#666'>{html.escape(where)}</span>")
-    return pn.pane.Markdown(pn.bind(describe, ctx.param.vae, ctx.param.vae_problem,
-                                    ctx.param.vae_dir, ctx.param.vae_training),
-                            sizing_mode="stretch_width", css_classes=["ss-model"])
+    """Every model family's slot, kept current as models appear, change or train."""
+    rows = []
+    for family in FAMILIES:
+        slot = ctx.slot(family)
+        rows.append(pn.pane.Markdown(
+            pn.bind(lambda *_, s=slot: describe_slot(s), slot.param.model, slot.param.where,
+                    slot.param.problem, slot.param.training),
+            sizing_mode="stretch_width", margin=(2, 10), css_classes=[f"ss-model-{family}"]))
+    if ctx.model_notes:
+        rows.append(pn.pane.Markdown("⚠ Not used: " + "; ".join(map(escape, ctx.model_notes)),
+                                     sizing_mode="stretch_width", margin=(2, 10)))
+    return pn.Column(*rows, sizing_mode="stretch_width", css_classes=["ss-model"])
 
 
-class DashboardApp:
-    """One session's page: sidebar (dataset, model, star) and the view tabs."""
+def missing_models(spec: ViewSpec, ctx: AppContext) -> str:
+    """Why ``spec``'s view cannot work yet (Markdown), or '' when its models are there."""
+    out = []
+    for family in spec.needs:
+        slot = ctx.slot(family)
+        if slot.model is None:
+            training = f"\n\n⏳ {escape(slot.training)}" if slot.training else ""
+            out.append(f"### The {escape(spec.title)} view needs a "
+                       f"{escape(get_family(family).title)}\n\n"
+                       f"{escape(slot.problem or 'none is loaded')}{training}")
+    return "\n\n".join(out)
 
-    def __init__(self, store_path=None, vae_dir=None):
+
+class DashboardApp(param.Parameterized):
+    """One session's page: sidebar (dataset, models, star) and one tab per registered view."""
+
+    tab = param.String(default="", doc="name of the view shown (URL ?tab=NAME)")
+
+    def __init__(self, store_path=None, models=None, **params):
+        """``models``: model directories (a list, or an ``os.pathsep``-separated string)
+        that take precedence for their family; default ``$STELLARSCOPE_MODELS``."""
+        super().__init__(**params)
         data.warm_up()
-        ctx = self.context = data.make_context(store_path, vae_dir)
+        if isinstance(models, (list, tuple)):
+            models = os.pathsep.join(map(str, models))
+        ctx = self.context = data.make_context(store_path, models)
         session = self.session = Session(context=ctx)
-        focus = session.focus
-        self.star_view = StarView(focus=focus, context=ctx)
-        self.latent_view = LatentView(focus=focus, context=ctx, active=False)
-        self.catalog_view = CatalogView(focus=focus, selection=session.selection, context=ctx)
+        self.specs = {spec.name: spec for spec in registered()}
+        self.views = {name: spec.build(session) for name, spec in self.specs.items()}
+        self.bodies = {name: pn.Column(sizing_mode="stretch_width", css_classes=[f"ss-tab-{name}"])
+                       for name in self.specs}
+        for name, spec in self.specs.items():
+            self._fill_body(name)
+            for family in spec.needs:
+                ctx.slot(family).param.watch(lambda e, n=name: self._fill_body(n),
+                                             ["model", "problem", "training"])
+        self.tabs = pn.Tabs(*((spec.title, self.bodies[name]) for name, spec in self.specs.items()),
+                            dynamic=True, sizing_mode="stretch_width")
         self.picker = StarPicker(session=session)
-        self.fit_view = fit_view(session)
-        self.views = {"star": self.star_view, "latent": self.latent_view,
-                      "catalog": self.catalog_view, "fit": self.fit_view}
-        self.tabs = pn.Tabs(("Star", self.star_view), ("Latent space", self.latent_view),
-                            ("Catalog", self.catalog_view), ("Fit", self.fit_view),
-                            ("Attention", AttentionPlaceholder()), dynamic=True,
-                            sizing_mode="stretch_width")
+        focus = session.focus
         selected = pn.pane.Markdown(
-            pn.bind(lambda *_: f"**Selected star:** {focus.label}" + (
-                f"<br><span style='font-size:85%;color:#555'>{html.escape(ctx.status)}</span>"
+            pn.bind(lambda *_: f"**Selected star:** {escape(focus.label)}" + (
+                f"<br><span style='font-size:85%;color:#555'>{escape(ctx.status)}</span>"
                 if ctx.status else ""), focus.param.spectrum, focus.param.source,
                 focus.param.star_id, ctx.param.status),
             css_classes=["ss-selected-star"], sizing_mode="stretch_width")
         sidebar = [
             pn.pane.Markdown("### Dataset", margin=(0, 10)), dataset_card(ctx),
-            pn.pane.Markdown("### Model", margin=(0, 10)), model_card(ctx),
+            pn.pane.Markdown("### Models", margin=(0, 10)), model_card(ctx),
             pn.pane.Markdown("### Star", margin=(0, 10)), selected, self.picker,
             pn.pane.Markdown("### Session", margin=(0, 10)), self._session_card(),
             pn.pane.Markdown("### Keys", margin=(0, 10)), self._shortcuts(),
@@ -123,33 +164,91 @@ class DashboardApp:
             main=[self.tabs], accent=ACCENT, sidebar_width=340, main_layout=None,
             header_background=ACCENT, theme_toggle=True)
         ctx.param.watch(self._notify, "message_count")
-        self.tabs.param.watch(self._on_tab, "active")
-        self._vae_dir = vae_dir
+        self.tabs.param.watch(self._on_active, "active")
+        self.param.watch(self._on_tab, "tab")
+        self.tab = next(iter(self.specs), "")
+        self._on_shown(self.tab)
         self._poll = None
         if pn.state.location is not None:
             pn.state.location.sync(focus, {"star_id": "star"})
-            pn.state.location.sync(self.tabs, {"active": "tab"})
+            pn.state.location.sync(self, {"tab": "tab"})
         if pn.state.curdoc is not None:  # new or retrained weights appear without a reload
             self._poll = pn.state.add_periodic_callback(self._poll_models, period=MODEL_POLL_MS)
+        if ctx.store is None and pn.state.curdoc is not None:
+            pn.state.onload(lambda: ctx.notify(f"No dataset: {ctx.store_problem}", "error"))
 
+    # -- tabs ---------------------------------------------------------------------------------
+    def _fill_body(self, name: str) -> None:
+        """The view, or, while a model it needs is missing, why it cannot work yet."""
+        why = missing_models(self.specs[name], self.context)
+        body = self.bodies[name]
+        if why:
+            body.objects = [pn.pane.Alert(why, alert_type="warning", sizing_mode="stretch_width",
+                                          css_classes=["ss-view-needs-model"])]
+        elif not body.objects or body.objects[0] is not self.views[name]:
+            body.objects = [self.views[name]]
+
+    def show_tab(self, name) -> bool:
+        """Show the view ``name`` (an old tab number works too); False if there is none."""
+        found = tab_name(name, list(self.specs))
+        if found is None:
+            return False
+        self.tab = found
+        return True
+
+    def _on_active(self, event) -> None:
+        self.tab = list(self.specs)[event.new]
+
+    def _on_tab(self, event) -> None:
+        name = tab_name(event.new, list(self.specs))
+        if name is None:  # an unknown ?tab= value: stay where we were
+            self.tab = event.old if event.old in self.specs else next(iter(self.specs), "")
+            return
+        if name != event.new:  # an old tab number from a URL or bookmark
+            self.tab = name
+            return
+        self.tabs.active = list(self.specs).index(name)
+        self._on_shown(name)
+
+    def _on_shown(self, name: str) -> None:
+        for other, view in self.views.items():
+            if "active" in getattr(view, "param", ()):
+                view.active = other == name
+        view = self.views.get(name)
+        if view is not None and hasattr(view, "ensure_built") and not getattr(view, "built", True):
+            body = self.bodies[name]
+            body.loading = True
+
+            def build():
+                try:
+                    view.ensure_built()
+                finally:
+                    body.loading = False
+
+            on_doc(session_doc(), build)
+
+    # -- sidebar ------------------------------------------------------------------------------
     def _shortcuts(self) -> Shortcuts:
         session = self.session
         actions = {
             "n": ("next star", lambda: session.step_star(1)),
             "p": ("previous", lambda: session.step_star(-1)),
             "r": ("random star", session.random_star),
-            "f": ("fit", self._fit_key),
         }
-        for i in range(len(self.tabs)):
-            actions[str(i + 1)] = ("tabs", lambda i=i: setattr(self.tabs, "active", i))
+        if any(callable(getattr(v, "fit", None)) for v in self.views.values()):
+            actions["f"] = ("fit", self._fit_key)
+        for name, spec in self.specs.items():
+            if spec.key:
+                actions[spec.key] = ("tabs", lambda n=name: self.show_tab(n))
         self.shortcuts = Shortcuts(actions)
         return self.shortcuts
 
     def _fit_key(self) -> None:
-        """Show the Fit tab and fit the focused star."""
-        self.tabs.active = FIT_TAB
-        if hasattr(self.fit_view, "fit") and not getattr(self.fit_view, "busy", False):
-            self.fit_view.fit()
+        """Show the first view that fits, and fit the focused star with it."""
+        name, view = next((n, v) for n, v in self.views.items() if callable(getattr(v, "fit", None)))
+        self.show_tab(name)
+        if not missing_models(self.specs[name], self.context) and not getattr(view, "busy", False):
+            view.fit()
 
     def _session_card(self) -> pn.viewable.Viewable:
         """Download the session as JSON; restore one by uploading it."""
@@ -165,14 +264,9 @@ class DashboardApp:
             styles={"font-size": "85%", "color": "#555"}, margin=(0, 10)))
 
     def _session_bytes(self):
-        from dashboard import persist
-
         return io.BytesIO(persist.dumps(persist.session_document(self)))
 
     def _on_session_file(self, event) -> None:
-        from core.errors import StellarscopeError
-        from dashboard import persist
-
         if not event.new:
             return
         name = self.session_upload.filename or "session.json"
@@ -187,25 +281,49 @@ class DashboardApp:
         else:
             self.context.notify(f"Session {name} restored", "success")
 
-    def _on_tab(self, event) -> None:
-        self.latent_view.active = event.new == LATENT_TAB
-        if event.new == CATALOG_TAB and not self.catalog_view.built:
-            self.catalog_view.corner_pane.loading = True
-            on_doc(session_doc(), self.catalog_view.ensure_built)
-
     def _notify(self, event) -> None:
         ctx = self.context
         if pn.state.notifications is not None and ctx.message:
+            # messages carry star IDs, file names and session content: never markup
             getattr(pn.state.notifications, ctx.message_kind)(
-                ctx.message, duration=8000 if ctx.message_kind == "error" else 4000)
+                escape(ctx.message), duration=8000 if ctx.message_kind == "error" else 4000)
 
     def _poll_models(self) -> None:
         """Models still training appear (and improve) as their weights are written."""
-        had = self.context.vae is not None
-        if data.refresh_vae(self.context, self._vae_dir) and self.context.vae is not None:
-            self.context.notify("The VAE model was updated" if had else
-                                "A VAE model is now available", "success")
+        had = {f: s.model is not None for f, s in self.context.slots.items()}
+        for family in data.refresh_models(self.context):
+            slot = self.context.slot(family)
+            title = get_family(family).title
+            if slot.model is not None:
+                self.context.notify(f"The {title} was updated" if had.get(family) else
+                                    f"A {title} is now available", "success")
+            elif had.get(family):
+                self.context.notify(f"The {title} is gone: {slot.problem}", "warning")
+
+
+def error_page(exc: BaseException) -> pn.template.FastListTemplate:
+    """The page a session gets when the app cannot be built: the reason, not a blank page."""
+    text = escape(f"{type(exc).__name__}: {exc}" if not isinstance(exc, StellarscopeError)
+                  else exc)
+    alert = pn.pane.Alert(f"### Stellarscope could not start this page\n\n{text}\n\n"
+                          "Fix the problem and reload the page.", alert_type="danger",
+                          sizing_mode="stretch_width", css_classes=["ss-app-error"])
+    if pn.state.curdoc is not None:
+        pn.state.onload(lambda: pn.state.notifications is not None
+                        and pn.state.notifications.error(text, duration=0))
+    return pn.template.FastListTemplate(title=TITLE, main=[alert], accent=ACCENT,
+                                        header_background=ACCENT)
+
+
+def page():
+    """This session's page; a store or model that breaks under a running server gives a page
+    that says what broke."""
+    try:
+        return DashboardApp().template
+    except Exception as exc:  # noqa: BLE001  (the page boundary: show it, whatever it is)
+        logging.getLogger(__name__).exception("the Stellarscope page could not be built")
+        return error_page(exc)
 
 
 if pn.state.served or __name__.startswith("bokeh_app"):
-    DashboardApp().template.servable(title=TITLE)
+    page().servable(title=TITLE)

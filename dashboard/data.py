@@ -15,16 +15,20 @@ import numpy as np
 import pandas as pd
 import panel as pn
 
-from core import paths
+from core import models, paths
 from core.errors import StellarscopeError
+from core.linelist import LINELIST_PATH, WINDOWS_PATH, load_element_windows, load_linelist
+from core.models.families import family_of
 from core.store import MANIFEST, SpectraStore
+from core.train.vae import LOG_FILE, RUNNING_FILE
 
 from .state import AppContext
 
-#: Environment variables through which ``stellarscope serve`` passes its options to the app.
+#: Environment variables through which ``stellarscope serve`` passes its options to the app:
+#: the store, and model directories (``os.pathsep``-separated) that take precedence for
+#: their family.
 ENV_STORE = "STELLARSCOPE_STORE"
-ENV_VAE = "STELLARSCOPE_VAE"
-VAE_DEMO = "vae-demo"
+ENV_MODELS = "STELLARSCOPE_MODELS"
 
 #: Catalog columns offered first in the corner plot, when present.
 PREFERRED_AXES = ("TEFF", "LOGG", "FE_H", "MG_FE", "SNR", "VAE_CHI2")
@@ -124,10 +128,6 @@ def nearest_row(frame: pd.DataFrame, xcol: str, ycol: str, x: float, y: float,
 def linelist() -> tuple[pd.DataFrame | None, str]:
     """(line list, problem): the shipped H-band list, or None and why not."""
     try:
-        from core.linelist import LINELIST_PATH, load_linelist
-    except ImportError as exc:
-        return None, f"line list module missing ({exc})"
-    try:
         df = pn.state.as_cached(f"stellarscope-lines:{_mtime(LINELIST_PATH)}", load_linelist)
     except StellarscopeError as exc:
         return None, str(exc)
@@ -135,74 +135,76 @@ def linelist() -> tuple[pd.DataFrame | None, str]:
 
 
 def element_windows() -> pd.DataFrame | None:
+    """The element windows of the shipped line list, or None when they cannot be read."""
     try:
-        from core.linelist import WINDOWS_PATH, load_element_windows
-
         return pn.state.as_cached(f"stellarscope-windows:{_mtime(WINDOWS_PATH)}",
                                   load_element_windows)
-    except (ImportError, StellarscopeError):
+    except StellarscopeError:
         return None
 
 
 # -- models ------------------------------------------------------------------------------------
 
 
-def vae_candidates(explicit=None) -> list[Path]:
-    """Where a VAE may be, most specific first: --vae / $STELLARSCOPE_VAE, the home, assets."""
-    out = []
-    given = explicit or os.environ.get(ENV_VAE)
-    if given:
-        out.append(Path(given).expanduser())
-    out.append(paths.home() / "models" / VAE_DEMO)
-    out.append(paths.SHIPPED_MODELS / VAE_DEMO)
-    return out
-
-
-def first_loadable(candidates, kind: str, loader):
-    """(model, its directory, problems): the first candidate directory whose model loads.
-
-    Loads are cached per server process, keyed by the directory's newest file time, so
-    retrained weights are picked up and sessions share one copy.
-    """
-    problems = []
-    for cand in candidates:
-        if not (cand / "config.json").is_file():
-            continue
-        stamp = max((_mtime(f) for f in cand.iterdir()), default=0.0)
+def explicit_models(value: str | None = None) -> tuple[dict[str, Path], list[str]]:
+    """The model directories named in ``$STELLARSCOPE_MODELS`` (``os.pathsep``-separated),
+    keyed by the family of their config.json ``model_type``; and notes on the ones that
+    name no known model."""
+    value = os.environ.get(ENV_MODELS, "") if value is None else value
+    found, notes = {}, []
+    for entry in filter(None, (e.strip() for e in value.split(os.pathsep))):
+        path = Path(entry).expanduser()
         try:
-            model = pn.state.as_cached(f"stellarscope-{kind}:{cand.resolve()}:{stamp}",
-                                       loader, path=cand)
-        except (StellarscopeError, OSError, ValueError, KeyError) as exc:
-            problems.append(f"{cand}: {exc}")
+            kind = models.read_config(path).get("model_type")
+        except (StellarscopeError, OSError, ValueError) as exc:
+            notes.append(f"{path}: {exc}")
             continue
-        return model, str(cand), []
-    return None, "", problems
+        family = family_of(str(kind))
+        if family is None:
+            notes.append(f"{path}: model_type {kind!r} belongs to no known model family")
+        elif family.name in found:
+            notes.append(f"{path}: a second {family.title} on the command line (using "
+                         f"{found[family.name]})")
+        else:
+            found[family.name] = path
+    return found, notes
 
 
-def load_vae(explicit=None):
-    """(predictor, model dir, problem): the first VAE that loads, else None and why."""
+def _newest(path: Path) -> float:
     try:
-        from core.inference.vae import VAEPredictor
-    except ImportError:
-        return None, "", "no VAE model yet (the VAE inference module is not installed)"
-    vae, where, problems = first_loadable(vae_candidates(explicit), "vae",
-                                          lambda path: VAEPredictor.load(path))
-    if vae is not None:
-        return vae, where, ""
-    if problems:
-        return None, "", "VAE could not be loaded: " + "; ".join(problems)
-    return None, "", ("no VAE model yet: train one with `stellarscope train vae` "
-                      "(it appears here when ready)")
+        return max((_mtime(f) for f in path.iterdir()), default=0.0)
+    except OSError:
+        return 0.0
+
+
+def load_model(family: str, explicit: str | os.PathLike | None = None):
+    """(predictor, its directory, problem) of ``family``: :func:`core.models.find` picks the
+    directory, the family's Predictor loads it.  Loads are cached per server process keyed
+    by the directory and its newest file time, so sessions share one copy and retrained
+    weights are picked up."""
+    fam = models.get_family(family)
+    try:
+        where = models.find(family, explicit)
+    except StellarscopeError as exc:
+        return None, "", str(exc)
+    stamp = _newest(where)
+    try:
+        predictor = fam.part("predictor")
+        model = pn.state.as_cached(f"stellarscope-model:{family}:{where.resolve()}:{stamp}",
+                                   lambda: predictor.load(where))
+    except (StellarscopeError, OSError, ValueError, KeyError, ImportError,
+            AttributeError, RuntimeError) as exc:
+        return None, "", f"the {fam.title} in {where} could not be loaded: {exc}"
+    return model, str(where), ""
 
 
 TRAINING_FRESH_S = 300
 
 
 def training_note(model_dir: Path) -> str:
-    """'training: epoch 7, validation χ²_ν 1.21' while a VAE run is going: its run marker is
-    there and its log is still growing (a crashed run's log goes stale)."""
-    from core.train.vae import LOG_FILE, RUNNING_FILE
-
+    """'training in progress: epoch 7 done, validation χ²_ν 1.21' while a run writes into
+    ``model_dir``: its run marker is there and its log is still growing (a crashed run's log
+    goes stale).  Any family's trainer leaves the same marker and log."""
     log = Path(model_dir) / LOG_FILE
     if not (Path(model_dir) / RUNNING_FILE).is_file():
         return ""
@@ -220,29 +222,48 @@ def training_note(model_dir: Path) -> str:
     return f"training in progress: epoch {int(last['epoch'])} done{chi2}"
 
 
-def make_context(store_path=None, vae_dir=None) -> AppContext:
-    """The app's context: the store (or why there is none) and the VAE (or why there is none)."""
+def _training(family: str, explicit) -> str:
+    try:
+        places = models.families.candidates(family, explicit)
+    except (StellarscopeError, OSError):
+        return ""
+    return next((n for n in map(training_note, places) if n), "")
+
+
+def refresh_models(ctx: AppContext) -> list[str]:
+    """Fill (or refresh) one slot per registered family; returns the families whose model
+    changed.  Directories named on the command line (``ctx.model_dirs``) take precedence."""
+    changed = []
+    for family in models.FAMILIES:
+        given = ctx.model_dirs.get(family)
+        model, where, problem = load_model(family, given)
+        slot = ctx.slot(family)
+        note = _training(family, given)
+        if note != slot.training:
+            slot.training = note
+        if model is slot.model and problem == slot.problem:
+            continue
+        slot.param.update(model=model, where=where, problem=problem)
+        changed.append(family)
+    return changed
+
+
+def make_context(store_path=None, model_dirs: str | None = None) -> AppContext:
+    """The app's context: the store (or why there is none) and one model slot per family
+    (``model_dirs``: like ``$STELLARSCOPE_MODELS``, which it defaults to)."""
     path = Path(store_path).expanduser() if store_path else store_path_from_env()
     ctx = AppContext(store_path=str(path))
     try:
-        ctx.store = open_store(path)
+        store = open_store(path)
+        store.catalog  # noqa: B018  (read now: a broken catalog is named here, not later)
+        ctx.store = store
     except StellarscopeError as exc:
         ctx.store_problem = (f"{exc}. Build the mock survey with `stellarscope demo` "
                              f"(or `stellarscope mock --out {path}`).")
-    refresh_vae(ctx, vae_dir)
+    explicit, notes = explicit_models(model_dirs)
+    ctx.param.update(model_dirs=explicit, model_notes=notes)
+    refresh_models(ctx)
     return ctx
-
-
-def refresh_vae(ctx: AppContext, vae_dir=None) -> bool:
-    """Load the VAE if it appeared (or changed) since last time; True when it changed."""
-    vae, where, problem = load_vae(vae_dir)
-    note = next((n for n in map(training_note, vae_candidates(vae_dir)) if n), "")
-    if note != ctx.vae_training:
-        ctx.vae_training = note
-    if vae is ctx.vae and problem == ctx.vae_problem:
-        return False
-    ctx.param.update(vae=vae, vae_dir=where, vae_problem=problem)
-    return True
 
 
 def warm_up() -> None:

@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import param
 
 from core.errors import BadFileError
 
 FORMAT = "stellarscope-session"
-VERSION = 1
+#: 2: ``tab`` is the view's name ("fit"); version 1 files (a tab number) are still read.
+VERSION = 2
 MAX_BYTES = 16 * 1024 * 1024
-VIEWS = ("star", "latent", "catalog", "fit")
 
 
 def pack_rows(rows: np.ndarray | None, n_rows: int) -> dict | None:
@@ -49,6 +51,82 @@ def unpack_rows(packed: dict, n_rows: int, name: str = "session") -> np.ndarray:
     return np.flatnonzero(np.unpackbits(bits)[:n_rows]).astype(np.int64)
 
 
+def _plain(value):
+    """A param value as JSON (tuples become lists)."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _non_finite(value) -> bool:
+    """True when ``value`` holds NaN or ±Infinity anywhere (json reads them as floats)."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, list):
+        return any(map(_non_finite, value))
+    if isinstance(value, dict):
+        return any(map(_non_finite, value.values()))
+    return False
+
+
+def view_state(view) -> dict:
+    """A view's session settings: its ``session_params`` and its ``extra_state()``."""
+    if not hasattr(view, "session_params") and hasattr(view, "state_dict"):  # TRANSITION
+        return view.state_dict()
+    state = {name: _plain(getattr(view, name)) for name in getattr(view, "session_params", ())}
+    if hasattr(view, "extra_state"):
+        state.update(view.extra_state())
+    return state
+
+
+def _restore_param(view, name: str, saved) -> str | None:
+    """Set one session param through param's own checks; a note when it cannot be."""
+    p = view.param[name]
+    if isinstance(p, param.ListSelector) and isinstance(saved, list):
+        offered = list(p.get_range().values())
+        keep = [v for v in saved if v in offered]
+        view.param.update({name: keep})
+        missing = [v for v in saved if v not in offered]
+        return f"{name}: {missing} not offered here" if missing else None
+    if isinstance(p, param.Selector) and not isinstance(p, param.ListSelector) \
+            and not (saved is None and p.allow_None) and saved not in list(p.get_range().values()):
+        return f"{name}: {saved!r} not offered here"
+    if isinstance(p, param.Number) and isinstance(saved, bool):
+        return f"{name}: {saved!r} is not a number"
+    try:
+        view.param.update({name: saved})
+    except (ValueError, TypeError) as exc:
+        return f"{name}: {saved!r} refused ({exc})"
+    return None
+
+
+def restore_view(view, state: dict, *, sync: bool = False) -> list[str]:
+    """Restore a view's saved settings; returns notes on what was skipped and why.
+
+    Each ``session_params`` value goes through param's own type and range checks; values
+    holding NaN or Infinity are refused outright.  The rest of ``state`` goes to the view's
+    ``restore_extra(state, sync)``.
+    """
+    if not hasattr(view, "session_params") and hasattr(view, "load_state"):  # TRANSITION
+        return view.load_state(state, sync=sync) or []
+    names = tuple(getattr(view, "session_params", ()))
+    notes, extra = [], {}
+    for key, saved in state.items():
+        if _non_finite(saved):
+            notes.append(f"{key}: holds NaN or Infinity, not restored")
+        elif key in names:
+            note = _restore_param(view, key, saved)
+            if note:
+                notes.append(note)
+        else:
+            extra[key] = saved
+    if hasattr(view, "restore_extra"):
+        notes += view.restore_extra(extra, sync) or []
+    return notes
+
+
 def session_document(app) -> dict:
     """What ``app`` (a :class:`dashboard.app.DashboardApp`) shows, as a JSON-ready dict."""
     ctx, session = app.context, app.session
@@ -61,17 +139,15 @@ def session_document(app) -> dict:
                                              "n_stars": len(store)},
         "star": focus.star_id if focus.source == "store" else "",
         "uploaded_star": focus.label if focus.source == "upload" else "",
-        "tab": int(app.tabs.active),
+        "tab": app.tab,
         "selection": None,
-        "views": {},
+        "views": {name: view_state(view) for name, view in app.views.items()
+                  if getattr(view, "session_params", ()) or hasattr(view, "extra_state")
+                  or hasattr(view, "state_dict")},  # TRANSITION
     }
     sel = session.selection
     if store is not None and sel.active:
         doc["selection"] = {**pack_rows(sel.rows, len(store)), "description": sel.description}
-    for key in VIEWS:
-        view = app.views.get(key)
-        if view is not None and hasattr(view, "state_dict"):
-            doc["views"][key] = view.state_dict()
     return doc
 
 
@@ -86,14 +162,16 @@ def read_session(raw: bytes, name: str = "session.json") -> dict:
                            f"{MAX_BYTES // 2**20} MB limit for session files")
     try:
         doc = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise BadFileError(name, f"not a JSON file ({exc})") from exc
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise BadFileError(name, f"not a Stellarscope session (no \"format\": \"{FORMAT}\")")
-    if not isinstance(doc.get("version"), int) or doc["version"] > VERSION:
-        raise BadFileError(name, f"session version {doc.get('version')!r} is newer than this "
+    version = doc.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version > VERSION:
+        raise BadFileError(name, f"session version {version!r} is newer than this "
                            f"Stellarscope understands ({VERSION})")
-    for key, kinds in (("star", str), ("uploaded_star", str), ("tab", int), ("views", dict),
+    tab_kind = int if version < 2 else str
+    for key, kinds in (("star", str), ("uploaded_star", str), ("tab", tab_kind), ("views", dict),
                        ("store", (dict, type(None))), ("selection", (dict, type(None)))):
         if key in doc and (not isinstance(doc[key], kinds) or isinstance(doc[key], bool)):
             expected = kinds.__name__ if isinstance(kinds, type) else f"{kinds[0].__name__} or null"
@@ -110,6 +188,8 @@ def apply_session(app, doc: dict, name: str = "session.json", *, sync: bool = Fa
     The star comes first (views react to it), then the tab, each view's settings and the
     selection.  ``sync`` runs a saved fit in this thread (tests) instead of a worker.
     """
+    from .views.registry import tab_name
+
     ctx, session = app.context, app.session
     notes = []
     saved_store = doc.get("store") or {}
@@ -124,15 +204,22 @@ def apply_session(app, doc: dict, name: str = "session.json", *, sync: bool = Fa
             notes.append(f"star {star} is not in this store")
     elif doc.get("uploaded_star"):
         notes.append(f"the uploaded spectrum {doc['uploaded_star']} must be uploaded again")
-    tab = doc.get("tab", 0)
-    if 0 <= tab < len(app.tabs):
-        app.tabs.active = tab
+    if "tab" in doc:
+        tab = tab_name(doc["tab"], list(app.views))
+        if tab is None:
+            notes.append(f"tab {doc['tab']!r} is not a view here")
+        else:
+            app.show_tab(tab)
     for key, state in doc.get("views", {}).items():
         view = app.views.get(key)
-        if view is None or not hasattr(view, "load_state") or not isinstance(state, dict):
+        if view is None:
+            notes.append(f"{key} view settings skipped (no such view here)")
+            continue
+        if not isinstance(state, dict):
+            notes.append(f"{key} view settings skipped (not a JSON object)")
             continue
         try:
-            notes += view.load_state(state, sync=sync) or []
+            notes += [f"{key} view: {n}" for n in restore_view(view, state, sync=sync)]
         except (KeyError, TypeError, ValueError) as exc:
             notes.append(f"{key} view settings skipped ({exc})")
     if doc.get("selection"):  # after the catalog view's columns, which redraw the corner plot
@@ -145,31 +232,35 @@ def apply_session(app, doc: dict, name: str = "session.json", *, sync: bool = Fa
     return notes
 
 
+# -- TRANSITION: views not yet declaring session_params ---------------------------------------
+
+
 def widget_state(widgets: dict) -> dict:
     """The values of a view's persisted widgets (JSON-ready)."""
-    out = {}
-    for key, w in widgets.items():
-        v = w.value
-        out[key] = list(v) if isinstance(v, (list, tuple)) else v
-    return out
+    return {key: _plain(w.value) for key, w in widgets.items()}
 
 
 def restore_widgets(widgets: dict, state: dict) -> list[str]:
-    """Set each widget named in ``state`` to its saved value when the widget still offers it;
-    returns notes on the values it had to skip."""
+    """Set each widget named in ``state`` to its saved value when the widget offers it."""
     notes = []
     for key, w in widgets.items():
         if key not in state:
             continue
         saved = state[key]
+        if _non_finite(saved):
+            notes.append(f"{key}: holds NaN or Infinity, not restored")
+            continue
         if isinstance(w.value, bool):
-            w.value = bool(saved)
+            if isinstance(saved, bool):
+                w.value = saved
+            else:
+                notes.append(f"{key}: {saved!r} is not true/false")
             continue
         allowed = list(w.values) if hasattr(w, "values") else list(getattr(w, "options", []))
         if isinstance(w.value, list):
             keep = [v for v in saved if v in allowed] if isinstance(saved, list) else []
             if isinstance(saved, list) and len(keep) < len(saved):
-                notes.append(f"{key}: {sorted(set(saved) - set(keep))} not offered here")
+                notes.append(f"{key}: {sorted(map(str, set(saved) - set(keep)))} not offered here")
             w.value = keep
         elif saved in allowed:
             w.value = saved

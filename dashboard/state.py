@@ -3,7 +3,9 @@
 * :class:`FocusState` — the one star on screen (``?star=APOGEE_ID``), its spectrum and the
   model spectra drawn over it.
 * :class:`SelectionState` — the catalog rows brushed in the corner plot.
-* :class:`AppContext` — the store, the loaded models, and the messages meant for the user.
+* :class:`ModelSlot` — one model family's loaded predictor, or why there is none.
+* :class:`AppContext` — the store, one slot per model family, and the messages meant for the
+  user.
 * :class:`Session` — wires them: a new ``star_id`` loads that star from the store and runs the
   VAE on it; uploads and other views go through :meth:`Session.show`.
 """
@@ -13,11 +15,13 @@ from __future__ import annotations
 import numpy as np
 import param
 
-from core.errors import StellarscopeError
+from core.errors import BadDataError, StellarscopeError
 from core.spectrum import Spectrum
 from core.store import SpectraStore
 
-from .spectra import vae_outputs
+#: What a failing store read may raise besides StellarscopeError (a part file truncated or
+#: removed under a running server): reported to the user, never a blank page.
+READ_ERRORS = (StellarscopeError, OSError, ValueError, KeyError)
 
 
 def describe(spectrum: Spectrum | None, outputs: dict) -> str:
@@ -78,23 +82,59 @@ class SelectionState(param.Parameterized):
         return self.rows is not None
 
 
+class ModelSlot(param.Parameterized):
+    """One model family's place in the app: its loaded predictor, or why there is none."""
+
+    family = param.String(default="")
+    model = param.Parameter(default=None, doc="the family's Predictor.load(dir), or None")
+    where = param.String(default="", doc="the directory it came from")
+    problem = param.String(default="", doc="why there is no model (shown by views as is)")
+    training = param.String(default="", doc="'training in progress: epoch 7 …' or ''")
+
+    @property
+    def ready(self) -> bool:
+        return self.model is not None
+
+
 class AppContext(param.Parameterized):
-    """What every view needs from the process: the store, the models, user messages."""
+    """What every view needs from the process: the store, the models, user messages.
+
+    Models live in one :class:`ModelSlot` per registered family (:meth:`slot`); ``models=``
+    fills slots directly (tests, benches): ``AppContext(store=s, models={"vae": p})``.
+    """
 
     store = param.ClassSelector(class_=SpectraStore, default=None, allow_None=True)
     store_path = param.String(default="")
     store_problem = param.String(default="", doc="why there is no store, for the UI")
-    vae = param.Parameter(default=None, doc="a core.inference.vae.VAEPredictor, or None")
-    vae_dir = param.String(default="")
-    vae_problem = param.String(default="no VAE model yet")
-    vae_training = param.String(default="", doc="progress of a VAE still training, if any")
+    slots = param.Dict(default={}, doc="family name → ModelSlot")
+    model_dirs = param.Dict(default={}, doc="family → model directory named on the command "
+                                            "line ($STELLARSCOPE_MODELS); searched otherwise")
+    model_notes = param.List(default=[], doc="models named on the command line that are unusable")
     message = param.String(default="")
     message_kind = param.Selector(default="info", objects=["info", "success", "warning", "error"])
     message_count = param.Integer(default=0, doc="bumped per message so repeats notify again")
     status = param.String(default="", doc="one line about what is on screen, for the sidebar")
     catalog_version = param.Integer(default=0, doc="bumped when columns are added to the store")
 
+    def __init__(self, models: dict | None = None, **params):
+        super().__init__(**params)
+        self.slots = dict(self.slots)
+        for family, model in (models or {}).items():
+            self.slot(family).model = model
+
+    def slot(self, family: str) -> ModelSlot:
+        """The slot of ``family``; always a slot (an empty one says there is no model yet)."""
+        if family not in self.slots:
+            self.slots[family] = ModelSlot(family=family, problem=f"no {family} model yet")
+        return self.slots[family]
+
+    @property
+    def vae(self):
+        """The VAE predictor or None (read-only; new code asks ``slot("vae")``)."""
+        return self.slot("vae").model
+
     def notify(self, text: str, kind: str = "info") -> None:
+        """A message for the user, shown as a notification; plain text (the app escapes it)."""
         self.param.update(message=str(text), message_kind=kind,
                           message_count=self.message_count + 1)
 
@@ -104,6 +144,52 @@ class AppContext(param.Parameterized):
     @property
     def is_mock(self) -> bool:
         return bool(self.store is not None and self.store.is_mock)
+
+
+# -- the VAE on one spectrum ---------------------------------------------------------------------
+
+
+def _finite(v) -> bool:
+    try:
+        return bool(np.isfinite(float(v)))
+    except (TypeError, ValueError):
+        return False
+
+
+def vae_labels(vae, spectrum: Spectrum, catalog_row: dict | None = None
+               ) -> tuple[np.ndarray, str]:
+    """The labels to condition the VAE on, and where they came from.
+
+    The spectrum's own metadata first, then its catalog row (an uploaded star that the store
+    knows), else the training set's mean labels, said so plainly in the side table.
+    """
+    names = tuple(getattr(vae, "label_names", ()))
+    for source, where in ((spectrum.meta, "catalog labels"), (catalog_row or {}, "store catalog")):
+        values = [source.get(n) for n in names]
+        if all(_finite(v) for v in values):
+            return np.asarray(values, dtype=np.float32), where
+    return np.asarray(vae.label_mean, dtype=np.float32), "training-set mean (file has no labels)"
+
+
+def vae_outputs(vae, spectrum: Spectrum, catalog_row: dict | None = None) -> dict:
+    """The VAE's view of one spectrum, from the predictor's own ``predict_spectrum`` (the
+    one χ² of :mod:`core.chi2`, so the side table's χ²_ν equals the catalog's VAE_CHI2).
+
+    Returns ``encoding`` (mu, sigma, labels), ``reconstruction`` (flux on the spectrum's
+    pixels) and ``outputs`` (side-table numbers).
+    """
+    labels, where = vae_labels(vae, spectrum, catalog_row)
+    out = vae.predict_spectrum(spectrum, labels=labels)
+    recon = np.asarray(out["model"], np.float32).reshape(-1)
+    if recon.size != spectrum.n_pix:
+        raise BadDataError(f"the VAE works on {recon.size} pixels, {spectrum.label} has "
+                           f"{spectrum.n_pix}")
+    encoding = {"mu": np.asarray(out["latents"], np.float32).reshape(-1),
+                "sigma": np.asarray(out["latents_err"], np.float32).reshape(-1),
+                "labels": np.asarray(labels, np.float32).reshape(-1)}
+    outputs = {"VAE χ²_ν": float(out["chi2_nu"]), "VAE RMS residual": float(out["resid_rms"]),
+               "VAE labels from": where}
+    return {"encoding": encoding, "reconstruction": recon, "outputs": outputs}
 
 
 class Session(param.Parameterized):
@@ -123,7 +209,7 @@ class Session(param.Parameterized):
                                         count=len(self.context.store))
         self._loading = False
         self.focus.param.watch(self._on_star_id, "star_id")
-        self.context.param.watch(self._on_vae, "vae")
+        self.context.slot("vae").param.watch(self._on_vae, "model")
 
     # -- choosing a star ------------------------------------------------------------------
     def select_star(self, star) -> bool:
@@ -134,7 +220,7 @@ class Session(param.Parameterized):
             return False
         try:
             row = store.row_of(star)
-        except StellarscopeError as exc:
+        except READ_ERRORS as exc:
             self.context.fail(exc)
             return False
         star_id = str(store.catalog["APOGEE_ID"].iloc[row])
@@ -184,8 +270,10 @@ class Session(param.Parameterized):
                 raise StellarscopeError(self.context.store_problem or "no store is open")
             spectrum = store.spectrum(star_id)
             extras = self.model_outputs(spectrum)
-        except StellarscopeError as exc:
-            self.context.fail(exc)
+        except READ_ERRORS as exc:
+            # a store broken under a running server (a truncated part) is named, not raised
+            self.context.fail(exc if isinstance(exc, StellarscopeError) else
+                              f"{store.path}: could not read {star_id} ({exc})")
             self._revert(event.old)
             return
         self.show(spectrum, source="store", star_id=star_id, **extras)

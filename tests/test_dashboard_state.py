@@ -11,9 +11,8 @@ import pandas as pd
 import pytest
 from astropy.io import fits
 
-from core.errors import BadDataError, BadFileError
+from core.errors import BadFileError
 from core.grid import APOGEE_7514
-from core.spectrum import Spectrum
 from core.store import SpectraStore
 from dashboard import corner, spectra
 from dashboard.data import IdIndex, nearest_row
@@ -48,6 +47,18 @@ class TinyVAE:
     def sensitivity(self, z, labels):
         return -self.templates
 
+    def predict_spectrum(self, spectrum, exclude=None, labels=None):
+        """What VAEPredictor.predict_spectrum returns, with the one χ² of core.chi2."""
+        from core.chi2 import good_pixels, reduced_chi2
+
+        enc = self.encode(spectrum, labels)
+        model = self.decode(enc["mu"], enc["labels"])
+        good = good_pixels(spectrum.flux, spectrum.error, spectrum.pixmask != 0)
+        chi2, n = reduced_chi2(spectrum.flux, spectrum.error, model, good)
+        rms = float(np.sqrt(np.mean((spectrum.flux - model)[good] ** 2)))
+        return {"model": model, "chi2_nu": chi2, "n_good": n, "resid_rms": rms,
+                "latents": enc["mu"], "latents_err": enc["sigma"], "labels": enc["labels"]}
+
 
 def write_store(path, n=N_STARS, seed=0, kind="mock survey") -> SpectraStore:
     """A small store of noisy spectra with one absorption line per chip and masked runs."""
@@ -80,7 +91,7 @@ def store(tmp_path_factory):
 
 @pytest.fixture
 def session(store):
-    return Session(context=AppContext(store=store, vae=TinyVAE()))
+    return Session(context=AppContext(store=store, models={"vae": TinyVAE()}))
 
 
 # -- state ------------------------------------------------------------------------------------
@@ -147,7 +158,7 @@ def test_vae_arriving_later_updates_the_focused_star(store):
     session.select_star(0)
     assert session.focus.models == {} and session.focus.encoding is None
     session.focus.add_model("Emulator fit", np.ones(P))
-    session.context.vae = TinyVAE()
+    session.context.slot("vae").model = TinyVAE()
     assert set(session.focus.models) == {"VAE reconstruction", "Emulator fit"}
 
 
@@ -236,21 +247,16 @@ def test_chip_images_resample_each_chip_evenly():
 
 
 def test_vae_labels_fall_back_in_order(store):
+    from dashboard.state import vae_labels
+
     vae = TinyVAE()
     spec = store.spectrum(1)
-    labels, where = spectra.vae_labels(vae, spec)
+    labels, where = vae_labels(vae, spec)
     assert where == "catalog labels" and labels[1] == pytest.approx(spec.meta["LOGG"])
     bare = spec.copy()
     bare.meta = {}
-    assert spectra.vae_labels(vae, bare, {"TEFF": 1, "LOGG": 2, "FE_H": 3})[1] == "store catalog"
-    assert spectra.vae_labels(vae, bare)[1].startswith("training-set mean")
-
-
-def test_vae_outputs_reject_a_grid_mismatch():
-    spec = Spectrum(np.linspace(15000, 17000, 100), np.ones(100), np.ones(100), np.zeros(100),
-                    meta={"TEFF": 1, "LOGG": 1, "FE_H": 0})
-    with pytest.raises(BadDataError, match="apogee7514 grid"):
-        spectra.vae_outputs(TinyVAE(), spec)
+    assert vae_labels(vae, bare, {"TEFF": 1, "LOGG": 2, "FE_H": 3})[1] == "store catalog"
+    assert vae_labels(vae, bare)[1].startswith("training-set mean")
 
 
 # -- catalog helpers --------------------------------------------------------------------------
