@@ -5,9 +5,11 @@ apStar and apVisit spectra are normalised here (:mod:`core.preprocess.continuum`
 aspcapStar and contspec spectra already are.  Bad pixels are filled the same way in every
 mode (flux 1, error :data:`~core.preprocess.masks.LARGE_ERROR`; PIXMASK unchanged).
 
-A file that is missing or unreadable never stops a run: it is recorded with the reason in
-the :class:`IngestReport`, which also goes into the manifest's provenance.  Only when
-nothing at all could be ingested does the run fail (:class:`NothingIngestedError`).
+A file that is missing or unreadable (damaged, not permitted, …) never stops a run: it is
+recorded with the reason in the :class:`IngestReport`, which also goes into the manifest's
+provenance.  So is a star whose APOGEE_ID was already ingested in the run: the first one is
+kept (store lookups by ID find the first row anyway).  Only when nothing at all could be
+ingested does the run fail (:class:`NothingIngestedError`).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from .io.naming import apogee_id_from_name
 from .preprocess.continuum import normalize_arrays
 from .preprocess.masks import clean
 from .preprocess.selection import Selection, get_selection
-from .store import SpectraStore
+from .store import SpectraStore, check_replaceable
 
 FILE_KINDS = {"aspcapstar": ("aspcapStar",), "apstar": ("apStar", "asStar")}
 #: Header values that become catalog columns when there is no allStar (``--files``).
@@ -124,19 +126,34 @@ class _Buffer:
         self.writer, self.grid, self.report = writer, grid, report
         self.continuum, self.batch_size = continuum, batch_size
         self._items: list[tuple[np.ndarray, np.ndarray, np.ndarray, str, dict, str]] = []
+        self.first_of: dict[str, str] = {}  # APOGEE_ID → what it was first read from
 
     def __len__(self) -> int:
         """Spectra waiting to be written."""
         return len(self._items)
 
     def add(self, flux, error, pixmask, *, normalized: bool | None, row: dict,
-            label: str) -> None:
+            label: str) -> bool:
         """Queue one spectrum: ``normalized`` False → normalise it, True → fill its bad
-        pixels, None → store it as it is (a user's un-normalised arrays)."""
+        pixels, None → store it as it is (a user's un-normalised arrays).  False when its
+        APOGEE_ID was already ingested (the skip is recorded)."""
         treatment = {False: "normalize", True: "clean", None: "as is"}[normalized]
+        if not self.first_time(row.get("APOGEE_ID"), label):
+            return False
         self._items.append((flux, error, pixmask, treatment, row, label))
         if len(self._items) >= self.batch_size:
             self.flush()
+        return True
+
+    def first_time(self, apogee_id, label: str) -> bool:
+        """False (and the skip recorded) when ``apogee_id`` was already ingested in this run."""
+        key = str(apogee_id).strip()
+        if key not in self.first_of:
+            self.first_of[key] = label
+            return True
+        self.report.skip("duplicate id", label, f"APOGEE_ID {key} was already ingested from "
+                                                f"{self.first_of[key]}; the first is kept")
+        return False
 
     def flush(self) -> None:
         if not self._items:
@@ -157,6 +174,7 @@ class _Buffer:
             for k in failed:
                 self.report.skip("no continuum", items[k][5],
                                  "no chip had enough good pixels for a continuum fit")
+                self.first_of.pop(str(items[k][4].get("APOGEE_ID")).strip(), None)
             keep[failed] = False
         if done.any():
             c = clean(flux[done], error[done], pixmask[done], bad_bits=self.continuum.bad_bits)
@@ -178,6 +196,7 @@ def _write_store(out, *, mode: str, kind: str, grid: Grid, dtype: str, overwrite
                  normalized: bool = True) -> IngestReport:
     """Open a writer, let ``fill`` add spectra, then commit (or abort when nothing came)."""
     report = IngestReport(mode=mode, store=str(out))
+    check_output(out, overwrite)
     t0 = time.perf_counter()
     writer = SpectraStore.create(out, grid=grid, kind=kind, dtype=dtype, normalized=normalized,
                                  provenance=provenance, sources=[str(s) for s in sources],
@@ -195,6 +214,26 @@ def _write_store(out, *, mode: str, kind: str, grid: Grid, dtype: str, overwrite
         writer.abort()
         raise
     return report
+
+
+def check_output(out, overwrite: bool) -> None:
+    """Before any reading: StoreError when ``out`` exists and may not be replaced (only a
+    store, or an empty folder, is replaced, and only with ``overwrite``)."""
+    from .errors import StoreError
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise StoreError(f"{out}: already exists (use --overwrite to replace it)")
+    if overwrite:
+        check_replaceable(out)
+
+
+def _unreadable_reason(exc: Exception) -> str:
+    if isinstance(exc, OSError):
+        from .io.fitsutil import unreadable
+
+        return unreadable("", exc).problem
+    return getattr(exc, "problem", str(exc))
 
 
 # --- finding spectra files ---------------------------------------------------------------------
@@ -258,6 +297,8 @@ def _read_allstar_rows(path) -> pd.DataFrame:
     from .io import read_allstar
 
     df = read_allstar(path)
+    if len(df) == 0:
+        raise BadFileError(path, "holds no catalog rows (0 stars)")
     for name in EXTRA_ALLSTAR_COLUMNS:
         if name in df.columns:
             continue
@@ -288,6 +329,7 @@ def ingest_allstar(allstar, spectra_dir, out, *, file_kind: str = "aspcapStar",
     from .io import read_apstar, read_aspcapstar
 
     g = grid if isinstance(grid, Grid) else get_grid(grid)
+    check_output(out, overwrite)
     continuum = continuum or ContinuumSettings()
     kind_key = file_kind.lower()
     index = FileIndex(spectra_dir, file_kind)
@@ -325,8 +367,8 @@ def ingest_allstar(allstar, spectra_dir, out, *, file_kind: str = "aspcapStar",
                     continue
                 try:
                     spec = reader(path, grid=g)
-                except StellarscopeError as exc:
-                    report.skip("unreadable", path, getattr(exc, "problem", str(exc)))
+                except (StellarscopeError, OSError) as exc:  # OSError: e.g. permissions
+                    report.skip("unreadable", path, _unreadable_reason(exc))
                     continue
                 used[path] = int(r)
                 row = dict(rec, ALLSTAR_ROW=int(r), SOURCE_FILE=str(path))
@@ -362,6 +404,7 @@ def ingest_contspec(flux_path, err_path, mask_path, out, *, allstar=None,
     """
     from .io import iter_contspec, read_contspec
 
+    check_output(out, overwrite)
     flux_mm, _, _ = read_contspec(flux_path, err_path, mask_path)
     n_rows, n_pix = flux_mm.shape
     g = get_grid(n_pix)
@@ -398,6 +441,9 @@ def ingest_contspec(flux_path, err_path, mask_path, out, *, allstar=None,
                 for r in batch.rows[~usable]:
                     report.skip("no good pixels", f"row {r}", "every pixel is flagged or NaN")
                 if df is not None:
+                    ids = df["APOGEE_ID"].to_numpy()[batch.rows]
+                    for k in np.nonzero(usable)[0]:
+                        usable[k] = buffer.first_time(ids[k], f"row {batch.rows[k]}")
                     cat = df.iloc[batch.rows[usable]].reset_index(drop=True)
                 else:
                     cat = pd.DataFrame({"APOGEE_ID": [f"contspec-{r:07d}" for r in batch.rows[usable]]})
@@ -433,6 +479,7 @@ def ingest_generic(path, out, *, normalize: bool | None = None, limit: int | Non
     """
     from .io import read_generic
 
+    check_output(out, overwrite)
     arrays = read_generic(path)
     if arrays.grid is None:
         raise BadFileError(path, f"its {arrays.flux.shape[1]} wavelengths are not an APOGEE grid; "
@@ -493,6 +540,7 @@ def ingest_files(paths: Iterable, out, *, grid: str | Grid = "apogee7514",
     from .io import SPECTRUM_KINDS, detect_kind, read_spectrum
 
     paths = [Path(p) for p in paths]
+    check_output(out, overwrite)
     g = grid if isinstance(grid, Grid) else get_grid(grid)
     continuum = continuum or ContinuumSettings()
     provenance = {"mode": "files", "grid": g.name, "continuum": continuum.describe()}
@@ -508,13 +556,13 @@ def ingest_files(paths: Iterable, out, *, grid: str | Grid = "apogee7514",
                     if kind not in SPECTRUM_KINDS:
                         raise BadFileError(path, f"is a {kind} file, not a single star's spectrum")
                     spec = read_spectrum(path, kind=kind, grid=g)
-                except StellarscopeError as exc:
+                except (StellarscopeError, OSError) as exc:  # OSError: e.g. permissions
                     what = "missing file" if not path.exists() else "unreadable"
-                    report.skip(what, path, getattr(exc, "problem", str(exc)))
+                    report.skip(what, path, _unreadable_reason(exc))
                     continue
-                buffer.add(spec.flux, spec.error, spec.pixmask, normalized=spec.normalized,
-                           row=header_row(spec, path, kind), label=str(path))
-                ingested.append(str(path))
+                if buffer.add(spec.flux, spec.error, spec.pixmask, normalized=spec.normalized,
+                              row=header_row(spec, path, kind), label=str(path)):
+                    ingested.append(str(path))
         buffer.writer.manifest["sources"] = ingested
 
     return _write_store(out, mode="files", kind="ingested", grid=g, dtype=dtype,

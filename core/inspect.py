@@ -22,19 +22,42 @@ _LABELS = {
 }
 
 
-def summarize(path) -> dict:
-    """Summary of a store (directory or name) or a FITS/HDF5/NPZ file; BadFileError for bad files."""
+def _resolve(path) -> Path:
     p = Path(path)
     if not p.exists():
         from .paths import resolve_store
 
         named = resolve_store(path)  # a bare store name under $STELLARSCOPE_HOME/stores
         p = named if named.is_dir() else p
+    return p
+
+
+def summarize(path) -> dict:
+    """Summary of a store (directory or name) or a FITS/HDF5/NPZ file; BadFileError for bad
+    files, StoreError for a store whose files disagree with its manifest."""
+    p = _resolve(path)
     if p.is_dir():
         return summarize_store(p)
     if not p.exists():
         raise BadFileError(p, "no such file or directory")
     return summarize_file(p)
+
+
+def verify(path):
+    """(summary, :class:`~core.store.VerifyReport`) of a store, every byte re-read.  The
+    summary is a short one when the store cannot even be opened."""
+    from .errors import StoreError
+    from .store import verify_store
+
+    p = _resolve(path)
+    if not p.is_dir():
+        raise StoreError(f"{p}: --verify checks a store directory, and this is not one")
+    report = verify_store(p)
+    try:
+        summary = summarize_store(p)
+    except StoreError as exc:
+        summary = {"path": str(p), "what": "store", "problem": str(exc)}
+    return summary, report
 
 
 def summarize_store(path) -> dict:
@@ -43,6 +66,8 @@ def summarize_store(path) -> dict:
     store = SpectraStore.open(path)
     m = store.manifest
     cat = store.catalog
+    parts = m.get("parts", [])
+    summed = sum("blake2b" in part for part in parts)
     return {
         "path": str(store.path),
         "what": "store",
@@ -55,7 +80,10 @@ def summarize_store(path) -> dict:
         "dtype": m.get("dtype"),
         "normalized": store.normalized,
         "created": m.get("created"),
-        "parts": len(m.get("parts", [])),
+        "parts": len(parts),
+        "checksums": "recorded" if summed == len(parts) else
+                     f"not recorded for {len(parts) - summed} of {len(parts)} parts",
+        "generation": store.generation,
         "columns": [str(c) for c in cat.columns],
         "label_columns": store.label_columns(),
         "sources": [str(s) for s in m.get("sources", [])],
@@ -77,11 +105,11 @@ def summarize_file(path) -> dict:
 
 def _spectrum_summary(path, kind: str) -> dict:
     from .io import read_spectrum
-    from .preprocess.continuum import normalize
+    from .preprocess.policy import prepare_file_spectrum
 
     spec = read_spectrum(path, kind=kind)
     good = spec.good()
-    norm = spec if spec.normalized else normalize(spec)
+    norm = prepare_file_spectrum(spec, source=path)  # as `fit --file` and the app's upload
     flux = norm.flux[norm.good()] if spec.normalized else norm.flux[good]
     out = {
         "path": os.fspath(path),

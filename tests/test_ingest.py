@@ -267,7 +267,8 @@ def test_overwrite_replaces_a_store(tmp_path):
     ingest_files([a], out, progress=False)
     with pytest.raises(StoreError, match="already exists"):
         ingest_files([a], out, progress=False)
-    ingest_files([a, a], out, overwrite=True, progress=False)
+    b = write_apstar(tmp_path / f"apStar-dr17-{IDS[1]}.fits", apogee_id=IDS[1])
+    ingest_files([a, b], out, overwrite=True, progress=False)  # (a twice is one star now)
     assert SpectraStore.open(out).n_stars == 2
 
 

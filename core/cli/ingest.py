@@ -27,8 +27,9 @@ def register(sub, groups) -> None:
         help="build a store from allStar + spectra files, a contspec trio, an HDF5/NPZ file "
         "or individual FITS files",
         description="Read real APOGEE data through core.io, continuum-normalise apStar/apVisit "
-        "spectra, and write a store. Missing or unreadable files are skipped and reported; "
-        "the run fails only when nothing could be ingested.",
+        "spectra, and write a store. Missing or unreadable files (damaged, not permitted) and "
+        "repeated APOGEE_IDs (the first is kept) are skipped and reported; the run fails only "
+        "when nothing could be ingested. .fits.gz files are read too.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -58,7 +59,9 @@ def register(sub, groups) -> None:
     out.add_argument("--grid", default="apogee7514",
                      help="store grid for FITS spectra: apogee7514 (default), apogee7214, "
                      "apstar8575")
-    out.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    out.add_argument("--overwrite", action="store_true",
+                     help="replace an existing store (only a Stellarscope store is replaced; "
+                     "the old one is removed once the new one is complete)")
     norm = p.add_argument_group("continuum normalisation (apStar, apVisit, --generic)")
     norm.add_argument("--continuum", choices=["mask", "clip"], default="mask",
                       help="fit over the shipped continuum mask (default) or by clipping")
@@ -124,12 +127,11 @@ def _mode(args) -> str:
 
 def run(args) -> int:
     from .. import ingest, paths
-    from ..errors import BadDataError, StoreError
+    from ..errors import BadDataError
 
     mode = _mode(args)
     out = paths.resolve_store(args.out)
-    if out.exists() and not args.overwrite:
-        raise StoreError(f"{out}: already exists (use --overwrite to replace it)")
+    ingest.check_output(out, args.overwrite)
     if args.limit is not None and args.limit < 1:
         raise BadDataError("--limit must be at least 1")
     overrides = parse_overrides(args.set)

@@ -21,7 +21,9 @@ def register(sub, groups) -> None:
                    help="store directory (default $STELLARSCOPE_HOME/stores/mock-survey)")
     p.add_argument("--dtype", choices=["float32", "float16"], default="float32",
                    help="storage precision of flux and error")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing store (only a Stellarscope store is replaced; the "
+                   "old one is removed once the new one is complete)")
     p.add_argument("--json", action="store_true", help="print figures as JSON")
     p.set_defaults(func=run)
 
@@ -30,10 +32,13 @@ def run(args) -> int:
     from .. import paths
     from ..errors import StoreError
     from ..mock import generate_mock_survey
+    from ..store import check_replaceable
 
     out = paths.resolve_store(args.out)
     if out.exists() and not args.overwrite:
         raise StoreError(f"{out}: already exists (use --overwrite to replace it)")
+    if args.overwrite:
+        check_replaceable(out)
     if args.n_stars < 1:
         raise StoreError("--n-stars must be at least 1")
     t0 = time.perf_counter()

@@ -30,6 +30,14 @@ KINDS = SPECTRUM_KINDS + CATALOG_KINDS + ("contspec", "generic")
 
 _SPECTRUM_READERS = {"apstar": read_apstar, "aspcapstar": read_aspcapstar, "apvisit": read_apvisit}
 _CATALOG_READERS = {"allstar": read_allstar, "astronn_vac": read_astronn_vac}
+#: What to do with a file that is not one star's spectrum: for Python and for the CLI.
+_HINTS = {
+    "allstar": "use read_catalog in Python, or give it to 'stellarscope ingest --allstar'",
+    "astronn_vac": "use read_catalog in Python; it holds labels, not spectra",
+    "contspec": "use read_contspec in Python, or 'stellarscope ingest --contspec FLUX ERR MASK'",
+    "generic": "an HDF5/NPZ file of spectra: use read_generic in Python, or "
+               "'stellarscope ingest --generic FILE' to make a store of it",
+}
 _ALLSTAR_MARKERS = {
     "ASPCAPFLAG",
     "ASPCAPFLAGS",
@@ -94,8 +102,7 @@ def _kind_from_layout(hdul: fits.HDUList, name_kind: str | None) -> str | None:
 def detect_kind(path: str | os.PathLike) -> str:
     """One of :data:`KINDS`, judged from the HDU layout and headers, else the file name."""
     p = fu.check_readable_file(path)
-    with open(p, "rb") as fh:
-        head = fh.read(8)
+    head = fu.read_head(p, 8)  # inside gzip too: a .fits.gz is a FITS file
     if head.startswith(b"\x89HDF") or head.startswith(b"PK\x03\x04"):
         return "generic"
     name_kind = kind_from_name(p)
@@ -118,8 +125,7 @@ def read_spectrum(path: str | os.PathLike, kind: str | None = None, **kwargs) ->
     """
     kind = kind or detect_kind(path)
     if kind not in _SPECTRUM_READERS:
-        hint = "read_catalog" if kind in CATALOG_KINDS else f"read_{kind}"
-        raise BadFileError(path, f"is a {kind} file, not a single spectrum (use {hint})")
+        raise BadFileError(path, f"is a {kind} file, not a single spectrum ({_HINTS[kind]})")
     return _SPECTRUM_READERS[kind](path, **kwargs)
 
 

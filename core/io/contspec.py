@@ -43,7 +43,8 @@ def _image_hdu(hdul: fits.HDUList, path) -> tuple[int, fits.PrimaryHDU | fits.Im
 def map_image(path: str | os.PathLike) -> np.ndarray:
     """The file's first 2-D image as a read-only memmap (FITS big-endian dtype).
 
-    Scaled images (BSCALE/BZERO) cannot be mapped raw and are read into memory instead.
+    Scaled images (BSCALE/BZERO) and gzip-compressed files cannot be mapped raw and are
+    read into memory instead.
     """
     with fu.open_fits(path, memmap=False) as hdul:
         index, hdu = _image_hdu(hdul, path)
@@ -51,7 +52,7 @@ def map_image(path: str | os.PathLike) -> np.ndarray:
         shape = (int(header["NAXIS2"]), int(header["NAXIS1"]))
         bitpix = int(header.get("BITPIX", 0))
         scaled = float(header.get("BSCALE", 1.0)) != 1.0 or float(header.get("BZERO", 0.0)) != 0.0
-        if scaled or bitpix not in _BITPIX_DTYPE:
+        if scaled or bitpix not in _BITPIX_DTYPE or fu.is_gzipped(path):
             data = fu.read_image(hdul, index, path, "image", ndim=(2,))
             return fu.native(data)
         offset = hdu.fileinfo()["datLoc"]

@@ -7,9 +7,12 @@ an HDU that is absent or has the wrong shape, a spectrum with no usable value â€
 
 from __future__ import annotations
 
+import gzip
+import io
 import math
 import os
 import warnings
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,53 +22,126 @@ from astropy.io import fits
 from astropy.utils.exceptions import AstropyWarning
 
 from ..errors import BadFileError
+from ..labels import MISSING_BELOW
 
 FITS_BLOCK = 2880
 _FITS_MAGIC = b"SIMPLE  ="
+_GZIP_MAGIC = b"\x1f\x8b"
 
-#: Header values at or below this are APOGEE's "no value" sentinels (-9999, -9999.99).
-SENTINEL_LIMIT = -9998.0
+#: Header values at or below this are APOGEE's "no value" sentinels (-9999, -9999.99): the
+#: one limit of :mod:`core.labels`, so files, catalogs and fits agree on what is missing.
+SENTINEL_LIMIT = MISSING_BELOW
 
 
 def check_readable_file(path: str | os.PathLike) -> Path:
-    """The path as a Path, or BadFileError when it is missing, a folder or empty."""
+    """The path as a Path, or BadFileError when it is missing, a folder, empty or unreadable."""
     p = Path(path)
-    if not p.exists():
-        raise BadFileError(p, "file not found")
-    if not p.is_file():
-        raise BadFileError(p, "is not a regular file")
-    if p.stat().st_size == 0:
-        raise BadFileError(p, "file is empty (0 bytes)")
+    try:
+        if not p.exists():
+            raise BadFileError(p, "file not found")
+        if not p.is_file():
+            raise BadFileError(p, "is not a regular file")
+        if p.stat().st_size == 0:
+            raise BadFileError(p, "file is empty (0 bytes)")
+    except OSError as exc:  # e.g. a folder on the way that may not be searched
+        raise unreadable(p, exc) from None
     return p
 
 
-def is_fits_file(path: str | os.PathLike) -> bool:
-    """True when the file starts with a FITS primary header card."""
+def unreadable(path, exc: OSError) -> BadFileError:
+    """The BadFileError for an OSError raised while opening or reading ``path``."""
+    if isinstance(exc, PermissionError):
+        return BadFileError(path, "cannot be read: permission denied")
+    return BadFileError(path, f"cannot be read ({exc.strerror or exc})")
+
+
+def open_binary(path: str | os.PathLike):
+    """``open(path, "rb")`` with OSErrors (permissions â€¦) turned into BadFileError."""
     try:
-        with open(path, "rb") as fh:
-            return fh.read(len(_FITS_MAGIC)) == _FITS_MAGIC
-    except OSError:
+        return open(path, "rb")
+    except OSError as exc:
+        raise unreadable(path, exc) from None
+
+
+def is_gzipped(path: str | os.PathLike) -> bool:
+    with open_binary(path) as fh:
+        return fh.read(2) == _GZIP_MAGIC
+
+
+def read_head(path: str | os.PathLike, n: int = 8) -> bytes:
+    """The first ``n`` bytes of a file, looking inside gzip compression; BadFileError when
+    it cannot be opened."""
+    with open_binary(path) as fh:
+        head = fh.read(n)
+    if head.startswith(_GZIP_MAGIC):
+        try:
+            with gzip.open(path, "rb") as gz:
+                return gz.read(n)
+        except (OSError, EOFError, zlib.error):
+            return head  # damaged gzip data: judged (and reported) by whoever reads it
+    return head
+
+
+def is_fits_file(path: str | os.PathLike) -> bool:
+    """True when the file (or the gzip-compressed data in it) starts with a FITS primary
+    header card."""
+    try:
+        return read_head(path, len(_FITS_MAGIC)) == _FITS_MAGIC
+    except BadFileError:
         return False
+
+
+def _gunzip(p: Path) -> bytes:
+    try:
+        with gzip.open(p, "rb") as gz:
+            return gz.read()
+    except (OSError, EOFError, zlib.error) as exc:
+        if isinstance(exc, PermissionError):
+            raise unreadable(p, exc) from None
+        raise BadFileError(p, f"damaged gzip data ({type(exc).__name__}: {exc})") from None
 
 
 @contextmanager
 def open_fits(path: str | os.PathLike, memmap: bool = True) -> Iterator[fits.HDUList]:
-    """Open a FITS file read-only with every header parsed, or raise BadFileError.
+    """Open a FITS file (plain or gzip-compressed) read-only with every header parsed, or
+    raise BadFileError.
 
     Data units are checked against the file length so a truncated file fails here,
     not later inside numpy.  Copy data out before the context ends: with ``memmap``
-    the arrays are views of the mapped file.
+    the arrays are views of the mapped file.  A ``.fits.gz`` is decompressed into memory.
     """
     p = check_readable_file(path)
-    size = p.stat().st_size
-    if not is_fits_file(p):
+    head = read_head(p, len(_FITS_MAGIC))
+    if head != _FITS_MAGIC:
         raise BadFileError(p, "not a FITS file (no 'SIMPLE  =' card at the start)")
+    if is_gzipped(p):
+        raw = _gunzip(p)
+        size = len(raw)
+
+        def source():
+            return io.BytesIO(raw)
+
+        def peek(offset: int, n: int) -> bytes:
+            return raw[offset:offset + n]
+
+        memmap = False
+    else:
+        size = p.stat().st_size
+
+        def source():
+            return open_binary(p)
+
+        def peek(offset: int, n: int) -> bytes:
+            with open_binary(p) as fh:
+                fh.seek(offset)
+                return fh.read(n)
+
     if size < FITS_BLOCK:
         raise BadFileError(
             p, f"truncated FITS file: {size} bytes, less than one {FITS_BLOCK}-byte header block"
         )
     # astropy leaves its own file handle open when parsing fails; owning the handle avoids that.
-    with open(p, "rb") as fh:
+    with source() as fh:
         try:
             with warnings.catch_warnings():
                 # Truncation and non-standard cards are checked (or tolerated) explicitly below.
@@ -77,7 +153,7 @@ def open_fits(path: str | os.PathLike, memmap: bool = True) -> Iterator[fits.HDU
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", AstropyWarning)
                 _parse_headers(p, hdul)
-                _check_data_lengths(p, hdul, size)
+                _check_data_lengths(p, hdul, size, peek)
                 try:
                     yield hdul
                 except BadFileError:
@@ -120,7 +196,7 @@ def _data_bytes(header: fits.Header) -> int:
     return bitpix // 8 * gcount * (pcount + math.prod(dims))
 
 
-def _check_data_lengths(path: Path, hdul: fits.HDUList, size: int) -> None:
+def _check_data_lengths(path: Path, hdul: fits.HDUList, size: int, peek) -> None:
     try:
         spans = [
             (i, hdu.fileinfo()["datLoc"], _data_bytes(hdu.header)) for i, hdu in enumerate(hdul)
@@ -138,13 +214,10 @@ def _check_data_lengths(path: Path, hdul: fits.HDUList, size: int) -> None:
     # astropy silently drops an extension whose header is cut off: look past the last HDU.
     _, start, nbytes = spans[-1]
     end = start + -(-nbytes // FITS_BLOCK) * FITS_BLOCK
-    if size > end:
-        with open(path, "rb") as fh:
-            fh.seek(end)
-            if fh.read(8) == b"XTENSION":
-                raise BadFileError(
-                    path, f"truncated FITS file: HDU{len(spans)} is cut off inside its header"
-                )
+    if size > end and peek(end, 8) == b"XTENSION":
+        raise BadFileError(
+            path, f"truncated FITS file: HDU{len(spans)} is cut off inside its header"
+        )
 
 
 # --- arrays ----------------------------------------------------------------------------------
@@ -213,7 +286,10 @@ def table_data(hdu: fits.BinTableHDU, index: int, path):
 def check_values(
     path, flux: np.ndarray, error: np.ndarray | None = None, what: str = "spectrum"
 ) -> None:
-    """BadFileError for a spectrum with no finite flux, zero flux everywhere, or no finite error."""
+    """BadFileError for a spectrum with no values, no finite flux, zero flux everywhere, or
+    no finite error."""
+    if np.size(flux) == 0:
+        raise BadFileError(path, f"{what}: holds no pixels (shape {np.shape(flux)})")
     finite = np.isfinite(flux)
     if not finite.any():
         raise BadFileError(path, f"{what}: the flux is NaN/inf at every pixel")

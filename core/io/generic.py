@@ -77,7 +77,7 @@ class SpectraArrays:
 
 
 def _file_kind(path: Path) -> str:
-    with open(path, "rb") as fh:
+    with fu.open_binary(path) as fh:  # permission problems become BadFileError
         head = fh.read(8)
     if head.startswith(_HDF5_MAGIC):
         return "hdf5"
@@ -193,6 +193,8 @@ def _assemble(p: Path, entries: dict) -> SpectraArrays:
     if flux is None or flux.ndim != 2:
         raise BadFileError(p, "flux must be a numeric N × P or P array")
     n, npix = flux.shape
+    if n == 0 or npix == 0:
+        raise BadFileError(p, f"holds no spectra (flux has shape {flux.shape})")
 
     error = _pick(entries, ERROR_KEYS)
     if error is None:
