@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .. import chi2 as C
 from ..models.emulator import Emulator
 from .forward import ForwardModel, rv_to_shift
 from .rv import cross_correlate_rv
@@ -57,6 +58,7 @@ class FitOptions:
     error_floor: bool = True           # add the emulator's calibrated per-label floor to σ
     bad_bits: str | tuple = "astronn"
     min_pixels: int = 50
+    pixel_floor: float = C.ERROR_FLOOR  # per-pixel σ floor in quadrature (core.chi2)
 
     def __post_init__(self):
         if self.continuum_degree is not None and not 0 <= int(self.continuum_degree) <= 5:
@@ -93,7 +95,7 @@ class BatchFit:
 
     @property
     def chi2_nu(self) -> np.ndarray:
-        return self.chi2 / self.dof
+        return C.reduced(self.chi2, self.n_pix, self.n_free)
 
 
 @dataclass
@@ -127,10 +129,9 @@ def fit_batch(emulator: Emulator, flux, error, good, options: FitOptions | None 
     good_t &= torch.isfinite(flux_t) & torch.isfinite(err_t) & (err_t > 0)
     flux_t = torch.where(good_t, flux_t, torch.ones_like(flux_t))
     err_t = torch.where(good_t, err_t, torch.ones_like(err_t))
-    var = err_t * err_t
-    if opts.model_error:
-        var = var + emulator.pixel_error.to(dev).square()
-    weight = good_t / var.sqrt()
+    # the one χ² (core.chi2): reported σ, pixel floor and emulator error in quadrature
+    model_err = emulator.pixel_error.to(dev) if opts.model_error else None
+    weight = C.pixel_weights(err_t, good_t, opts.pixel_floor, model_err).sqrt()
     n_star = flux_t.shape[0]
 
     free_lab = _free_label_index(emulator, free_labels)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from .. import chi2 as C
 from .engine import decode_flags
 
 
@@ -45,7 +46,7 @@ class FitResult:
 
     @property
     def chi2_nu(self) -> float:
-        return self.chi2 / max(self.dof, 1)
+        return float(C.reduced(self.chi2, self.dof))  # dof = pixels − free parameters
 
     @property
     def flag_names(self) -> list[str]:
@@ -122,7 +123,7 @@ class ElementFit:
 
     @property
     def chi2_nu(self) -> float:
-        return self.chi2 / max(self.n_pix - 1, 1)
+        return float(C.reduced(self.chi2, self.n_pix, 1))  # one free abundance
 
     def to_dict(self) -> dict:
         return {
