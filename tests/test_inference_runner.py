@@ -166,7 +166,7 @@ class ToyPredictor(Predictor):
 
     def predict_batch(self, batch: SpectraBatch) -> Prediction:
         good = good_pixels(batch.flux, batch.error, batch.pixmask)
-        model = np.full(batch.flux.shape, float(self.model.level), np.float32)
+        model = np.full(batch.flux.shape, float(self.model.level.detach()), np.float32)
         w = C.pixel_weights(batch.error, good)
         chi2, n = C.chi2_sum(np.where(good, batch.flux, 0), model, w)
         chi2_nu = C.reduced(chi2, n, 0).astype(np.float32)
