@@ -49,8 +49,8 @@ def view(setup, monkeypatch):
     from dashboard import data
 
     monkeypatch.setattr(data, "element_windows", lambda: windows_for(emu))
-    session = Session(context=AppContext(store=store))
-    v = FitView(focus=session.focus, context=session.context, emulator=emu)
+    session = Session(context=AppContext(store=store, models={"emulator": emu}))
+    v = FitView(focus=session.focus, context=session.context)
     return v, session
 
 
@@ -68,7 +68,7 @@ def test_view_fits_the_focused_star_and_fills_table_and_overlay(view, setup):
     assert list(table["label"]) == NAMES + ["RV"] and "truth" in table
     assert "χ²_ν" in v.summary.object
     assert MODEL_NAME in session.focus.models  # the Star view can overlay the fit
-    assert len(v.figures.fit_src.data["flux"]) >= APOGEE_7514.n_pix
+    assert len(v.figure.overlays["fit"].data_source.data["flux"]) >= APOGEE_7514.n_pix
 
 
 def test_sliders_start_from_the_fit_and_redraw_in_place(view):
@@ -76,11 +76,11 @@ def test_sliders_start_from_the_fit_and_redraw_in_place(view):
     session.select_star("2M-A")
     v.fit(sync=True)
     assert v.sliders["TEFF"].value == pytest.approx(v.result.labels["TEFF"], abs=v.sliders["TEFF"].step)
-    src = v.figures.slider_src
+    src = v.figure.overlays["slider"].data_source
     before = np.array(src.data["flux"], dtype=float)
     v.sliders["LOGG"].value = float(HI[1] - 0.01)
     after = np.array(src.data["flux"], dtype=float)
-    assert v.figures.slider_src is src and not np.allclose(before, after, equal_nan=True)
+    assert v.figure.overlays["slider"].data_source is src and not np.allclose(before, after, equal_nan=True)
     v._sliders_to_fit()
     assert np.allclose(np.array(src.data["flux"], dtype=float), before, equal_nan=True, atol=1e-5)
 
@@ -92,7 +92,7 @@ def test_drawn_mask_excludes_pixels_from_the_refit(view):
     n_before = v.result.n_pix
     lam = v.spectrum.wavelength
     changed = v.mask_range(lam[2000], lam[2999], masked=True)
-    assert changed == 1000 and len(v.figures.user_src.data["x0"]) == 1
+    assert changed == 1000 and len(v.figure.span_sources["user"].data["x0"]) == 1
     v.fit(sync=True)
     assert v.result.n_pix == n_before - 1000
     assert not v.result.used[2000:3000].any()
@@ -110,22 +110,23 @@ def test_element_fit_from_a_line_click_and_exports(view):
     v.fit_element("Mg", sync=True)
     assert v.element_result is None and "Fit the star first" in v.status.object
     v.fit(sync=True)
-    v.figures.lines_src.data = {"x": [15300.0], "element": ["Mg"], "species": ["Mg I"],
-                        "label": ["MG_FE"]}
-    v.figures.lines_src.selected.indices = [0]  # a click on the Mg line marker
+    lines_src = v.figure.lines_src
+    lines_src.data = {**{k: [""] for k in lines_src.data}, "x": [15300.0], "element": ["Mg"],
+                      "species": ["Mg I"], "label": ["MG_FE"]}
+    lines_src.selected.indices = [0]  # a click on the Mg line marker
     deadline = time.time() + 60
     while (v.busy or v.element_result is None) and time.time() < deadline:
         time.sleep(0.05)
-    assert v.figures.lines_src.selected.indices == [] and v.element.value == "Mg"
+    assert lines_src.selected.indices == [] and v.element == "Mg"
     res = v.element_result
     assert res.label == "MG_FE" and res.n_pix <= 4 * 41 and "MG_FE" in v.element_info.object
-    assert len(v.figures.window_src.data["x0"]) == 4
+    assert len(v.figure.window_src.data["x0"]) == 4
     doc = json.loads(v._fit_json().getvalue())
     assert doc["element"]["label"] == "MG_FE" and doc["labels"]["TEFF"] == pytest.approx(
         v.result.labels["TEFF"])
     csv = v._fit_csv().getvalue().decode()
     assert csv.startswith("label,fit,fit_err")
-    assert "Ca" not in v.element.options  # the model has no CA_FE label
+    assert "Ca" not in v.param.element.objects  # the model has no CA_FE label
 
 
 def test_async_fit_reports_progress_and_finishes(view):
@@ -143,16 +144,28 @@ def test_async_fit_reports_progress_and_finishes(view):
     assert v.result is None and v.table.value.empty
 
 
-def test_view_without_an_emulator_explains_itself(setup, monkeypatch, tmp_path):
+def test_view_without_an_emulator_explains_itself(setup):
     _, store, _ = setup
-    monkeypatch.setenv("STELLARSCOPE_EMULATOR", str(tmp_path / "none"))
-    monkeypatch.setattr("core.paths.SHIPPED_MODELS", tmp_path / "shipped")
     session = Session(context=AppContext(store=store))
+    session.context.slot("emulator").problem = "no emulator model: train one first"
     v = FitView(focus=session.focus, context=session.context)
     assert v.emulator is None and "no emulator model" in v.model_problem
     session.select_star("2M-A")
     assert v.fit_button.disabled and "no emulator" in v.status.object
-    assert isinstance(v.__panel__(), pn.pane.Alert)
+    panel = v.__panel__()
+    assert isinstance(panel, pn.pane.Alert) and "no emulator model" in panel.object
+
+
+def test_view_takes_its_emulator_from_the_model_slot(setup):
+    """The emulator comes from the app's slot (a predictor wrapping it, or the emulator)."""
+    from types import SimpleNamespace
+
+    emu, store, _ = setup
+    predictor = SimpleNamespace(emulator=emu, model_dir="/models/emu")
+    session = Session(context=AppContext(store=store, models={"emulator": predictor}))
+    v = FitView(focus=session.focus, context=session.context)
+    assert v.emulator is emu and v.model_dir == "/models/emu"
+    assert "--model /models/emu" in (session.select_star("2M-A") and v.cli_command())
 
 
 def test_command_line_and_mask_export_repeat_the_view_fit(view, setup, tmp_path, capsys):
@@ -169,7 +182,7 @@ def test_command_line_and_mask_export_repeat_the_view_fit(view, setup, tmp_path,
     session.select_star("2M-C")
     lam = v.spectrum.wavelength
     v.mask_range(lam[1200], lam[1799])
-    v.continuum.value = "degree 1"
+    v.continuum = "degree 1"
     v.fit(sync=True)
     command = v.cli_command()
     assert f"--store {store.path} --star 2M-C" in command and "--continuum 1" in command
@@ -240,13 +253,13 @@ def test_zoom_presets_frame_chips_and_element_windows(view):
     assert set(v.zoom.values) == {"whole", "chip:0", "chip:1", "chip:2", "el:Mg"}  # fittable
     v.zoom.value = "chip:1"
     green = APOGEE_7514.wavelength[APOGEE_7514.chip_slices()[1]]
-    assert v.figures.x_range.start == pytest.approx(green[0] - 2)
-    v.element.value = "Fe"
+    assert v.figure.x_range.start == pytest.approx(green[0] - 2)
+    v.element = None
     v.zoom.value = "el:Mg"
-    assert v.element.value == "Mg" and len(v.figures.window_src.data["x0"]) == 4
-    assert v.figures.x_range.start < v.figures.window_src.data["x0"].min()
+    assert v.element == "Mg" and len(v.figure.window_src.data["x0"]) == 4
+    assert v.figure.x_range.start < v.figure.window_src.data["x0"].min()
     v.zoom.value = "whole"
-    assert len(v.figures.window_src.data["x0"]) == 0
+    assert len(v.figure.window_src.data["x0"]) == 0
 
 
 def test_an_uploaded_spectrum_is_fitted_and_its_command_names_the_file(view, setup):
@@ -272,10 +285,10 @@ def test_fit_selection_writes_fit_columns_and_the_catalog_picks_them_up(setup, m
     emu, store, truth = setup
     copy = tmp_path / "store"
     shutil.copytree(store.path, copy)
-    session = Session(context=AppContext(store=SpectraStore.open(copy)))
+    session = Session(context=AppContext(store=SpectraStore.open(copy),
+                                         models={"emulator": emu}))
     assert isinstance(session.selection, SelectionState)
-    v = FitView(focus=session.focus, context=session.context, emulator=emu,
-                selection=session.selection)
+    v = FitView(focus=session.focus, context=session.context, selection=session.selection)
     catalog = CatalogView(focus=session.focus, selection=session.selection,
                           context=session.context)
     v.fit_selection(sync=True)
@@ -289,7 +302,7 @@ def test_fit_selection_writes_fit_columns_and_the_catalog_picks_them_up(setup, m
     cat = SpectraStore.open(copy).catalog
     assert np.isfinite(cat["FIT_TEFF"].iloc[[0, 2]]).all() and np.isnan(cat["FIT_TEFF"].iloc[1])
     assert abs(cat["FIT_RV"].iloc[2] - (-35.0)) < 1.0
-    assert "FIT_TEFF" in catalog.axes.options and "FIT_CHI2" in catalog.color_by.options
+    assert "FIT_TEFF" in catalog.param.axes.objects and "FIT_CHI2" in catalog.param.color_by.objects
     monkeypatch.setattr("dashboard.views.fit.MAX_SELECTION_FIT", 1)
     v.fit_selection(sync=True)
     assert "the app fits up to 1" in v.status.object
