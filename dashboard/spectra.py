@@ -10,20 +10,11 @@ import pandas as pd
 from core.chi2 import reduced_chi2
 from core.errors import BadDataError
 from core.grid import decode_pixmask
+from core.labels import LABELS
 from core.spectrum import Spectrum
 
-#: Catalog quantities shown in the star's side table: column → (label, unit).
 WAVE_LABEL = "Wavelength [Å, vacuum]"
-
-LABEL_ROWS: dict[str, tuple[str, str]] = {
-    "TEFF": ("Teff", "K"),
-    "LOGG": ("log g", "dex"),
-    "M_H": ("[M/H]", "dex"),
-    "FE_H": ("[Fe/H]", "dex"),
-    "VMICRO": ("v_micro", "km/s"),
-    **{f"{el}_FE": (f"[{el.title()}/Fe]", "dex") for el in (
-        "C", "N", "O", "NA", "MG", "AL", "SI", "S", "K", "CA", "TI", "V", "CR", "MN", "CO", "NI")},
-}
+#: Survey information shown in the star's side table after the labels (core.labels.LABELS).
 INFO_ROWS = ("SNR", "TELESCOPE", "FIELD", "RA", "DEC", "POPULATION")
 
 
@@ -164,7 +155,7 @@ def label_table(spectrum: Spectrum | None, outputs: dict | None = None) -> pd.Da
     """
     rows = []
     meta = spectrum.meta if spectrum is not None else {}
-    for col, (name, unit) in LABEL_ROWS.items():
+    for col, (name, unit) in LABELS.items():
         if col in meta and _finite(meta[col]):
             err = meta.get(f"{col}_ERR")
             if _finite(err) and float(err) > 0:
@@ -264,51 +255,6 @@ def fits_bytes(spectrum: Spectrum, models: dict | None = None) -> io.BytesIO:
 
 def describe_pixmask(value: int) -> str:
     return ", ".join(decode_pixmask(value)) or "none"
-
-
-# -- VAE -------------------------------------------------------------------------------------
-
-
-def vae_labels(vae, spectrum: Spectrum, catalog_row: dict | None = None
-               ) -> tuple[np.ndarray, str]:
-    """The labels to condition the VAE on, and where they came from.
-
-    The spectrum's own metadata first, then its catalog row (an uploaded star that the store
-    knows), else the training set's mean labels, said so plainly in the side table.
-    """
-    names = tuple(getattr(vae, "label_names", ()))
-    for source, where in ((spectrum.meta, "catalog labels"), (catalog_row or {}, "store catalog")):
-        values = [source.get(n) for n in names]
-        if all(_finite(v) for v in values):
-            return np.asarray(values, dtype=np.float32), where
-    return np.asarray(vae.label_mean, dtype=np.float32), "training-set mean (file has no labels)"
-
-
-def vae_outputs(vae, spectrum: Spectrum, catalog_row: dict | None = None) -> dict:
-    """Encode a spectrum with a VAE predictor, decode its mean, and measure the fit.
-
-    Returns ``encoding`` (mu, sigma, labels as arrays), ``reconstruction`` (flux on the
-    spectrum's pixels) and ``outputs`` (side-table numbers).
-    """
-    grid = getattr(vae, "grid", None)
-    if grid is not None and (spectrum.n_pix != grid.n_pix or
-                             (spectrum.grid is not None and spectrum.grid != grid.name)):
-        raise BadDataError(f"the VAE works on the {grid.name} grid ({grid.n_pix} pixels); "
-                           f"{spectrum.label} has {spectrum.n_pix} pixels on "
-                           f"{spectrum.grid or 'no named grid'}")
-    labels, where = vae_labels(vae, spectrum, catalog_row)
-    enc = vae.encode(spectrum, labels=labels)
-    encoding = {k: np.asarray(enc[k], dtype=np.float32).reshape(-1)
-                for k in ("mu", "sigma", "labels")}
-    recon = np.asarray(vae.decode(encoding["mu"], encoding["labels"]), dtype=np.float32)
-    recon = recon.reshape(-1)
-    if recon.size != spectrum.n_pix:
-        raise BadDataError(f"the VAE works on {recon.size} pixels, {spectrum.label} has "
-                           f"{spectrum.n_pix}")
-    stats = fit_statistics(spectrum, recon)
-    outputs = {"VAE χ²_ν": stats["chi2_nu"], "VAE RMS residual": stats["resid_rms"],
-               "VAE labels from": where}
-    return {"encoding": encoding, "reconstruction": recon, "outputs": outputs}
 
 
 def zoom_groups(grid, windows: pd.DataFrame | None, elements=None) -> dict[str, dict[str, str]]:
