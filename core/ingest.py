@@ -42,6 +42,8 @@ HEADER_COLUMNS = ("APOGEE_ID", "SNR", "TELESCOPE", "FIELD", "RA", "DEC")
 EXTRA_ALLSTAR_COLUMNS = ("RA", "DEC")
 ROWS_PER_PART = 8192  # bounds the writer's memory: 8192 × 7514 × 10 bytes ≈ 0.6 GB
 MAX_SKIPS_RECORDED = 200
+#: Spectra file names FileIndex picks up (gzip-compressed FITS is read as well).
+FITS_SUFFIXES = (".fits", ".fits.gz")
 
 
 class NothingIngestedError(BadDataError):
@@ -244,7 +246,8 @@ def _id_from_filename(path: Path) -> str | None:
     found = apogee_id_from_name(path)
     if found:
         return found
-    stem = path.name[: -len(".fits")] if path.name.endswith(".fits") else path.stem
+    name = path.name
+    stem = next((name[: -len(x)] for x in FITS_SUFFIXES if name.lower().endswith(x)), path.stem)
     parts = stem.split("-", 2)
     return parts[2] if len(parts) == 3 and parts[2] else None
 
@@ -264,7 +267,8 @@ class FileIndex:
         self.by_id: dict[str, list[Path]] = {}
         for dirpath, _dirs, names in os.walk(self.root, followlinks=True):
             for name in names:
-                if not name.lower().startswith(prefixes) or not name.lower().endswith(".fits"):
+                low = name.lower()
+                if not low.startswith(prefixes) or not low.endswith(FITS_SUFFIXES):
                     continue
                 path = Path(dirpath) / name
                 star = _id_from_filename(path)

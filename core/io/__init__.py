@@ -30,13 +30,16 @@ KINDS = SPECTRUM_KINDS + CATALOG_KINDS + ("contspec", "generic")
 
 _SPECTRUM_READERS = {"apstar": read_apstar, "aspcapstar": read_aspcapstar, "apvisit": read_apvisit}
 _CATALOG_READERS = {"allstar": read_allstar, "astronn_vac": read_astronn_vac}
-#: What to do with a file that is not one star's spectrum: for Python and for the CLI.
-_HINTS = {
-    "allstar": "use read_catalog in Python, or give it to 'stellarscope ingest --allstar'",
-    "astronn_vac": "use read_catalog in Python; it holds labels, not spectra",
-    "contspec": "use read_contspec in Python, or 'stellarscope ingest --contspec FLUX ERR MASK'",
-    "generic": "an HDF5/NPZ file of spectra: use read_generic in Python, or "
-               "'stellarscope ingest --generic FILE' to make a store of it",
+#: What a file that is not one star's spectrum is, and what to do with it instead.
+_NOT_A_SPECTRUM = {
+    "allstar": ("an allStar catalog", "use read_catalog in Python, or give it to "
+                "'stellarscope ingest --allstar'"),
+    "astronn_vac": ("an astroNN VAC file", "use read_catalog in Python; it holds labels, "
+                    "not spectra"),
+    "contspec": ("a contspec image of many spectra",
+                 "make a store of it with 'stellarscope ingest --contspec FLUX ERR MASK'"),
+    "generic": ("an HDF5/NPZ file of spectra",
+                "make a store of it with 'stellarscope ingest --generic FILE'"),
 }
 _ALLSTAR_MARKERS = {
     "ASPCAPFLAG",
@@ -125,7 +128,8 @@ def read_spectrum(path: str | os.PathLike, kind: str | None = None, **kwargs) ->
     """
     kind = kind or detect_kind(path)
     if kind not in _SPECTRUM_READERS:
-        raise BadFileError(path, f"is a {kind} file, not a single spectrum ({_HINTS[kind]})")
+        what, hint = _NOT_A_SPECTRUM[kind]
+        raise BadFileError(path, f"is {what}, not a single spectrum ({hint})")
     return _SPECTRUM_READERS[kind](path, **kwargs)
 
 

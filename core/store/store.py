@@ -266,8 +266,16 @@ class StoreWriter:
         self._pending, self._pending_rows = [], 0
 
     def commit(self) -> Path:
+        """Finish the store and move it into place (replacing an old store only now)."""
         if self._closed:
             return self.path
+        try:
+            return self._commit()
+        except BaseException:
+            self.abort()  # the old store (if any) is untouched
+            raise
+
+    def _commit(self) -> Path:
         self._flush()
         if self._n == 0:
             self.abort()
