@@ -46,8 +46,8 @@ def element_text(res, full_value: float) -> str:
     d = digits(res.label)
     bound = " (at the training-range bound)" if res.at_bound else ""
     return (f"**{res.element}** in {len(res.windows)} windows ({res.n_pix} px): "
-            f"{display_name(res.label)} = {fmt(res.value, d)} ± {fmt(res.error, d)}{bound}, "
-            f"χ²_ν {res.chi2_nu:.2f} · full fit {fmt(full_value, d)} ({res.label})")
+            f"{res.label} = {fmt(res.value, d)} ± {fmt(res.error, d)}{bound} "
+            f"({display_name(res.label)}), χ²_ν {res.chi2_nu:.2f} · full fit {fmt(full_value, d)}")
 
 
 def model_outputs(result) -> dict[str, str]:
@@ -88,3 +88,15 @@ def csv_bytes(table: pd.DataFrame) -> io.BytesIO:
 
 def json_bytes(doc: dict) -> io.BytesIO:
     return io.BytesIO(json.dumps(doc, indent=2).encode())
+
+
+def fit_document(result, model_dir: str, continuum: str, fit_rv: bool, mask_ranges,
+                 element_result=None) -> dict:
+    """The Fit JSON download: the fit, the model, the options and the drawn mask."""
+    out = result.to_dict()
+    out["model_dir"] = model_dir
+    out["options"] = {"continuum": continuum, "fit_rv": fit_rv}
+    out["user_mask_ranges"] = mask_ranges
+    if element_result is not None:
+        out["element"] = element_result.to_dict()
+    return out

@@ -154,6 +154,12 @@ def test_view_without_an_emulator_explains_itself(setup):
     assert v.fit_button.disabled and "no emulator" in v.status.object
     panel = v.__panel__()
     assert isinstance(panel, pn.pane.Alert) and "no emulator model" in panel.object
+    emu, _, _ = setup
+    session.context.slot("emulator").model = emu  # the app found (or trained) one later
+    assert v.emulator is emu and set(v.sliders) == {*NAMES, "RV"}
+    assert not v.fit_button.disabled and v.spectrum is not None
+    assert v.param.element.objects and v.element == v.param.element.objects[0]
+    assert not isinstance(v.__panel__(), pn.pane.Alert)
 
 
 def test_view_takes_its_emulator_from_the_model_slot(setup):

@@ -36,16 +36,20 @@ from core.fit.interactive import (
 )
 
 from .. import data, fit_report
-from ..figures.spectrum import SpectrumFigure
 from ..fit_jobs import FitJobs
 from ..jobs import Throttle
 from ..spectra import masked_spans
 from ..state import AppContext, FocusState, SelectionState
-from .fit_controls import MAX_SELECTION_FIT, build_widgets, layout
+from .fit_controls import (
+    CURVES,
+    MAX_SELECTION_FIT,
+    build_figure,
+    build_widgets,
+    layout,
+    model_widgets,
+)
 
 MODEL_NAME = "Emulator fit"
-CURVES = {"fit": ("best fit", "#2ca02c", "solid"), "slider": ("sliders", "#ff7f0e", "dashed"),
-          "element": ("element fit", "#9467bd", "solid")}
 
 
 class FitView(pn.viewable.Viewer):
@@ -72,35 +76,34 @@ class FitView(pn.viewable.Viewer):
 
     def __init__(self, **params):
         super().__init__(**params)
-        slot = self.context.slot("emulator")
-        self.emulator = emulator_of(slot.model)
-        self.model_dir = slot.where or getattr(slot.model, "model_dir", "")
-        self.model_problem = "" if self.emulator is not None else (
-            slot.problem or "no emulator model: train one with `stellarscope train emulator`")
+        self._read_slot()
         self.spectrum = None        # the focused spectrum on the emulator's grid
         self.user_mask = None       # True = masked by the user (drag), on the emulator's grid
         self._windows = data.element_windows()
         self._lines, _ = data.linelist()
         self._explorer = None
-        self.figure = self._build_figure()
+        self.figure = build_figure(self)
         build_widgets(self)
         self.jobs = FitJobs(self.progress, self.status, lambda b: setattr(self, "busy", b),
                             self._idle, self.context.fail)
         self._throttled_draw = Throttle(self._draw_slider_model, interval=0.05)
         self.focus.param.watch(self._on_spectrum, ["spectrum"])
+        self.context.slot("emulator").param.watch(self._on_model, ["model"])
         self._on_spectrum()
 
-    def _build_figure(self) -> SpectrumFigure:
-        fig = SpectrumFigure(height=360, css_class="ss-fit-plot")
-        for key, (name, color, dash) in CURVES.items():
-            fig.overlay(key, color, dash, width=1.5, legend=name)
-            if key != "element":
-                fig.residual_curve(key, color, dash)
-        fig.span_layer("user", "#e53935", 0.22, "your mask", on_residuals=True)
-        fig.on_line_click(self._on_line_click)
-        fig.on_range_drag(lambda x0, x1: self.mask_range(x0, x1, self.mask_mode == "mask"),
-                          "Drag to mask / unmask a range")
-        return fig
+    def _read_slot(self) -> None:
+        slot = self.context.slot("emulator")
+        self.emulator = emulator_of(slot.model)
+        self.model_dir = slot.where or getattr(slot.model, "model_dir", "")
+        self.model_problem = "" if self.emulator is not None else (
+            slot.problem or "no emulator model: train one with `stellarscope train emulator`")
+
+    def _on_model(self, *events) -> None:
+        """A new (or no) emulator in the app's slot: new sliders and elements, the star anew."""
+        self._read_slot()
+        with pn.io.hold():
+            model_widgets(self)
+            self._on_spectrum()
 
     # -- focus --------------------------------------------------------------------------------
     def _on_spectrum(self, *events) -> None:
@@ -350,13 +353,8 @@ class FitView(pn.viewable.Viewer):
         return fit_report.mask_table(self.spectrum, self.user_mask, used)
 
     def fit_document(self) -> dict:
-        out = self.result.to_dict()
-        out["model_dir"] = self.model_dir
-        out["options"] = {"continuum": self.continuum, "fit_rv": self.fit_rv}
-        out["user_mask_ranges"] = self.mask_ranges()
-        if self.element_result is not None:
-            out["element"] = self.element_result.to_dict()
-        return out
+        return fit_report.fit_document(self.result, self.model_dir, self.continuum, self.fit_rv,
+                                       self.mask_ranges(), self.element_result)
 
     def _mask_csv(self):
         return None if self.spectrum is None else fit_report.csv_bytes(self.mask_table())

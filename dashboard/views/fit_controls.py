@@ -8,9 +8,27 @@ import panel as pn
 from core.fit.interactive import fittable_elements, slider_specs
 from core.labels import axis_title
 
+from ..figures.spectrum import SpectrumFigure
 from ..spectra import zoom_groups
 
+CURVES = {"fit": ("best fit", "#2ca02c", "solid"), "slider": ("sliders", "#ff7f0e", "dashed"),
+          "element": ("element fit", "#9467bd", "solid")}
 MAX_SELECTION_FIT = 2000  # more belongs to `stellarscope fit --all` (minutes on a CPU)
+
+
+def build_figure(view) -> SpectrumFigure:
+    """The shared spectrum figure with the fit's curves, the drawn mask, line clicks and
+    range drags."""
+    fig = SpectrumFigure(height=360, css_class="ss-fit-plot")
+    for key, (name, color, dash) in CURVES.items():
+        fig.overlay(key, color, dash, width=1.5, legend=name)
+        if key != "element":
+            fig.residual_curve(key, color, dash)
+    fig.span_layer("user", "#e53935", 0.22, "your mask", on_residuals=True)
+    fig.on_line_click(view._on_line_click)
+    fig.on_range_drag(lambda x0, x1: view.mask_range(x0, x1, view.mask_mode == "mask"),
+                      "Drag to mask / unmask a range")
+    return fig
 
 
 def build_widgets(view) -> None:
@@ -30,10 +48,6 @@ def build_widgets(view) -> None:
                                                            color="default", width=140)
     view.clear_mask = W.Button(label="Clear my mask", width=120)
     view.clear_mask.on_click(lambda e: view.reset_mask())
-    elements = (fittable_elements(view.emulator, view._windows)
-                if view.emulator is not None else [])
-    view.param.element.objects = elements
-    view.element = elements[0] if elements else None
     view.element_select = W.Select.from_param(view.param.element, label="Element", width=120,
                                               css_classes=["ss-fit-element-select"])
     view.element_button = W.Button(label="Fit element", width=110, disabled=True,
@@ -43,15 +57,13 @@ def build_widgets(view) -> None:
     view.selection_button = W.Button(
         label="Fit selection", width=140, css_classes=["ss-fit-selection"],
         description=f"fit the stars brushed in the Catalog tab (up to {MAX_SELECTION_FIT:,}) "
-        "and write FIT_* columns to the catalog", disabled=view.emulator is None)
+        "and write FIT_* columns to the catalog", disabled=True)
     view.selection_button.on_click(lambda e: view.fit_selection())
     if view.selection is not None:
         view.selection.param.watch(view._label_selection_button, ["count", "rows"])
         view._label_selection_button()
-    grid = view.emulator.grid if view.emulator is not None else None
     view.zoom = W.Select(label="Zoom to", value="whole", width=170, css_classes=["ss-fit-zoom"],
-                         groups=zoom_groups(grid, view._windows, elements) if grid else
-                         {"Spectrum": {"Whole spectrum": "whole"}})
+                         groups={"Spectrum": {"Whole spectrum": "whole"}})
     view.zoom.param.watch(lambda e: view.apply_zoom(e.new), "value")
     view.table = W.Tabulator(pd.DataFrame(), show_index=False, disabled=True,
                              sizing_mode="stretch_width", height=420,
@@ -60,7 +72,6 @@ def build_widgets(view) -> None:
     view.summary = pn.pane.Markdown("", css_classes=["ss-fit-summary"], margin=(0, 10))
     view.command = pn.pane.Markdown("", css_classes=["ss-fit-command"], margin=(0, 10),
                                     sizing_mode="stretch_width")
-    view.sliders = make_sliders(view)
     view.reset_sliders = W.Button(label="Sliders to the fit", width=150, disabled=True)
     view.reset_sliders.on_click(lambda e: view._sliders_to_fit())
     view.mask_download, view.json_download, view.csv_download = (
@@ -71,6 +82,21 @@ def build_widgets(view) -> None:
                                ("Fit CSV", view._fit_csv, "fit.csv")))
     view.empty = pn.pane.Alert("**No star selected.** Pick a star in the sidebar, then press "
                                "*Fit*.", alert_type="info", sizing_mode="stretch_width")
+    model_widgets(view)
+
+
+def model_widgets(view) -> None:
+    """What depends on the emulator: the elements it can fit, their zoom presets, the label
+    sliders (none without an emulator)."""
+    emu = view.emulator
+    elements = fittable_elements(emu, view._windows) if emu is not None else []
+    view.param.element.objects = elements
+    view.element = elements[0] if elements else None
+    groups = (zoom_groups(emu.grid, view._windows, elements) if emu is not None
+              else {"Spectrum": {"Whole spectrum": "whole"}})
+    view.zoom.param.update(groups=groups, value="whole")
+    view.sliders = make_sliders(view)
+    view.selection_button.disabled = emu is None
 
 def make_sliders(view) -> dict[str, pn.widgets.FloatSlider]:
     """One slider per label over the emulator's range, then the RV; each redraws the model."""

@@ -30,7 +30,7 @@ def served_app(tmp_path_factory, dashboard_server):
     pytest.importorskip("playwright.sync_api")
     root = tmp_path_factory.mktemp("fit-ui")
     store, emulator = _fixture_data(root)
-    env = {"STELLARSCOPE_STORE": str(store), "STELLARSCOPE_EMULATOR": str(emulator),
+    env = {"STELLARSCOPE_STORE": str(store), "STELLARSCOPE_MODELS": str(emulator),
            "STELLARSCOPE_HOME": str(root / "home"), "OMP_NUM_THREADS": "1"}
     with dashboard_server(env, root / "server.log") as url:
         yield url
