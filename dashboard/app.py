@@ -135,12 +135,13 @@ class DashboardApp(param.Parameterized):
         session = self.session = Session(context=ctx)
         self.specs = {spec.name: spec for spec in registered()}
         self.views = {name: spec.build(session) for name, spec in self.specs.items()}
+        self._showing: dict[str, str] = {}
         self.bodies = {name: pn.Column(sizing_mode="stretch_width", css_classes=[f"ss-tab-{name}"])
                        for name in self.specs}
         for name, spec in self.specs.items():
             self._fill_body(name)
             for family in spec.needs:
-                ctx.slot(family).param.watch(lambda e, n=name: self._fill_body(n),
+                ctx.slot(family).param.watch(lambda *_, n=name: self._fill_body(n),
                                              ["model", "problem", "training"])
         self.tabs = pn.Tabs(*((spec.title, self.bodies[name]) for name, spec in self.specs.items()),
                             dynamic=True, sizing_mode="stretch_width")
@@ -185,8 +186,10 @@ class DashboardApp(param.Parameterized):
         if why:
             body.objects = [pn.pane.Alert(why, alert_type="warning", sizing_mode="stretch_width",
                                           css_classes=["ss-view-needs-model"])]
-        elif not body.objects or body.objects[0] is not self.views[name]:
+            self._showing[name] = "note"
+        elif self._showing.get(name) != "view":
             body.objects = [self.views[name]]
+            self._showing[name] = "view"
 
     def show_tab(self, name) -> bool:
         """Show the view ``name`` (an old tab number works too); False if there is none."""

@@ -15,10 +15,9 @@ def store(tmp_path_factory):
 
 
 @pytest.fixture()
-def app(store, monkeypatch, tmp_path):
+def app(store):
     from dashboard.app import DashboardApp
 
-    monkeypatch.setenv("STELLARSCOPE_VAE", str(tmp_path / "no-model-here"))
     return DashboardApp(store_path=store.path)
 
 
@@ -57,9 +56,17 @@ def test_next_and_previous_walk_the_selection_then_the_catalog(app, store):
 
 def test_app_keys_switch_tabs_and_step_stars(app, store):
     keys = app.shortcuts
-    assert keys.press("3") and app.tabs.active == 2
+    assert keys.press("3") and app.tabs.active == 2 and app.tab == "catalog"
     assert keys.press("n") and app.session.focus.star_id == store.catalog["APOGEE_ID"].iloc[0]
     assert keys.press("r") and app.session.focus.star_id
-    if getattr(app.fit_view, "emulator", None) is not None:
-        assert keys.press("f") and app.tabs.active == 3
+    if app.context.slot("emulator").model is not None:
+        assert keys.press("f") and app.tabs.active == 3 and app.tab == "fit"
     assert "next star" in keys.help_markdown()
+
+
+def test_every_registered_view_has_its_key(app):
+    from dashboard.views.registry import registered
+
+    for spec in registered():
+        assert app.shortcuts.press(spec.key) and app.tab == spec.name
+        assert app.tabs.active == list(app.views).index(spec.name)

@@ -122,7 +122,7 @@ def test_a_family_and_view_defined_in_a_test_load_into_the_app(store, tiny_famil
     assert app.tabs._names[-1] == "Tiny" and "tiny" in app.views
     assert "tiny model" in app.template.sidebar[3].objects[-1].object  # the model card
     assert app.shortcuts.press("9") and app.tab == "tiny"
-    assert app.bodies["tiny"].objects == [app.views["tiny"]]
+    assert app.bodies["tiny"].objects == [app.views["tiny"].text]  # the view, drawn
     star = store.catalog["APOGEE_ID"].iloc[4]
     app.session.select_star(star)
     expected = 2.0 * np.nanmean(store.spectrum(star).flux)
@@ -157,7 +157,7 @@ def test_a_view_whose_model_is_missing_says_why(store, tiny_family):
     models.save(TinyNet(3.0), tiny_family)
     app._poll_models()
     assert isinstance(slot.model, TinyPredictor)
-    assert app.bodies["tiny"].objects == [app.views["tiny"]]
+    assert app.bodies["tiny"].objects == [app.views["tiny"].text]
     assert app.context.message == "A tiny model is now available"
 
 

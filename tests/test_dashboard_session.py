@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +16,8 @@ from core.errors import BadFileError
 from dashboard import persist
 
 torch.set_num_threads(1)
+
+OLD_SESSION = Path(__file__).parent / "data" / "session-v1.json"
 
 
 @pytest.fixture(scope="module")
@@ -46,45 +49,98 @@ def test_bitmask_for_another_store_size_is_refused():
 
 def test_session_round_trip_restores_star_tab_selection_and_views(store):
     app = make_app(store)
-    if app.context.vae is None or getattr(app.fit_view, "emulator", None) is None:
+    if app.context.vae is None or app.context.slot("emulator").model is None:
         pytest.skip("needs the shipped demo VAE and emulator in assets/models")
+    star_view, latent_view = app.views["star"], app.views["latent"]
+    catalog_view, fit = app.views["catalog"], app.views["fit"]
     star = store.catalog["APOGEE_ID"].iloc[7]
     assert app.session.select_star(star)
     app.session.selection.select([3, 7, 11, 40], "box on TEFF–LOGG")
-    app.star_view.line_elements.value = ["Mg", "Fe"]
-    app.star_view.zoom.value = "chip:1"
-    app.catalog_view.axes.value = ["TEFF", "LOGG", "SNR"]
-    app.catalog_view.color_by.value = "FE_H"
-    app.latent_view.active = True
-    z = np.linspace(-1.5, 1.5, len(app.latent_view.z_sliders))
-    app.latent_view.set_point(z)
-    fit = app.fit_view
-    fit.continuum.value = "degree 1"
+    star_view.line_elements = ["Mg", "Fe"]
+    star_view.zoom = "chip:1"
+    catalog_view.axes = ["TEFF", "LOGG", "SNR"]
+    catalog_view.color_by = "FE_H"
+    latent_view.active = True
+    z = np.linspace(-1.5, 1.5, len(latent_view.z_sliders))
+    latent_view.set_point(z)
+    fit.continuum = "degree 1"
     fit.mask_range(16000.0, 16050.0)
     fit.fit(sync=True)
-    app.tabs.active = 3
+    app.show_tab("fit")
     raw = persist.dumps(persist.session_document(app))
     assert len(raw) < 20_000
+    assert json.loads(raw)["tab"] == "fit"
 
     fresh = make_app(store)
     notes = persist.apply_session(fresh, persist.read_session(raw, "mine.json"), "mine.json",
                                   sync=True)
     assert notes == []
-    assert fresh.session.focus.star_id == star and fresh.tabs.active == 3
+    assert fresh.session.focus.star_id == star and fresh.tabs.active == 3 and fresh.tab == "fit"
     np.testing.assert_array_equal(fresh.session.selection.rows, [3, 7, 11, 40])
     assert fresh.session.selection.description == "box on TEFF–LOGG"
-    assert fresh.star_view.line_elements.value == ["Mg", "Fe"]
-    assert fresh.star_view.zoom.value == "chip:1"
-    assert fresh.catalog_view.axes.value == ["TEFF", "LOGG", "SNR"]
-    assert fresh.catalog_view.color_by.value == "FE_H"
-    np.testing.assert_allclose(fresh.latent_view.point[0], z, atol=0.02)  # slider steps
-    assert fresh.fit_view.continuum.value == "degree 1"
-    assert fresh.fit_view.mask_ranges() == fit.mask_ranges()
-    assert fresh.fit_view.result is not None  # the saved fit was redone
-    assert fresh.fit_view.result.n_pix == fit.result.n_pix
+    assert fresh.views["star"].line_elements == ["Mg", "Fe"]
+    assert fresh.views["star"].zoom == "chip:1"
+    assert fresh.views["catalog"].axes == ["TEFF", "LOGG", "SNR"]
+    assert fresh.views["catalog"].color_by == "FE_H"
+    np.testing.assert_allclose(fresh.views["latent"].point[0], z, atol=0.02)  # slider steps
+    assert fresh.views["fit"].continuum == "degree 1"
+    assert fresh.views["fit"].mask_ranges() == fit.mask_ranges()
+    assert fresh.views["fit"].result is not None  # the saved fit was redone
+    assert fresh.views["fit"].result.n_pix == fit.result.n_pix
     # the latent view, shown later, keeps the restored point rather than the star's encoding
-    fresh.latent_view.active = True
-    np.testing.assert_allclose(fresh.latent_view.point[0], z, atol=0.02)
+    fresh.views["latent"].active = True
+    np.testing.assert_allclose(fresh.views["latent"].point[0], z, atol=0.02)
+
+
+def test_a_session_file_saved_before_named_tabs_still_restores(store):
+    """tests/data/session-v1.json: written by the app before views declared session_params
+    (version 1, tab number 3, every view's settings, a drawn mask and a fit)."""
+    saved = json.loads(OLD_SESSION.read_text())
+    assert saved["version"] == 1 and saved["tab"] == 3
+    app = make_app(store)
+    if app.context.vae is None or app.context.slot("emulator").model is None:
+        pytest.skip("needs the shipped demo VAE and emulator in assets/models")
+    notes = persist.apply_session(app, persist.read_session(OLD_SESSION.read_bytes(),
+                                                            OLD_SESSION.name),
+                                  OLD_SESSION.name, sync=True)
+    assert notes == [f"saved with store {saved['store']['path']}; restored into {store.path}"]
+    assert app.session.focus.star_id == saved["star"] == store.catalog["APOGEE_ID"].iloc[7]
+    assert app.tab == "fit" and app.tabs.active == 3
+    np.testing.assert_array_equal(app.session.selection.rows, [3, 7, 11, 40])
+    for name in ("star", "catalog"):
+        assert persist.view_state(app.views[name]) == saved["views"][name]
+    latent = persist.view_state(app.views["latent"])
+    assert latent["diff_against"] == saved["views"]["latent"]["diff_against"]
+    np.testing.assert_allclose(latent["z"], saved["views"]["latent"]["z"], atol=0.006)
+    fit = persist.view_state(app.views["fit"])
+    old_fit = saved["views"]["fit"]
+    assert {k: fit[k] for k in ("continuum", "fit_rv", "element", "mask_mode", "fitted")} == \
+        {k: old_fit[k] for k in ("continuum", "fit_rv", "element", "mask_mode", "fitted")}
+    np.testing.assert_allclose(fit["user_mask_ranges"], old_fit["user_mask_ranges"], atol=0.5)
+    # saved again, it is a version-2 file naming its tab, and restores the same way
+    again = persist.read_session(persist.dumps(persist.session_document(app)), "again.json")
+    assert again["version"] == persist.VERSION == 2 and again["tab"] == "fit"
+    assert again["views"]["star"] == saved["views"]["star"]
+
+
+def test_non_finite_and_mistyped_view_values_are_refused_with_a_note(store):
+    app = _shared_app(store)
+    before = persist.view_state(app.views["star"])
+    raw = (b'{"format": "stellarscope-session", "version": 2, "tab": "star", "views": {'
+           b'"star": {"zoom": NaN, "line_elements": "Mg", "residual_mode": 3},'
+           b'"latent": {"z": [Infinity, 0.0]}, "nowhere": {}}}')
+    notes = persist.apply_session(app, persist.read_session(raw, "odd.json"), "odd.json")
+    text = " | ".join(notes)
+    assert "star view: zoom: holds NaN or Infinity, not restored" in text
+    assert "star view: line_elements: 'Mg' refused" in text
+    assert "star view: residual_mode: 3 not offered here" in text
+    assert "latent view: z: holds NaN or Infinity, not restored" in text
+    assert "nowhere view settings skipped (no such view here)" in text
+    assert persist.view_state(app.views["star"]) == before
+    with pytest.raises(BadFileError, match="'tab' should be str"):
+        persist.read_session(b'{"format": "stellarscope-session", "version": 2, "tab": 3}', "t.json")
+    with pytest.raises(BadFileError, match="'tab' should be int"):
+        persist.read_session(b'{"format": "stellarscope-session", "version": 1, "tab": "x"}', "t.json")
 
 
 def test_restore_reports_what_it_cannot_restore(store, tmp_path):
@@ -96,7 +152,7 @@ def test_restore_reports_what_it_cannot_restore(store, tmp_path):
     text = " | ".join(notes)
     assert "2M99999999+9999999 is not in this store" in text
     assert "covers 999 rows" in text and "Unobtainium" in text and "nowhere" in text
-    assert app.star_view.line_elements.value == ["Mg"]
+    assert app.views["star"].line_elements == ["Mg"]
 
 
 @pytest.mark.parametrize("raw, problem", [
@@ -105,6 +161,7 @@ def test_restore_reports_what_it_cannot_restore(store, tmp_path):
     (b'{"format": "something-else"}', "not a Stellarscope session"),
     (b'{"format": "stellarscope-session", "version": 99}', "newer than"),
     (b'{"format": "stellarscope-session", "version": 1, "tab": "two"}', "'tab' should be int"),
+    (b'{"format": "stellarscope-session", "version": 2, "star": ["x"]}', "'star' should be str"),
 ])
 def test_bad_session_files_are_named_and_explained(raw, problem):
     with pytest.raises(BadFileError, match=problem) as info:

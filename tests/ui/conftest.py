@@ -125,7 +125,7 @@ def dashboard(tmp_path_factory):
     root = tmp_path_factory.mktemp("ui-dashboard")
     store_path = generate_mock_survey(root / "mock", n_stars=MOCK_STARS, seed=7, progress=False)
     vae = _vae_for(store_path, root)
-    env = {"STELLARSCOPE_STORE": str(store_path), "STELLARSCOPE_VAE": str(vae),
+    env = {"STELLARSCOPE_STORE": str(store_path), "STELLARSCOPE_MODELS": str(vae),
            "STELLARSCOPE_HOME": str(root / "home")}
     log = root / "server.log"
     try:

@@ -34,6 +34,7 @@ def test_open_app_shows_dataset_model_and_tabs(page, dashboard, artifacts):
     expect(page.locator(".ss-mock-badge")).to_contain_text("MOCK SURVEY")
     expect(page.locator(".ss-dataset")).to_contain_text(f"{len(store):,} stars")
     expect(page.locator(".ss-model")).to_contain_text("28 latents")
+    expect(page.locator(".ss-model")).to_contain_text("spectral emulator")  # every family
     for tab in ("Star", "Latent space", "Catalog", "Fit", "Attention"):
         expect(page.get_by_text(tab, exact=True).first).to_be_visible()
     expect(page.get_by_text("No star selected.", exact=False).first).to_be_visible()
@@ -76,7 +77,8 @@ def test_toggle_reconstruction_shows_residual_panel(page, dashboard, artifacts):
 def test_latent_slider_changes_the_decoded_curve(page, dashboard, artifacts):
     url, store = dashboard
     star = str(store.catalog["APOGEE_ID"].iloc[5])
-    open_app(page, url, f"?star={star.replace('+', '%2B')}&tab=1", ready=".ss-decoded-plot")
+    open_app(page, url, f"?star={star.replace('+', '%2B')}&tab=latent",
+             ready=".ss-decoded-plot")
     readout = page.locator(".ss-decode-readout")
     expect(readout).to_contain_text("Decode #", timeout=LOAD_MS)
     plot = page.locator(".ss-decoded-plot")
@@ -95,7 +97,7 @@ def test_latent_slider_changes_the_decoded_curve(page, dashboard, artifacts):
 
 def open_corner(page, url: str):
     """The Catalog tab with nothing selected: (the selection-count line, the Teff–log g panel)."""
-    open_app(page, url, "?tab=2", ready=".ss-selection-count")
+    open_app(page, url, "?tab=2", ready=".ss-selection-count")  # an old tab-number link
     count = page.locator(".ss-selection-count")
     expect(count).to_contain_text("No selection", timeout=LOAD_MS)
     panel = page.locator(".ss-corner .bk-Figure").nth(1)  # Teff (x) vs log g (y)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from playwright.sync_api import expect
 
@@ -26,6 +28,7 @@ def test_keys_step_stars_and_switch_tabs(page, dashboard, artifacts):
     expect(star).to_contain_text(ids[4], timeout=LOAD_MS)
     page.keyboard.press("3")
     expect(page.locator(".bk-tab.bk-active")).to_have_text("Catalog", timeout=LOAD_MS)
+    expect(page).to_have_url(re.compile(r"[?&]tab=catalog"), timeout=LOAD_MS)  # by name
     # typing in the search box is text, not shortcuts
     box = page.locator(".ss-star-search input")
     box.click()

@@ -23,7 +23,7 @@ def test_save_and_restore_a_session(page, dashboard, artifacts, tmp_path):
     saved = tmp_path / "session.json"
     info.value.save_as(saved)
     doc = json.loads(saved.read_text())
-    assert doc["format"] == "stellarscope-session" and doc["star"] == star and doc["tab"] == 1
+    assert doc["format"] == "stellarscope-session" and doc["star"] == star and doc["tab"] == "latent"
 
     page.goto(url, timeout=LOAD_MS)
     page.wait_for_selector(".ss-spectrum-plot", timeout=LOAD_MS)

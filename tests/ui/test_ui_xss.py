@@ -1,0 +1,67 @@
+"""Browser tests: text from outside (a star ID in the URL, a session file, an upload's file
+name) is shown literally and never runs as script in the page."""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import quote
+
+import pytest
+from playwright.sync_api import expect
+
+pytestmark = pytest.mark.ui
+
+LOAD_MS = 120_000
+SHORT_MS = 30_000
+#: Runs script through an image's error handler if it ever reaches innerHTML unescaped.
+PAYLOAD = "<img src=x onerror=window.__xss=1>"
+
+
+def opened(page, url: str, query: str = ""):
+    page.goto(url + query, timeout=LOAD_MS)
+    page.wait_for_selector(".ss-spectrum-plot", timeout=LOAD_MS)
+    return page
+
+
+def assert_no_script_ran(page) -> None:
+    page.wait_for_timeout(1500)  # time for an injected <img> to fail to load
+    assert page.evaluate("() => window.__xss") is None
+    assert page.locator("img[src=x]").count() == 0
+
+
+def test_star_id_in_the_url_is_shown_as_text(page, dashboard, artifacts):
+    url, _ = dashboard
+    opened(page, url, "?star=" + quote(PAYLOAD))
+    expect(page.get_by_text(f"unknown star '{PAYLOAD}'", exact=False).first).to_be_visible(
+        timeout=SHORT_MS)
+    assert_no_script_ran(page)
+    page.screenshot(path=artifacts / "13-xss-url.png", full_page=True)
+
+
+def test_session_file_with_a_tag_as_star_is_shown_as_text(page, dashboard, artifacts, tmp_path):
+    url, store = dashboard
+    opened(page, url)
+    doc = {"format": "stellarscope-session", "version": 2, "star": PAYLOAD, "tab": "star",
+           "store": {"path": str(store.path)}, "views": {}}
+    saved = tmp_path / "evil-session.json"
+    saved.write_text(json.dumps(doc))
+    page.locator(".ss-session-restore input[type=file]").set_input_files(str(saved))
+    expect(page.get_by_text(f"star {PAYLOAD} is not in this store", exact=False).first
+           ).to_be_visible(timeout=SHORT_MS)
+    assert_no_script_ran(page)
+    page.screenshot(path=artifacts / "14-xss-session.png", full_page=True)
+
+
+def test_upload_named_like_a_tag_is_shown_as_text(page, dashboard, artifacts):
+    url, _ = dashboard
+    opened(page, url)
+    name = f"{PAYLOAD}.fits"
+    page.locator("input[type=file]").first.set_input_files(
+        {"name": name, "mimeType": "application/fits",
+         "buffer": b"SIMPLE  =                    T" + b" " * 200})
+    status = page.locator(".ss-upload-status")
+    expect(status).to_contain_text(name, timeout=LOAD_MS)
+    expect(status).to_contain_text("⚠", timeout=SHORT_MS)
+    expect(page.locator(".notyf__message", has_text=name).first).to_be_visible(timeout=SHORT_MS)
+    assert_no_script_ran(page)
+    page.screenshot(path=artifacts / "15-xss-upload.png", full_page=True)
