@@ -8,6 +8,7 @@ reader's own message, naming the uploaded file.
 
 from __future__ import annotations
 
+import html
 import tempfile
 from pathlib import Path
 
@@ -48,16 +49,10 @@ def read_upload(name: str, payload: bytes) -> Spectrum:
         except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
             # a reader tripping over a malformed file: still the user's file, not our crash
             raise BadFileError(name, f"could not be read as an APOGEE spectrum ({exc})") from None
-    spectrum.meta["SOURCE"] = name
-    if not spectrum.normalized:
-        from core.preprocess import normalize
+    from core.preprocess.policy import prepare_file_spectrum
 
-        # the upper-envelope fit ("clip") adapts to whatever star was uploaded and matches the
-        # true-continuum normalisation of the mock survey the demo models learnt from
-        spectrum = normalize(spectrum, method="clip")
-        spectrum.meta["NOTE"] = ("Continuum-normalised per chip on upload (core.preprocess, "
-                                 "iterative upper-envelope fit)")
-    return spectrum
+    # core's one policy for files, so `stellarscope fit --file` repeats the view's fit exactly
+    return prepare_file_spectrum(spectrum, source=name)
 
 
 class StarPicker(pn.viewable.Viewer):
@@ -116,7 +111,7 @@ class StarPicker(pn.viewable.Viewer):
         payload = files[name]
         if isinstance(payload, str):
             payload = payload.encode("latin-1")
-        self.upload_status.object = f"Reading **{name}** …"
+        self.upload_status.object = f"Reading **{html.escape(name)}** …"
         self.upload.loading = True
         self.runner.submit(self._parse_and_encode, name, payload, key="upload",
                            on_done=self._show_upload, on_error=self._upload_failed)
@@ -131,14 +126,16 @@ class StarPicker(pn.viewable.Viewer):
         self.session.show(spectrum, source="upload", **extras)
         encoded = "encoded by the VAE" if extras["encoding"] is not None else "not encoded"
         note = spectrum.meta.get("NOTE")
-        self.upload_status.object = (f"Showing **{name}** ({spectrum.label}, {spectrum.n_pix} "
-                                     f"pixels, {encoded})." + (f" {note}." if note else ""))
+        # the file name and the header's star name are the uploader's text: never markup
+        self.upload_status.object = html.escape(
+            f"Showing {name} ({spectrum.label}, {spectrum.n_pix} pixels, {encoded})."
+            + (f" {note}." if note else ""))
         self.session.context.notify(f"Loaded {name}", "success")
 
     def _upload_failed(self, exc: BaseException) -> None:
         self.upload.loading = False
         msg = str(exc) if isinstance(exc, StellarscopeError) else f"upload failed: {exc}"
-        self.upload_status.object = f"⚠ {msg}"
+        self.upload_status.object = f"⚠ {html.escape(msg)}"
         self.session.context.fail(msg)
 
     def __panel__(self):
