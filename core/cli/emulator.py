@@ -154,9 +154,10 @@ def run_fit(args) -> int:
                   f"{len(summary['columns'])} FIT_* columns to {store.path}", file=sys.stderr)
         return 0
     if args.file:
-        from ..io import read_spectrum
+        from ..preprocess.policy import prepare_file_spectrum
 
-        spectrum = read_spectrum(args.file)
+        # the one file policy: the app's upload reads and normalises a file the same way
+        spectrum = prepare_file_spectrum(args.file)
     else:
         store = SpectraStore.open(resolve_store(args.store))
         star = args.star
@@ -183,9 +184,15 @@ def run_fit(args) -> int:
 
 
 def _format(result, element) -> str:
-    lines = [f"{result.star}: χ²_ν = {result.chi2_nu:.3f} on {result.n_pix} pixels, "
-             f"RV = {result.rv:.2f} ± {result.rv_err:.2f} km/s in the spectrum's frame "
-             f"(cross-correlation {result.rv_start:.1f})"]
+    import math
+
+    rv = (f"RV = {result.rv:.2f} ± {result.rv_err:.2f} km/s in the spectrum's frame "
+          f"(cross-correlation {result.rv_start:.1f})" if math.isfinite(result.rv)
+          else "RV unknown (no cross-correlation peak; labels fitted in the rest frame)")
+    lines = [f"{result.star}: χ²_ν = {result.chi2_nu:.3f} on {result.n_pix} pixels, {rv}"]
+    if result.sigma_scale > 1:
+        lines.append(f"σ inflated ×{result.sigma_scale:.2f} (= √χ²_ν): the model does not "
+                     f"describe this spectrum well")
     table = result.table()
     lines.append(f"{'label':<10}{'fit':>12}{'±':>10}{'catalog':>12}{'±':>10}")
     for row in table.itertuples():
@@ -194,7 +201,8 @@ def _format(result, element) -> str:
         mark = "  at bound" if row.at_bound else ""
         lines.append(f"{row.label:<10}{row.fit:12.3f}{row.fit_err:10.3f}{cat:>12}{cerr:>10}{mark}")
     if result.flag_names:
-        lines.append("flags: " + ", ".join(result.flag_names))
+        lines.append("flags:")
+        lines += [f"  {line}" for line in result.flag_descriptions]
     if element is not None:
         lines.append(f"{element.element} in {len(element.windows)} windows: {element.label} = "
                      f"{element.value:.3f} ± {element.error:.3f} (χ²_ν {element.chi2_nu:.2f}, "

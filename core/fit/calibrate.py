@@ -20,6 +20,7 @@ import json
 import numpy as np
 
 from ..errors import BadDataError, BadFileError
+from ..labels import clean
 from ..models.emulator import Emulator
 from ..store import SpectraStore
 from ..store.atomic import write_json_atomic
@@ -68,8 +69,7 @@ def reference_labels(store: SpectraStore, names: list[str], rows: np.ndarray, so
     errors = np.zeros_like(values)
     for k, n in enumerate(names):
         if n in cat:
-            v = cat[n].to_numpy(float)
-            values[:, k] = np.where(v > -9000, v, np.nan)  # allStar's −9999 means "no value"
+            values[:, k] = clean(cat[n].to_numpy(float))  # allStar's −9999 means "no value"
         if f"{n}_ERR" in cat:
             errors[:, k] = np.nan_to_num(cat[f"{n}_ERR"].to_numpy(float), nan=0.0).clip(0)
     return values, errors, source

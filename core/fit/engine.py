@@ -17,28 +17,28 @@ import numpy as np
 import torch
 
 from .. import chi2 as C
+from ..grid import KMS_PER_PIXEL
 from ..models.emulator import Emulator
+from ..preprocess.masks import LARGE_ERROR
+from .flags import (  # noqa: F401  (re-exported: the bits have always been importable here)
+    FLAG_DESCRIPTIONS,
+    FLAG_LABEL_AT_BOUND,
+    FLAG_MODEL_MISMATCH,
+    FLAG_NAMES,
+    FLAG_NO_RV_SIGNAL,
+    FLAG_NOT_CONVERGED,
+    FLAG_RV_AT_BOUND,
+    FLAG_RV_AT_SEARCH_EDGE,
+    FLAG_TOO_FEW_PIXELS,
+    decode_flags,
+    describe_flags,
+)
 from .forward import ForwardModel, rv_to_shift
-from .rv import cross_correlate_rv
+from .rv import cross_correlation
 from .solver import levenberg_marquardt
 
-#: FIT_FLAG bits.
-FLAG_LABEL_AT_BOUND = 1
-FLAG_RV_AT_BOUND = 2
-FLAG_NOT_CONVERGED = 4
-FLAG_TOO_FEW_PIXELS = 8
-FLAG_NAMES = {
-    FLAG_LABEL_AT_BOUND: "LABEL_AT_BOUND",
-    FLAG_RV_AT_BOUND: "RV_AT_BOUND",
-    FLAG_NOT_CONVERGED: "NOT_CONVERGED",
-    FLAG_TOO_FEW_PIXELS: "TOO_FEW_PIXELS",
-}
 #: A scaled label within this of ±0.5 counts as sitting on the training-range bound.
 BOUND_TOL = 1e-3
-
-
-def decode_flags(value: int) -> list[str]:
-    return [name for bit, name in FLAG_NAMES.items() if int(value) & bit]
 
 
 @dataclass
@@ -59,6 +59,11 @@ class FitOptions:
     bad_bits: str | tuple = "astronn"
     min_pixels: int = 50
     pixel_floor: float = C.ERROR_FLOOR  # per-pixel σ floor in quadrature (core.chi2)
+    # a CCF peak less than this many robust σ above the other lags is noise (pure-noise
+    # spectra reach ~5, mock stars at S/N 5 ≥ 17): flagged NO_RV_SIGNAL, RV NaN
+    rv_min_significance: float = 8.0
+    # χ²_ν above this flags MODEL_MISMATCH and multiplies σ by √χ²_ν; None = never
+    mismatch_chi2: float | None = 3.0
 
     def __post_init__(self):
         if self.continuum_degree is not None and not 0 <= int(self.continuum_degree) <= 5:
@@ -88,6 +93,8 @@ class BatchFit:
     free: list[str] = field(default_factory=list)
     model: np.ndarray | None = None  # (B, P) best-fit model, observed frame
     used: np.ndarray | None = None   # (B, P) pixels that entered χ²
+    sigma_scale: np.ndarray | None = None  # (B,) √χ²_ν where MODEL_MISMATCH widened σ, else 1
+    rv_model: np.ndarray | None = None     # (B,) RV the model was evaluated at (0 when unknown)
 
     @property
     def dof(self) -> np.ndarray:
@@ -126,7 +133,8 @@ def fit_batch(emulator: Emulator, flux, error, good, options: FitOptions | None 
     flux_t = torch.as_tensor(np.asarray(flux, np.float32), device=dev)
     err_t = torch.as_tensor(np.asarray(error, np.float32), device=dev)
     good_t = torch.as_tensor(np.asarray(good, bool), device=dev)
-    good_t &= torch.isfinite(flux_t) & torch.isfinite(err_t) & (err_t > 0)
+    # pixels filled by normalisation (flux 1 ± LARGE_ERROR) carry no data
+    good_t &= torch.isfinite(flux_t) & torch.isfinite(err_t) & (err_t > 0) & (err_t < LARGE_ERROR)
     flux_t = torch.where(good_t, flux_t, torch.ones_like(flux_t))
     err_t = torch.where(good_t, err_t, torch.ones_like(err_t))
     # the one χ² (core.chi2): reported σ, pixel floor and emulator error in quadrature
@@ -144,10 +152,11 @@ def fit_batch(emulator: Emulator, flux, error, good, options: FitOptions | None 
 
     with torch.no_grad():
         report(0.02, "cross-correlating for the RV and ranking start points")
-        p_start, rv_start = _starting_points(emulator, fwd, flux_t, good_t, weight, opts, start)
+        p_start, rv_start, rv_info = _starting_points(emulator, fwd, flux_t, good_t, weight,
+                                                      opts, start)
         n_starts = p_start.shape[0] // n_star
         star_of = torch.arange(n_star, device=dev).repeat_interleave(n_starts)
-        rv_lo, rv_hi = _rv_bounds(rv_start, opts)
+        rv_lo, rv_hi = _rv_bounds(rv_start, opts, pinned=rv_info[0])
         used = good_t & fwd.inside(rv_lo) & fwd.inside(rv_hi)
         weight = weight * used
         lower, upper = _box(fwd, rv_lo, rv_hi, dev)
@@ -190,8 +199,8 @@ def fit_batch(emulator: Emulator, flux, error, good, options: FitOptions | None 
         r = (flux_t - model) * weight
         chi2 = (r * r).sum(-1)
     report(1.0, "done")
-    return _collect(emulator, fwd, p_best, lm, free, free_lab, chi2, used, rv_start, lower,
-                    upper, opts, model if return_model else None)
+    return _collect(emulator, fwd, p_best, lm, free, free_lab, chi2, used, rv_start, rv_info,
+                    lower, upper, opts, model if return_model else None)
 
 
 def _stage(report, start: float, end: float, n_iter: int, message: str):
@@ -212,12 +221,16 @@ def _free_label_index(emulator: Emulator, free_labels) -> list[int]:
     return sorted(names.index(n) for n in free_labels)
 
 
-def _rv_bounds(rv_start: torch.Tensor, opts: FitOptions):
+def _rv_bounds(rv_start: torch.Tensor, opts: FitOptions, pinned: torch.Tensor | None = None):
+    """LM bounds of the RV: its window around the start; ``pinned`` stars (no RV signal) are
+    held at their start, as are all when the RV is not fitted."""
     if not opts.fit_rv:
         return rv_start, rv_start
     limit = opts.rv_search + opts.rv_window
     lo = (rv_start - opts.rv_window).clamp(min=-limit)
     hi = (rv_start + opts.rv_window).clamp(max=limit)
+    if pinned is not None:
+        lo, hi = torch.where(pinned, rv_start, lo), torch.where(pinned, rv_start, hi)
     return lo, hi
 
 
@@ -232,8 +245,15 @@ def _box(fwd: ForwardModel, rv_lo, rv_hi, dev):
 
 
 def _starting_points(emulator, fwd, flux, good, weight, opts, start: Start | None):
-    """Parameter vectors (B·S, K), S starts per star, and each star's RV pre-estimate."""
+    """Parameter vectors (B·S, K), S starts per star, each star's RV pre-estimate, and
+    (no_signal, at_edge): (B,) bools from the cross-correlation (False when none was run).
+
+    A star whose CCF peak is not significant starts (and stays) at RV 0: the spectra we fit
+    are rest-frame ones unless said otherwise, and a noise peak is no better a guess.
+    """
     n, dev = flux.shape[0], flux.device
+    no_signal = torch.zeros(n, dtype=torch.bool, device=dev)
+    at_edge = torch.zeros(n, dtype=torch.bool, device=dev)
     if start is not None:
         p = torch.zeros(n, fwd.n_params, device=dev)
         p[:, : fwd.n_labels] = emulator.scale(torch.as_tensor(np.asarray(start.labels), dtype=torch.float32, device=dev))
@@ -241,22 +261,27 @@ def _starting_points(emulator, fwd, flux, good, weight, opts, start: Start | Non
         p[:, fwd.rv_index] = torch.as_tensor(rv, dtype=torch.float32, device=dev)
         if fwd.n_cont and start.continuum is not None and np.size(start.continuum):
             p[:, fwd.n_labels + 1:] = torch.as_tensor(np.asarray(start.continuum), dtype=torch.float32, device=dev)
-        return p, p[:, fwd.rv_index].clone()
+        return p, p[:, fwd.rv_index].clone(), (no_signal, at_edge)
     bank, bank_flux = _bank(emulator)
-    if not opts.fit_rv or opts.rv is not None:
+    search = opts.fit_rv and opts.rv is None
+    if not search:
         rv = torch.full((n,), float(opts.rv or 0.0), device=dev)
     else:
         centre = emulator(bank.median(0).values.unsqueeze(0))[0]
-        rv, _ = cross_correlate_rv(flux, good, centre, fwd.grid, opts.rv_search)
+        ccf = cross_correlation(flux, good, centre, fwd.grid, opts.rv_search)
+        rv = torch.where(ccf.significance < opts.rv_min_significance, 0.0, ccf.rv)
     order = _rank_bank(fwd, flux, weight, rv, bank_flux)
-    if opts.fit_rv and opts.rv is None:  # refine with the best-matching template
-        rv, _ = cross_correlate_rv(flux, good, bank_flux[order[:, 0]], fwd.grid, opts.rv_search)
+    if search:  # refine with the best-matching template, and judge the peak with it
+        ccf = cross_correlation(flux, good, bank_flux[order[:, 0]], fwd.grid, opts.rv_search)
+        no_signal = ~(ccf.significance >= opts.rv_min_significance)
+        at_edge = ~no_signal & (ccf.at_edge | (ccf.rv.abs() >= opts.rv_search - KMS_PER_PIXEL))
+        rv = torch.where(no_signal, 0.0, ccf.rv)
     n_starts = min(opts.n_starts, bank.shape[0])
     chosen = order[:, :n_starts].reshape(-1)
     p = torch.zeros(n * n_starts, fwd.n_params, device=dev)
     p[:, : fwd.n_labels] = bank[chosen]
     p[:, fwd.rv_index] = rv.repeat_interleave(n_starts)
-    return p, rv
+    return p, rv, (no_signal, at_edge)
 
 
 def _bank(emulator: Emulator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -294,8 +319,8 @@ def _rank_bank(fwd: ForwardModel, flux, weight, rv, bank_flux) -> torch.Tensor:
     return chi2.argsort(-1)
 
 
-def _collect(emulator, fwd, p_best, lm, free, free_lab, chi2, used, rv_start, lower, upper,
-             opts, model) -> BatchFit:
+def _collect(emulator, fwd, p_best, lm, free, free_lab, chi2, used, rv_start, rv_info, lower,
+             upper, opts, model) -> BatchFit:
     n_lab = emulator.n_labels
     n = p_best.shape[0]
     span = torch.as_tensor(np.asarray(emulator.bounds[1] - emulator.bounds[0]), dtype=torch.float64)
@@ -314,33 +339,54 @@ def _collect(emulator, fwd, p_best, lm, free, free_lab, chi2, used, rv_start, lo
     if free_lab:
         at_bound[:, free_lab] = (scaled[:, free_lab].abs() >= 0.5 - BOUND_TOL)
     rv = p[:, fwd.rv_index]
+    rv_model = rv.clone()
+    no_signal, at_edge = (t.cpu() for t in rv_info)
     lo, hi = lower[:, fwd.rv_index].double().cpu(), upper[:, fwd.rv_index].double().cpu()
     rv_at_bound = torch.zeros(n, dtype=torch.bool)
     if opts.fit_rv:
-        rv_at_bound = (rv - lo <= 1e-3) | (hi - rv <= 1e-3)
+        rv_at_bound = ((rv - lo <= 1e-3) | (hi - rv <= 1e-3)) & ~no_signal
+        at_edge = at_edge | (~no_signal & (rv.abs() > opts.rv_search))
     n_pix = used.sum(-1).cpu()
+    chi2 = chi2.double().cpu()
+    chi2_nu = C.reduced(chi2, n_pix, len(free))  # NaN where no degree of freedom is left
+    mismatch = torch.zeros(n, dtype=torch.bool)
+    if opts.mismatch_chi2 is not None:
+        mismatch = chi2_nu > float(opts.mismatch_chi2)
+    scale = torch.where(mismatch, chi2_nu.sqrt(), torch.ones_like(chi2_nu))
+    labels_err = labels_err * scale.unsqueeze(-1)
+    rv_err = rv_err * scale
     flags = (at_bound.any(-1).long() * FLAG_LABEL_AT_BOUND
              + rv_at_bound.long() * FLAG_RV_AT_BOUND
-             + (~lm.converged.cpu()).long() * FLAG_NOT_CONVERGED)
+             + (~lm.converged.cpu()).long() * FLAG_NOT_CONVERGED
+             + at_edge.long() * FLAG_RV_AT_SEARCH_EDGE
+             + no_signal.long() * FLAG_NO_RV_SIGNAL
+             + mismatch.long() * FLAG_MODEL_MISMATCH)
+    # too few pixels: no number from this fit means anything, and no other flag either
     few = n_pix < max(opts.min_pixels, len(free) + 1)
-    flags = flags | few.long() * FLAG_TOO_FEW_PIXELS
+    flags = torch.where(few, torch.full_like(flags, FLAG_TOO_FEW_PIXELS), flags)
     labels = emulator.unscale(scaled).numpy()
     labels_err = labels_err.numpy()
     if opts.error_floor and emulator.config.error_floor:
         floor = np.array([emulator.config.error_floor.get(n, 0.0) for n in emulator.label_names])
         labels_err = np.sqrt(labels_err ** 2 + floor ** 2)
+    rv, rv_err, chi2 = rv.numpy().copy(), rv_err.numpy().copy(), chi2.numpy().copy()
+    rv_start = rv_start.double().cpu().numpy().copy()
+    unknown = no_signal.numpy() | few.numpy()
+    rv[unknown], rv_err[unknown] = np.nan, np.nan
+    rv_start[no_signal.numpy()] = np.nan  # the CCF found no peak to report
     if few.any():
-        labels[few.numpy()] = np.nan
-        labels_err[few.numpy()] = np.nan
+        f = few.numpy()
+        labels[f], labels_err[f], chi2[f] = np.nan, np.nan, np.nan
     names = emulator.label_names
     return BatchFit(
-        label_names=names, labels=labels, labels_err=labels_err, rv=rv.numpy(),
-        rv_err=rv_err.numpy(), continuum=p[:, n_lab + 1:].numpy(), chi2=chi2.double().cpu().numpy(),
+        label_names=names, labels=labels, labels_err=labels_err, rv=rv, rv_err=rv_err,
+        continuum=p[:, n_lab + 1:].numpy(), chi2=chi2,
         n_pix=n_pix.numpy(), n_free=len(free), flags=flags.numpy(),
         label_at_bound=at_bound.numpy(), converged=lm.converged.cpu().numpy(),
-        n_iter=lm.n_iter.cpu().numpy(), rv_start=rv_start.double().cpu().numpy(),
+        n_iter=lm.n_iter.cpu().numpy(), rv_start=rv_start,
         free=[names[i] for i in free_lab] + (["RV"] if opts.fit_rv else []),
         model=None if model is None else model.cpu().numpy(), used=used.cpu().numpy(),
+        sigma_scale=scale.numpy(), rv_model=rv_model.numpy(),
     )
 
 

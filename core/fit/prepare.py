@@ -3,7 +3,8 @@
 Accepted: a spectrum on the model's grid; one on another APOGEE grid (apStar 8575, 7514,
 7214 — pixels the source lacks come back masked); or one on its own wavelength array (an
 apVisit), which is resampled linearly chip by chip, masking pixels that no chip covers.
-A spectrum that is not continuum-normalised is then normalised by :mod:`core.preprocess`.
+A spectrum that is not continuum-normalised is then normalised the way
+:mod:`core.preprocess.policy` decides for every entry point.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import numpy as np
 
 from ..errors import BadDataError
 from ..grid import APSTAR_NPIX, PIXMASK_VALUE, Grid, apstar_pixel, get_grid
+from ..preprocess.masks import LARGE_ERROR
 from ..spectrum import Spectrum
 
 #: Written into pixels the source spectrum does not cover.
@@ -19,17 +21,11 @@ MISSING_BITS = PIXMASK_VALUE["BADPIX"]
 
 
 def normalized(spectrum: Spectrum) -> Spectrum:
-    """The spectrum itself if normalised, else its continuum-normalised copy."""
-    if spectrum.normalized:
-        return spectrum
-    try:
-        from ..preprocess.continuum import normalize
-    except ImportError as exc:
-        raise BadDataError(
-            f"{spectrum.label}: spectrum is not continuum-normalised and the normaliser "
-            f"(core.preprocess.continuum) is unavailable ({exc})"
-        ) from exc
-    return normalize(spectrum, method="mask" if spectrum.grid else "clip")
+    """The spectrum itself if normalised, else its copy normalised by the one file policy
+    (:func:`core.preprocess.policy.normalise_for_models`); non-positive flux is refused."""
+    from ..preprocess.policy import normalise_for_models
+
+    return normalise_for_models(spectrum)
 
 
 def on_grid(spectrum: Spectrum, grid: Grid | str) -> Spectrum:
@@ -85,7 +81,8 @@ def fit_arrays_of(spectrum: Spectrum, grid: Grid, bad_bits="astronn",
     ``extra_mask`` (True = exclude) is a user mask on the grid's pixels.
     """
     spec = on_grid(spectrum, grid)
-    good = spec.good(bad_bits)
+    # pixels filled by normalisation (1 ± LARGE_ERROR) carry no data
+    good = spec.good(bad_bits) & (spec.error < LARGE_ERROR)
     if extra_mask is not None:
         extra_mask = np.asarray(extra_mask, bool)
         if extra_mask.shape != good.shape:
@@ -97,7 +94,8 @@ def fit_arrays_of(spectrum: Spectrum, grid: Grid, bad_bits="astronn",
     if not np.isfinite(spec.flux).any():
         raise BadDataError(f"{spec.label}: the flux is NaN or inf at every pixel")
     if not good.any():
-        raise BadDataError(f"{spec.label}: every pixel is masked, NaN/inf or has no error")
+        raise BadDataError(f"{spec.label}: every pixel is masked, NaN/inf, has no error or "
+                           f"was filled by normalisation")
     flux = np.where(good, spec.flux, 1.0).astype(np.float32)
     error = np.where(good, spec.error, 1.0).astype(np.float32)
     return spec, flux, error, good

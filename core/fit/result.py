@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .. import chi2 as C
-from .engine import decode_flags
+from .flags import decode_flags, describe_flags
 
 
 def _num(v) -> float | None:
@@ -43,6 +43,8 @@ class FitResult:
     used: np.ndarray
     catalog: dict[str, float] = field(default_factory=dict)
     model_name: str = ""
+    sigma_scale: float = 1.0        # √χ²_ν when MODEL_MISMATCH widened the σ, else 1
+    rv_model: float = float("nan")  # RV the model spectrum is shifted by (0 if RV unknown)
 
     @property
     def chi2_nu(self) -> float:
@@ -51,6 +53,19 @@ class FitResult:
     @property
     def flag_names(self) -> list[str]:
         return decode_flags(self.flags)
+
+    @property
+    def flag_descriptions(self) -> list[str]:
+        """One readable sentence per flag (for views and the terminal)."""
+        return describe_flags(self.flags)
+
+    @property
+    def frame_rv(self) -> float:
+        """The RV the fitted model is in: the fitted RV, else the one assumed (0)."""
+        for v in (self.rv, self.rv_model):
+            if math.isfinite(v):
+                return float(v)
+        return 0.0
 
     @property
     def residual(self) -> np.ndarray:
@@ -90,6 +105,8 @@ class FitResult:
             "dof": int(self.dof),
             "flags": int(self.flags),
             "flag_names": self.flag_names,
+            "flag_descriptions": self.flag_descriptions,
+            "sigma_scale": _num(self.sigma_scale),
             "at_bound": list(self.at_bound),
             "converged": bool(self.converged),
             "n_iter": int(self.n_iter),
@@ -120,15 +137,24 @@ class ElementFit:
     windows: list[tuple[float, float]]
     model: np.ndarray
     used: np.ndarray
+    flags: int = 0
+    sigma_scale: float = 1.0
 
     @property
     def chi2_nu(self) -> float:
         return float(C.reduced(self.chi2, self.n_pix, 1))  # one free abundance
+
+    @property
+    def flag_names(self) -> list[str]:
+        return decode_flags(self.flags)
 
     def to_dict(self) -> dict:
         return {
             "element": self.element, "label": self.label, "value": _num(self.value),
             "error": _num(self.error), "chi2": _num(self.chi2), "chi2_nu": _num(self.chi2_nu),
             "n_pix": int(self.n_pix), "at_bound": bool(self.at_bound),
+            "flags": int(self.flags), "flag_names": self.flag_names,
+            "flag_descriptions": describe_flags(self.flags),
+            "sigma_scale": _num(self.sigma_scale),
             "windows": [[float(a), float(b)] for a, b in self.windows],
         }

@@ -9,9 +9,11 @@ import pandas as pd
 
 from ..errors import BadDataError
 from ..grid import doppler_factor
+from ..labels import is_missing
 from ..models.emulator import Emulator, load_emulator
 from ..spectrum import Spectrum
 from .engine import FitOptions, Start, fit_batch
+from .flags import FLAG_RV_AT_BOUND
 from .prepare import fit_arrays_of
 from .result import ElementFit, FitResult
 
@@ -33,7 +35,7 @@ def _catalog_values(meta: dict, names: list[str]) -> dict[str, float]:
     for name in names:
         for key in (name, f"{name}_ERR", f"TRUE_{name}"):
             v = meta.get(key)
-            if isinstance(v, (int, float, np.number)) and np.isfinite(v) and v > -9000:
+            if isinstance(v, (int, float, np.number)) and not is_missing(v):
                 out[key] = float(v)
     # apStar/aspcapStar spectra and stores are in the rest frame, where the fitted RV is a
     # residual near 0; a survey's VHELIO is comparable only for an observed-frame spectrum
@@ -63,7 +65,7 @@ def fit_spectrum(spectrum: Spectrum, model, options: FitOptions | None = None, *
                     progress=progress)
     names = fit.label_names
     at_bound = [n for n, b in zip(names, fit.label_at_bound[0], strict=True) if b]
-    if fit.flags[0] & 2:
+    if fit.flags[0] & FLAG_RV_AT_BOUND:
         at_bound.append("RV")
     return FitResult(
         star=spec.label, label_names=names,
@@ -77,6 +79,7 @@ def fit_spectrum(spectrum: Spectrum, model, options: FitOptions | None = None, *
         error=np.where(good, spec.error, np.nan), model=fit.model[0], used=fit.used[0],
         catalog=_catalog_values(spec.meta, names),
         model_name=str(emu.config.training.get("name", emu.config.preset)),
+        sigma_scale=float(fit.sigma_scale[0]), rv_model=float(fit.rv_model[0]),
     )
 
 
@@ -115,7 +118,8 @@ def fit_element(spectrum: Spectrum, model, element: str, base: FitResult, *, win
     spans = element_windows(element, windows)
     opts = options or FitOptions()
     spec, flux, error, good = fit_arrays_of(spectrum, emu.grid, opts.bad_bits, mask)
-    lam_rest = emu.grid.wavelength / float(doppler_factor(base.rv))
+    rv = base.frame_rv  # the fitted RV, or the rest frame the base fit assumed
+    lam_rest = emu.grid.wavelength / float(doppler_factor(rv))
     inside = np.zeros(emu.n_pix, bool)
     for a, b in spans:
         inside |= (lam_rest >= a) & (lam_rest <= b)
@@ -128,7 +132,7 @@ def fit_element(spectrum: Spectrum, model, element: str, base: FitResult, *, win
     degree = n_cont // len(emu.grid.chips) - 1 if n_cont else None  # as in the base fit
     elem_opts = FitOptions(**{**opts.__dict__, "fit_rv": False, "n_starts": 1, "min_pixels": 3,
                               "continuum_degree": degree})
-    start = Start(labels=emu.label_vector(base.labels)[None], rv=np.array([base.rv]),
+    start = Start(labels=emu.label_vector(base.labels)[None], rv=np.array([rv]),
                   continuum=np.asarray(base.continuum)[None])
     fit = fit_batch(emu, flux[None], error[None], good[None], elem_opts, start=start,
                     free_labels=[label], free_continuum=False, return_model=True)
@@ -137,5 +141,5 @@ def fit_element(spectrum: Spectrum, model, element: str, base: FitResult, *, win
         element=element, label=label, value=float(fit.labels[0, k]),
         error=float(fit.labels_err[0, k]), chi2=float(fit.chi2[0]), n_pix=int(fit.n_pix[0]),
         at_bound=bool(fit.label_at_bound[0, k]), windows=spans, model=fit.model[0],
-        used=fit.used[0],
+        used=fit.used[0], flags=int(fit.flags[0]), sigma_scale=float(fit.sigma_scale[0]),
     )

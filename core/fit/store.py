@@ -2,8 +2,10 @@
 
 Columns written (one per catalog row; rows not fitted keep earlier values or NaN):
 ``FIT_<LABEL>``, ``FIT_<LABEL>_ERR`` for every emulated label, ``FIT_RV``, ``FIT_RV_ERR``,
-``FIT_CHI2`` (reduced χ²), ``FIT_NPIX`` and ``FIT_FLAG`` (bits in :data:`FLAG_NAMES`;
-TOO_FEW_PIXELS rows have NaN labels).
+``FIT_CHI2`` (reduced χ²), ``FIT_NPIX``, ``FIT_FLAG`` (bits in :data:`FLAG_NAMES`) and
+``FIT_FLAG_NAMES`` (the same, readable: "NO_RV_SIGNAL,MODEL_MISMATCH"; '' when clean).
+TOO_FEW_PIXELS rows have NaN labels, RV and χ²; NO_RV_SIGNAL rows a NaN RV; MODEL_MISMATCH
+rows σ already widened by √χ²_ν.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from ..errors import BadDataError
 from ..grid import bad_pixels
 from ..models.emulator import Emulator
 from ..store import SpectraStore
-from .engine import FLAG_NAMES, FitOptions, fit_batch
+from .engine import FitOptions, fit_batch
+from .flags import FLAG_DESCRIPTIONS, FLAG_NAMES, flag_names_column
 
 PREFIX = "FIT_"
 
@@ -94,6 +97,7 @@ def _columns(fit, rows) -> pd.DataFrame:
     cols[f"{PREFIX}CHI2"] = fit.chi2_nu
     cols[f"{PREFIX}NPIX"] = fit.n_pix.astype(np.int32)
     cols[f"{PREFIX}FLAG"] = fit.flags.astype(np.int32)
+    cols[f"{PREFIX}FLAG_NAMES"] = flag_names_column(fit.flags)
     return pd.DataFrame(cols, index=np.asarray(rows))
 
 
@@ -103,9 +107,11 @@ def write_fit_columns(store: SpectraStore, table: pd.DataFrame, note: dict | Non
     out = {}
     for col in table.columns:
         if col in cat.columns:
-            values = cat[col].to_numpy().copy()
+            values = cat[col].to_numpy(dtype=object if col == f"{PREFIX}FLAG_NAMES" else None).copy()
         elif col in (f"{PREFIX}FLAG", f"{PREFIX}NPIX"):
             values = np.full(len(store), -1, dtype=np.int32)
+        elif col == f"{PREFIX}FLAG_NAMES":  # rows never fitted say nothing
+            values = np.full(len(store), "", dtype=object)
         else:
             values = np.full(len(store), np.nan)
         values[table.index.to_numpy()] = table[col].to_numpy()
@@ -126,7 +132,8 @@ def fit_store(store: SpectraStore, emulator: Emulator, options: FitOptions | Non
     t0 = time.time()
     note = {"source": "stellarscope fit --all", "model": model_path,
             "model_name": str(emulator.config.training.get("name", emulator.config.preset)),
-            "flags": {str(k): v for k, v in FLAG_NAMES.items()}}
+            "flags": {str(k): v for k, v in FLAG_NAMES.items()},
+            "flag_descriptions": {v: FLAG_DESCRIPTIONS[k] for k, v in FLAG_NAMES.items()}}
     pending, written = [], []
 
     def flush():
@@ -157,5 +164,11 @@ def fit_store(store: SpectraStore, emulator: Emulator, options: FitOptions | Non
         "device": str(emulator.device),
         "columns": written,
         "flag_counts": {name: int(((flags & bit) != 0).sum()) for bit, name in FLAG_NAMES.items()},
-        "median_chi2_nu": float(np.nanmedian(table[f"{PREFIX}CHI2"])) if len(table) else None,
+        "median_chi2_nu": _median_finite(table[f"{PREFIX}CHI2"].to_numpy(float)),
     }
+
+
+def _median_finite(values: np.ndarray) -> float:
+    """Median of the finite values (TOO_FEW_PIXELS rows have NaN χ²); NaN if there are none."""
+    finite = values[np.isfinite(values)]
+    return float(np.median(finite)) if finite.size else float("nan")

@@ -24,7 +24,8 @@ set to 0 (``clip_negative``), and pixels that are flagged (``bad_bits``), NaN/in
 every chip, or whose chip fit failed get flux 1.0 — as astroNN — but error
 :data:`~core.preprocess.masks.LARGE_ERROR` where astroNN writes 0 or 1, so that
 σ-weighted losses ignore them.  PIXMASK is never changed: it still says which pixels were
-filled.
+filled.  A spectrum whose flux is mostly non-positive (:func:`flux_problem`) is refused:
+:func:`normalize` raises, :func:`normalize_arrays` reports it in ``problem`` with no chip fit.
 """
 
 from __future__ import annotations
@@ -58,6 +59,35 @@ class Normalized(NamedTuple):
     error: np.ndarray  #: normalised error (float32), bad pixels LARGE_ERROR
     continuum: np.ndarray  #: the fitted continuum (float32), NaN where no fit
     fit_ok: np.ndarray  #: (N, n_chips) bool: the chip had enough pixels for a fit
+    #: (N,) why a spectrum was refused ("" when it was not); refused rows have no chip fit
+    problem: np.ndarray | None = None
+
+
+def flux_problems(flux, good) -> np.ndarray:
+    """Why each spectrum (row of ``flux``) cannot be a star's spectrum; "" where it can.
+
+    A continuum fit through non-positive flux gives a non-positive continuum, and dividing
+    by it used to leave every pixel filled (1 ± LARGE_ERROR) — a spectrum of no data that
+    fits anything perfectly.  So a median flux ≤ 0 over the good pixels (at least half of
+    them zero or negative) is refused.  Rows with no good pixel pass: callers say that in
+    their own words.
+    """
+    f = np.atleast_2d(np.asarray(flux, dtype=np.float64))
+    good = np.atleast_2d(np.asarray(good, bool))
+    n_good = good.sum(axis=1)
+    median = _row_nanmedian(np.where(good, f, np.nan))[:, 0]
+    negative = (good & (f < 0)).sum(axis=1) / np.maximum(n_good, 1)
+    out = np.full(f.shape[0], "", dtype=object)
+    for i in np.flatnonzero((n_good > 0) & (median <= 0)):
+        out[i] = (f"the median flux of its {n_good[i]} good pixels is {median[i]:.3g} (≤ 0; "
+                  f"{negative[i]:.0%} of them negative): not a star's spectrum that can be "
+                  f"continuum-normalised (sky-subtracted to nothing, or the wrong HDU?)")
+    return out
+
+
+def flux_problem(flux, good) -> str:
+    """:func:`flux_problems` of one spectrum."""
+    return str(flux_problems(flux, good)[0])
 
 
 def chip_slices(grid: Grid | str) -> list[slice]:
@@ -222,6 +252,9 @@ def normalize_arrays(flux, error, pixmask, grid: Grid | str | None = None, *,
             raise BadDataError(f"continuum mask has shape {mask.shape}, expected ({n_pix},)")
 
     bad = bad_mask(flux, error, pm, bad_bits)
+    problem = flux_problems(flux, ~bad)
+    refused = problem != ""
+    bad = bad | refused[:, None]
     weight = inverse_variance(error, bad)
     cont = np.full(flux.shape, np.nan)
     fit_ok = np.zeros((flux.shape[0], len(chips)), dtype=bool)
@@ -231,7 +264,8 @@ def normalize_arrays(flux, error, pixmask, grid: Grid | str | None = None, *,
             c, ok = fit_chip(f, w * mask[sl], degree)
         else:
             c, ok = fit_chip_clipped(f, w, degree, lower, upper, iterations)
-        cont[:, sl], fit_ok[:, k] = c, ok
+        # a continuum that is not positive across the chip is no continuum to divide by
+        cont[:, sl], fit_ok[:, k] = c, ok & (_row_nanmedian(c)[:, 0] > 0)
 
     with np.errstate(all="ignore"):
         nflux = flux / cont
@@ -243,8 +277,8 @@ def normalize_arrays(flux, error, pixmask, grid: Grid | str | None = None, *,
     nerr = np.where(unusable, LARGE_ERROR, nerr).astype(np.float32)
     cont = cont.astype(np.float32)
     if one:
-        return Normalized(nflux[0], nerr[0], cont[0], fit_ok[0])
-    return Normalized(nflux, nerr, cont, fit_ok)
+        return Normalized(nflux[0], nerr[0], cont[0], fit_ok[0], problem[0])
+    return Normalized(nflux, nerr, cont, fit_ok, problem)
 
 
 def normalize(spectrum: Spectrum, method: str = "mask", degree: int = DEFAULT_DEGREE, *,
@@ -261,6 +295,8 @@ def normalize(spectrum: Spectrum, method: str = "mask", degree: int = DEFAULT_DE
     chips = None if spectrum.grid else chip_slices_from_wavelength(spectrum.wavelength)
     res = normalize_arrays(spectrum.flux, spectrum.error, spectrum.pixmask, spectrum.grid,
                            method=method, degree=degree, chips=chips, **kwargs)
+    if res.problem:
+        raise BadDataError(f"{spectrum.label}: {res.problem}; refusing to normalise it")
     if not res.fit_ok.any():
         raise BadDataError(f"{spectrum.label}: no chip had enough good pixels for a continuum fit")
     out = spectrum.copy(flux=res.flux, error=res.error, normalized=True)
