@@ -188,6 +188,7 @@ class EmulatorTask(TrainTask):
     title = "emulator"
     terms = ("total", "resid_rms")
     resume_adjustable = ("name",)
+    model_type = "emulator"
 
     @classmethod
     def add_arguments(cls, p: argparse.ArgumentParser) -> None:

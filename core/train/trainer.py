@@ -130,6 +130,8 @@ class TrainTask:
     curve_terms: ClassVar[tuple[str, ...] | None] = None
     #: family settings a resumed run may change besides :data:`RESUME_ADJUSTABLE`
     resume_adjustable: ClassVar[tuple[str, ...]] = ()
+    #: model_type of checkpoints that do not name one (written before the shared trainer)
+    model_type: ClassVar[str | None] = None
 
     def __init__(self, settings):
         if not isinstance(settings, self.settings_class):
@@ -205,9 +207,9 @@ def _merge_resume(task_cls, saved: dict, given: dict):
     return task_cls.settings_class(**{k: v for k, v in merged.items() if k in fields})
 
 
-def model_from_checkpoint(ck: dict, where) -> torch.nn.Module:
+def model_from_checkpoint(ck: dict, where, default_type: str | None = None) -> torch.nn.Module:
     extra = ck["extra"]
-    kind = extra.get("model_type")
+    kind = extra.get("model_type", default_type)
     if not kind:
         raise TrainingSetupError(f"{where}: checkpoint does not say which model it holds")
     model = models.model_class(kind).from_architecture(extra["architecture"])
@@ -215,7 +217,7 @@ def model_from_checkpoint(ck: dict, where) -> torch.nn.Module:
     return model
 
 
-def load_init(path: str) -> torch.nn.Module:
+def load_init(path: str, default_type: str | None = None) -> torch.nn.Module:
     """Starting weights for ``--init-from``: a saved model directory, a run directory or a
     checkpoint file."""
     p = Path(path)
@@ -223,7 +225,7 @@ def load_init(path: str) -> torch.nn.Module:
         return models.load(p)
     if p.is_dir():
         p = p / CHECKPOINT_DIR / LAST_CHECKPOINT
-    return model_from_checkpoint(load_checkpoint(p), p)
+    return model_from_checkpoint(load_checkpoint(p), p, default_type)
 
 
 def wrap_ddp(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
@@ -290,10 +292,10 @@ def _run(task: TrainTask, info: DistInfo, out: Path, ck: dict | None) -> dict:
     torch.manual_seed(s.seed)
     task.prepare(info)
     if ck is not None:
-        model = task.adopt(model_from_checkpoint(ck, out / CHECKPOINT_DIR / LAST_CHECKPOINT),
-                           "the checkpoint")
+        model = task.adopt(model_from_checkpoint(ck, out / CHECKPOINT_DIR / LAST_CHECKPOINT,
+                                                 task.model_type), "the checkpoint")
     elif s.init_from:
-        model = task.adopt(load_init(s.init_from), s.init_from)
+        model = task.adopt(load_init(s.init_from, task.model_type), s.init_from)
     else:
         model = task.new_model(info)
     s = task.settings  # adopt may record the starting model's architecture

@@ -76,6 +76,7 @@ class VAETask(TrainTask):
     terms = LOG_TERMS
     curve_terms = ("total", "recon", "kl", "mi", "chi2_nu")
     resume_adjustable = ("cache_gb",)
+    model_type = "vae"
 
     @classmethod
     def add_arguments(cls, p: argparse.ArgumentParser) -> None:
