@@ -117,11 +117,16 @@ def test_overwrite_keeps_the_old_store_until_the_new_one_is_complete(tmp_path, m
 # --- 2: concurrent writers ------------------------------------------------------------------------
 
 _WRITER = """
-import sys
+import sys, time
+from pathlib import Path
 import numpy as np
 from core.store import SpectraStore
-path, prefix, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+path, prefix, n, go = sys.argv[1], sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
 store = SpectraStore.open(path)
+store.catalog  # both writers hold the catalog as it was before either wrote
+(go.parent / f"ready-{prefix}").touch()
+while not go.exists():
+    time.sleep(0.01)
 for i in range(n):
     store.add_columns({f"{prefix}_{i % 4}": np.full(len(store), float(i))}, note={"by": prefix})
 """
@@ -132,9 +137,16 @@ def test_two_processes_adding_columns_lose_nothing(tmp_path):
     script = tmp_path / "writer.py"
     script.write_text(_WRITER)
     for round_ in range(3):
-        procs = [subprocess.Popen([sys.executable, str(script), str(store.path), prefix, "12"],
+        sync = tmp_path / f"sync{round_}"
+        sync.mkdir()
+        procs = [subprocess.Popen([sys.executable, str(script), str(store.path), prefix, "12",
+                                   str(sync / "go")],
                                   env=_env(), stderr=subprocess.PIPE, text=True)
                  for prefix in ("VAE", "FIT")]
+        deadline = time.time() + 120
+        while len(list(sync.glob("ready-*"))) < 2 and time.time() < deadline:
+            time.sleep(0.02)
+        (sync / "go").touch()  # both start writing at once
         for p in procs:
             _, err = p.communicate(timeout=300)
             assert p.returncode == 0, err
