@@ -235,3 +235,24 @@ def test_fuzz_apvisit_velocity_keywords(tmp_path, vrad, bc):
     result = _check_outcome(read_apvisit, path)
     if result is not None:
         assert np.isfinite(result.meta["RV_USED"]) and abs(result.meta["RV_USED"]) < 5000
+
+
+def test_damaged_gzip_and_unreadable_files_are_named(tmp_path, monkeypatch):
+    import builtins
+    import gzip
+
+    good = write_aspcapstar(tmp_path / "aspcapStar-dr17-2M1.fits")
+    packed = gzip.compress(good.read_bytes())
+    cut = tmp_path / "cut.fits.gz"
+    cut.write_bytes(packed[: len(packed) // 2])
+    _raises_naming(cut, read_aspcapstar, "damaged gzip data")
+    real_open = builtins.open
+
+    def deny(file, *args, **kwargs):
+        if str(file) == str(good):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", deny)
+    for reader in (read_aspcapstar, read_generic):
+        _raises_naming(good, reader, "cannot be read: permission denied")

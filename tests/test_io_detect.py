@@ -91,3 +91,32 @@ def test_unrecognised_fits_layout(tmp_path):
     with pytest.raises(BadFileError, match="unrecognised FITS layout") as err:
         detect_kind(path)
     assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize("which", sorted(WRITERS))
+def test_gzip_compressed_files_are_recognised_and_read(tmp_path, which):
+    import gzip
+
+    path = WRITERS[which](tmp_path / NAMES[which])
+    packed = tmp_path / (path.name + ".gz")
+    packed.write_bytes(gzip.compress(path.read_bytes()))
+    kind = which.split("_dr")[0].replace("_1d", "")
+    assert detect_kind(packed) == kind
+    if kind in ("apstar", "aspcapstar", "apvisit"):
+        assert np.array_equal(read_spectrum(packed).flux, read_spectrum(path).flux, equal_nan=True)
+    else:
+        assert read_catalog(packed).equals(read_catalog(path))
+
+
+def test_gzip_contspec_is_read_into_memory(tmp_path):
+    import gzip
+
+    from core.io import read_contspec
+
+    flux_path, err_path, mask_path = write_contspec_trio(tmp_path, n=3)
+    packed = tmp_path / "flux.fits.gz"
+    packed.write_bytes(gzip.compress(flux_path.read_bytes()))
+    assert detect_kind(packed) == "contspec"
+    a = read_contspec(packed, err_path, mask_path)[0]
+    b = read_contspec(flux_path, err_path, mask_path)[0]
+    assert np.array_equal(np.asarray(a), np.asarray(b))

@@ -163,3 +163,45 @@ def test_read_any_rows_matches_or_errors(small_store, rows):
     else:
         with pytest.raises(UnknownStarError):
             s.read(rows)
+
+
+def test_updates_write_catalog_generations_named_by_the_manifest(small_store):
+    s = small_store
+    assert s.generation == 0 and s.catalog_path.name == "catalog.parquet"
+    m = s.manifest
+    assert m["catalog"]["blake2b"] and all(p["blake2b"] and p["bytes"] for p in m["parts"])
+    for i in range(3):
+        s.add_columns({"X": np.full(21, float(i))})
+    assert s.generation == 3 and s.catalog_path.name == "catalog-000003.parquet"
+    # the previous generation stays for readers that have just read the previous manifest
+    assert sorted(p.name for p in s.path.glob("catalog*")) == [
+        "catalog-000002.parquet", "catalog-000003.parquet"]
+    assert SpectraStore.open(s.path).catalog["X"].tolist() == [2.0] * 21
+
+
+def test_a_crash_before_the_manifest_leaves_the_last_commit(small_store, monkeypatch):
+    s = small_store
+    s.add_columns({"X": np.ones(21)})
+
+    def crash(stage):
+        if stage == "catalog renamed":
+            raise OSError("killed")
+
+    monkeypatch.setattr(store_mod, "_fault", crash)
+    with pytest.raises(OSError, match="killed"):
+        s.add_columns({"X": np.zeros(21), "Y": np.zeros(21)})
+    again = SpectraStore.open(s.path)
+    assert again.catalog["X"].tolist() == [1.0] * 21 and "Y" not in again.catalog.columns
+    monkeypatch.setattr(store_mod, "_fault", lambda stage: None)
+    again.add_columns({"Y": np.arange(21.0)})  # the stray newer catalog is simply replaced
+    assert SpectraStore.open(s.path).catalog["Y"].tolist() == list(range(21))
+
+
+def test_open_checks_parts_against_the_manifest(small_store):
+    m = json.loads((small_store.path / "manifest.json").read_text())
+    m["parts"][1]["rows"] = 8
+    m["n_stars"] = 22
+    (small_store.path / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(StoreError, match=r"spectra-0001\.h5 holds flux of shape \(7, 7514\) but "
+                                         r"the manifest says 8 rows"):
+        SpectraStore.open(small_store.path)
