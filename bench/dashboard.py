@@ -139,7 +139,7 @@ def measure_views(store_path: Path, vae_dir: Path, repeats: int) -> dict:
     # as in the app: the Latent view decodes only while its tab is shown
     latent_view = LatentView(focus=session.focus, context=session.context, throttle_s=0,
                              active=False)
-    star_view.overlays.value = []
+    star_view.overlays = []
     ids = store.catalog["APOGEE_ID"].astype(str).to_numpy()
     rng = np.random.default_rng(5)
     picks = iter(rng.choice(ids, size=2 * repeats + 10, replace=len(ids) < 2 * repeats + 10))
@@ -151,7 +151,7 @@ def measure_views(store_path: Path, vae_dir: Path, repeats: int) -> dict:
     spec = session.focus.spectrum
     read_only = timed(lambda: store.spectrum(int(rng.integers(len(store)))), repeats)
     encode = timed(lambda: vae.encode(spec, labels=session.focus.encoding["labels"]), repeats)
-    star_view.overlays.value = ["VAE reconstruction"]
+    star_view.overlays = ["VAE reconstruction"]
     load_overlay = timed(load_next, max(5, repeats // 3))
     latent_view.active = True
     load_latent_tab = timed(load_next, max(5, repeats // 3))
@@ -182,15 +182,22 @@ def measure_views(store_path: Path, vae_dir: Path, repeats: int) -> dict:
 
 def measure_fit_view(store_path: Path, repeats: int) -> dict:
     """The Fit view with the shipped emulator: Fit, a slider step, an element fit, a mask drag."""
+    from core.errors import StellarscopeError
+    from core.inference.emulator import EmulatorPredictor
+    from core.models import find
     from core.store import SpectraStore
     from dashboard.state import AppContext, Session
     from dashboard.views.fit import FitView
 
     store = SpectraStore.open(store_path)
-    session = Session(context=AppContext(store=store))
+    try:  # the shipped (or home) demo emulator, as the app's model slot would hold it
+        where = find("emulator")
+        emulator = EmulatorPredictor.load(where)
+    except StellarscopeError as exc:
+        return {"skipped": str(exc)}
+    session = Session(context=AppContext(store=store, models={"emulator": emulator}))
+    session.context.slot("emulator").where = str(where)
     view = FitView(focus=session.focus, context=session.context)
-    if view.emulator is None:
-        return {"skipped": view.model_problem}
     rows = iter(np.random.default_rng(9).choice(len(store), size=repeats + 2, replace=False))
 
     def fit_next():
