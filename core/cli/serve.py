@@ -1,15 +1,32 @@
-"""``stellarscope serve``: run the dashboard (``panel serve dashboard/app.py``) on localhost."""
+"""``stellarscope serve``: run the dashboard (``panel serve dashboard/app.py``) on localhost.
+
+The server runs as a child process that never outlives this one: SIGTERM, SIGINT and SIGHUP
+are passed on to it, it is stopped when this process exits, and on Linux the kernel stops it
+if this process dies without a chance to (``PR_SET_PDEATHSIG``).  Before anything starts the
+store, the models and the port are checked, and "Serving at" is printed only once the
+server answers.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 DEFAULT_PORT = 5006
 DEFAULT_ADDRESS = "127.0.0.1"
 LOCAL_ADDRESSES = ("127.0.0.1", "localhost", "::1")
+#: Signals passed on to the server.
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+#: How long the server may take to stop before it is killed.
+STOP_GRACE_S = 3.0
+#: How long to wait for the server to answer before saying so (it keeps starting).
+START_WAIT_S = 180.0
 
 
 def register(sub, groups) -> None:
@@ -17,7 +34,8 @@ def register(sub, groups) -> None:
         "serve",
         help="serve the dashboard in your browser (localhost by default)",
         description="Serve the Stellarscope dashboard for a store with Panel. Only this "
-        "machine can connect unless --address says otherwise.",
+        "machine can connect unless --address says otherwise. The store, the models and the "
+        "port are checked first; stopping this command (Ctrl-C, SIGTERM) stops the server.",
     )
     p.add_argument("--store", default=None,
                    help="store directory or name under $STELLARSCOPE_HOME/stores "
@@ -25,7 +43,12 @@ def register(sub, groups) -> None:
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     p.add_argument("--address", default=DEFAULT_ADDRESS,
                    help=f"address to listen on (default {DEFAULT_ADDRESS}, this machine only)")
-    p.add_argument("--vae", default=None, help="VAE model directory (default: the demo VAE)")
+    p.add_argument("--model", action="append", default=[], metavar="DIR",
+                   help="a model directory for the app, of any family (its config.json "
+                        "model_type says which); repeat for several. Families not named are "
+                        "found as usual ($STELLARSCOPE_HOME/models, then the shipped demos)")
+    p.add_argument("--vae", action="append", default=[], metavar="DIR",
+                   help="a VAE model directory (the same as --model DIR)")
     p.add_argument("--show", action="store_true", help="open the page in a browser")
     p.add_argument("--dev", action="store_true", help="reload the app when its files change")
     p.set_defaults(func=run)
@@ -50,26 +73,173 @@ def panel_command(port: int, address: str, show: bool = False, dev: bool = False
     return cmd
 
 
-def run(args) -> int:
-    from ..errors import StoreError
+# -- checks before starting ------------------------------------------------------------------
+
+
+def check_store(arg) -> Path:
+    """The store directory, opened and verified; StoreError with the reason otherwise."""
+    from ..errors import StellarscopeError, StoreError
     from ..paths import resolve_store
     from ..store import SpectraStore
 
-    store = resolve_store(args.store)
+    path = resolve_store(arg)
+    hint = ("build it with `stellarscope demo`" if arg is None
+            else "check the path, or build a store with `stellarscope mock` or `ingest`")
     try:
-        SpectraStore.open(store)
+        store = SpectraStore.open(path)
+        catalog = getattr(store, "catalog_path", path / "catalog.parquet")
+        if not Path(catalog).is_file():
+            raise StoreError(f"{path}: the store has no catalog ({Path(catalog).name} is "
+                             f"missing)")
     except StoreError as exc:
-        hint = ("build it with `stellarscope demo`" if args.store is None
-                else "check the path, or build a store with `stellarscope mock` or `ingest`")
-        raise StoreError(f"{exc}; {hint}") from None
-    env = dict(os.environ, STELLARSCOPE_STORE=str(store))
-    if args.vae:
-        env["STELLARSCOPE_VAE"] = str(Path(args.vae).expanduser().resolve())
-    host = "localhost" if args.address in LOCAL_ADDRESSES else args.address
-    print(f"Stellarscope: serving {store} at http://{host}:{args.port}/app (Ctrl-C stops)",
-          file=sys.stderr)
+        raise StoreError(f"cannot serve this store: {exc}; {hint}") from None
+    except (StellarscopeError, OSError, ValueError) as exc:
+        raise StoreError(f"cannot serve this store: {path}: {exc}; {hint}") from None
+    return path
+
+
+def check_models(dirs: list[str]) -> list[Path]:
+    """Each model directory resolved and loaded once: a known family (config.json
+    model_type), found by :func:`core.models.find`, weights that load.  Raises
+    :class:`~core.errors.StellarscopeError` naming the directory and the problem."""
+    if not dirs:
+        return []
+    from ..errors import BadFileError, StellarscopeError
+    from ..models import find, load
+    from ..models.families import FAMILIES, family_of
+    from ..models.io import read_config
+
+    out: list[Path] = []
+    for entry in dirs:
+        path = Path(entry).expanduser()
+        try:
+            kind = read_config(path).get("model_type")
+        except (StellarscopeError, OSError, ValueError) as exc:
+            raise BadFileError(path, f"not a model directory ({exc})") from None
+        family = family_of(str(kind))
+        if family is None:
+            raise BadFileError(path, f"model_type {kind!r} belongs to no known model family "
+                                     f"(known: {', '.join(sorted(FAMILIES))})")
+        found = find(family.name, path).resolve()
+        try:
+            load(found, "cpu")  # broken weights are refused here, not in the app
+        except StellarscopeError as exc:
+            raise BadFileError(found, f"the {family.title} does not load: {exc}") from None
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            raise BadFileError(found, f"the {family.title} does not load ({exc})") from None
+        if found not in out:
+            out.append(found)
+    return out
+
+
+def check_port(address: str, port: int) -> None:
+    """Raise StellarscopeError when ``address:port`` cannot be listened on (in use, or not
+    an address of this machine).  SO_REUSEADDR as the server sets it, so a port that only
+    has connections closing (TIME_WAIT) counts as free."""
+    from ..errors import StellarscopeError
+
+    if not 0 < port < 65536:
+        raise StellarscopeError(f"port {port} is not a TCP port (1–65535)")
     try:
-        return subprocess.call(panel_command(args.port, args.address, args.show, args.dev),
-                               env=env)
-    except KeyboardInterrupt:
-        return 130
+        infos = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise StellarscopeError(f"cannot listen on {address}: {exc}") from None
+    for family, kind, proto, _, sockaddr in infos:
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6 and hasattr(socket, "IPV6_V6ONLY"):
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                s.bind(sockaddr)
+                s.listen(1)
+            except OSError as exc:
+                reason = "already in use" if exc.errno in (98, 48, 10048) else exc.strerror
+                raise StellarscopeError(
+                    f"port {port} on {sockaddr[0]} is {reason}: another server (perhaps "
+                    f"another stellarscope serve) is listening there; stop it or pass "
+                    f"--port") from None
+
+
+def _answers(address: str, port: int) -> bool:
+    host = "127.0.0.1" if address in ("0.0.0.0", "") else ("::1" if address == "::" else address)
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+# -- running the server --------------------------------------------------------------------
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """Ask Linux to send the server SIGTERM when this process dies, however it dies."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+
+
+def stop(proc: subprocess.Popen, grace: float = STOP_GRACE_S) -> int:
+    """Stop the server: SIGTERM, then SIGKILL after ``grace`` seconds."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+def run(args) -> int:
+    store = check_store(args.store)
+    models = check_models([*args.model, *args.vae])
+    check_port(args.address, args.port)
+    env = dict(os.environ, STELLARSCOPE_STORE=str(store))
+    if models:
+        env["STELLARSCOPE_MODELS"] = os.pathsep.join(str(m) for m in models)
+    host = "localhost" if args.address in LOCAL_ADDRESSES else args.address
+    url = f"http://{host}:{args.port}/app"
+    print(f"Stellarscope: starting the server for {store} on port {args.port} …",
+          file=sys.stderr, flush=True)
+    received: list[tuple[int, float]] = []
+    # its own process group, so a terminal's Ctrl-C reaches it once (through us), not twice
+    proc = subprocess.Popen(panel_command(args.port, args.address, args.show, args.dev),
+                            env=env, process_group=0,
+                            preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+
+    def forward(signum, frame):
+        received.append((signum, time.monotonic()))
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signum)
+
+    previous = {s: signal.signal(s, forward) for s in FORWARDED}
+    try:
+        deadline = time.monotonic() + START_WAIT_S
+        while proc.poll() is None and not received and not _answers(args.address, args.port):
+            if time.monotonic() > deadline:
+                print(f"Stellarscope: the server has not answered on port {args.port} after "
+                      f"{START_WAIT_S:.0f} s; still waiting", file=sys.stderr, flush=True)
+                deadline = float("inf")
+            time.sleep(0.2)
+        if proc.poll() is None and not received:
+            print(f"Stellarscope: serving {store} at {url} (Ctrl-C stops)", file=sys.stderr,
+                  flush=True)
+        while proc.poll() is None:
+            if received and time.monotonic() - received[0][1] > STOP_GRACE_S:
+                break  # asked to stop and still running: killed below
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(0.2)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        code = stop(proc, 0 if received else STOP_GRACE_S)
+    if received:
+        return 128 + int(received[0][0])
+    if code:
+        print(f"Stellarscope: the server stopped with exit status {code}", file=sys.stderr)
+    return code
