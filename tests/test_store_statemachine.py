@@ -28,6 +28,7 @@ from core.store import store as store_mod
 P = 7514
 APPEND_STAGES = ["part written", "part renamed", "catalog written", "catalog renamed", "committed"]
 COLUMN_STAGES = ["catalog written", "catalog renamed", "committed"]
+_ORIGINAL_FAULT = store_mod._fault
 
 
 class Crash(Exception):
@@ -65,7 +66,7 @@ class StoreMachine(RuleBasedStateMachine):
     def teardown(self):
         import shutil
 
-        store_mod._fault = _no_fault
+        store_mod._fault = _ORIGINAL_FAULT
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     # -- helpers ------------------------------------------------------------------------------
