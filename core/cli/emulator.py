@@ -34,14 +34,23 @@ def _register_evaluate(evaluate) -> None:
         description="Fit random stars of a store whose labels are known (a mock's TRUE_* "
         "columns, else the catalog's labels ± errors), report the width of (fit − reference)/σ "
         "per label and the systematic floor σ_sys that makes it 1; --save stores the floors "
-        "with the emulator so every later fit adds them to its σ.")
+        "with the emulator so every later fit adds them to its σ (--save-as DIR into a "
+        "calibrated copy: shipped and read-only models are never changed). The record is "
+        "written to --out (default $STELLARSCOPE_HOME/evaluations/MODEL-TIME).")
     p.add_argument("--model", default=None, help=f"emulator directory (default: {DEMO_MODEL})")
     p.add_argument("--store", default=None, help="store directory or name (default: demo store)")
     p.add_argument("--n-stars", type=int, default=300, help="stars to fit (default 300)")
     p.add_argument("--reference", choices=["auto", "truth", "catalog"], default="auto",
                    help="reference labels (default: TRUE_* when the store has them)")
     p.add_argument("--seed", type=int, default=0, help="which random stars")
-    p.add_argument("--save", action="store_true", help="write the floors into the model")
+    save = p.add_mutually_exclusive_group()
+    save.add_argument("--save", action="store_true",
+                      help="write the floors into the model (your own, writable models only)")
+    save.add_argument("--save-as", default=None, metavar="DIR",
+                      help="write a calibrated copy of the model to the new directory DIR")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="where to write calibration.json (default: "
+                        "$STELLARSCOPE_HOME/evaluations/MODEL-TIME)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     p.add_argument("--json", action="store_true", help="print the record as JSON")
     p.set_defaults(func=run_evaluate)
@@ -211,24 +220,45 @@ def _format(result, element) -> str:
 
 
 def run_evaluate(args) -> int:
+    from ..errors import BadFileError
+    from ..evaluate.output import (
+        check_copy_target,
+        check_output_dir,
+        copy_model,
+        not_writable_reason,
+        output_dir,
+    )
     from ..fit import load_model
     from ..fit.calibrate import calibrate_errors, save_error_floor
     from ..models.emulator import default_device
     from ..paths import resolve_store
     from ..store import SpectraStore
+    from ..store.atomic import write_json_atomic
 
     model_path = _model_path(args.model)
     if not model_path.is_dir():
-        from ..errors import BadFileError
-
         raise BadFileError(model_path, "calibration needs a saved emulator directory")
+    # refuse before the long fits, not after them
+    if args.save and (reason := not_writable_reason(model_path)):
+        raise BadFileError(model_path, f"{reason}; --save would change it. Use --save-as DIR "
+                                       f"to write a calibrated copy instead")
+    if args.save_as:
+        check_copy_target(args.save_as)
+    if args.out:
+        check_output_dir(args.out)
     emulator = load_model(model_path, args.device or default_device())
     store = SpectraStore.open(resolve_store(args.store))
     record = calibrate_errors(emulator, store, n_stars=args.n_stars, reference=args.reference,
                               seed=args.seed, progress=not args.json)
-    if args.save:
-        save_error_floor(model_path, record)
-    record["model"], record["saved"] = str(model_path), bool(args.save)
+    target = model_path if args.save else (copy_model(model_path, args.save_as)
+                                           if args.save_as else None)
+    if target is not None:
+        save_error_floor(target, record)
+    out = output_dir(args.out, model_path)
+    record["model"], record["saved"] = str(model_path), target is not None
+    record["saved_to"] = None if target is None else str(target)
+    write_json_atomic(out / "calibration.json", record)
+    record["out_dir"] = str(out)
     if args.json:
         print(json.dumps(record))
         return 0
@@ -237,7 +267,11 @@ def run_evaluate(args) -> int:
     for name, floor in record["error_floor"].items():
         print(f"{name:<8}{record['pull_width_before'][name]:>12.2f}{floor:>12.4g}"
               f"{record['pull_width_after'][name]:>8.2f}")
-    print("floors saved with the model" if args.save else "(--save stores these floors)")
+    if target is None:
+        print("(--save stores these floors with the model, --save-as DIR in a calibrated copy)")
+    else:
+        print(f"floors saved with the model in {target}")
+    print(f"record written to {out / 'calibration.json'}")
     return 0
 
 

@@ -23,10 +23,13 @@ def register(sub, groups) -> None:
         "heatmaps, corner-plot data by label bins) with a summary.json.")
     e.add_argument("--store", default=None, help="store directory or name (default: demo store)")
     e.add_argument("--model", default=None, help="model directory (default: the shipped demo VAE)")
-    e.add_argument("--out", default=None, help="output directory (default MODEL/eval-STORE)")
+    e.add_argument("--out", default=None,
+                   help="output directory (default $STELLARSCOPE_HOME/evaluations/MODEL-TIME; "
+                        "the model directory is never written)")
     e.add_argument("--rows", choices=["validation", "all"], default="validation",
                    help="held-out stars of the model's split (default) or every labelled row")
-    e.add_argument("--max-spectra", type=int, default=None, help="evaluate a random subset")
+    e.add_argument("--max-spectra", type=int, default=None,
+                   help="evaluate a random subset (default: every held-out star)")
     e.add_argument("--batch-size", type=int, default=1024, help="spectra per batch (1024)")
     e.add_argument("--seed", type=int, default=0, help="seed of subsets and sampled z′")
     _common(e)

@@ -34,6 +34,7 @@ from ..paths import resolve_store
 from ..store import SpectraStore
 from ..store.atomic import atomic_path, write_json_atomic
 from ..train import data as D
+from .output import check_output_dir, output_dir
 
 
 def held_out_rows(store: SpectraStore, config: dict, labels: np.ndarray, which: str = "validation"
@@ -61,7 +62,14 @@ def pearson(x: np.ndarray) -> np.ndarray:
 def evaluate_vae(store_or_path, model_dir, out_dir=None, rows: str = "validation",
                  batch_size: int = 1024, device=None, max_spectra: int | None = None,
                  corner_per_bin: int = 500, seed: int = 0, progress: bool = True) -> dict:
-    """Compute and write the diagnostics; returns the summary (also in summary.json)."""
+    """Compute and write the diagnostics; returns the summary (also in summary.json).
+
+    ``out_dir`` defaults to ``$STELLARSCOPE_HOME/evaluations/<model>-<UTC time>``; the model
+    directory is never written.  ``rows="validation"`` evaluates every held-out star of the
+    model's split that the store holds (``max_spectra`` draws a subset).
+    """
+    if out_dir:
+        check_output_dir(out_dir)  # before the work, not after it
     store = store_or_path if isinstance(store_or_path, SpectraStore) \
         else SpectraStore.open(resolve_store(store_or_path))
     dev = choose_device(None if device is None else str(device))
@@ -75,8 +83,7 @@ def evaluate_vae(store_or_path, model_dir, out_dir=None, rows: str = "validation
         sel = np.sort(rng.choice(sel, max_spectra, replace=False))
     if len(sel) < 3:
         raise BadDataError(f"{store.path}: only {len(sel)} labelled {rows} spectra to evaluate")
-    out = Path(out_dir) if out_dir else Path(model_dir) / f"eval-{store.path.name}"
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(out_dir, model_dir)  # never inside the (shipped) model directory
     bad_bits = config.get("bad_bits", "astronn")
     floor = float(config.get("error_floor", C.ERROR_FLOOR))
 
