@@ -173,8 +173,9 @@ class _Buffer:
                                    bad_bits=self.continuum.bad_bits)
             flux[raw], error[raw] = res.flux, res.error
             failed = np.nonzero(raw)[0][~res.fit_ok.any(axis=1)]
+            why = dict(zip(np.nonzero(raw)[0], res.problem, strict=True))  # e.g. flux ≤ 0
             for k in failed:
-                self.report.skip("no continuum", items[k][5],
+                self.report.skip("no continuum", items[k][5], why[k] or
                                  "no chip had enough good pixels for a continuum fit")
                 self.first_of.pop(str(items[k][4].get("APOGEE_ID")).strip(), None)
             keep[failed] = False

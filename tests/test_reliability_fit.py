@@ -166,6 +166,25 @@ def test_non_positive_flux_is_refused_when_normalising(emu, tmp_path, capsys):
     assert str(bad) in err_text and "median flux" in err_text
 
 
+def test_ingest_skips_a_non_positive_spectrum_with_the_reason(tmp_path):
+    """`stellarscope ingest --files` used to store such a spectrum as 1 ± 100 everywhere."""
+    from fits_fixtures import write_apstar
+
+    from core.ingest import ingest_files
+
+    ok = write_apstar(tmp_path / "apStar-dr17-2M00000003+0000003.fits", n_visits=1,
+                      apogee_id="2M00000003+0000003")
+    bad = write_apstar(tmp_path / "apStar-dr17-2M00000004+0000004.fits", n_visits=1,
+                       apogee_id="2M00000004+0000004", flux=-apstar_flux_of(ok))
+    report = ingest_files([ok, bad], tmp_path / "store", progress=False)
+    assert report.n_ingested == 1
+    (kind, what, reason), = report.skipped
+    assert "2M00000004+0000004" in what or str(bad) in what
+    assert "median flux" in reason
+    assert list(SpectraStore.open(tmp_path / "store").catalog["APOGEE_ID"]) == [
+        "2M00000003+0000003"]
+
+
 def apstar_flux_of(path) -> np.ndarray:
     """The flux array an apStar fixture file holds (to write a negative copy of it)."""
     from astropy.io import fits
