@@ -178,6 +178,27 @@ def test_negative_flux_clipped_like_astronn():
     assert kept.flux[0, 100] < 0
 
 
+def test_non_positive_flux_is_refused_not_filled():
+    """A continuum through negative flux is negative, and dividing by it used to fill every
+    pixel with 1 ± LARGE_ERROR: a spectrum of no data that fits anything."""
+    flux, error, pixmask, _ = synthetic(APOGEE_7514, 100, snr=100, seed=12, n=2)
+    flux[1] = -flux[1]
+    res = normalize_arrays(flux, error, pixmask, APOGEE_7514)
+    assert res.problem[0] == "" and "median flux" in res.problem[1] and "≤ 0" in res.problem[1]
+    assert res.fit_ok[0].all() and not res.fit_ok[1].any()
+    s = Spectrum(APOGEE_7514.wavelength, flux[1], error[1], pixmask[1],
+                 meta={"APOGEE_ID": "2M-NEGATIVE"}, grid="apogee7514")
+    with pytest.raises(BadDataError, match="2M-NEGATIVE: the median flux"):
+        normalize(s)
+    # one chip with a negative continuum: that chip's fit is not ok (and it is filled)
+    one = flux[0].copy()
+    blue = chip_slices(APOGEE_7514)[0]
+    one[blue] = -one[blue]
+    res = normalize_arrays(one, error[0], pixmask[0], APOGEE_7514)
+    assert res.fit_ok.tolist() == [False, True, True] and res.problem == ""
+    assert np.all(res.error[blue] == LARGE_ERROR)
+
+
 @pytest.mark.parametrize("grid", [APOGEE_7214, APSTAR])
 def test_other_grids_use_the_same_physical_chips(grid):
     flux7514, error7514, _, cont7514 = synthetic(APOGEE_7514, 400, snr=150, seed=10,
