@@ -400,10 +400,5 @@ class FitView(pn.viewable.Viewer):
             self.fit(sync=sync)
         return []
 
-    def _label_selection_button(self, *events) -> None:
-        sel = self.selection
-        self.selection_button.label = (f"Fit {sel.count:,} selected" if sel.active
-                                       else "Fit selection")
-
     def __panel__(self):
         return layout(self)

@@ -60,8 +60,13 @@ def build_widgets(view) -> None:
         "and write FIT_* columns to the catalog", disabled=True)
     view.selection_button.on_click(lambda e: view.fit_selection())
     if view.selection is not None:
-        view.selection.param.watch(view._label_selection_button, ["count", "rows"])
-        view._label_selection_button()
+        def label_selection_button(*events):
+            sel = view.selection
+            view.selection_button.label = (f"Fit {sel.count:,} selected" if sel.active
+                                           else "Fit selection")
+
+        view.selection.param.watch(label_selection_button, ["count", "rows"])
+        label_selection_button()
     view.zoom = W.Select(label="Zoom to", value="whole", width=170, css_classes=["ss-fit-zoom"],
                          groups={"Spectrum": {"Whole spectrum": "whole"}})
     view.zoom.param.watch(lambda e: view.apply_zoom(e.new), "value")

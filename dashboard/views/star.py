@@ -16,6 +16,7 @@ import panel as pn
 import param
 
 from core.grid import get_grid
+from core.labels import display_name
 
 from .. import data
 from ..figures.lines import filter_lines, line_label
@@ -164,11 +165,12 @@ class StarView(pn.viewable.Viewer):
     def _title(self, spec) -> str:
         m = spec.meta
         parts = [self.focus.label]
-        for key, fmt in (("TEFF", "Teff {:.0f} K"), ("LOGG", "log g {:.2f}"),
-                         ("FE_H", "[Fe/H] {:+.2f}"), ("SNR", "S/N {:.0f}")):
+        for key, fmt in (("TEFF", "{:.0f} K"), ("LOGG", "{:.2f}"), ("FE_H", "{:+.2f}"),
+                         ("SNR", "{:.0f}")):
             v = m.get(key)
             if isinstance(v, (int, float)) and np.isfinite(v):
-                parts.append(fmt.format(v))
+                name = "S/N" if key == "SNR" else display_name(key)
+                parts.append(f"{name} {fmt.format(v)}")
         if self.context is not None and self.context.is_mock and self.focus.source == "store":
             parts.append("mock survey")
         return " · ".join(parts)
