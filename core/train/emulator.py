@@ -25,6 +25,7 @@ from ..chi2 import ERROR_FLOOR, pixel_weights
 from ..errors import BadDataError
 from ..labels import is_missing
 from ..models.emulator import PRESETS, Emulator, EmulatorConfig
+from ..paths import resolve_store
 from ..store import SpectraStore
 from . import data as D
 from .trainer import LOG_FILE, TrainingSetupError, TrainTask, train
@@ -208,8 +209,6 @@ class EmulatorTask(TrainTask):
     # -- data ---------------------------------------------------------------------------------
     def prepare(self, info) -> None:
         s = self.settings
-        from ..paths import resolve_store
-
         self.store = store = SpectraStore.open(resolve_store(s.store))
         self.data = data = load_training_data(store, s)
         n = data.labels.shape[0]
