@@ -31,9 +31,9 @@ from ..spectra import (
     WAVE_LABEL,
     band_patch,
     error_band,
+    gap_breaks,
     masked_spans,
     robust_range,
-    with_gaps,
     zoom_span,
 )
 from .lines import LABEL_JS, LABEL_SEP, MAX_LABELS, label_columns, marker_columns, pick_labels
@@ -53,7 +53,8 @@ def swap(src: ColumnDataSource, cols: dict) -> None:
     old = src.data
     wave = cols.get("wave")
     if (wave is not None and set(old) == set(cols) and len(old["wave"]) == len(wave)
-            and np.array_equal(np.asarray(old["wave"]), wave, equal_nan=True)):
+            and (old["wave"] is wave
+                 or np.array_equal(np.asarray(old["wave"]), wave, equal_nan=True))):
         src.data.update({k: v for k, v in cols.items() if k != "wave"})
     else:
         src.data = cols
@@ -67,6 +68,7 @@ class SpectrumFigure:
                  residual_css_class: str = "ss-residual-plot"):
         self.x_range = Range1d(15100, 17000)
         self._extent: tuple[float, float] | None = None
+        self._wave = self._breaks = self._gapped_wave = None
         self.overlays: dict[str, object] = {}
         self.residual_curves: dict[str, object] = {}
         self.span_sources: dict[str, ColumnDataSource] = {}
@@ -75,6 +77,18 @@ class SpectrumFigure:
         self.res_fig = self._residual_figure(residual_height, residual_css_class)
         self.layout = bk_column(self.fig, self.res_fig, sizing_mode="stretch_width")
         self.pane = pn.pane.Bokeh(self.layout, sizing_mode="stretch_width")
+
+    def gapped(self, wavelength, columns: dict) -> dict:
+        """:func:`~dashboard.spectra.with_gaps`, with the last wavelength array's chip gaps
+        remembered (a slider step redraws three curves on the same pixels)."""
+        if wavelength is not self._wave:
+            self._wave, self._breaks = wavelength, gap_breaks(wavelength)
+            self._gapped_wave = np.insert(np.asarray(wavelength, np.float32), self._breaks,
+                                          np.nan)
+        out = {"wave": self._gapped_wave}
+        for name, values in columns.items():
+            out[name] = np.insert(np.asarray(values, np.float32), self._breaks, np.nan)
+        return out
 
     # -- construction -------------------------------------------------------------------------
     def _main_figure(self, height: int, css_class: str):
@@ -185,7 +199,7 @@ class SpectrumFigure:
 
     def set_overlay(self, name: str, wavelength, flux, visible: bool = True) -> None:
         r = self.overlay(name)
-        swap(r.data_source, with_gaps(wavelength, {"flux": flux}))
+        swap(r.data_source, self.gapped(wavelength, {"flux": flux}))
         r.visible = visible
 
     def clear_overlay(self, name: str) -> None:
@@ -204,7 +218,7 @@ class SpectrumFigure:
         (bounds change only when the extent does, so a zoom survives a new star)."""
         bad = spec.bad()
         flux = np.where(bad, np.nan, spec.flux) if hide_bad else spec.flux
-        swap(self.spec_src, with_gaps(spec.wavelength, {
+        swap(self.spec_src, self.gapped(spec.wavelength, {
             "flux": flux, "err": spec.error, "mask": spec.pixmask.astype(np.float32)}))
         self.band_src.data = error_band(spec)
         self.mask_src.data = masked_spans(spec.wavelength, bad)
@@ -243,7 +257,7 @@ class SpectrumFigure:
 
     def set_residual(self, name: str, wavelength, y) -> None:
         r = self.residual_curve(name)
-        swap(r.data_source, with_gaps(wavelength, {"y": y}))
+        swap(r.data_source, self.gapped(wavelength, {"y": y}))
         r.visible = True
 
     def set_residual_band(self, wavelength, half_width) -> None:
