@@ -19,13 +19,12 @@ import param
 
 from core.errors import StellarscopeError
 from core.models import FAMILIES, get_family
-
-from . import data, persist
-from .jobs import on_doc, session_doc
-from .shortcuts import Shortcuts
-from .state import AppContext, ModelSlot, Session
-from .views.registry import ViewSpec, registered, tab_name
-from .views.upload import StarPicker
+from dashboard import data, persist
+from dashboard.jobs import on_doc, session_doc
+from dashboard.shortcuts import Shortcuts
+from dashboard.state import AppContext, ModelSlot, Session
+from dashboard.views.registry import ViewSpec, registered, tab_name
+from dashboard.views.upload import StarPicker
 
 TITLE = "Stellarscope"
 ACCENT = "#1f4e79"
@@ -172,7 +171,9 @@ class DashboardApp(param.Parameterized):
         self._poll = None
         if pn.state.location is not None:
             pn.state.location.sync(focus, {"star_id": "star"})
-            pn.state.location.sync(self, {"tab": "tab"})
+            # an old ?tab=2 arrives as a number, which the String param refuses: map it
+            pn.state.location.sync(self, {"tab": "tab"},
+                                   on_error=lambda mapped: self.show_tab(mapped.get("tab")))
         if pn.state.curdoc is not None:  # new or retrained weights appear without a reload
             self._poll = pn.state.add_periodic_callback(self._poll_models, period=MODEL_POLL_MS)
         if ctx.store is None and pn.state.curdoc is not None:

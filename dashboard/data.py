@@ -49,9 +49,10 @@ def store_path_from_env() -> Path:
 
 
 def open_store(path) -> SpectraStore:
-    """The store at ``path`` (shared by sessions until its manifest changes)."""
+    """The store at ``path``, shared by sessions until one of its files changes (new columns,
+    or a part file damaged under a running server: reopening names what broke)."""
     path = Path(path).expanduser().resolve()
-    stamp = _mtime(path / MANIFEST)
+    stamp = max(_mtime(path / MANIFEST), _newest(path))
     return pn.state.as_cached(f"stellarscope-store:{path}:{stamp}", SpectraStore.open, path=path)
 
 

@@ -33,10 +33,8 @@ def executor() -> ThreadPoolExecutor:
 
 def session_doc():
     """The current Bokeh document when called inside a served session, else None."""
-    try:
-        import panel as pn
-    except ImportError:  # pragma: no cover - panel is a dependency
-        return None
+    import panel as pn
+
     doc = pn.state.curdoc
     return doc if doc is not None and doc.session_context is not None else None
 

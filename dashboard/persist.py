@@ -2,9 +2,10 @@
 
 A session file records what a user set up, not data: the store it belongs to, the focused
 star and tab, the brushed catalog rows (a packed bitmask, so 733,901 rows cost ~120 kB), and
-each view's settings (overlays, zoom, line filters, latent slider values, the Fit view's options
-and drawn mask).  Restoring re-reads everything through ``core``; the file is plain JSON,
-checked field by field, never executed or unpickled.
+each registered view's settings (its ``session_params`` and ``extra_state()``: overlays, zoom,
+line filters, latent slider values, the Fit view's options and drawn mask).  Restoring
+re-reads everything through ``core``; the file is plain JSON, checked field by field (each
+value through its param's own checks), never executed or unpickled.
 """
 
 from __future__ import annotations
@@ -73,8 +74,6 @@ def _non_finite(value) -> bool:
 
 def view_state(view) -> dict:
     """A view's session settings: its ``session_params`` and its ``extra_state()``."""
-    if not hasattr(view, "session_params") and hasattr(view, "state_dict"):  # TRANSITION
-        return view.state_dict()
     state = {name: _plain(getattr(view, name)) for name in getattr(view, "session_params", ())}
     if hasattr(view, "extra_state"):
         state.update(view.extra_state())
@@ -109,8 +108,6 @@ def restore_view(view, state: dict, *, sync: bool = False) -> list[str]:
     holding NaN or Infinity are refused outright.  The rest of ``state`` goes to the view's
     ``restore_extra(state, sync)``.
     """
-    if not hasattr(view, "session_params") and hasattr(view, "load_state"):  # TRANSITION
-        return view.load_state(state, sync=sync) or []
     names = tuple(getattr(view, "session_params", ()))
     notes, extra = [], {}
     for key, saved in state.items():
@@ -142,8 +139,7 @@ def session_document(app) -> dict:
         "tab": app.tab,
         "selection": None,
         "views": {name: view_state(view) for name, view in app.views.items()
-                  if getattr(view, "session_params", ()) or hasattr(view, "extra_state")
-                  or hasattr(view, "state_dict")},  # TRANSITION
+                  if getattr(view, "session_params", ()) or hasattr(view, "extra_state")},
     }
     sel = session.selection
     if store is not None and sel.active:
@@ -231,39 +227,3 @@ def apply_session(app, doc: dict, name: str = "session.json", *, sync: bool = Fa
             session.selection.select(rows, str(doc["selection"].get("description", "")))
     return notes
 
-
-# -- TRANSITION: views not yet declaring session_params ---------------------------------------
-
-
-def widget_state(widgets: dict) -> dict:
-    """The values of a view's persisted widgets (JSON-ready)."""
-    return {key: _plain(w.value) for key, w in widgets.items()}
-
-
-def restore_widgets(widgets: dict, state: dict) -> list[str]:
-    """Set each widget named in ``state`` to its saved value when the widget offers it."""
-    notes = []
-    for key, w in widgets.items():
-        if key not in state:
-            continue
-        saved = state[key]
-        if _non_finite(saved):
-            notes.append(f"{key}: holds NaN or Infinity, not restored")
-            continue
-        if isinstance(w.value, bool):
-            if isinstance(saved, bool):
-                w.value = saved
-            else:
-                notes.append(f"{key}: {saved!r} is not true/false")
-            continue
-        allowed = list(w.values) if hasattr(w, "values") else list(getattr(w, "options", []))
-        if isinstance(w.value, list):
-            keep = [v for v in saved if v in allowed] if isinstance(saved, list) else []
-            if isinstance(saved, list) and len(keep) < len(saved):
-                notes.append(f"{key}: {sorted(map(str, set(saved) - set(keep)))} not offered here")
-            w.value = keep
-        elif saved in allowed:
-            w.value = saved
-        elif saved is not None:
-            notes.append(f"{key}: {saved!r} not offered here")
-    return notes

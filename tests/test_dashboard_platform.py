@@ -298,3 +298,21 @@ def test_a_store_broken_after_opening_is_named_not_raised(tmp_path):
     assert not session.select_star(store.catalog["APOGEE_ID"].iloc[3])
     assert session.context.message_kind == "error"
     assert str(path) in session.context.message or parts[0].name in session.context.message
+    # the next session's page says what broke instead of opening it
+    ctx = data.make_context(path)
+    assert ctx.store is None and parts[0].name in ctx.store_problem
+
+
+def test_a_store_without_a_catalog_is_explained_on_the_page(tmp_path):
+    from dashboard.app import DashboardApp
+
+    path = write_store(tmp_path / "store", n=10, seed=1).path
+    catalogs = list(path.glob("catalog*.parquet"))
+    for c in catalogs:
+        c.unlink()
+    app = DashboardApp(store_path=path)
+    assert app.context.store is None and "catalog" in app.context.store_problem
+    card = app.template.sidebar[1]
+    assert isinstance(card, pn.pane.Alert) and "catalog" in card.object
+    assert not app.session.select_star("2M00000001+0000007")
+    assert "catalog" in app.context.message

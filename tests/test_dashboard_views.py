@@ -177,17 +177,16 @@ def test_serve_refuses_a_missing_store(tmp_path, capsys):
 
 
 def test_app_builds_with_every_tab(store, monkeypatch, tmp_path):
-    from dashboard.app import CATALOG_TAB, DashboardApp
+    from dashboard.app import DashboardApp
 
-    monkeypatch.setenv("STELLARSCOPE_VAE", str(tmp_path / "no-model-here"))
-    monkeypatch.setattr("core.paths.SHIPPED_MODELS", tmp_path)  # no shipped demo either
+    monkeypatch.setattr("core.paths.SHIPPED_MODELS", tmp_path)  # no shipped demo models
     app = DashboardApp(store_path=store.path)
     assert [app.tabs._names[i] for i in range(5)] == ["Star", "Latent space", "Catalog", "Fit",
                                                        "Attention"]
     assert app.context.store is not None and app.context.is_mock
     assert app.context.vae is None and "VAE" in app.context.slot("vae").problem
-    app.tabs.active = CATALOG_TAB
-    assert app.catalog_view.built
+    app.show_tab("catalog")
+    assert app.tabs.active == 2 and app.views["catalog"].built
     assert app.session.random_star()
 
 
@@ -205,14 +204,14 @@ def test_hidden_latent_view_waits_until_shown(session):
 
 def test_shipped_demo_vae_drives_the_views(store):
     from core.paths import SHIPPED_MODELS
-    from dashboard.data import load_vae
+    from dashboard.data import load_model
 
     if not (SHIPPED_MODELS / "vae-demo" / "config.json").is_file():
         pytest.skip("no shipped demo VAE in assets/models/vae-demo yet")
     import torch
 
     torch.set_num_threads(1)
-    vae, where, problem = load_vae()
+    vae, where, problem = load_model("vae")
     assert problem == "" and where.endswith("vae-demo")
     session = Session(context=AppContext(store=store, models={"vae": vae}))
     view = LatentView(focus=session.focus, context=session.context)
@@ -235,7 +234,7 @@ def test_app_without_a_store_explains_itself(tmp_path):
 
     app = DashboardApp(store_path=tmp_path / "missing-store")
     assert app.context.store is None and "stellarscope demo" in app.context.store_problem
-    assert not app.catalog_view.available and app.picker.random_button.disabled
+    assert not app.views["catalog"].available and app.picker.random_button.disabled
     assert not app.session.select_star("2M00000000+0000000")
     assert "missing-store" in app.context.message
 
