@@ -158,7 +158,7 @@ def explicit_models(value: str | None = None) -> tuple[dict[str, Path], list[str
         try:
             kind = models.read_config(path).get("model_type")
         except (StellarscopeError, OSError, ValueError) as exc:
-            notes.append(f"{path}: {exc}")
+            notes.append(str(exc) if str(path) in str(exc) else f"{path}: {exc}")
             continue
         family = family_of(str(kind))
         if family is None:

@@ -97,7 +97,8 @@ class StarPicker(pn.viewable.Viewer):
             self.session.select_star(star)
 
     def _on_focus(self, event) -> None:
-        if event.new and event.new != self.search.value:
+        # only a star that stayed focused: an unknown one (reverted) is not searched again
+        if event.new and event.new == self.session.focus.star_id != self.search.value:
             self.search.param.update(value=event.new)
 
     # -- upload -----------------------------------------------------------------------------
