@@ -20,7 +20,7 @@ from core.errors import StellarscopeError
 from core.linelist import LINELIST_PATH, WINDOWS_PATH, load_element_windows, load_linelist
 from core.models.families import family_of
 from core.store import MANIFEST, SpectraStore
-from core.train.vae import LOG_FILE, RUNNING_FILE
+from core.train.trainer import LOG_FILE, RUNNING_FILE
 
 from .state import AppContext
 

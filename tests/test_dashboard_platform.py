@@ -190,7 +190,7 @@ def test_command_line_models_take_precedence_and_bad_ones_are_named(store, tiny_
 
 
 def test_training_note_for_any_family(store, tiny_family):
-    from core.train.vae import LOG_FILE, RUNNING_FILE
+    from core.train.trainer import LOG_FILE, RUNNING_FILE
 
     tiny_family.mkdir(parents=True, exist_ok=True)
     (tiny_family / RUNNING_FILE).write_text("")
