@@ -15,7 +15,9 @@
 
 Prints a summary and writes JSON (default bench/results/dashboard.json).  Run:
 ``python bench/dashboard.py [--store DIR] [--vae DIR] [--browser]``; ``--only-selection`` times
-just the box and lasso selections and updates the ``corner`` entry of an existing JSON.
+just the box and lasso selections and updates the ``corner`` entry of an existing JSON;
+``--only-views`` times just the Star, Latent and Fit views (star load, the Star view's redraw
+alone, slider steps, fits) and updates those entries.
 """
 
 from __future__ import annotations
@@ -148,6 +150,15 @@ def measure_views(store_path: Path, vae_dir: Path, repeats: int) -> dict:
         session.focus.star_id = next(picks)
 
     load = timed(load_next, repeats, warmup=2)
+    # the Star view's redraw alone (figure sources, overlays, tables), two loaded stars in turn
+    shown = []
+    for _ in range(2):
+        load_next()
+        f = session.focus
+        shown.append({"spectrum": f.spectrum, "models": dict(f.models),
+                      "outputs": dict(f.outputs), "encoding": f.encoding})
+    turn = iter(range(10**9))
+    redraw = timed(lambda: session.focus.param.update(**shown[next(turn) % 2]), repeats)
     spec = session.focus.spectrum
     read_only = timed(lambda: store.spectrum(int(rng.integers(len(store)))), repeats)
     encode = timed(lambda: vae.encode(spec, labels=session.focus.encoding["labels"]), repeats)
@@ -170,6 +181,7 @@ def measure_views(store_path: Path, vae_dir: Path, repeats: int) -> dict:
         "store": str(store_path), "n_stars": len(store), "vae": str(vae_dir),
         "n_latent": vae.n_latent,
         "star_load": summary(load),
+        "star_view_redraw_only": summary(redraw),
         "star_load_with_overlay_and_residuals": summary(load_overlay),
         "star_load_on_latent_tab": summary(load_latent_tab),
         "store_read_only": summary(read_only),
@@ -350,7 +362,7 @@ def measure_browser(store_path: Path, vae_dir: Path, samples: int) -> dict:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = dict(os.environ, STELLARSCOPE_STORE=str(store_path), STELLARSCOPE_VAE=str(vae_dir))
+    env = dict(os.environ, STELLARSCOPE_STORE=str(store_path), STELLARSCOPE_MODELS=str(vae_dir))
     proc = subprocess.Popen([sys.executable, "-m", "panel", "serve", str(ROOT / "dashboard/app.py"),
                              "--port", str(port), "--address", "127.0.0.1", "--warm"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -404,6 +416,33 @@ def measure_browser(store_path: Path, vae_dir: Path, samples: int) -> dict:
                     "same machine)", **summary(ms)}
 
 
+def views_only(args) -> int:
+    """Time the Star, Latent and Fit views only; update those entries of ``args.out``."""
+    import json
+
+    from core.store.atomic import write_json_atomic
+
+    result = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    with tempfile.TemporaryDirectory(prefix="stellarscope-bench-") as tmp:
+        store = bench_store(args.store, Path(tmp), args.n_stars)
+        vae, result["vae_origin"] = bench_vae(args.vae, store, Path(tmp))
+        result["views"] = v = measure_views(store, vae, args.repeats)
+        result["fit_view"] = fit = measure_fit_view(store, max(5, args.repeats // 3))
+    write_json_atomic(args.out, result)
+    print_views(v)
+    print_fit_view(fit)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def print_views(v: dict) -> None:
+    print(f"star load (read + VAE + plot swap): {v['star_load']['median_ms']} ms median "
+          f"(target < {TARGETS_MS['star_load']}); Star view redraw alone "
+          f"{v['star_view_redraw_only']['median_ms']} ms")
+    print(f"latent slider step (decode + redraw): {v['latent_decode_redraw']['median_ms']} ms "
+          f"median (target < {TARGETS_MS['latent_decode_redraw']})")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--store", type=Path, default=None, help="store to time (default: a new "
@@ -418,12 +457,16 @@ def main(argv=None) -> int:
                     "lasso selections, updating the corner entry of --out")
     ap.add_argument("--only-fit-view", action="store_true", help="time only the Fit view and "
                     "update that entry of --out")
+    ap.add_argument("--only-views", action="store_true", help="time only the Star/Latent views "
+                    "(star load, redraw, slider) and the Fit view, updating those entries of --out")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "dashboard.json")
     args = ap.parse_args(argv)
     if args.only_selection:
         return selection_only(args)
     if args.only_fit_view:
         return fit_view_only(args)
+    if args.only_views:
+        return views_only(args)
 
     import torch
 
@@ -453,10 +496,7 @@ def main(argv=None) -> int:
     write_json_atomic(args.out, result)
 
     v, c = result["views"], result["corner"]
-    print(f"star load (read + VAE + plot swap): {v['star_load']['median_ms']} ms median "
-          f"(target < {TARGETS_MS['star_load']})")
-    print(f"latent slider step (decode + redraw): {v['latent_decode_redraw']['median_ms']} ms "
-          f"median (target < {TARGETS_MS['latent_decode_redraw']})")
+    print_views(v)
     print(f"corner {len(CORNER_COLS)} cols × {c['rows']:,} rows: aggregation "
           f"{c['aggregation']['median_ms']} ms, full server build "
           f"{c['server_build_with_bokeh_models']['median_ms']} ms, box selection "

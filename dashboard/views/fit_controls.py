@@ -103,6 +103,7 @@ def model_widgets(view) -> None:
     view.sliders = make_sliders(view)
     view.selection_button.disabled = emu is None
 
+
 def make_sliders(view) -> dict[str, pn.widgets.FloatSlider]:
     """One slider per label over the emulator's range, then the RV; each redraws the model."""
     if view.emulator is None:
