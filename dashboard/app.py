@@ -166,8 +166,7 @@ class DashboardApp(param.Parameterized):
         ctx.param.watch(self._notify, "message_count")
         self.tabs.param.watch(self._on_active, "active")
         self.param.watch(self._on_tab, "tab")
-        self.tab = next(iter(self.specs), "")
-        self._on_shown(self.tab)
+        self.tab = next(iter(self.specs), "")  # shows the first view (see _on_tab)
         self._poll = None
         if pn.state.location is not None:
             pn.state.location.sync(focus, {"star_id": "star"})
