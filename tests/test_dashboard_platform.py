@@ -316,3 +316,17 @@ def test_a_store_without_a_catalog_is_explained_on_the_page(tmp_path):
     assert isinstance(card, pn.pane.Alert) and "catalog" in card.object
     assert not app.session.select_star("2M00000001+0000007")
     assert "catalog" in app.context.message
+
+
+def test_a_page_that_cannot_be_built_says_why(monkeypatch):
+    from dashboard import app as app_module
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("part <b>7</b> vanished")
+
+    monkeypatch.setattr(app_module.data, "make_context", broken)
+    page = app_module.page()
+    alert = page.main[0]
+    assert isinstance(alert, pn.pane.Alert)
+    assert "could not start this page" in alert.object
+    assert "RuntimeError: part &lt;b&gt;7&lt;/b&gt; vanished" in alert.object
