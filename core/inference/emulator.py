@@ -96,7 +96,8 @@ class EmulatorPredictor(Predictor):
     def fit(self, batch: SpectraBatch, return_model: bool = True):
         """The :class:`~core.fit.engine.BatchFit` of a batch on the emulator's grid."""
         good = good_pixels(batch.flux, batch.error, batch.pixmask, self.options.bad_bits)
-        good &= ~batch.excluded()
+        if batch.exclude is not None:
+            good &= ~batch.excluded()
         return fit_batch(self.emulator, batch.flux, batch.error, good, self.options,
                          return_model=return_model)
 

@@ -52,6 +52,8 @@ class SpectraBatch:
     catalog: pd.DataFrame
     grid: str
     exclude: np.ndarray | None = None
+    #: what :meth:`Predictor.prepare` computed for this batch (on the read-ahead thread)
+    prepared: dict | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -145,6 +147,14 @@ class Predictor(ABC):
         return {}
 
     # -- running -------------------------------------------------------------------------------
+    def prepare(self, batch: SpectraBatch) -> SpectraBatch:
+        """Numpy work that needs no model (masks, weights …), put in ``batch.prepared``.
+
+        The runner calls it on its read-ahead thread, so it overlaps the previous batch's
+        model work; :meth:`predict_batch` must also accept a batch not prepared.
+        """
+        return batch
+
     @abstractmethod
     def predict_batch(self, batch: SpectraBatch) -> Prediction:
         """Columns and outputs for every spectrum of ``batch`` (already on :attr:`grid`)."""
@@ -161,7 +171,7 @@ class Predictor(ABC):
         ``"columns"``, the values its catalog row gets from a store run."""
         spec = self.prepare_spectrum(spectrum)
         batch = SpectraBatch.from_spectrum(spec, exclude).on_grid(self.grid)
-        pred = self.predict_batch(batch)
+        pred = self.predict_batch(self.prepare(batch))
         out = {k: np.asarray(v)[0] for k, v in pred.outputs.items()}
         out["columns"] = {k: _scalar(np.asarray(v)[0]) for k, v in pred.columns.items()}
         out["spectrum"] = spec

@@ -101,7 +101,7 @@ def run_store(predictor: Predictor, store_or_path, *, rows=None, batch_size: int
         grid = predictor.grid
 
         def read(chunk: np.ndarray) -> SpectraBatch:
-            return SpectraBatch.from_store(store, store.read(chunk)).on_grid(grid)
+            return predictor.prepare(SpectraBatch.from_store(store, store.read(chunk)).on_grid(grid))
 
         chunks = [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)]
         bar = tqdm(total=len(all_rows), desc=desc or f"{predictor.family} inference",

@@ -68,10 +68,12 @@ def run_batch(model: SpectrumVAE, flux, weight, labels, device: torch.device, am
         mu, logvar = model.encode(flux, good, model.scale_labels(labels))
         recon = model.decode(mu, model.scale_labels(labels))
     mu, logvar, recon = mu.float(), logvar.float(), recon.float()
-    chi2, n_good = C.chi2_sum(flux, recon, weight)
     resid = torch.where(good, flux - recon, torch.zeros((), device=device))
+    r2 = resid.square()
+    # Σ w r² over good pixels, as core.chi2.chi2_sum, sharing the squared residuals
     return {"mu": mu, "sigma": torch.exp(0.5 * logvar), "recon": recon, "resid": resid,
-            "chi2": chi2, "n_good": n_good, "resid_ss": (resid**2).sum(dim=-1)}
+            "chi2": (weight * r2).sum(dim=-1), "n_good": good.sum(dim=-1),
+            "resid_ss": r2.sum(dim=-1)}
 
 
 class VAEPredictor(Predictor):
@@ -143,15 +145,23 @@ class VAEPredictor(Predictor):
                 "n_flag_unusable": int(((flags & FLAG_UNUSABLE) != 0).sum()),
                 "median_chi2_nu": float(np.nanmedian(chi2)) if np.isfinite(chi2).any() else None}
 
-    def predict_batch(self, batch: SpectraBatch) -> Prediction:
+    def prepare(self, batch: SpectraBatch) -> SpectraBatch:
         labels, _ = label_arrays(batch.catalog, self.label_names, "catalog rows")
         good = good_pixels(batch.flux, batch.error, batch.pixmask, self.bad_bits)
-        good &= ~batch.excluded()
-        flux = np.where(good, batch.flux, np.float32(0.0)).astype(np.float32)
-        weight = C.pixel_weights(batch.error, good, self.error_floor)
+        if batch.exclude is not None:
+            good &= ~batch.excluded()
         with np.errstate(invalid="ignore"):
             nonfinite = ~(np.isfinite(batch.flux) & np.isfinite(batch.error)).all(axis=1)
-        out = run_batch(self.model, flux, weight, labels, self.device, self.amp)
+        batch.prepared = {
+            "labels": labels, "good": good, "nonfinite": nonfinite,
+            "flux": np.where(good, batch.flux, np.float32(0.0)).astype(np.float32, copy=False),
+            "weight": C.pixel_weights(batch.error, good, self.error_floor)}
+        return batch
+
+    def predict_batch(self, batch: SpectraBatch) -> Prediction:
+        prep = batch.prepared if batch.prepared is not None else self.prepare(batch).prepared
+        labels, good, nonfinite = prep["labels"], prep["good"], prep["nonfinite"]
+        out = run_batch(self.model, prep["flux"], prep["weight"], labels, self.device, self.amp)
         n_good = out["n_good"].cpu().numpy()
         usable = (n_good > 0) & np.isfinite(labels).all(axis=1)
         flags = (np.where(nonfinite, FLAG_NONFINITE, 0)
