@@ -52,7 +52,8 @@ def dataset_card(ctx: AppContext) -> pn.viewable.Viewable:
     store = ctx.store
     if store is None:
         return pn.pane.Alert(f"**No dataset.** {escape(ctx.store_problem)}",
-                             alert_type="danger", css_classes=["ss-dataset"])
+                             alert_type="danger", css_classes=["ss-dataset"],
+                             styles={"overflow-wrap": "anywhere"})  # long paths wrap
     badge = ""
     if store.is_mock:
         badge = ('<div class="ss-mock-badge" style="background:#ffb74d;color:#3e2200;'

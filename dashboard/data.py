@@ -259,8 +259,12 @@ def make_context(store_path=None, model_dirs: str | None = None) -> AppContext:
         store.catalog  # noqa: B018  (read now: a broken catalog is named here, not later)
         ctx.store = store
     except StellarscopeError as exc:
-        ctx.store_problem = (f"{exc}. Build the mock survey with `stellarscope demo` "
-                             f"(or `stellarscope mock --out {path}`).")
+        if (path / MANIFEST).is_file():  # a store that is there but damaged
+            hint = f"Check every file of it with `stellarscope inspect --verify {path}`."
+        else:
+            hint = (f"Build the mock survey with `stellarscope demo` (or `stellarscope mock "
+                    f"--out {path}`).")
+        ctx.store_problem = f"{exc}. {hint}"
     explicit, notes = explicit_models(model_dirs)
     ctx.param.update(model_dirs=explicit, model_notes=notes)
     refresh_models(ctx)

@@ -192,3 +192,31 @@ def test_upload_bad_and_good_fits(page, dashboard, artifacts, tmp_path):
     expect(selected_star(page)).to_contain_text("(uploaded)", timeout=SHORT_MS)
     page.wait_for_timeout(1500)
     page.screenshot(path=artifacts / "09-upload-apstar.png", full_page=True)
+
+
+def test_a_store_damaged_under_the_server_is_explained_on_the_page(
+        page, dashboard_server, artifacts, tmp_path):
+    """A spectra part truncated while the server runs: the open page names it when a star is
+    read, and the next page says why there is no dataset; neither is a blank page."""
+    from test_dashboard_state import write_store
+
+    store = write_store(tmp_path / "store", n=20, seed=3)
+    env = {"STELLARSCOPE_STORE": str(store.path), "STELLARSCOPE_HOME": str(tmp_path / "home")}
+    with dashboard_server(env, tmp_path / "server.log") as url:
+        open_app(page, url)
+        part = next(store.path.glob("spectra-*.h5"))
+        part.write_bytes(part.read_bytes()[:500])
+        page.locator(".ss-selected-star").click()
+        page.keyboard.press("r")  # a random star, read from the damaged part
+        expect(page.locator(".notyf__message").first).to_contain_text(str(store.path),
+                                                                       timeout=SHORT_MS)
+        expect(selected_star(page)).to_contain_text("no star selected")
+        page.screenshot(path=artifacts / "16-store-damaged-open-page.png", full_page=True)
+
+        page.goto(url, timeout=LOAD_MS)
+        expect(page.locator(".ss-dataset")).to_contain_text("No dataset", timeout=LOAD_MS)
+        expect(page.locator(".ss-dataset")).to_contain_text(part.name)
+        expect(page.locator(".notyf__message", has_text=part.name).first).to_be_visible(
+            timeout=SHORT_MS)
+        assert "Traceback" not in page.content()
+        page.screenshot(path=artifacts / "17-store-damaged-new-page.png", full_page=True)
