@@ -188,14 +188,18 @@ def load_model(family: str, explicit: str | os.PathLike | None = None):
         where = models.find(family, explicit)
     except StellarscopeError as exc:
         return None, "", str(exc)
-    stamp = _newest(where)
+    prefix = f"stellarscope-model:{family}:{where.resolve()}:"
+    key = f"{prefix}{_newest(where)}"
     try:
         predictor = fam.part("predictor")
-        model = pn.state.as_cached(f"stellarscope-model:{family}:{where.resolve()}:{stamp}",
-                                   lambda: predictor.load(where))
+        model = pn.state.as_cached(key, lambda: predictor.load(where))
     except (StellarscopeError, OSError, ValueError, KeyError, ImportError,
             AttributeError, RuntimeError) as exc:
         return None, "", f"the {fam.title} in {where} could not be loaded: {exc}"
+    # weights retrained in place: the process keeps only the newest copy
+    for old in [k for k in list(pn.state.cache) if isinstance(k, tuple) and k[0] != key
+                and str(k[0]).startswith(prefix)]:
+        pn.state.cache.pop(old, None)
     return model, str(where), ""
 
 

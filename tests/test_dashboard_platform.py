@@ -174,6 +174,8 @@ def test_models_reload_when_their_weights_change_and_sessions_share_them(store, 
     os.utime(tiny_family / "model.safetensors", (time.time() + 5, time.time() + 5))
     assert "tiny" in data.refresh_models(a)
     assert float(a.slot("tiny").model.net.scale.detach()) == 4.0
+    cached = [k for k in pn.state.cache if str(k[0]).startswith("stellarscope-model:tiny:")]
+    assert len(cached) == 1  # the old weights are not kept for the process's lifetime
     assert data.refresh_models(a) == []  # nothing new: nothing changes
 
 
