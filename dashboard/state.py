@@ -16,6 +16,7 @@ import numpy as np
 import param
 
 from core.errors import BadDataError, StellarscopeError
+from core.labels import is_missing
 from core.spectrum import Spectrum
 from core.store import SpectraStore
 
@@ -91,10 +92,6 @@ class ModelSlot(param.Parameterized):
     problem = param.String(default="", doc="why there is no model (shown by views as is)")
     training = param.String(default="", doc="'training in progress: epoch 7 …' or ''")
 
-    @property
-    def ready(self) -> bool:
-        return self.model is not None
-
 
 class AppContext(param.Parameterized):
     """What every view needs from the process: the store, the models, user messages.
@@ -149,9 +146,10 @@ class AppContext(param.Parameterized):
 # -- the VAE on one spectrum ---------------------------------------------------------------------
 
 
-def _finite(v) -> bool:
+def _known(v) -> bool:
+    """A usable label value: a number, finite, not APOGEE's "no value" sentinel."""
     try:
-        return bool(np.isfinite(float(v)))
+        return not bool(is_missing(float(v)))
     except (TypeError, ValueError):
         return False
 
@@ -166,7 +164,7 @@ def vae_labels(vae, spectrum: Spectrum, catalog_row: dict | None = None
     names = tuple(getattr(vae, "label_names", ()))
     for source, where in ((spectrum.meta, "catalog labels"), (catalog_row or {}, "store catalog")):
         values = [source.get(n) for n in names]
-        if all(_finite(v) for v in values):
+        if all(_known(v) for v in values):
             return np.asarray(values, dtype=np.float32), where
     return np.asarray(vae.label_mean, dtype=np.float32), "training-set mean (file has no labels)"
 

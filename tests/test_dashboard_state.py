@@ -257,6 +257,8 @@ def test_vae_labels_fall_back_in_order(store):
     bare.meta = {}
     assert vae_labels(vae, bare, {"TEFF": 1, "LOGG": 2, "FE_H": 3})[1] == "store catalog"
     assert vae_labels(vae, bare)[1].startswith("training-set mean")
+    sentinel = {"TEFF": 4800.0, "LOGG": -9999.0, "FE_H": 0.1}  # APOGEE's "no value"
+    assert vae_labels(vae, bare, sentinel)[1].startswith("training-set mean")
 
 
 # -- catalog helpers --------------------------------------------------------------------------
