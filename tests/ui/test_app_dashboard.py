@@ -211,7 +211,7 @@ def test_a_store_damaged_under_the_server_is_explained_on_the_page(
         expect(page.locator(".notyf__message").first).to_contain_text(str(store.path),
                                                                        timeout=SHORT_MS)
         expect(selected_star(page)).to_contain_text("no star selected")
-        page.screenshot(path=artifacts / "16-store-damaged-open-page.png", full_page=True)
+        page.screenshot(path=artifacts / "17-store-damaged-open-page.png", full_page=True)
 
         page.goto(url, timeout=LOAD_MS)
         expect(page.locator(".ss-dataset")).to_contain_text("No dataset", timeout=LOAD_MS)
@@ -219,4 +219,4 @@ def test_a_store_damaged_under_the_server_is_explained_on_the_page(
         expect(page.locator(".notyf__message", has_text=part.name).first).to_be_visible(
             timeout=SHORT_MS)
         assert "Traceback" not in page.content()
-        page.screenshot(path=artifacts / "17-store-damaged-new-page.png", full_page=True)
+        page.screenshot(path=artifacts / "18-store-damaged-new-page.png", full_page=True)

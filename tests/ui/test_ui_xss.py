@@ -65,3 +65,24 @@ def test_upload_named_like_a_tag_is_shown_as_text(page, dashboard, artifacts):
     expect(page.locator(".notyf__message", has_text=name).first).to_be_visible(timeout=SHORT_MS)
     assert_no_script_ran(page)
     page.screenshot(path=artifacts / "15-xss-upload.png", full_page=True)
+
+
+def test_a_valid_upload_whose_star_is_a_tag_is_fitted_and_shown_as_text(
+        page, dashboard, artifacts, tmp_path):
+    """Its header's APOGEE_ID is the payload: the sidebar, the Star view and the Fit view's
+    status and summary show it literally."""
+    from fits_fixtures import write_apstar
+
+    url, _ = dashboard
+    opened(page, url)
+    good = write_apstar(tmp_path / "apStar-tag.fits", n_visits=2, apogee_id=PAYLOAD)
+    page.locator("input[type=file]").first.set_input_files(
+        {"name": f"{PAYLOAD}.fits", "mimeType": "application/fits", "buffer": good.read_bytes()})
+    expect(page.locator(".ss-upload-status")).to_contain_text("Showing", timeout=LOAD_MS)
+    expect(page.locator(".ss-selected-star")).to_contain_text(PAYLOAD, timeout=SHORT_MS)
+    page.locator(".ss-selected-star").click()
+    page.keyboard.press("f")  # the Fit tab, fitting the uploaded star
+    status = page.locator(".ss-fit-status p").first
+    expect(status).to_contain_text(f"Fitted {PAYLOAD}", timeout=LOAD_MS)
+    assert_no_script_ran(page)
+    page.screenshot(path=artifacts / "16-xss-upload-fitted.png", full_page=True)
