@@ -108,7 +108,8 @@ class SpectrumFigure:
                              label_text_font_size="9pt", spacing=12, margin=2)
         fig.add_layout(self.legend, "above")
         self.mask_src = self.span_layer("masked", "#9e9e9e", 0.28, "masked pixels")
-        self.window_src = self.span_layer("windows", "#ffd54f", 0.38, "element windows")
+        self.window_src = self.span_layer("windows", "#ffd54f", 0.38, "element windows",
+                                          edge="#f9a825")
         self.spec_src = ColumnDataSource({k: [] for k in ("wave", "flux", "err", "mask")})
         self.band_src = ColumnDataSource({"x": [], "y": []})
         r_band = fig.patch(x="x", y="y", source=self.band_src, fill_color="#7f9fbf",
@@ -167,12 +168,14 @@ class SpectrumFigure:
 
     # -- layers -------------------------------------------------------------------------------
     def span_layer(self, name: str, color: str, alpha: float, legend: str | None = None,
-                   on_residuals: bool = False) -> ColumnDataSource:
-        """A named set of shaded wavelength spans (x0, x1), made once; returns its source."""
+                   on_residuals: bool = False, edge: str | None = None) -> ColumnDataSource:
+        """A named set of shaded wavelength spans (x0, x1), made once; returns its source.
+        ``edge`` outlines each span (narrow windows stay visible on the whole spectrum)."""
         if name not in self.span_sources:
             src = ColumnDataSource(dict(EMPTY_SPANS))
             r = self.fig.vstrip(x0="x0", x1="x1", source=src, fill_color=color,
-                                fill_alpha=alpha, line_alpha=0)
+                                fill_alpha=alpha, line_color=edge or color,
+                                line_alpha=0.9 if edge else 0)
             if on_residuals:
                 self.res_fig.vstrip(x0="x0", x1="x1", source=src, fill_color=color,
                                     fill_alpha=alpha, line_alpha=0)
