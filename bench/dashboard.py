@@ -235,7 +235,7 @@ def measure_fit_view(store_path: Path, repeats: int) -> dict:
 
 def measure_corner(frame: pd.DataFrame, repeats: int) -> dict:
     from dashboard import corner
-    from dashboard.views.catalog import CornerPlot
+    from dashboard.figures.corner_plot import CornerPlot
 
     ranges = {c: corner.finite_range(frame[c].to_numpy()) for c in CORNER_COLS}
     corner.corner_aggregates(frame.head(1000), CORNER_COLS, ranges)  # compile numba kernels
@@ -252,7 +252,7 @@ def measure_selection(frame: pd.DataFrame, repeats: int) -> dict:
     """A box and a lasso brushed in the (TEFF, LOGG) panel: finding the rows on the server and
     re-aggregating every panel's selection layer, as one brush in the Catalog view does."""
     from dashboard import corner
-    from dashboard.views.catalog import CornerPlot
+    from dashboard.figures.corner_plot import CornerPlot
 
     plot = CornerPlot(frame, CORNER_COLS, None, "eq_hist", lambda *a: None, lambda *a: None)
     boxes = iter([(4200 + 10 * i, 5000, 1.5, 3.2) for i in range(repeats + 2)])
