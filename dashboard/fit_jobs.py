@@ -3,6 +3,8 @@ and a status line that the worker may update through the page's document."""
 
 from __future__ import annotations
 
+import html
+
 import panel as pn
 
 from core.errors import StellarscopeError
@@ -67,7 +69,7 @@ class FitJobs:
     def failed(self, exc: BaseException) -> None:
         with pn.io.hold():
             self.done()
-            self.status.object = f"⚠ fit failed: {exc}"
+            self.status.object = f"⚠ fit failed: {html.escape(str(exc))}"
         self.set_busy(False)
         if self.on_error is not None:
             self.on_error(exc)

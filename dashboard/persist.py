@@ -219,6 +219,9 @@ def apply_session(app, doc: dict, name: str = "session.json", *, sync: bool = Fa
         except (KeyError, TypeError, ValueError) as exc:
             notes.append(f"{key} view settings skipped ({exc})")
     if doc.get("selection"):  # after the catalog view's columns, which redraw the corner plot
+        for view in app.views.values():  # a view first built later starts its selection afresh
+            if hasattr(view, "ensure_built"):
+                view.ensure_built()
         try:
             rows = unpack_rows(doc["selection"], len(store), name)
         except BadFileError as exc:

@@ -107,6 +107,9 @@ def test_a_session_file_saved_before_named_tabs_still_restores(store):
     assert app.session.focus.star_id == saved["star"] == store.catalog["APOGEE_ID"].iloc[7]
     assert app.tab == "fit" and app.tabs.active == 3
     np.testing.assert_array_equal(app.session.selection.rows, [3, 7, 11, 40])
+    app.show_tab("catalog")  # its first visit keeps the restored selection
+    np.testing.assert_array_equal(app.session.selection.rows, [3, 7, 11, 40])
+    assert "**4** of 50 stars selected: box on TEFF–LOGG" in app.views["catalog"].count.object
     for name in ("star", "catalog"):
         assert persist.view_state(app.views[name]) == saved["views"][name]
     latent = persist.view_state(app.views["latent"])
@@ -119,7 +122,7 @@ def test_a_session_file_saved_before_named_tabs_still_restores(store):
     np.testing.assert_allclose(fit["user_mask_ranges"], old_fit["user_mask_ranges"], atol=0.5)
     # saved again, it is a version-2 file naming its tab, and restores the same way
     again = persist.read_session(persist.dumps(persist.session_document(app)), "again.json")
-    assert again["version"] == persist.VERSION == 2 and again["tab"] == "fit"
+    assert again["version"] == persist.VERSION == 2 and again["tab"] == "catalog"
     assert again["views"]["star"] == saved["views"]["star"]
 
 

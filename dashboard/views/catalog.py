@@ -18,6 +18,8 @@ each brush to one aggregation per panel (see bench/dashboard.py).
 
 from __future__ import annotations
 
+import html
+
 import numpy as np
 import pandas as pd
 import panel as pn
@@ -93,6 +95,8 @@ class CatalogView(pn.viewable.Viewer):
         self.param.watch(lambda e: self.built and self.rebuild(), ["axes", "color_by", "cnorm"])
         self.focus.param.watch(lambda e: self._mark_focus(), "spectrum")
         self.context.param.watch(lambda e: self.reload_columns(), "catalog_version")
+        self._own_selection = False
+        self.selection.param.watch(self._on_selection, "rows")
         self.built = False
 
     def reload_columns(self) -> None:
@@ -160,7 +164,11 @@ class CatalogView(pn.viewable.Viewer):
         else:
             self.constraints = [text]
         rows = np.flatnonzero(mask)
-        self.selection.select(rows, description="; ".join(self.constraints))
+        self._own_selection = True
+        try:
+            self.selection.select(rows, description="; ".join(self.constraints))
+        finally:
+            self._own_selection = False
         self.table.value = self._table_frame.iloc[rows]
         if self.plot is not None:
             self.plot.set_selection(rows, panel, box, keep_boxes=narrow, lasso=lasso)
@@ -193,9 +201,24 @@ class CatalogView(pn.viewable.Viewer):
         self.plot.mark_star(row)
 
     # -- selection ------------------------------------------------------------------------
+    def _on_selection(self, event) -> None:
+        """A selection made elsewhere (a restored session) is shown here too."""
+        if self._own_selection or not self.built:
+            return
+        rows = event.new
+        self.constraints = [] if rows is None else [self.selection.description]
+        self.table.value = self._table_frame if rows is None else self._table_frame.iloc[rows]
+        if self.plot is not None:
+            self.plot.set_selection(rows)
+        self._update_count()
+
     def _reset_selection(self) -> None:
         self.constraints = []
-        self.selection.clear()
+        self._own_selection = True
+        try:
+            self.selection.clear()
+        finally:
+            self._own_selection = False
         self.table.value = self._table_frame
 
     def clear_selection(self) -> None:
@@ -208,7 +231,7 @@ class CatalogView(pn.viewable.Viewer):
         total = self.selection.total
         if self.selection.active:
             self.count.object = (f"**{self.selection.count:,}** of {total:,} stars selected: "
-                                 f"{self.selection.description}")
+                                 f"{html.escape(self.selection.description)}")  # may be a file's
         else:
             self.count.object = (f"No selection: **{total:,}** stars. Drag a box in any panel "
                                  "(or a lasso: pick it in the plot's toolbar) to select; click a "

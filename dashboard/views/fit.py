@@ -15,6 +15,8 @@ The emulator is the app's ``emulator`` model slot; the plot is the shared
 
 from __future__ import annotations
 
+import html
+
 import numpy as np
 import pandas as pd
 import panel as pn
@@ -124,7 +126,7 @@ class FitView(pn.viewable.Viewer):
                       self.element_button):
                 w.disabled = True
             if self.emulator is None:
-                self.status.object = f"⚠ {self.model_problem}"
+                self.status.object = f"⚠ {html.escape(self.model_problem)}"
                 self.fit_button.disabled = True
                 return
             if spec is None:
@@ -135,7 +137,7 @@ class FitView(pn.viewable.Viewer):
             try:
                 self.spectrum = on_grid(spec, self.emulator.grid)
             except StellarscopeError as exc:
-                self.status.object = f"⚠ cannot fit this spectrum: {exc}"
+                self.status.object = f"⚠ cannot fit this spectrum: {html.escape(str(exc))}"
                 self.fit_button.disabled = True
                 return
             self.user_mask = np.zeros(self.emulator.n_pix, bool)
@@ -224,7 +226,7 @@ class FitView(pn.viewable.Viewer):
             self.table.value = fit_report.result_table(result)
             self.summary.object = fit_report.summary_text(
                 result, bool(self.emulator.config.error_floor))
-            self.status.object = f"Fitted {spec.label}."
+            self.status.object = f"Fitted {html.escape(spec.label)}."  # an upload's own name
             self._show_command()
             self._explorer = LabelExplorer(self.emulator, CONTINUUM_CHOICES[self.continuum],
                                            result.continuum)

@@ -9,6 +9,8 @@ released, so users see which lines each latent controls around the current point
 
 from __future__ import annotations
 
+import html
+
 import numpy as np
 import panel as pn
 import param
@@ -167,7 +169,7 @@ class LatentView(pn.viewable.Viewer):
         self.z_sliders, self.y_sliders = [], []
         if vae is None:
             problem = self.context.slot("vae").problem or "No VAE model yet."
-            self.message.object = (f"**{problem}** "
+            self.message.object = (f"**{html.escape(problem)}** "
                                    "The latent sliders appear when a VAE is available.")
             self.message.visible = True
             self.sliders_box.objects = []

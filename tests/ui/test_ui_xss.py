@@ -13,8 +13,9 @@ pytestmark = pytest.mark.ui
 
 LOAD_MS = 120_000
 SHORT_MS = 30_000
-#: Runs script through an image's error handler if it ever reaches innerHTML unescaped.
-PAYLOAD = "<img src=x onerror=window.__xss=1>"
+#: Runs script through an image's error handler if it ever reaches innerHTML unescaped; its
+#: quoted attributes also make it inline HTML to Markdown, which passes such HTML through.
+PAYLOAD = '<img src="x" onerror="window.__xss=1">'
 
 
 def opened(page, url: str, query: str = ""):
@@ -26,7 +27,7 @@ def opened(page, url: str, query: str = ""):
 def assert_no_script_ran(page) -> None:
     page.wait_for_timeout(1500)  # time for an injected <img> to fail to load
     assert page.evaluate("() => window.__xss") is None
-    assert page.locator("img[src=x]").count() == 0
+    assert page.locator('img[src="x"]').count() == 0
 
 
 def test_star_id_in_the_url_is_shown_as_text(page, dashboard, artifacts):
@@ -41,8 +42,13 @@ def test_star_id_in_the_url_is_shown_as_text(page, dashboard, artifacts):
 def test_session_file_with_a_tag_as_star_is_shown_as_text(page, dashboard, artifacts, tmp_path):
     url, store = dashboard
     opened(page, url)
+    import numpy as np
+
+    from dashboard.persist import pack_rows
+
+    selection = {**pack_rows(np.array([1, 2, 3]), len(store)), "description": PAYLOAD}
     doc = {"format": "stellarscope-session", "version": 2, "star": PAYLOAD, "tab": "star",
-           "store": {"path": str(store.path)}, "views": {}}
+           "store": {"path": str(store.path)}, "views": {}, "selection": selection}
     saved = tmp_path / "evil-session.json"
     saved.write_text(json.dumps(doc))
     page.locator(".ss-session-restore input[type=file]").set_input_files(str(saved))
@@ -50,6 +56,10 @@ def test_session_file_with_a_tag_as_star_is_shown_as_text(page, dashboard, artif
            ).to_be_visible(timeout=SHORT_MS)
     assert_no_script_ran(page)
     page.screenshot(path=artifacts / "14-xss-session.png", full_page=True)
+    page.locator(".bk-tab", has_text="Catalog").first.click()  # the selection's description
+    expect(page.locator(".ss-selection-count")).to_contain_text(
+        f"3 of {len(store):,} stars selected: {PAYLOAD}", timeout=LOAD_MS)
+    assert_no_script_ran(page)
 
 
 def test_upload_named_like_a_tag_is_shown_as_text(page, dashboard, artifacts):
