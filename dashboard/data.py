@@ -1,8 +1,11 @@
 """Everything the dashboard loads, through ``core`` only, cached once per server process.
 
 Stores, models and line lists are shared by all sessions (``pn.state.as_cached``); each cache
-key carries the file's modification time, so a store that gains catalog columns, or a model
-that finishes training, is picked up on the next session without a restart.
+key carries the files' newest modification time, so a store that gains catalog columns (or
+breaks), or a model that finishes training, is picked up without a restart.  Models: one per
+registered family (:data:`core.models.FAMILIES`), found by :func:`core.models.find` unless a
+directory in ``$STELLARSCOPE_MODELS`` names that family's model, loaded by the family's
+Predictor into the context's :class:`~dashboard.state.ModelSlot`.
 """
 
 from __future__ import annotations
