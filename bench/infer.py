@@ -13,7 +13,8 @@ scalings and a small emulator on the same labels, then times, ``--repeats`` time
 * ``emulator_fit_store``: the batched fit as ``stellarscope fit --all`` runs it.
 
 Medians go to bench/results/infer.json under ``--label`` and the device, so "before" and
-"after" figures sit side by side.
+"after" figures sit side by side.  On a shared machine, alternate runs of the old tree
+(``git archive``) and this one with ``--accumulate`` so both see the same load.
 """
 
 from __future__ import annotations
@@ -61,12 +62,13 @@ def build(tmp: Path, n: int) -> tuple[SpectraStore, Path, Path]:
     with torch.no_grad():  # a spectrum-like output so the fit behaves as on real data
         emu.layers[-1].weight.mul_(0.1)
         emu.layers[-1].bias.fill_(0.9)
-    emu.start_bank = torch.as_tensor(labels[:64], dtype=torch.float32)
+    emu.start_bank = torch.tensor(labels[:64], dtype=torch.float32)
     emu_dir = models.save(emu, tmp / "emulator")
     return store, vae_dir, emu_dir
 
 
 def timed(fn, n: int, repeats: int) -> dict:
+    fn()  # warm-up: first-call set-up (kernels, caches) is not the steady rate
     rates = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -127,17 +129,28 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--accumulate", action="store_true",
+                   help="pool the rates with earlier runs of the same label (e.g. alternating "
+                   "runs of the old and the new code on a busy machine)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     result = run(args)
+    path = Path(args.out)
+    data = json.loads(path.read_text()) if path.exists() else {}
+    kind = result["device"].split(":")[0]
+    if args.accumulate:  # runs of one label pool their rates (interleaved before/after runs)
+        old = data.get(args.label, {}).get(kind, {})
+        for key, fig in result.items():
+            if isinstance(fig, dict) and isinstance(old.get(key), dict):
+                fig["spectra_per_s"] = old[key]["spectra_per_s"] + fig["spectra_per_s"]
+                fig["repeats"] = len(fig["spectra_per_s"])
+                fig["median_spectra_per_s"] = round(statistics.median(fig["spectra_per_s"]), 1)
+    data.setdefault(args.label, {})[kind] = result
     for key, fig in result.items():
         if isinstance(fig, dict):
             print(f"{key:20s} {fig['median_spectra_per_s']:>10.1f} spectra/s "
                   f"(median of {fig['repeats']})")
-    path = Path(args.out)
-    data = json.loads(path.read_text()) if path.exists() else {}
-    data.setdefault(args.label, {})[result["device"].split(":")[0]] = result
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2) + "\n")
     print(f"written to {path}")
