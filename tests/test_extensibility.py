@@ -13,9 +13,9 @@ import json
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import panel as pn
 import param
-import pandas as pd
 import pytest
 import torch
 from test_dashboard_state import write_store
