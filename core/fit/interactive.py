@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..chi2 import reduced_chi2
 from ..labels import is_missing
 from ..models.emulator import Emulator
 from .forward import ForwardModel
@@ -94,6 +95,14 @@ class LabelExplorer:
             p[0, emu.n_labels + 1:] = torch.tensor(self.continuum, dtype=torch.float32)
         with torch.no_grad():
             return fwd.evaluate(p.to(emu.device), jacobian=False)[0][0].cpu().numpy()
+
+
+    def chi2_nu(self, spectrum, model: np.ndarray, use: np.ndarray) -> float:
+        """χ²_ν of ``model`` over the ``use`` pixels with the fitter's σ (core.chi2: error
+        floor and the emulator's own error in quadrature), so slider and fit χ² compare."""
+        err = getattr(self.emulator, "pixel_error", None)
+        err = None if err is None else err.detach().cpu().numpy()
+        return reduced_chi2(spectrum.flux, spectrum.error, model, use, model_error=err)[0]
 
 
 def pulls(spectrum, model: np.ndarray, use: np.ndarray) -> np.ndarray:

@@ -9,43 +9,22 @@ read-ahead, so neither training nor inference imports the other.
 
 from __future__ import annotations
 
-import contextlib
 import queue
 import threading
 from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
-import torch
 
 from ..chi2 import ERROR_FLOOR, pixel_weights
-from ..errors import BadDataError, StellarscopeError
+from ..device import autocast, choose_device  # noqa: F401  (the runner and predictors take them from here)
+from ..errors import BadDataError
 from ..grid import PIXMASK_VALUE, Grid, bad_pixels
 
 LABEL_NAMES = ("TEFF", "LOGG", "FE_H")
 
 #: PIXMASK bit written into pixels that a grid change leaves uncovered.
 MISSING_BITS = PIXMASK_VALUE["BADPIX"]
-
-
-def choose_device(preference: str | torch.device | None = "auto") -> torch.device:
-    """``auto`` / None: CUDA when available, else CPU; otherwise the named device."""
-    if preference in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(preference)
-    except RuntimeError as exc:
-        raise StellarscopeError(f"unknown device {preference!r} ({exc})") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise StellarscopeError(f"device {preference!r} requested but CUDA is not available")
-    return dev
-
-
-def autocast(device: torch.device, enabled: bool = True):
-    """bf16 autocast on CUDA; a no-op context elsewhere (the CPU runs float32)."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def label_arrays(catalog: pd.DataFrame, names=LABEL_NAMES, where: str = "catalog"

@@ -266,7 +266,7 @@ def load_emulator(path, device: str | torch.device | None = None) -> Emulator:
 
 
 def default_device() -> torch.device:
-    """CUDA when present, else CPU: :func:`core.train.loop.choose_device`, the one choice."""
-    from ..train.loop import choose_device
+    """CUDA when present, else CPU: :func:`core.device.choose_device`, the one choice."""
+    from ..device import choose_device
 
     return choose_device("auto")

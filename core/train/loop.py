@@ -7,7 +7,6 @@ same script runs unchanged as a single process.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 from collections.abc import Callable, Iterable
@@ -17,20 +16,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from ..errors import StellarscopeError
-
-
-def choose_device(preference: str | None = "auto") -> torch.device:
-    """``auto``: CUDA when available, else CPU; otherwise the named device."""
-    if preference in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(preference)
-    except RuntimeError as exc:
-        raise StellarscopeError(f"unknown device {preference!r} ({exc})") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise StellarscopeError(f"device {preference!r} requested but CUDA is not available")
-    return dev
+from ..device import autocast, choose_device  # noqa: F401  (trainers take them from here)
 
 
 @dataclass
@@ -79,13 +65,6 @@ def init_distributed(device_preference: str | None = "auto") -> DistInfo:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         started = True
     return DistInfo(rank, world, local_rank, device, started)
-
-
-def autocast(device: torch.device, enabled: bool = True):
-    """bf16 autocast on CUDA; a no-op context elsewhere (CPU trains in float32)."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def make_optimizer(params, lr: float) -> torch.optim.Optimizer:

@@ -339,8 +339,7 @@ class FitView(pn.viewable.Viewer):
         pull = pulls(spec, model, good)
         fit_pull = (pulls(spec, result.model, good & result.used) if result is not None
                     else np.full(spec.n_pix, np.nan))
-        finite = pull[np.isfinite(pull)]
-        chi2 = float(np.mean(finite**2)) if finite.size else float("nan")
+        chi2 = self._explorer.chi2_nu(spec, model, good & np.isfinite(pull))
         with pn.io.hold():
             self.figure.set_overlay("slider", spec.wavelength, model)
             self.figure.set_residual("fit", spec.wavelength, fit_pull)

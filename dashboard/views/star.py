@@ -21,7 +21,15 @@ from core.labels import display_name
 from .. import data
 from ..figures.lines import filter_lines, line_label
 from ..figures.spectrum import SpectrumFigure
-from ..spectra import csv_bytes, fits_bytes, label_table, residuals, robust_range, zoom_groups
+from ..spectra import (
+    csv_bytes,
+    fit_statistics,
+    fits_bytes,
+    label_table,
+    residuals,
+    robust_range,
+    zoom_groups,
+)
 from ..state import AppContext, FocusState
 
 MODEL_COLORS = {
@@ -215,8 +223,8 @@ class StarView(pn.viewable.Viewer):
             y, band = pull, np.where(np.isfinite(pull), 1.0, 0.0)
             lo, hi = robust_range(pull, pad=0.15)
             m = min(max(abs(lo), abs(hi), 3.5), 12.0)
-        good = np.isfinite(pull)
-        chi2 = float(np.mean(pull[good] ** 2)) if good.any() else float("nan")
+        stats = fit_statistics(spec, self.focus.models[name])  # the catalog's χ²: floor included
+        chi2, n_good = stats["chi2_nu"], stats["n_good"]
         with pn.io.hold():
             curve = self.figure.residual_curve("residual")
             curve.glyph.line_color = self.figure.overlay(name).glyph.line_color
@@ -224,7 +232,7 @@ class StarView(pn.viewable.Viewer):
             self.figure.set_residual_band(spec.wavelength, band)
             self.figure.frame_residuals(
                 -m, m, axis_label=self.residual_mode,
-                title=f"Residuals of the {name}: χ²_ν = {chi2:.2f} over {int(good.sum())} good "
+                title=f"Residuals of the {name}: χ²_ν = {chi2:.2f} over {n_good} good "
                       "pixels (band: ±1σ)")
             self.res_info.object = f"Residual panel: **{name}**, χ²_ν = {chi2:.2f}"
 
