@@ -9,7 +9,6 @@ weights (checked by the weights' SHA-256 recorded in the manifest).
 from __future__ import annotations
 
 import hashlib
-import importlib
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,10 +19,10 @@ from .errors import StoreError
 DEMO_N_STARS = 20_000
 DEMO_SEED = 42
 
-#: Shipped demo models: (folder under assets/models, inference function, a column it writes).
-DEMO_MODELS = [
-    ("vae-demo", "core.inference.vae:infer_store", "VAE_CHI2"),
-]
+#: Families whose shipped demo runs over the demo store when it is built (through the shared
+#: runner).  The emulator's would be a fit of every star (minutes of CPU): `infer emulator`
+#: or the Fit view's "Fit N selected" adds those columns on demand.
+DEMO_FAMILIES = ("vae",)
 
 
 @dataclass
@@ -54,6 +53,8 @@ def _store_complete(path: Path) -> bool:
 def build_demo(store_path=None, n_stars: int = DEMO_N_STARS, seed: int = DEMO_SEED,
                force: bool = False, progress: bool = True, log=print) -> DemoStatus:
     """Make sure the demo store exists and carries the shipped models' columns."""
+    from .inference.runner import rank_device, run_store
+    from .models.families import get_family
     from .store import SpectraStore
 
     store_path = Path(store_path) if store_path else paths.demo_store()
@@ -66,21 +67,23 @@ def build_demo(store_path=None, n_stars: int = DEMO_N_STARS, seed: int = DEMO_SE
                              overwrite=True)
         status.generated = True
     store = SpectraStore.open(store_path)
-    for folder, func_ref, column in DEMO_MODELS:
-        model_dir = paths.SHIPPED_MODELS / folder
+    for name in DEMO_FAMILIES:
+        family = get_family(name)
+        model_dir = paths.SHIPPED_MODELS / family.demo
         if not (model_dir / "config.json").is_file():
-            status.skipped.append(f"{folder}: no shipped weights in {model_dir}")
+            status.skipped.append(f"{family.demo}: no shipped weights in {model_dir}")
             continue
         digest = weights_sha256(model_dir)
+        predictor = family.part("predictor").load(model_dir, rank_device(None))
+        column = predictor.columns()[0].name
         note = store.manifest.get("columns", {}).get(column, {})
         if not force and not status.generated and note.get("model_sha256") == digest:
             continue
-        log(f"Running {folder} over the {store.n_stars} stars of the demo store")
-        module, func = func_ref.split(":")
-        infer = getattr(importlib.import_module(module), func)
-        infer(store, model_dir, progress=progress, extra_note={"model_sha256": digest})
+        log(f"Running {family.demo} over the {store.n_stars} stars of the demo store")
+        run_store(predictor, store, progress=progress, note={"model_sha256": digest},
+                  desc=f"{family.title} inference")
         store = SpectraStore.open(store_path)
-        status.inferred.append(folder)
+        status.inferred.append(family.demo)
     return status
 
 

@@ -1,0 +1,22 @@
+"""The embedded demo (what `make serve` builds): the mock store plus the shipped VAE's columns,
+run through the shared inference runner, and nothing redone on the next start."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from core.demo import build_demo
+from core.store import SpectraStore
+
+
+def test_demo_builds_once_and_carries_the_shipped_vae_columns(tmp_path):
+    path = tmp_path / "demo"
+    first = build_demo(path, n_stars=40, progress=False, log=lambda *_: None)
+    assert first.generated and first.inferred == ["vae-demo"]
+    store = SpectraStore.open(path)
+    assert store.is_mock and len(store) == 40
+    assert np.isfinite(store.catalog["VAE_CHI2"]).sum() >= 35
+    note = store.manifest["columns"]["VAE_Z00"]
+    assert note["model_type"] == "vae" and len(note["model_sha256"]) == 64
+    again = build_demo(path, n_stars=40, progress=False, log=lambda *_: None)
+    assert not again.generated and again.inferred == []
