@@ -39,6 +39,7 @@ from .io import (
 MODEL_TYPES: dict[str, type | str] = {
     "vae": "core.models.vae:SpectrumVAE",
     "emulator": "core.models.emulator:Emulator",
+    "transformer": "core.models.transformer:SpectralTransformer",
 }
 
 #: Keys of config.json that ``extra_config`` may not replace.

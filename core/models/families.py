@@ -125,3 +125,7 @@ register_family(Family(
     name="emulator", title="spectral emulator", model_types=("emulator",),
     demo="emulator-demo", task="core.train.emulator:task",
     predictor="core.inference.emulator:EmulatorPredictor", column_prefix="FIT"))
+register_family(Family(
+    name="transformer", title="spectral transformer", model_types=("transformer",),
+    demo="transformer-demo", task="core.train.transformer:task",
+    predictor="core.inference.transformer:TransformerPredictor", column_prefix="TF"))

@@ -1,0 +1,248 @@
+"""A spectral transformer (SpectraFM's idea): pixels are tokens placed by their wavelength.
+
+Each good pixel becomes a token whose embedding is a learned function of its standardised
+flux and error plus a sinusoidal encoding of its vacuum wavelength, so one model reads any
+subset of pixels on any grid.  A small encoder mixes the pixel tokens; then one learned
+query per label attends to them through decoder cross-attention and returns a value and a
+log-variance (standardised label units).  Label queries carry no wavelength term.
+
+Attention runs through ``scaled_dot_product_attention`` (fast path, key-padding mask for
+masked pixels); ``forward(..., return_attention=True)`` takes the explicit path and also
+returns the decoder's cross-attention weights per layer, (B, heads, labels, pixels).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import BadDataError
+
+
+@dataclass
+class TransformerConfig:
+    """Architecture and scalings of a :class:`SpectralTransformer`."""
+
+    label_names: tuple[str, ...] = ("TEFF", "LOGG", "FE_H")
+    context: int = 128          # pixel tokens per forward pass (training draw, inference patch)
+    width: int = 64
+    heads: int = 4
+    encoder_layers: int = 1
+    decoder_layers: int = 2
+    ffn: int = 128
+    dropout: float = 0.05
+    #: wavelength range (Å, vacuum) the encoding is declared for; others are refused
+    wave_min: float = 15000.0
+    wave_max: float = 17000.0
+    #: the fastest sinusoid turns this many radians across the range (fine wavelength detail)
+    wave_turns: float = 1000.0
+    grid: str = "apogee_7514"   # grid of the training store (the predictor's default grid)
+    preset: str = "compact"
+    #: error ratio (σ / flux scale) beyond which the error input saturates
+    max_error_ratio: float = 10.0
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.label_names = tuple(self.label_names)
+        if self.width % self.heads or self.width % 2:
+            raise ValueError(f"width {self.width} must be even and divisible by heads {self.heads}")
+        if not self.label_names:
+            raise ValueError("a transformer needs at least one label")
+        if self.wave_max <= self.wave_min:
+            raise ValueError("wave_max must exceed wave_min")
+        if self.context < 1 or self.encoder_layers < 0 or self.decoder_layers < 1:
+            raise ValueError("need context ≥ 1, encoder_layers ≥ 0, decoder_layers ≥ 1")
+
+    @classmethod
+    def preset_config(cls, name: str, **overrides) -> TransformerConfig:
+        if name not in PRESETS:
+            raise ValueError(f"unknown transformer preset {name!r} (known: {sorted(PRESETS)})")
+        return cls(**{**PRESETS[name], "preset": name, **overrides})
+
+
+#: compact trains on a laptop CPU in minutes; spectrafm has SpectraFM's sizes (context 512,
+#: width 256, 2 encoder + 3 decoder blocks).
+PRESETS: dict[str, dict] = {
+    "compact": {"context": 128, "width": 64, "heads": 4, "encoder_layers": 1,
+                "decoder_layers": 2, "ffn": 128, "dropout": 0.05},
+    "spectrafm": {"context": 512, "width": 256, "heads": 8, "encoder_layers": 2,
+                  "decoder_layers": 3, "ffn": 1024, "dropout": 0.05},
+}
+
+
+class Attention(nn.Module):
+    """Multi-head attention with a key-padding mask; fast (SDPA) or explicit (weights)."""
+
+    def __init__(self, width: int, heads: int, dropout: float):
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.q = nn.Linear(width, width)
+        self.kv = nn.Linear(width, 2 * width)
+        self.out = nn.Linear(width, width)
+
+    def _split(self, x):
+        b, n, d = x.shape
+        return x.view(b, n, self.heads, d // self.heads).transpose(1, 2)
+
+    def forward(self, query, keys, key_mask, need_weights: bool = False):
+        """``key_mask`` (B, N) True where a key may be attended to."""
+        q = self._split(self.q(query))
+        k, v = (self._split(t) for t in self.kv(keys).chunk(2, dim=-1))
+        mask = key_mask[:, None, None, :]
+        p = self.dropout if self.training else 0.0
+        weights = None
+        if need_weights:
+            scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
+            scores = scores.masked_fill(~mask, float("-inf"))
+            weights = torch.softmax(scores.float(), dim=-1).to(q.dtype)
+            out = F.dropout(weights, p, self.training) @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+        b, h, n, dh = out.shape
+        return self.out(out.transpose(1, 2).reshape(b, n, h * dh)), weights
+
+
+class Block(nn.Module):
+    """Pre-norm block: attention of ``query`` to ``keys`` (itself in the encoder), then FFN."""
+
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.norm_q = nn.LayerNorm(cfg.width)
+        self.norm_k = nn.LayerNorm(cfg.width)
+        self.attn = Attention(cfg.width, cfg.heads, cfg.dropout)
+        self.norm_f = nn.LayerNorm(cfg.width)
+        self.ffn = nn.Sequential(nn.Linear(cfg.width, cfg.ffn), nn.GELU(), nn.Dropout(cfg.dropout),
+                                 nn.Linear(cfg.ffn, cfg.width))
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x, keys, key_mask, need_weights: bool = False):
+        kv = self.norm_q(x) if keys is None else self.norm_k(keys)
+        a, w = self.attn(self.norm_q(x), kv, key_mask, need_weights)
+        x = x + self.drop(a)
+        return x + self.drop(self.ffn(self.norm_f(x))), w
+
+
+class SpectralTransformer(nn.Module):
+    """Pixel tokens (flux, error, wavelength) → per-label value and log-variance."""
+
+    model_type = "transformer"
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.config = cfg = config
+        d = cfg.width
+        self.value_embed = nn.Sequential(nn.Linear(2, d), nn.GELU(), nn.Linear(d, d))
+        self.label_queries = nn.Parameter(torch.randn(len(cfg.label_names), d) * 0.02)
+        self.encoder = nn.ModuleList(Block(cfg) for _ in range(cfg.encoder_layers))
+        self.decoder = nn.ModuleList(Block(cfg) for _ in range(cfg.decoder_layers))
+        self.head_norm = nn.LayerNorm(d)
+        self.head = nn.Linear(d, 2)
+        # frequencies of the wavelength encoding, slowest last
+        self.register_buffer("omega", torch.pow(10000.0, -torch.arange(0, d, 2) / d),
+                             persistent=False)
+        self.register_buffer("flux_center", torch.tensor(1.0))
+        self.register_buffer("flux_scale", torch.tensor(0.1))
+        self.register_buffer("label_mean", torch.zeros(len(cfg.label_names)))
+        self.register_buffer("label_std", torch.ones(len(cfg.label_names)))
+
+    # -- saving --------------------------------------------------------------------------------
+    def architecture(self) -> dict:
+        return asdict(self.config) | {"label_names": list(self.config.label_names)}
+
+    @classmethod
+    def from_architecture(cls, arch: dict) -> SpectralTransformer:
+        known = {f.name for f in fields(TransformerConfig)}
+        return cls(TransformerConfig(**{k: v for k, v in arch.items() if k in known}))
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        return self.config.label_names
+
+    @property
+    def device(self) -> torch.device:
+        return self.head.weight.device
+
+    def set_scaling(self, flux_center: float, flux_scale: float, label_mean, label_std) -> None:
+        with torch.no_grad():
+            self.flux_center.fill_(float(flux_center))
+            self.flux_scale.fill_(max(float(flux_scale), 1e-4))
+            self.label_mean.copy_(torch.as_tensor(np.asarray(label_mean), dtype=torch.float32))
+            self.label_std.copy_(torch.as_tensor(np.asarray(label_std), dtype=torch.float32))
+
+    def scale_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        return (labels - self.label_mean) / self.label_std
+
+    def unscale(self, mean: torch.Tensor, logvar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Physical values and σ from standardised means and log-variances."""
+        return (mean * self.label_std + self.label_mean,
+                torch.exp(0.5 * logvar) * self.label_std)
+
+    # -- tokens --------------------------------------------------------------------------------
+    def wave_encoding(self, wave: torch.Tensor) -> torch.Tensor:
+        """(…, width) sinusoidal encoding of vacuum wavelengths (Å)."""
+        c = self.config
+        x = (wave.float() - c.wave_min) / (c.wave_max - c.wave_min) * c.wave_turns
+        ang = x[..., None] * self.omega
+        return torch.stack([ang.sin(), ang.cos()], dim=-1).flatten(-2)
+
+    def embed_pixels(self, flux, error, wave) -> torch.Tensor:
+        """(B, N, width) pixel tokens: value embedding + wavelength encoding."""
+        z = ((flux - self.flux_center) / self.flux_scale).clamp(-10.0, 10.0)
+        e = (error / self.flux_scale).clamp(0.0, self.config.max_error_ratio)
+        value = self.value_embed(torch.stack([z, e], dim=-1).to(self.head.weight.dtype))
+        return value + self.wave_encoding(wave).to(value.dtype)
+
+    def label_tokens(self, batch: int) -> torch.Tensor:
+        """(B, L, width) label queries (no wavelength term)."""
+        return self.label_queries.unsqueeze(0).expand(batch, -1, -1)
+
+    def check_inputs(self, wave: torch.Tensor, mask: torch.Tensor) -> None:
+        c = self.config
+        if not mask.any(dim=-1).all():
+            raise BadDataError("transformer input: a spectrum has every pixel masked (no good "
+                               "pixel to read)")
+        w = wave[mask]
+        if w.numel() and (not torch.isfinite(w).all() or w.min() < c.wave_min
+                          or w.max() > c.wave_max):
+            raise BadDataError(f"transformer input: wavelengths {float(w.min()):.1f}–"
+                               f"{float(w.max()):.1f} Å fall outside the encoding's declared "
+                               f"range {c.wave_min:.0f}–{c.wave_max:.0f} Å")
+
+    # -- running -------------------------------------------------------------------------------
+    def forward(self, flux, error, wave, mask, return_attention: bool = False):
+        """Standardised (mean, logvar), each (B, L), for pixel tokens (B, N) with ``mask``
+        True on pixels to read; with ``return_attention`` also the decoder's cross-attention
+        weights per layer, each (B, heads, L, N) (0 on masked pixels)."""
+        mask = mask.bool()
+        self.check_inputs(wave, mask)
+        # masked pixels get harmless inputs so nothing NaN reaches a matmul
+        flux = torch.where(mask, flux, self.flux_center)
+        error = torch.where(mask, error, torch.zeros((), device=error.device))
+        x = self.embed_pixels(flux, error, wave)
+        for block in self.encoder:
+            x, _ = block(x, None, mask)
+        q = self.label_tokens(x.shape[0]).to(x.dtype)
+        maps = []
+        for block in self.decoder:
+            q, w = block(q, x, mask, return_attention)
+            maps.append(w)
+        out = self.head(self.head_norm(q)).float()
+        mean, logvar = out[..., 0], out[..., 1].clamp(-20.0, 20.0)
+        if return_attention:
+            return mean, logvar, maps
+        return mean, logvar
+
+
+def gaussian_nll(mean, logvar, target, target_err, present) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum of ½[(y − μ)²/(e^s + σ_y²) + ln(e^s + σ_y²)] and of (y − μ)² over ``present``
+    entries (standardised units: the label's own error widens the predicted variance)."""
+    var = logvar.exp() + target_err.square() + 1e-8
+    zero = torch.zeros((), device=mean.device)
+    r2 = torch.where(present, (torch.nan_to_num(target) - mean).square(), zero)
+    nll = torch.where(present, 0.5 * (r2 / var + var.log()), zero)
+    return nll.sum(), r2.sum()

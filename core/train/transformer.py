@@ -1,0 +1,236 @@
+"""The spectral transformer as a training task of the shared trainer (:mod:`core.train.trainer`).
+
+``stellarscope train transformer`` runs :data:`task`.  What is the transformer's own: every
+batch shows each star a fresh random context of its good pixels (drawn with the trainer's
+per-(epoch, rank) torch seed, so a resumed run draws the same), the loss is the Gaussian NLL
+of the predicted value and log-variance with the catalog label errors added to the variance,
+missing labels are masked, and scalings (flux centre/scale, label mean/std) come from the
+training rows only.  Fine-tuning: ``--init-from`` (shared), ``--freeze encoder`` and
+``--wave-range A B`` (read only pixels between A and B Å).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..errors import BadDataError
+from ..models.transformer import PRESETS, SpectralTransformer, TransformerConfig, gaussian_nll
+from ..paths import resolve_store
+from ..store import SpectraStore
+from . import data as D
+from .trainer import TrainingSetupError, TrainSettings, TrainTask
+
+FREEZABLE = ("embedding", "encoder", "decoder")
+
+
+@dataclass
+class TransformerTrainSettings(TrainSettings):
+    """The shared knobs plus the transformer's own."""
+
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 5e-4
+    warmup_steps: int = 100
+    preset: str = "compact"
+    context: int | None = None          # overrides the preset's context length
+    labels: list[str] = field(default_factory=lambda: list(D.LABEL_NAMES))
+    val_fraction: float = 0.1
+    split_seed: int = 0
+    bad_bits: str = "astronn"
+    max_rows: int | None = None
+    freeze: list[str] = field(default_factory=list)
+    wave_range: list[float] | None = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        bad = [f for f in self.freeze if f not in FREEZABLE]
+        if bad:
+            raise ValueError(f"--freeze takes {', '.join(FREEZABLE)}; got {bad}")
+        if self.wave_range is not None:
+            lo, hi = (float(v) for v in self.wave_range)
+            if hi <= lo:
+                raise ValueError(f"--wave-range needs A < B, got {lo} {hi}")
+            self.wave_range = [lo, hi]
+
+
+def _names(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
+    return names
+
+
+def freeze(model: SpectralTransformer, parts) -> None:
+    """Stop training the named parts (embedding: value embedding; encoder; decoder: blocks,
+    label queries and heads)."""
+    groups = {"embedding": [model.value_embed], "encoder": [model.encoder],
+              "decoder": [model.decoder, model.head_norm, model.head]}
+    for part in parts:
+        for module in groups[part]:
+            for p in module.parameters():
+                p.requires_grad_(False)
+        if part == "decoder":
+            model.label_queries.requires_grad_(False)
+
+
+def draw_context(good: torch.Tensor, context: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(indices, mask) of a random draw of up to ``context`` good pixels per row (torch RNG:
+    the trainer seeds it per epoch and rank)."""
+    scores = torch.rand(good.shape, device=good.device)
+    scores = torch.where(good, scores, torch.full_like(scores, -1.0))
+    idx = scores.topk(min(context, good.shape[1]), dim=1).indices
+    return idx, good.gather(1, idx)
+
+
+class TransformerTask(TrainTask):
+    """Pixel tokens + wavelength encoding → labels with uncertainties."""
+
+    settings_class = TransformerTrainSettings
+    title = "transformer"
+    terms = ("total", "mse")
+    model_type = "transformer"
+
+    @classmethod
+    def add_arguments(cls, p: argparse.ArgumentParser) -> None:
+        p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                       help="compact (CPU-sized, default) or spectrafm (context 512, width 256, "
+                       "2 encoder + 3 decoder blocks)")
+        p.add_argument("--context", type=int, default=None,
+                       help="pixels per star per step (default: the preset's)")
+        p.add_argument("--labels", type=_names, default=None,
+                       help="comma-separated labels (default TEFF,LOGG,FE_H); missing values "
+                       "are left out of the loss")
+        p.add_argument("--val-fraction", type=float, default=None,
+                       help="fraction of stars held out for validation (0.1)")
+        p.add_argument("--split-seed", type=int, default=None, help="seed of the star split (0)")
+        p.add_argument("--bad-bits", default=None, help="PIXMASK bad set: astronn or pipeline")
+        p.add_argument("--max-rows", type=int, default=None, help="use only the first N rows")
+        p.add_argument("--freeze", type=_names, default=None,
+                       help=f"parts not trained when fine-tuning: {', '.join(FREEZABLE)}")
+        p.add_argument("--wave-range", type=float, nargs=2, metavar=("A", "B"), default=None,
+                       help="read only pixels between A and B Å (vacuum)")
+
+    # -- data ---------------------------------------------------------------------------------
+    def prepare(self, info) -> None:
+        s = self.settings
+        self.store = store = SpectraStore.open(resolve_store(s.store))
+        self.labels, self.label_err = D.label_arrays(store.catalog, s.labels, where=str(store.path))
+        self.labels[~np.isfinite(self.labels) | (self.labels < -9000)] = np.nan
+        rows = np.nonzero(np.isfinite(self.labels).any(axis=1))[0].astype(np.int64)
+        if s.max_rows:
+            rows = rows[: s.max_rows]
+        self.split = split = D.split_rows(store.catalog, rows, s.val_fraction, s.split_seed)
+        if len(split.train) < 2 * info.world or len(split.validation) == 0:
+            raise BadDataError(f"{store.path}: {len(split.train)} training and "
+                               f"{len(split.validation)} validation spectra with any of "
+                               f"{', '.join(s.labels)}: too few to train (check the labels and "
+                               "--val-fraction)")
+        wave = store.grid.wavelength.astype(np.float32)
+        self.use = np.ones(wave.size, bool)
+        if s.wave_range:
+            self.use = (wave >= s.wave_range[0]) & (wave <= s.wave_range[1])
+            if not self.use.any():
+                raise BadDataError(f"{store.path}: no pixel of the {store.grid.name} grid lies in "
+                                   f"--wave-range {s.wave_range[0]} {s.wave_range[1]} Å")
+        self.wave = wave
+
+    def _flux_scaling(self) -> tuple[float, float]:
+        """Median and MAD-σ of good training flux (a sample of rows)."""
+        s = self.settings
+        rows = np.sort(np.random.default_rng(s.seed).permutation(self.split.train)[:2000])
+        vals = []
+        for b in self.store.iter_batches(512, rows=rows):
+            good = D.good_pixels(b.flux, b.error, b.pixmask, s.bad_bits) & self.use
+            vals.append(b.flux[good])
+        v = np.concatenate(vals) if vals else np.zeros(0)
+        if v.size == 0:
+            raise BadDataError(f"{self.store.path}: the training rows have no good pixel")
+        med = float(np.median(v))
+        return med, float(1.4826 * np.median(np.abs(v - med))) or float(v.std()) or 1.0
+
+    def new_model(self, info) -> SpectralTransformer:
+        s = self.settings
+        over = {"label_names": tuple(s.labels), "grid": self.store.grid.name}
+        if s.context:
+            over["context"] = s.context
+        model = SpectralTransformer(TransformerConfig.preset_config(s.preset, **over))
+        if info.is_main:  # other ranks receive the scalings when DDP wraps the model
+            center, scale = self._flux_scaling()
+            mean, std = D.label_statistics(self.labels[self.split.train])
+            model.set_scaling(center, scale, mean, std)
+        return self._ready(model)
+
+    def adopt(self, model, source: str) -> SpectralTransformer:
+        if not isinstance(model, SpectralTransformer):
+            raise TrainingSetupError(f"{source}: needs a transformer, found {type(model).__name__}")
+        if list(model.label_names) != list(self.settings.labels):
+            raise TrainingSetupError(f"{source}: the transformer predicts {list(model.label_names)}"
+                                     f", this run {self.settings.labels}; pass --labels "
+                                     f"{','.join(model.label_names)}")
+        return self._ready(model)
+
+    def _ready(self, model: SpectralTransformer) -> SpectralTransformer:
+        c = model.config
+        w = self.wave[self.use]
+        if w.min() < c.wave_min or w.max() > c.wave_max:
+            raise BadDataError(f"{self.store.path}: wavelengths {w.min():.0f}–{w.max():.0f} Å "
+                               f"outside the model's encoding range {c.wave_min:.0f}–"
+                               f"{c.wave_max:.0f} Å")
+        freeze(model, self.settings.freeze)
+        self.context = c.context
+        return model
+
+    def sources(self, info):
+        s = self.settings
+        self.wave_t = torch.from_numpy(self.wave).to(info.device)
+        self.use_t = torch.from_numpy(self.use).to(info.device)
+
+        def source(rows):
+            return D.MemorySource.from_store(self.store, rows, self.labels, self.label_err,
+                                             info.device, s.batch_size, s.bad_bits, s.seed,
+                                             info.world, info.rank)
+
+        return source(self.split.train), source(self.split.validation)
+
+    # -- loss ---------------------------------------------------------------------------------
+    def loss(self, model, batch) -> dict:
+        good = (batch["weight"] > 0) & self.use_t
+        idx, mask = draw_context(good, self.context)
+        flux = batch["flux"].gather(1, idx)
+        # σ back from the χ² weight (error floor included)
+        error = batch["weight"].gather(1, idx).clamp(min=1e-12).rsqrt()
+        wave = self.wave_t[idx]
+        # a row with no good pixel would be refused by the model: it learns nothing anyway
+        keep = mask.any(dim=1)
+        core = model.module if hasattr(model, "module") else model
+        labels, err = batch["labels"], torch.nan_to_num(batch["label_err"])
+        present = torch.isfinite(labels) & keep[:, None]
+        mask = mask | ~keep[:, None]
+        mean, logvar = model(flux, error, wave, mask)
+        y = core.scale_labels(labels)
+        nll, r2 = gaussian_nll(mean.float(), logvar.float(), y, err / core.label_std, present)
+        n = present.sum().clamp(min=1)
+        return {"total": nll / n, "mse": (r2 / n).detach()}
+
+    def extra_config(self, model, best: dict) -> dict:
+        s = self.settings
+        return {"training": {"settings": s.to_dict(), "best": best, "store": str(self.store.path),
+                             "n_train": int(self.split.train.size),
+                             "n_val": int(self.split.validation.size)}}
+
+    def facts(self) -> dict:
+        return {"labels": list(self.settings.labels), "n_train": int(self.split.train.size),
+                "n_val": int(self.split.validation.size)}
+
+    @classmethod
+    def report(cls, summary: dict) -> list[str]:
+        return [f"{summary['n_train']} training / {summary['n_val']} validation stars, labels "
+                f"{', '.join(summary['labels'])}"]
+
+
+#: The family registry's training task (core.models.families: "core.train.transformer:task").
+task = TransformerTask
