@@ -183,6 +183,86 @@ def write_apstar(
     return Path(path)
 
 
+def write_apstar_dr17(
+    path,
+    n_visits: int = 1,
+    apogee_id: str = DEFAULT_ID,
+    snr: float = 150.0,
+    seed: int = 0,
+    n_rows: int | None = None,
+    empty_rows: tuple[int, ...] | None = None,
+    telescope: str = "apo25m",
+    field: str = "000+02",
+    vhelio: float = 15.7,
+    rv_labels: tuple[float, float, float] = (4700.0, 2.4, -0.1),
+) -> Path:
+    """An apStar in the full DR17 layout: float64 flux/error, int64 PIXMASK, HDU4-7 sky and
+    telluric images, an empty HDU8; Doppler labels RV_TEFF/RV_LOGG/RV_FEH in the header.
+
+    Rows: [pixel-weighted, global-weighted, visit 1 … visit n] for ``n_visits > 1`` (the
+    globally weighted row's PIXMASK left empty, as DR17 does); for one visit DR17 writes two
+    rows, row 0 the spectrum and row 1 all zero (``empty_rows`` defaults to (1,)).  ``n_rows``
+    overrides the row count (1 for a one-row file); rows in ``empty_rows`` are all zero.
+    """
+    rng = np.random.default_rng(seed)
+    wave = apstar_wavelength()
+    model = continuum(wave) * rest_template(wave)
+    gaps = _gap_pixels()
+    if n_rows is None:
+        n_rows = 2 if n_visits == 1 else 2 + n_visits
+    if empty_rows is None:
+        empty_rows = (1,) if n_visits == 1 and n_rows == 2 else ()
+    f_all = np.zeros((n_rows, APSTAR_NPIX))
+    e_all = np.zeros((n_rows, APSTAR_NPIX))
+    m_all = np.zeros((n_rows, APSTAR_NPIX), dtype=np.int64)
+    for r in range(n_rows):
+        if r in empty_rows:
+            continue
+        combined = n_visits > 1 and r < 2
+        row_snr = snr if (combined or n_visits == 1) else snr / np.sqrt(n_visits)
+        f, e = _noisy(model, row_snr, rng)
+        f[gaps], e[gaps] = (np.nan, np.nan) if combined else (0.0, 0.0)
+        f_all[r], e_all[r] = f, e
+        if not (combined and r == 1):
+            bad = rng.choice(APOGEE_7514.index, size=20, replace=False)
+            m_all[r, bad] = rng.choice([1, 4096], size=20)
+    h0 = fits.Header()
+    _wcs(h0, APSTAR_CRVAL1, APSTAR_CDELT1)
+    h0["NWAVE"] = APSTAR_NPIX
+    h0["TELESCOP"] = telescope
+    h0["FIELD"] = field
+    h0["OBJID"] = apogee_id
+    h0["RA"] = 263.48
+    h0["DEC"] = -27.88
+    h0["SNR"] = snr
+    h0["NVISITS"] = n_visits
+    h0["STARFLAG"] = 0
+    h0["VHELIO"] = vhelio
+    h0["VSCATTER"] = 0.1
+    h0["RV_TEFF"], h0["RV_LOGG"], h0["RV_FEH"] = rv_labels
+    for k in range(1, n_visits + 1):
+        h0[f"SFILE{k}"] = f"apVisit-dr17-5095-5584{k}-{100 + k}.fits"
+        h0[f"JD{k}"] = 2456000.5 + k
+        h0[f"BC{k}"] = 10.0 + k
+        h0[f"VRAD{k}"] = vhelio - 10.0 - k
+        h0[f"VHELIO{k}"] = vhelio
+        h0[f"SNRVIS{k}"] = snr / np.sqrt(n_visits)
+        h0[f"FLAG{k}"] = 0
+    hdus = [fits.PrimaryHDU(header=h0)]
+    images = [(f_all, "Flux (10^-17 erg/s/cm^2/Ang)"), (e_all, "Err (10^-17 erg/s/cm^2/Ang)"),
+              (m_all, "Pixel bitmask")]
+    images += [(np.ones((n_rows, APSTAR_NPIX)), unit)
+               for unit in ("Sky", "Sky error", "Telluric", "Telluric error")]
+    for data, unit in images:
+        hdu = fits.ImageHDU(data)
+        _wcs(hdu.header, APSTAR_CRVAL1, APSTAR_CDELT1)
+        hdu.header["BUNIT"] = unit
+        hdus.append(hdu)
+    hdus.append(fits.ImageHDU())  # DR17's empty LSF placeholder
+    fits.HDUList(hdus).writeto(path, overwrite=True)
+    return Path(path)
+
+
 # --- aspcapStar ------------------------------------------------------------------------------
 
 

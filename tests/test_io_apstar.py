@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 from astropy.io import fits
-from fits_fixtures import rest_template, write_apstar
+from fits_fixtures import rest_template, write_apstar, write_apstar_dr17
 from reference import shared_path
 
 from core.errors import BadFileError
@@ -83,6 +83,53 @@ def test_one_dimensional_single_visit(tmp_path):
     assert read_apstar(path, visit=0).n_pix == 7514
     with pytest.raises(BadFileError, match="single visit"):
         read_apstar(path, visit=1)
+
+
+def test_dr17_two_row_single_visit_reads_row_zero(tmp_path):
+    path = write_apstar_dr17(tmp_path / "apStar-dr17-2M00000000+0000000.fits", n_visits=1)
+    assert _raw(path, 1).shape == (2, APSTAR_NPIX) and not _raw(path, 1, 1).any()
+    spec = read_apstar(path)
+    assert spec.meta["ROW"] == 0 and spec.meta["ROW_KIND"] == "single visit"
+    assert spec.meta["VISITS_IN_FILE"] == 1 and spec.meta["NVISITS"] == 1
+    np.testing.assert_allclose(spec.flux, APOGEE_7514.from_apstar(_raw(path, 1, 0)), rtol=1e-6)
+    np.testing.assert_array_equal(spec.pixmask, APOGEE_7514.from_apstar(_raw(path, 3, 0)))
+    assert spec.meta["PIXMASK_ROW"] == 0 and spec.masked_fraction() < 0.01
+    np.testing.assert_array_equal(read_apstar(path, visit=0).flux, spec.flux)
+    with pytest.raises(BadFileError, match="single visit"):
+        read_apstar(path, visit=1)
+
+
+def test_dr17_one_row_single_visit(tmp_path):
+    path = write_apstar_dr17(tmp_path / "apStar-1row.fits", n_visits=1, n_rows=1)
+    spec = read_apstar(path)
+    assert spec.meta["ROW"] == 0 and spec.meta["ROW_KIND"] == "single visit"
+    np.testing.assert_allclose(spec.flux, APOGEE_7514.from_apstar(_raw(path, 1, 0)), rtol=1e-6)
+
+
+def test_dr17_multi_visit_says_which_combination(tmp_path):
+    path = write_apstar_dr17(tmp_path / "apStar-3.fits", n_visits=3)
+    spec = read_apstar(path)
+    assert spec.meta["ROW"] == 1 and spec.meta["ROW_KIND"] == "combined (global weighting)"
+    assert "row 1" in spec.meta["ROW_NOTE"] and spec.meta["PIXMASK_ROW"] == 0
+    np.testing.assert_allclose(spec.flux, APOGEE_7514.from_apstar(_raw(path, 1, 1)), rtol=1e-6)
+    empty1 = write_apstar_dr17(tmp_path / "apStar-e1.fits", n_visits=3, empty_rows=(1,))
+    spec = read_apstar(empty1)
+    assert spec.meta["ROW"] == 0 and spec.meta["ROW_KIND"] == "combined (pixel weighting)"
+    np.testing.assert_allclose(spec.flux, APOGEE_7514.from_apstar(_raw(empty1, 1, 0)), rtol=1e-6)
+
+
+def test_both_combined_rows_empty_points_to_the_visits(tmp_path):
+    path = write_apstar_dr17(tmp_path / "apStar-e01.fits", n_visits=2, empty_rows=(0, 1))
+    with pytest.raises(BadFileError, match=r"both combined rows .*\(visit=0\.\.1\)") as err:
+        read_apstar(path)
+    assert str(path) in str(err.value)
+    assert read_apstar(path, visit=1).meta["ROW"] == 3
+
+
+def test_every_row_empty_is_refused(tmp_path):
+    path = write_apstar_dr17(tmp_path / "apStar-z.fits", n_visits=1, empty_rows=(0, 1))
+    with pytest.raises(BadFileError, match="zero at every pixel"):
+        read_apstar(path)
 
 
 @pytest.mark.parametrize("grid", [APOGEE_7514, APOGEE_7214, APSTAR])

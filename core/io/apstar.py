@@ -1,8 +1,10 @@
 """apStar / asStar reader: a star's combined (or one visit's) spectrum on the apStar grid.
 
 Layout (SDSS DR13-DR17): HDU1 flux, HDU2 error, HDU3 PIXMASK, each 8575 pixels on the
-log-linear apStar grid.  Single-visit stars store 1-D arrays; multi-visit stars store
-rows [pixel-weighted combined, globally weighted combined, visit 1, visit 2, …].
+log-linear apStar grid.  Multi-visit stars store rows [pixel-weighted combined, globally
+weighted combined, visit 1, visit 2, …].  A single-visit star stores a 1-D array (older
+releases), one row, or (DR17) two rows of which the second may be all zero; its spectrum is
+then row 0, and an empty row is never used.
 """
 
 from __future__ import annotations
@@ -61,22 +63,52 @@ def on_grid_spectrum(target: Grid, flux, error, mask, meta: dict) -> Spectrum:
                     normalized=False)
 
 
-def _pick_row(path, shape: tuple[int, ...], visit: int | None) -> tuple[int | None, str, int]:
-    """(row index or None for 1-D, description, visits stored in the file)."""
-    if len(shape) == 1 or shape[0] == 1:
-        row = None if len(shape) == 1 else 0
+def _usable(row: np.ndarray) -> bool:
+    """True when a row holds at least one finite, non-zero flux value."""
+    finite = np.isfinite(row)
+    return bool(finite.any() and np.any(row[finite] != 0))
+
+
+def _pick_row(
+    path, flux_all: np.ndarray, visit: int | None
+) -> tuple[int | None, str, int, str]:
+    """(row index or None for 1-D, description, visits stored in the file, note)."""
+    shape = flux_all.shape
+    if len(shape) == 1 or shape[0] <= 2:
         if visit not in (None, 0):
             raise BadFileError(path, f"holds a single visit; visit={visit} does not exist (use 0)")
-        return row, "single visit", 1
-    n_visits = max(shape[0] - FIRST_VISIT_ROW, 0)
+        if len(shape) == 1:
+            return None, "single visit", 1, "1-D file: its one spectrum"
+        if shape[0] == 1:
+            return 0, "single visit", 1, "one row: its one spectrum"
+        # DR17 writes a single visit as two rows, the second often all zero: take row 0
+        # (the visit itself); row 1 only when row 0 is the empty one.
+        if not _usable(flux_all[0]) and _usable(flux_all[1]):
+            return 1, "single visit", 1, "two rows, row 0 empty: row 1"
+        empty = "" if _usable(flux_all[1]) else ", row 1 all zero"
+        return 0, "single visit", 1, f"two rows (DR17 single visit{empty}): row 0"
+    n_visits = shape[0] - FIRST_VISIT_ROW
     if visit is None:
-        return GLOBAL_WEIGHTED_ROW, "combined (global weighting)", n_visits
+        if _usable(flux_all[GLOBAL_WEIGHTED_ROW]):
+            return (GLOBAL_WEIGHTED_ROW, "combined (global weighting)", n_visits,
+                    "combined rows 0 (pixel-weighted) and 1 (globally weighted): row 1, "
+                    "the combination astroNN and The Payne use")
+        if _usable(flux_all[0]):
+            return (0, "combined (pixel weighting)", n_visits,
+                    "row 1 (globally weighted) is empty: row 0 (pixel-weighted combination)")
+        if any(_usable(flux_all[FIRST_VISIT_ROW + k]) for k in range(n_visits)):
+            raise BadFileError(
+                path,
+                "both combined rows (0 and 1) hold no flux; read one visit instead "
+                f"(visit=0..{n_visits - 1})",
+            )
+        return GLOBAL_WEIGHTED_ROW, "combined (global weighting)", n_visits, "every row is empty"
     if not 0 <= visit < n_visits:
         raise BadFileError(
             path,
             f"holds {n_visits} visits (0-based 0..{n_visits - 1}); visit={visit} does not exist",
         )
-    return FIRST_VISIT_ROW + visit, f"visit {visit}", n_visits
+    return FIRST_VISIT_ROW + visit, f"visit {visit}", n_visits, f"visit {visit}: row {2 + visit}"
 
 
 def _header_meta(path, header: fits.Header, visit: int | None) -> dict:
@@ -109,8 +141,10 @@ def read_apstar(
 ) -> Spectrum:
     """Read an apStar file.
 
-    ``visit=None`` gives the globally weighted combined spectrum (row 1; the only row of a
-    1-D file); ``visit=k`` gives visit k (0-based, row 2+k).  The result is on ``grid``
+    ``visit=None`` gives the globally weighted combined spectrum of a multi-visit file (row 1;
+    row 0, the pixel-weighted one, when row 1 is empty) and the one spectrum of a single-visit
+    file (1-D, or row 0 of DR17's two rows); ``visit=k`` gives visit k (0-based, row 2+k).
+    ``meta["ROW_KIND"]`` and ``meta["ROW_NOTE"]`` say which row was read and why.  The result is on ``grid``
     (default the 7514-pixel gap-removed grid; ``"apstar8575"`` keeps every pixel), with
     ``normalized=False``.  Non-finite flux/error pixels get the BADPIX bit.
     """
@@ -125,13 +159,13 @@ def read_apstar(
         fu.check_shape(path, err_all, flux_all.shape, "HDU2 (error)")
         fu.check_shape(path, mask_all, flux_all.shape, "HDU3 (PIXMASK)")
         fu.check_integer(path, mask_all, "HDU3 (PIXMASK)")
-        row, row_kind, n_visits = _pick_row(path, flux_all.shape, visit)
+        row, row_kind, n_visits, row_note = _pick_row(path, flux_all, visit)
         take = slice(None) if row is None else row
         flux = target.from_apstar(fu.native(flux_all[take], np.float32))
         error = target.from_apstar(fu.native(err_all[take], np.float32))
         mask = target.from_apstar(fu.native(mask_all[take], np.int64))
         mask_row = row
-        if row == 1 and not mask.any():
+        if row == GLOBAL_WEIGHTED_ROW and row_kind.startswith("combined") and not mask.any():
             # DR17 files leave the globally weighted row's PIXMASK empty; the pixel-weighted
             # row 0 carries the combined bits for the same pixels, so use those.
             mask = target.from_apstar(fu.native(mask_all[0], np.int64))
@@ -146,6 +180,7 @@ def read_apstar(
         READER="apstar",
         ROW=row,
         ROW_KIND=row_kind,
+        ROW_NOTE=row_note,
         PIXMASK_ROW=mask_row,
         VISITS_IN_FILE=n_visits,
     )
