@@ -263,6 +263,10 @@ class Session(param.Parameterized):
                 self.show(None)
             return
         store = self.context.store
+        if (" " in star_id and store is not None and not store.has_star(star_id)
+                and store.has_star(star_id.replace(" ", "+"))):
+            # a '+' typed into the URL (?star=2M…+…) arrives as a space
+            star_id = star_id.replace(" ", "+")
         try:
             if store is None:
                 raise StellarscopeError(self.context.store_problem or "no store is open")

@@ -120,6 +120,14 @@ def test_url_star_id_loads_and_unknown_star_is_reported_not_raised(session, stor
     assert session.focus.spectrum.apogee_id == first
 
 
+def test_url_star_id_with_its_plus_decoded_as_a_space_still_loads(session, store):
+    star = store.catalog["APOGEE_ID"].iloc[2]
+    assert "+" in star
+    session.focus.star_id = star.replace("+", " ")  # ?star=2M…+… typed into the address bar
+    assert session.focus.spectrum.apogee_id == star
+    assert session.focus.star_id == star
+
+
 def test_messages_count_up_so_repeats_notify(session):
     before = session.context.message_count
     session.select_star("nope")
