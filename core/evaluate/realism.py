@@ -1,0 +1,135 @@
+"""How much a model spectrum looks like a real one: line depth, line counts, line positions.
+
+All measures take a continuum-normalised flux and a ``good`` mask (True = usable pixel) and
+look only at good pixels:
+
+* **mean depth** ⟨1 − f⟩ and the **deep fraction** (pixels more than ``deep`` below 1);
+* **minima**: pixels lower than both neighbours and at least ``threshold`` below the highest
+  good flux on *each* side within ``half_window`` pixels (a two-sided prominence, so noise
+  on a line's wing or a shallow blend bump is not counted twice); reported per 100 Å of good
+  pixels;
+* **match fraction**: the share of one spectrum's minima that have a minimum of another
+  within ± ``tolerance`` pixels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: A minimum must lie this far (fraction of the continuum) below its neighbourhood.
+MIN_THRESHOLD = 0.02
+#: Neighbourhood half-width in pixels (an APOGEE line's FWHM is ~3 apStar pixels).
+HALF_WINDOW = 5
+#: "Deep" pixels sit more than this below the continuum.
+DEEP = 0.05
+#: A real minimum is matched when a model minimum lies within this many pixels.
+MATCH_TOLERANCE = 2
+
+
+def _good(flux, good) -> np.ndarray:
+    flux = np.asarray(flux, dtype=np.float64)
+    mask = np.isfinite(flux) if good is None else np.asarray(good, bool) & np.isfinite(flux)
+    return mask
+
+
+def depth_stats(flux, good=None, deep: float = DEEP) -> tuple[float, float]:
+    """(mean ⟨1 − f⟩, fraction of pixels with 1 − f > ``deep``) over good pixels; NaN if none."""
+    flux = np.asarray(flux, dtype=np.float64)
+    use = _good(flux, good)
+    if not use.any():
+        return float("nan"), float("nan")
+    depth = 1.0 - flux[use]
+    return float(depth.mean()), float((depth > deep).mean())
+
+
+def find_minima(flux, good=None, threshold: float = MIN_THRESHOLD,
+                half_window: int = HALF_WINDOW) -> np.ndarray:
+    """Indices of local minima at least ``threshold`` below the highest good flux on each side
+    within ``half_window`` pixels.  A minimum and both its neighbours must be good."""
+    flux = np.asarray(flux, dtype=np.float64)
+    use = _good(flux, good)
+    n = flux.size
+    if n < 3:
+        return np.zeros(0, dtype=np.int64)
+    f = np.where(use, flux, np.nan)
+    mid = np.arange(1, n - 1)
+    centre = f[1:-1]
+    with np.errstate(invalid="ignore"):
+        candidate = (use[:-2] & use[1:-1] & use[2:]) & (centre <= f[:-2]) & (centre < f[2:])
+    out = []
+    for i in mid[candidate]:
+        left = f[max(i - half_window, 0):i]
+        right = f[i + 1:i + 1 + half_window]
+        if not (np.isfinite(left).any() and np.isfinite(right).any()):
+            continue
+        rise = min(np.nanmax(left), np.nanmax(right)) - f[i]
+        if rise >= threshold:
+            out.append(i)
+    return np.asarray(out, dtype=np.int64)
+
+
+def good_span_angstrom(wavelength, good) -> float:
+    """Wavelength covered by good pixels (sum of their pixel widths), in Å."""
+    lam = np.asarray(wavelength, dtype=np.float64)
+    if lam.size < 2:
+        return 0.0
+    width = np.abs(np.gradient(lam))
+    return float(width[np.asarray(good, bool)].sum())
+
+
+def per_100_angstrom(count: int, wavelength, good) -> float:
+    """``count`` per 100 Å of good pixels; NaN when no pixel is good."""
+    span = good_span_angstrom(wavelength, good)
+    return float(count) / span * 100.0 if span > 0 else float("nan")
+
+
+def match_fraction(reference, candidate, tolerance: int = MATCH_TOLERANCE) -> float:
+    """Share of ``reference`` minima with a ``candidate`` minimum within ± ``tolerance`` px."""
+    ref = np.asarray(reference, dtype=np.int64)
+    cand = np.sort(np.asarray(candidate, dtype=np.int64))
+    if ref.size == 0:
+        return float("nan")
+    if cand.size == 0:
+        return 0.0
+    pos = np.searchsorted(cand, ref)
+    lo = cand[np.clip(pos - 1, 0, cand.size - 1)]
+    hi = cand[np.clip(pos, 0, cand.size - 1)]
+    nearest = np.minimum(np.abs(ref - lo), np.abs(ref - hi))
+    return float((nearest <= tolerance).mean())
+
+
+def spectrum_metrics(wavelength, flux, good, reference_minima=None, *,
+                     threshold: float = MIN_THRESHOLD, half_window: int = HALF_WINDOW,
+                     deep: float = DEEP, tolerance: int = MATCH_TOLERANCE) -> dict:
+    """Depth, deep fraction, minima per 100 Å (and the minima themselves) of one spectrum; with
+    ``reference_minima`` also the share of those matched by this spectrum's minima."""
+    mean_depth, deep_frac = depth_stats(flux, good, deep)
+    minima = find_minima(flux, good, threshold, half_window)
+    out = {
+        "mean_depth": mean_depth,
+        "deep_fraction": deep_frac,
+        "n_minima": int(minima.size),
+        "minima_per_100A": per_100_angstrom(minima.size, wavelength, _good(flux, good)),
+        "minima": minima,
+    }
+    if reference_minima is not None:
+        out["match_fraction"] = match_fraction(reference_minima, minima, tolerance)
+    return out
+
+
+def chip_metrics(wavelength, flux, good, chips: dict[str, slice], models: dict | None = None,
+                 **kwargs) -> dict:
+    """Per chip: the metrics of ``flux`` and of each model spectrum in ``models`` (name →
+    flux on the same pixels, judged on the same good pixels), models matched against the
+    real minima.  Minima indices are dropped from the result (it is meant for reports)."""
+    out = {}
+    for chip, sl in chips.items():
+        lam, g = np.asarray(wavelength)[sl], np.asarray(good, bool)[sl]
+        real = spectrum_metrics(lam, np.asarray(flux)[sl], g, **kwargs)
+        row = {"real": real}
+        for name, model in (models or {}).items():
+            row[name] = spectrum_metrics(lam, np.asarray(model)[sl], g, real["minima"], **kwargs)
+        for metrics in row.values():
+            metrics.pop("minima")
+        out[chip] = row
+    return out

@@ -1,0 +1,91 @@
+"""The realism measures (core.evaluate.realism) on spectra whose answers are known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core.evaluate.realism import (
+    chip_metrics,
+    depth_stats,
+    find_minima,
+    match_fraction,
+    per_100_angstrom,
+    spectrum_metrics,
+)
+
+N_PIX = 3000
+CENTRES = np.arange(40, N_PIX - 40, 30)  # 98 well-separated lines
+DEPTH, SIGMA = 0.3, 1.5
+
+
+def _lines(centres=CENTRES, depth=DEPTH, sigma=SIGMA, n=N_PIX):
+    x = np.arange(n, dtype=np.float64)
+    flux = np.ones(n)
+    for c in centres:
+        flux -= depth * np.exp(-0.5 * ((x - c) / sigma) ** 2)
+    return flux
+
+
+def test_known_gaussian_lines_give_known_depth_count_and_match():
+    flux = _lines()
+    mean_depth, deep = depth_stats(flux)
+    # each line removes depth·σ·√(2π) pixel-units of flux
+    assert mean_depth == pytest.approx(CENTRES.size * DEPTH * SIGMA * np.sqrt(2 * np.pi) / N_PIX,
+                                       rel=1e-6)
+    # pixels deeper than 5 %: |x − c| < σ √(2 ln(d / 0.05)) (2.84 px here) → offsets −2 … 2
+    half = SIGMA * np.sqrt(2 * np.log(DEPTH / 0.05))
+    per_line = 2 * int(np.floor(half)) + 1
+    assert deep == pytest.approx(CENTRES.size * per_line / N_PIX)
+    minima = find_minima(flux)
+    np.testing.assert_array_equal(minima, CENTRES)
+    assert match_fraction(minima, find_minima(_lines())) == 1.0
+
+
+def test_shift_by_five_pixels_matches_nothing():
+    real = find_minima(_lines())
+    shifted = find_minima(_lines(CENTRES + 5))
+    assert shifted.size == real.size
+    assert match_fraction(real, shifted) == 0.0
+    assert match_fraction(real, find_minima(_lines(CENTRES + 2))) == 1.0  # within ± 2 px
+
+
+def test_threshold_and_bad_pixels():
+    shallow = _lines(depth=0.015)  # below the 2 % threshold
+    assert find_minima(shallow).size == 0
+    assert find_minima(shallow, threshold=0.01).size == CENTRES.size
+    flux = _lines()
+    good = np.ones(N_PIX, bool)
+    good[CENTRES[:10]] = False  # the cores of ten lines are bad
+    found = find_minima(flux, good)
+    assert not np.isin(CENTRES[:10], found).any()
+    assert np.isin(CENTRES[10:], found).all()
+    d_all, _ = depth_stats(flux)
+    d_good, _ = depth_stats(flux, good)
+    assert d_good < d_all  # the deepest pixels were excluded
+
+
+def test_noise_below_threshold_makes_no_minima():
+    rng = np.random.default_rng(1)
+    flux = 1 + rng.normal(0, 0.002, N_PIX)
+    assert find_minima(flux).size == 0
+
+
+def test_per_100_angstrom_and_chips():
+    lam = np.linspace(15000.0, 15300.0, N_PIX)  # 0.1 Å per pixel, 300 Å
+    good = np.ones(N_PIX, bool)
+    assert per_100_angstrom(30, lam, good) == pytest.approx(10.0, rel=1e-3)
+    good[: N_PIX // 2] = False
+    assert per_100_angstrom(30, lam, good) == pytest.approx(20.0, rel=1e-2)
+    flux = _lines()
+    chips = {"a": slice(0, 1500), "b": slice(1500, N_PIX)}
+    res = chip_metrics(lam, flux, np.ones(N_PIX, bool), chips,
+                       {"same": flux, "shifted": _lines(CENTRES + 5)})
+    for chip in chips:
+        assert res[chip]["same"]["match_fraction"] == 1.0
+        assert res[chip]["shifted"]["match_fraction"] == 0.0
+        assert "minima" not in res[chip]["real"]
+    total = res["a"]["real"]["n_minima"] + res["b"]["real"]["n_minima"]
+    assert total == CENTRES.size
+    whole = spectrum_metrics(lam, flux, None)
+    assert whole["minima_per_100A"] == pytest.approx(CENTRES.size / 3.0, rel=1e-3)
