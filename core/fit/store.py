@@ -102,22 +102,21 @@ def _columns(fit, rows) -> pd.DataFrame:
 
 
 def write_fit_columns(store: SpectraStore, table: pd.DataFrame, note: dict | None = None) -> list[str]:
-    """Put a :func:`fit_store_table` result into the catalog (other rows keep old values)."""
-    cat = store.catalog
+    """Put a :func:`fit_store_table` result into the catalog (other rows keep old values).
+
+    Only the table's rows are written, inside the store's lock against the catalog on disk,
+    so another process fitting other rows into the same columns loses nothing.
+    """
     out = {}
     for col in table.columns:
-        if col in cat.columns:
-            values = cat[col].to_numpy(dtype=object if col == f"{PREFIX}FLAG_NAMES" else None).copy()
-        elif col in (f"{PREFIX}FLAG", f"{PREFIX}NPIX"):
-            values = np.full(len(store), -1, dtype=np.int32)
-        elif col == f"{PREFIX}FLAG_NAMES":  # rows never fitted say nothing
-            values = np.full(len(store), "", dtype=object)
-        else:
-            values = np.full(len(store), np.nan)
-        values[table.index.to_numpy()] = table[col].to_numpy()
-        out[col] = values
-    store.add_columns(out, note=note)
+        values = table[col].to_numpy()
+        out[col] = values.astype(np.float64) if values.dtype.kind == "f" else values
+    store.add_columns(out, rows=table.index.to_numpy(), fill=_FILL, note=note)
     return list(out)
+
+
+# Rows never fitted: -1 flags / pixel counts, no flag names, NaN for the rest.
+_FILL = {f"{PREFIX}FLAG": -1, f"{PREFIX}NPIX": -1, f"{PREFIX}FLAG_NAMES": ""}
 
 
 def fit_store(store: SpectraStore, emulator: Emulator, options: FitOptions | None = None, *,

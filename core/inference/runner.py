@@ -2,8 +2,9 @@
 
 :func:`run_store` streams the store in batches (read ahead on a thread, put on the
 predictor's grid), collects the columns the predictor declares and writes them to the
-catalog once, atomically, through ``SpectraStore.add_columns``.  Rows not run keep the
-values they had (or the column's fill value).
+catalog once, atomically, through ``SpectraStore.add_columns``.  A partial run
+(``rows=``) writes only its rows, inside the store's lock, so rows not run keep the values
+they have on disk at that moment (or the column's fill value), whoever wrote them.
 
 Under torchrun (``WORLD_SIZE`` > 1) every rank runs a contiguous shard of the rows and saves
 its columns to a temporary ``.npz`` in the store directory; after a barrier rank 0 merges
@@ -62,10 +63,8 @@ def _shard(rows: np.ndarray, rank: int, size: int) -> np.ndarray:
     return np.array_split(rows, size)[rank] if size > 1 else rows
 
 
-def _initial(store: SpectraStore, col: Column, full: bool) -> np.ndarray:
-    """A column's starting values: the catalog's (a partial run keeps the others) or fill."""
-    if not full and col.name in store.catalog.columns:
-        return store.catalog[col.name].to_numpy().astype(col.dtype, copy=True)
+def _initial(store: SpectraStore, col: Column) -> np.ndarray:
+    """A column's working array; only the rows run are ever written from it."""
     return np.full(len(store), col.fill, dtype=col.dtype)
 
 
@@ -96,8 +95,7 @@ def run_store(predictor: Predictor, store_or_path, *, rows=None, batch_size: int
         all_rows = np.arange(len(store)) if rows is None else np.asarray(rows, np.int64)
         mine = _shard(all_rows, rank, size)
         cols = predictor.columns()
-        full = rows is None
-        values = {c.name: _initial(store, c, full) for c in cols}
+        values = {c.name: _initial(store, c) for c in cols}
         grid = predictor.grid
 
         def read(chunk: np.ndarray) -> SpectraBatch:
@@ -119,8 +117,13 @@ def run_store(predictor: Predictor, store_or_path, *, rows=None, batch_size: int
             values, seconds = _merge(store, values, cols, mine, all_rows, rank, size, seconds)
         written = 0
         if write and rank == 0:
-            store.add_columns({c.name: values[c.name] for c in cols},
-                              note={**predictor.note(), **(note or {})})
+            if rows is None:
+                store.add_columns({c.name: values[c.name] for c in cols},
+                                  note={**predictor.note(), **(note or {})})
+            else:  # only these rows: others keep what is on disk (another writer's rows too)
+                store.add_columns({c.name: values[c.name][all_rows] for c in cols},
+                                  rows=all_rows, fill={c.name: c.fill for c in cols},
+                                  note={**predictor.note(), **(note or {})})
             written = len(cols)
         if size > 1:
             dist.barrier()  # nobody reads the catalog before rank 0 has written it

@@ -683,28 +683,50 @@ class SpectraStore:
                 m["sources"] = list(m.get("sources", [])) + [source]
             self._commit(cat, m)
 
-    def add_columns(self, columns: pd.DataFrame | dict, *, note: dict | None = None,
-                    overwrite: bool = True,
+    def add_columns(self, columns: pd.DataFrame | dict, *, rows=None, fill=None,
+                    note: dict | None = None, overwrite: bool = True,
                     lock_timeout: float | None = DEFAULT_TIMEOUT) -> None:
-        """Add or replace catalog columns (one value per row, in row order), atomically.
+        """Add or replace catalog columns, atomically.
+
+        Without ``rows`` every column has one value per catalog row, in row order.  With
+        ``rows`` (row indices) every column has one value per given row and only those rows
+        change: the other rows keep the values on disk at the time of writing, so writers of
+        disjoint rows of the same columns (``fit --all --resume`` and the app's "Fit N
+        selected") never undo each other.  A column that does not exist yet gets ``fill``
+        (a scalar, or a dict column → value; NaN when not given) in the rows not given.
 
         ``note`` is recorded in the manifest for every column (e.g. which model made it).
         Safe against other processes writing the same store: inside the store's write lock
-        the catalog is re-read from disk and only these columns are changed.  A writer that
-        cannot get the lock within ``lock_timeout`` seconds raises StoreError, writing nothing.
+        the catalog is re-read from disk and only these columns (rows) are changed.  A writer
+        that cannot get the lock within ``lock_timeout`` seconds raises StoreError, writing
+        nothing.
         """
         new = pd.DataFrame(columns)
         if "APOGEE_ID" in new.columns:
             raise BadDataError("APOGEE_ID cannot be replaced through add_columns")
+        if rows is not None:
+            rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+            if len(new) != rows.size:
+                raise BadDataError(f"{self.path}: {len(new)} values for {rows.size} rows")
         with store_lock(self.path, lock_timeout):
             self._sync_for_write()
-            if len(new) != self.n_stars:
+            if rows is None and len(new) != self.n_stars:
                 raise BadDataError(f"{self.path}: {len(new)} values for {self.n_stars} catalog rows")
+            if rows is not None and rows.size and (rows.min() < 0 or rows.max() >= self.n_stars):
+                raise BadDataError(f"{self.path}: rows outside 0…{self.n_stars - 1}")
             cat = self.catalog.copy()
             for col in new.columns:
                 if col in cat.columns and not overwrite:
                     raise BadDataError(f"{self.path}: column {col} exists (overwrite=False)")
-                cat[col] = new[col].to_numpy()
+                values = new[col].to_numpy()
+                if rows is None:
+                    cat[col] = values
+                    continue
+                base = (cat[col].to_numpy() if col in cat.columns
+                        else _filled(self.n_stars, _fill_of(fill, col), values))
+                merged = base.astype(_merged_dtype(base, values), copy=True)
+                merged[rows] = values
+                cat[col] = merged
             m = dict(self.manifest)
             cols = dict(m.get("columns", {}))
             for col in new.columns:
@@ -718,6 +740,26 @@ class SpectraStore:
         cols = set(cat.columns)
         return [c for c in cat.columns
                 if f"{c}_ERR" in cols and pd.api.types.is_numeric_dtype(cat[c])]
+
+
+def _fill_of(fill, col: str):
+    if isinstance(fill, dict):
+        return fill.get(col, np.nan)
+    return np.nan if fill is None else fill
+
+
+def _filled(n: int, value, like: np.ndarray) -> np.ndarray:
+    """``n`` copies of ``value`` in a dtype that also holds ``like``'s values."""
+    if like.dtype == object or isinstance(value, str):
+        return np.full(n, value, dtype=object)
+    return np.full(n, value, dtype=np.result_type(value, like.dtype))  # -1 keeps int32
+
+
+def _merged_dtype(base: np.ndarray, values: np.ndarray):
+    """A dtype for the on-disk column that takes the new values (text stays object)."""
+    if base.dtype == object or values.dtype == object or values.dtype.kind in "US":
+        return object
+    return np.result_type(base.dtype, values.dtype)
 
 
 def _py(v):
