@@ -24,6 +24,10 @@ HALF_WINDOW = 5
 DEEP = 0.05
 #: A real minimum is matched when a model minimum lies within this many pixels.
 MATCH_TOLERANCE = 2
+#: For the noise-aware count: minima must also clear this many times the median error.  The
+#: prominence compares a pixel with the highest of ~5 neighbours per side, so white noise
+#: alone clears 3σ at ~2 % of pixels and 5σ at < 0.01 %.
+NOISE_SIGMAS = 5.0
 
 
 def _good(flux, good) -> np.ndarray:
@@ -66,6 +70,17 @@ def find_minima(flux, good=None, threshold: float = MIN_THRESHOLD,
         if rise >= threshold:
             out.append(i)
     return np.asarray(out, dtype=np.int64)
+
+
+def noise_threshold(error, good=None, n_sigma: float = NOISE_SIGMAS,
+                    floor: float = MIN_THRESHOLD) -> float:
+    """max(``floor``, ``n_sigma`` × median error of the good pixels): a minimum threshold that
+    pure noise rarely clears, so low-S/N spectra are not credited with noise "lines"."""
+    err = np.asarray(error, dtype=np.float64)
+    use = _good(err, good) & (err > 0)
+    if not use.any():
+        return float(floor)
+    return float(max(floor, n_sigma * np.median(err[use])))
 
 
 def good_span_angstrom(wavelength, good) -> float:
