@@ -41,7 +41,7 @@ class TransformerConfig:
     wave_max: float = 17000.0
     #: the fastest sinusoid turns this many radians across the range (fine wavelength detail)
     wave_turns: float = 1000.0
-    grid: str = "apogee_7514"   # grid of the training store (the predictor's default grid)
+    grid: str = "apogee7514"   # grid of the training store (the predictor's default grid)
     preset: str = "compact"
     #: error ratio (σ / flux scale) beyond which the error input saturates
     max_error_ratio: float = 10.0

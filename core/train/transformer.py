@@ -64,6 +64,14 @@ def _names(text: str) -> list[str]:
     return names
 
 
+def _parts(text: str) -> list[str]:
+    parts = _names(text)
+    bad = [f for f in parts if f not in FREEZABLE]
+    if bad:
+        raise argparse.ArgumentTypeError(f"--freeze takes {', '.join(FREEZABLE)}; got {bad}")
+    return parts
+
+
 def freeze(model: SpectralTransformer, parts) -> None:
     """Stop training the named parts (embedding: value embedding; encoder; decoder: blocks,
     label queries and heads)."""
@@ -109,7 +117,7 @@ class TransformerTask(TrainTask):
         p.add_argument("--split-seed", type=int, default=None, help="seed of the star split (0)")
         p.add_argument("--bad-bits", default=None, help="PIXMASK bad set: astronn or pipeline")
         p.add_argument("--max-rows", type=int, default=None, help="use only the first N rows")
-        p.add_argument("--freeze", type=_names, default=None,
+        p.add_argument("--freeze", type=_parts, default=None,
                        help=f"parts not trained when fine-tuning: {', '.join(FREEZABLE)}")
         p.add_argument("--wave-range", type=float, nargs=2, metavar=("A", "B"), default=None,
                        help="read only pixels between A and B Å (vacuum)")

@@ -1,0 +1,305 @@
+"""The spectral transformer family: model, training task, predictor, CLI (tiny sizes, CPU)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from core import models
+from core.cli.main import main as cli
+from core.errors import BadDataError
+from core.inference.predictor import SpectraBatch
+from core.inference.transformer import TransformerPredictor, patches
+from core.models.transformer import SpectralTransformer, TransformerConfig
+from core.store import SpectraStore
+from core.train import trainer as T
+from core.train.synthetic import synthetic_store
+from core.train.transformer import TransformerTask, TransformerTrainSettings, draw_context
+
+TINY = {"context": 32, "width": 16, "heads": 2, "encoder_layers": 1, "decoder_layers": 2,
+        "ffn": 32, "dropout": 0.0}
+
+
+def tiny(**kw) -> SpectralTransformer:
+    torch.manual_seed(0)
+    return SpectralTransformer(TransformerConfig(**{**TINY, **kw})).eval()
+
+
+def tokens(b=3, n=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    flux = 1 - 0.3 * torch.rand(b, n, generator=g)
+    error = 0.01 + 0.01 * torch.rand(b, n, generator=g)
+    wave = 15200 + 1500 * torch.rand(b, n, generator=g)
+    mask = torch.ones(b, n, dtype=torch.bool)
+    return flux, error, wave, mask
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return synthetic_store(tmp_path_factory.mktemp("tf") / "store", n=120, seed=2)
+
+
+# -- model -------------------------------------------------------------------------------------
+
+def test_wavelength_encoding_differs_by_wavelength_and_is_absent_on_label_tokens():
+    m = tiny()
+    enc = m.wave_encoding(torch.tensor([15200.0, 15200.22, 16500.0]))
+    assert not torch.allclose(enc[0], enc[1], atol=1e-4)
+    assert not torch.allclose(enc[0], enc[2], atol=1e-2)
+    one = torch.ones(1, 2)
+    tok = m.embed_pixels(one, 0.01 * one, torch.tensor([[15200.0, 16500.0]]))
+    assert not torch.allclose(tok[0, 0], tok[0, 1])           # same flux, other place
+    # label queries are the learned vectors themselves: no wavelength term
+    assert torch.equal(m.label_tokens(2)[1], m.label_queries)
+    # and the prediction depends on where the pixels are
+    flux, error, wave, mask = tokens()
+    assert not torch.allclose(m(flux, error, wave, mask)[0], m(flux, error, wave + 200, mask)[0])
+
+
+def test_predictions_do_not_depend_on_pixel_order():
+    m = tiny()
+    flux, error, wave, mask = tokens()
+    mask[1, 20:] = False
+    perm = torch.randperm(flux.shape[1], generator=torch.Generator().manual_seed(1))
+    a = m(flux, error, wave, mask)
+    b = m(flux[:, perm], error[:, perm], wave[:, perm], mask[:, perm])
+    for x, y in zip(a, b, strict=True):
+        torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-5)
+
+
+def test_masked_pixels_get_no_attention_and_do_not_change_the_answer():
+    m = tiny()
+    flux, error, wave, mask = tokens()
+    mask[:, 10:15] = False
+    mean, logvar, maps = m(flux, error, wave, mask, return_attention=True)
+    assert len(maps) == 2 and maps[0].shape == (3, 2, 3, 32)
+    for w in maps:
+        assert torch.all(w[..., 10:15] == 0)
+    flux2 = flux.clone()
+    flux2[:, 10:15] = 50.0   # garbage under the mask
+    torch.testing.assert_close(m(flux2, error, wave, mask)[0], mean)
+
+
+def test_explicit_attention_sums_to_one_and_matches_the_fast_path():
+    m = tiny()
+    flux, error, wave, mask = tokens()
+    mask[0, 5:] = False
+    fast = m(flux, error, wave, mask)
+    mean, logvar, maps = m(flux, error, wave, mask, return_attention=True)
+    torch.testing.assert_close(fast[0], mean, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fast[1], logvar, atol=1e-5, rtol=1e-5)
+    for w in maps:
+        torch.testing.assert_close(w.sum(-1), torch.ones(w.shape[:-1]))
+
+
+def test_bad_inputs_get_clear_errors():
+    m = tiny()
+    flux, error, wave, mask = tokens()
+    with pytest.raises(BadDataError, match="outside the encoding's declared range"):
+        m(flux, error, wave - 1000, mask)
+    mask[1] = False
+    with pytest.raises(BadDataError, match="every pixel masked"):
+        m(flux, error, wave, mask)
+    with pytest.raises(ValueError, match="divisible"):
+        TransformerConfig(width=30, heads=4)
+    with pytest.raises(ValueError, match="unknown transformer preset"):
+        TransformerConfig.preset_config("huge")
+
+
+def test_spectrafm_preset_has_the_published_sizes():
+    c = TransformerConfig.preset_config("spectrafm")
+    assert (c.context, c.width, c.encoder_layers, c.decoder_layers) == (512, 256, 2, 3)
+
+
+def test_a_model_trained_on_one_line_looks_at_that_line():
+    """Label = depth of one line in a flat spectrum: after training, the decoder's attention and
+    the prediction's flux gradient sit on the line's wavelengths."""
+    rng = np.random.default_rng(0)
+    n, p, at = 256, 64, 40
+    wave = np.linspace(15300.0, 15320.0, p).astype(np.float32)
+    depth = rng.uniform(0.0, 0.8, n).astype(np.float32)
+    line = np.exp(-0.5 * ((np.arange(p) - at) / 1.0) ** 2).astype(np.float32)
+    flux = 1 - depth[:, None] * line + 0.01 * rng.standard_normal((n, p)).astype(np.float32)
+    torch.manual_seed(0)
+    m = SpectralTransformer(TransformerConfig(label_names=("DEPTH",), context=p, width=32, heads=2,
+                                              encoder_layers=0, decoder_layers=1, ffn=64,
+                                              dropout=0.0))
+    m.set_scaling(1.0, 0.05, [0.4], [0.23])
+    f, e = torch.from_numpy(flux), torch.full((n, p), 0.01)
+    w, mask = torch.from_numpy(wave).expand(n, p), torch.ones(n, p, dtype=torch.bool)
+    y = m.scale_labels(torch.from_numpy(depth)[:, None])
+    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
+    for _ in range(300):
+        idx = torch.randint(0, n, (64,))
+        mean, _ = m(f[idx], e[idx], w[idx], mask[idx])
+        loss = (mean - y[idx]).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    m.eval()
+    near = slice(at - 3, at + 4)
+    _, _, maps = m(f[:32], e[:32], w[:32], mask[:32], return_attention=True)
+    att = maps[0].mean(dim=(0, 1))[0]                   # mean over stars and heads
+    assert att[near].sum() > 3 * (7 / p), att
+    fg = f[:32].clone().requires_grad_(True)
+    m(fg, e[:32], w[:32], mask[:32])[0].sum().backward()
+    g = fg.grad.abs().mean(0)
+    assert g[near].sum() > 0.5 * g.sum()
+
+
+# -- training ----------------------------------------------------------------------------------
+
+def test_context_draw_takes_only_good_pixels_and_varies_with_the_seed():
+    good = torch.zeros(2, 100, dtype=torch.bool)
+    good[0, :50] = True
+    good[1, 10:15] = True
+    torch.manual_seed(0)
+    idx, mask = draw_context(good, 20)
+    assert mask[0].all() and (idx[0] < 50).all() and len(set(idx[0].tolist())) == 20
+    assert mask[1].sum() == 5 and set(idx[1][mask[1]].tolist()) == set(range(10, 15))
+    torch.manual_seed(1)
+    assert set(draw_context(good, 20)[0][0].tolist()) != set(idx[0].tolist())
+
+
+def _settings(store, out, **kw):
+    base = {"store": str(store.path), "out": str(out), "epochs": 6, "batch_size": 16, "lr": 2e-3,
+            "warmup_steps": 5, "context": 48, "progress": False, "device": "cpu", "seed": 1,
+            "checkpoint_every": 100}
+    return TransformerTrainSettings(**{**base, **kw})
+
+
+def test_short_training_lowers_the_validation_loss_and_saves_a_loadable_model(store, tmp_path):
+    task = TransformerTask(_settings(store, tmp_path / "run", preset="compact"))
+    T.train(task)
+    log = pd.read_csv(tmp_path / "run" / T.LOG_FILE)
+    assert log["val_total"].min() < log["val_total"].iloc[0] - 0.05, log
+    model, config = models.load_with_config(tmp_path / "run")
+    assert isinstance(model, SpectralTransformer) and config["model_type"] == "transformer"
+    # scalings come from the training rows
+    train_rows = task.split.train
+    assert np.isclose(float(model.label_mean[0]), store.catalog["TEFF"].to_numpy()[train_rows].mean(),
+                      rtol=1e-5)
+
+
+def test_save_load_round_trip(tmp_path):
+    m = tiny(label_names=("TEFF", "MG_FE"))
+    m.set_scaling(0.9, 0.05, [4800.0, 0.1], [400.0, 0.05])
+    models.save(m, tmp_path / "m")
+    back = models.load(tmp_path / "m")
+    assert back.config == m.config
+    x = tokens()
+    for a, b in zip(m(*x), back(*x), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_missing_labels_are_left_out_of_the_loss(store, tmp_path):
+    task = TransformerTask(_settings(store, tmp_path / "r"))
+    task.prepare(type("Info", (), {"world": 1})())
+    info = type("Info", (), {"is_main": True, "device": torch.device("cpu"), "world": 1,
+                             "rank": 0})()
+    model = task.new_model(info)
+    batch = next(task.sources(info)[0].batches(0))
+    torch.manual_seed(0)
+    full = task.loss(model, batch)
+    batch["labels"][:, 1] = float("nan")
+    torch.manual_seed(0)
+    part = task.loss(model, batch)
+    assert torch.isfinite(part["total"]) and not torch.isclose(full["total"], part["total"])
+
+
+# -- CLI and predictor -------------------------------------------------------------------------
+
+def test_cli_train_resume_infer_and_predictor(store, tmp_path, capsys):
+    run = tmp_path / "tf"
+    common = ["--store", str(store.path), "--out", str(run), "--batch-size", "16", "--context",
+              "64", "--no-progress", "--seed", "1", "--device", "cpu"]
+    assert cli(["train", "transformer", *common, "--epochs", "1"]) == 0
+    assert cli(["train", "transformer", *common, "--epochs", "2", "--resume"]) == 0
+    assert list(pd.read_csv(run / T.LOG_FILE)["epoch"]) == [1, 2]
+    capsys.readouterr()
+    assert cli(["infer", "transformer", "--store", str(store.path), "--model", str(run),
+                "--json", "--batch-size", "40"]) == 0
+    figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert figures["n_spectra"] == len(store)
+    cat = SpectraStore.open(store.path).catalog
+    for col in ("TF_TEFF", "TF_TEFF_ERR", "TF_LOGG", "TF_FE_H_ERR"):
+        assert np.isfinite(cat[col]).all() and (col[-4:] != "_ERR" or (cat[col] > 0).all())
+
+    pred = TransformerPredictor.load(run)
+    s = SpectraStore.open(store.path)
+    b = s.read(np.array([0, 5]))
+    one = pred.predict_batch(SpectraBatch.from_store(s, b))
+    assert np.allclose(one.columns["TF_TEFF"], cat["TF_TEFF"].to_numpy()[[0, 5]])
+    # attention over one spectrum: sums to 1 over the pixels read, NaN elsewhere
+    batch = SpectraBatch.from_store(s, s.read(np.array([3])))
+    att = pred.attention(batch, "LOGG")
+    good = pred._good(batch)[0]
+    assert np.isnan(att[~good]).all() and np.isclose(np.nansum(att), 1.0, atol=1e-4)
+    assert (att[good] >= 0).all()
+    with pytest.raises(ValueError, match="not one of"):
+        pred.attention(batch, "MG_FE")
+    with pytest.raises(ValueError, match="decoder layers"):
+        pred.attention(batch, "LOGG", layer=7)
+
+
+def test_patches_are_combined_by_inverse_variance(tmp_path):
+    m = tiny(label_names=("TEFF",), context=16)
+    m.set_scaling(1.0, 0.1, [4800.0], [400.0])
+    pred = TransformerPredictor(m)
+    rng = np.random.default_rng(0)
+    p = pred.grid.n_pix
+    flux = (1 - 0.2 * rng.random((1, p))).astype(np.float32)
+    error = np.full((1, p), 0.01, np.float32)
+    mask = np.zeros((1, p), np.uint16)
+    exclude = np.ones(p, bool)
+    exclude[1000:1040] = False                     # 40 pixels → patches of 16, 16, 8
+    batch = SpectraBatch(np.array([0]), flux, error, mask, pd.DataFrame({"A": [0]}),
+                         pred.grid.name, exclude)
+    out = pred.predict_batch(batch)
+    parts = patches(~exclude, 16)
+    assert [len(q) for q in parts] == [16, 16, 8]
+    wave = pred.grid.wavelength
+    mu, inv = [], []
+    for q in parts:
+        t = [torch.tensor(a[None], dtype=torch.float32) for a in (flux[0, q], error[0, q], wave[q])]
+        mean, logvar = m(*t, torch.ones(1, len(q), dtype=torch.bool))
+        mu.append(float(mean.detach()))
+        inv.append(float(torch.exp(-logvar.detach())))
+    mu, inv = np.array(mu), np.array(inv)
+    expect = (mu * inv).sum() / inv.sum() * 400 + 4800
+    assert np.isclose(out.columns["TF_TEFF"][0], expect, rtol=1e-5)
+    assert np.isclose(out.columns["TF_TEFF_ERR"][0], np.sqrt(3 / inv.sum()) * 400, rtol=1e-4)
+    assert out.columns["TF_NPIX"][0] == 40
+
+
+def test_cli_errors_name_the_problem(store, tmp_path, capsys):
+    common = ["--store", str(store.path), "--no-progress", "--device", "cpu", "--epochs", "1"]
+    assert cli(["train", "transformer", *common, "--out", str(tmp_path / "a"),
+                "--wave-range", "12000", "13000"]) != 0
+    assert "no pixel" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli(["train", "transformer", *common, "--out", str(tmp_path / "b"), "--freeze", "wings"])
+    assert "--freeze takes embedding, encoder, decoder" in capsys.readouterr().err
+    other = tmp_path / "notf"
+    models.save(tiny(), other)
+    cfg = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**cfg, "model_type": "vae"}))
+    assert cli(["infer", "transformer", "--store", str(store.path), "--model", str(other)]) != 0
+    assert "not a spectral transformer" in capsys.readouterr().err
+
+
+def test_fine_tune_with_frozen_encoder_and_wave_range(store, tmp_path):
+    base = tmp_path / "base"
+    T.train(TransformerTask(_settings(store, base, epochs=1)))
+    start = models.load(base)
+    T.train(TransformerTask(_settings(store, tmp_path / "ft", epochs=2, init_from=str(base),
+                                      freeze=["encoder"], wave_range=[15200.0, 15800.0])))
+    tuned = models.load(tmp_path / "ft")
+    for (k, a), b in zip(start.encoder.state_dict().items(), tuned.encoder.state_dict().values(),
+                         strict=True):
+        assert torch.equal(a, b), k
+    assert not torch.equal(start.head.weight, tuned.head.weight)
