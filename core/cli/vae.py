@@ -20,18 +20,29 @@ def register(sub, groups) -> None:
         "vae", help="VAE diagnostics: χ²_ν histogram, residuals, latent correlations",
         description="Evaluate a VAE on the held-out stars of a store and write the seed's "
         "diagnostics (χ²_ν histogram, per-pixel residuals, 31×31 and 31×3 correlation CSV + "
-        "heatmaps, corner-plot data by label bins) with a summary.json.")
+        "heatmaps, corner-plot data by label bins) with a summary.json, and a nonlinear probe: "
+        "the excess R² with which an MLP predicts each injected label from the free latents "
+        "beyond what the other labels (controls) predict, with a shuffled-latent baseline.")
     e.add_argument("--store", default=None, help="store directory or name (default: demo store)")
     e.add_argument("--model", default=None, help="model directory (default: the shipped demo VAE)")
     e.add_argument("--out", default=None,
                    help="output directory (default $STELLARSCOPE_HOME/evaluations/MODEL-TIME; "
                         "the model directory is never written)")
-    e.add_argument("--rows", choices=["validation", "all"], default="validation",
-                   help="held-out stars of the model's split (default) or every labelled row")
+    e.add_argument("--rows", choices=["held-out", "validation", "all"], default="held-out",
+                   help="held-out (default): the model's validation split on its training "
+                        "store, every labelled star on another store; validation: the split "
+                        "on any store; all: every labelled row")
     e.add_argument("--max-spectra", type=int, default=None,
                    help="evaluate a random subset (default: every held-out star)")
     e.add_argument("--batch-size", type=int, default=1024, help="spectra per batch (1024)")
-    e.add_argument("--seed", type=int, default=0, help="seed of subsets and sampled z′")
+    e.add_argument("--seed", type=int, default=0,
+                   help="seed of subsets, sampled z′ and the probe's halves")
+    e.add_argument("--no-probe", dest="probe", action="store_false",
+                   help="skip the nonlinear latent probe (MLP / k-NN / linear R² of each "
+                        "injected label from the free latents beyond the controls)")
+    e.add_argument("--probe-controls", default=None, metavar="COL,COL",
+                   help="catalog columns the latents may legitimately encode (default: the "
+                        "labels the model is not given, TRUE_* versions on a mock)")
     _common(e)
     e.set_defaults(func=run_evaluate)
 
@@ -66,11 +77,27 @@ def run_evaluate(args) -> int:
     from ..evaluate.vae import evaluate_vae
 
     _threads(args)
+    controls = ([c.strip() for c in args.probe_controls.split(",") if c.strip()]
+                if args.probe_controls is not None else None)
     s = evaluate_vae(args.store, _model_dir(args), out_dir=args.out, rows=args.rows,
                      batch_size=args.batch_size, device=args.device,
                      max_spectra=args.max_spectra, seed=args.seed,
-                     progress=not (args.no_progress or args.json))
-    _emit(args, s, f"{s['n_spectra']} {s['rows']} spectra: median χ²_ν {s['median_chi2_nu']:.3f}, "
-          f"max |corr(free latent, label)| {s['max_abs_corr']:.3f} "
-          f"({' vs '.join(s['max_abs_corr_at'])}); figures in {s['out_dir']}")
+                     progress=not (args.no_progress or args.json), probe=args.probe,
+                     probe_control_columns=controls)
+    text = (f"{s['n_spectra']} {s['rows']} spectra: median χ²_ν {s['median_chi2_nu']:.3f}, "
+            f"max |corr(free latent, label)| {s['max_abs_corr']:.3f} "
+            f"({' vs '.join(s['max_abs_corr_at'])}); figures in {s['out_dir']}")
+    if s.get("probe_excess_r2"):
+        p = s["probe"]
+        text += (f"\nprobe ({p['n_stars']} stars, halves {p['halves']}, controls: "
+                 f"{', '.join(p['controls']) or 'none'}): MLP R² from latents / controls / "
+                 "controls+latents → excess (shuffled baseline)")
+        for t, v in p["mlp"].items():
+            text += (f"\n  {t:8s} {v['r2_latents']:.3f} / {v['r2_controls']:.3f} / "
+                     f"{v['r2_controls_latents']:.3f} → {v['excess_r2']:+.3f} "
+                     f"({v['shuffled_excess_r2']:+.3f}); k-NN excess over shuffled "
+                     f"{p['knn'][t]['excess_over_shuffled_r2']:+.3f}")
+    elif s.get("probe"):
+        text += f"\nprobe skipped: {s['probe']['skipped']}"
+    _emit(args, s, text)
     return 0

@@ -12,7 +12,16 @@ output directory:
 * ``latent_corr.csv`` / ``latent_corr.png`` — Pearson matrix of the 31 latents [μ, labels];
 * ``label_corr.csv`` / ``label_corr.png`` — its 31×3 block against the injected labels;
 * ``corner_data.csv`` / ``corner_bins.csv`` — sampled z′ of stars in low/middle/high
-  terciles of each label (for corner plots) and the per-bin means.
+  terciles of each label (for corner plots) and the per-bin means;
+* ``probe.csv`` — the nonlinear probe (:mod:`core.evaluate.probe`): how well an MLP, k-NN and
+  a linear fit predict each injected label from the free latents μ, from the controls (the
+  store's labels the model is not given: VMICRO, [X/Fe] …, their ``TRUE_*`` versions on a
+  mock) and from both, trained on one half of the evaluated stars and scored on the other.
+  Its excess R² = R²(controls + latents) − R²(controls), beside the shuffled-latent baseline,
+  is the summary's ``probe_excess_r2``: the Pearson check only sees linear trends.
+
+Which stars: ``rows="held-out"`` (the default) takes the validation split of the model's
+training when the store is its training store, else every labelled star (none was seen).
 """
 
 from __future__ import annotations
@@ -30,25 +39,87 @@ from .. import chi2 as C
 from ..errors import BadDataError
 from ..inference.prepare import choose_device
 from ..inference.vae import N_PARAMS, load_vae, run_batch
+from ..labels import LABELS, clean
 from ..paths import resolve_store
 from ..store import SpectraStore
 from ..store.atomic import atomic_path, write_json_atomic
 from ..train import data as D
 from .output import check_output_dir, output_dir
+from .probe import latent_probe, probe_table
+
+#: Label columns that restate an injected label and so are no fair control for it.
+RESTATES = {"FE_H": ("M_H",), "M_H": ("FE_H",)}
+#: A control column missing for more than this fraction of the evaluated stars is not used.
+MAX_MISSING_CONTROL = 0.2
 
 
-def held_out_rows(store: SpectraStore, config: dict, labels: np.ndarray, which: str = "validation"
+def is_training_store(store: SpectraStore, config: dict) -> bool:
+    """True when ``store`` holds the data the model was trained on: the same directory, or a
+    store with the same recorded provenance (a mock regenerated with the same seed and size)."""
+    training = config.get("training", {})
+    where = training.get("store")
+    if where:
+        try:
+            if Path(where).resolve() == Path(store.path).resolve():
+                return True
+        except OSError:
+            pass
+    prov = training.get("store_provenance") or {}
+    return bool(prov) and prov == (store.manifest.get("provenance") or {})
+
+
+def held_out_rows(store: SpectraStore, config: dict, labels: np.ndarray, which: str = "held-out"
                   ) -> np.ndarray:
-    """Labelled rows to evaluate: the validation stars of the model's split, or all."""
+    """Labelled rows to evaluate: ``held-out`` (the validation stars of the model's split on
+    its training store, every star on another store), ``validation`` or ``all``."""
     rows = D.labelled_rows(labels)
+    if which == "held-out":
+        which = "validation" if is_training_store(store, config) else "all"
     if which == "all":
         return rows
     if which != "validation":
-        raise ValueError(f"rows must be 'validation' or 'all', got {which!r}")
+        raise ValueError(f"rows must be 'held-out', 'validation' or 'all', got {which!r}")
     split = config.get("training", {}).get("split")
     if not split:
         return rows  # no record of a split: nothing was held out, say so in the summary
     return D.split_rows(store.catalog, rows, split["val_fraction"], split["seed"]).validation
+
+
+def probe_controls(catalog: pd.DataFrame, injected, rows: np.ndarray, explicit=None
+                   ) -> tuple[list[str], np.ndarray, dict]:
+    """Control columns for the probe, their values on ``rows`` and the columns left out.
+
+    Default: every label column of :data:`core.labels.LABELS` the model is not given (nor
+    one that restates an injected label, such as M_H for FE_H), as its ``TRUE_*`` version
+    where the store has one (a mock); a column missing for more than 20 % of the rows is
+    left out.  ``explicit`` names the columns instead (all are used).
+    """
+    dropped: dict[str, str] = {}
+    if explicit is not None:
+        absent = [c for c in explicit if c not in catalog.columns]
+        if absent:
+            raise BadDataError(f"catalog has no probe control column(s) {', '.join(absent)}")
+        names = list(explicit)
+    else:
+        skip = set(injected) | {r for n in injected for r in RESTATES.get(n, ())}
+        names = []
+        for label in LABELS:
+            if label in skip:
+                continue
+            col = f"TRUE_{label}" if f"TRUE_{label}" in catalog.columns else label
+            if col in catalog.columns:
+                names.append(col)
+    values = {c: clean(pd.to_numeric(catalog[c], errors="coerce").to_numpy()[rows])
+              for c in names}
+    if explicit is None:
+        for c in list(names):
+            missing = float(np.isnan(values[c]).mean()) if len(rows) else 1.0
+            if missing > MAX_MISSING_CONTROL:
+                dropped[c] = f"missing for {missing:.0%} of the stars"
+                names.remove(c)
+    arr = (np.column_stack([values[c] for c in names]) if names
+           else np.zeros((len(rows), 0)))
+    return names, arr, dropped
 
 
 def pearson(x: np.ndarray) -> np.ndarray:
@@ -59,14 +130,17 @@ def pearson(x: np.ndarray) -> np.ndarray:
     return (x.T @ x / len(x)) / np.outer(sd, sd)
 
 
-def evaluate_vae(store_or_path, model_dir, out_dir=None, rows: str = "validation",
+def evaluate_vae(store_or_path, model_dir, out_dir=None, rows: str = "held-out",
                  batch_size: int = 1024, device=None, max_spectra: int | None = None,
-                 corner_per_bin: int = 500, seed: int = 0, progress: bool = True) -> dict:
+                 corner_per_bin: int = 500, seed: int = 0, progress: bool = True,
+                 probe: bool = True, probe_control_columns: list[str] | None = None) -> dict:
     """Compute and write the diagnostics; returns the summary (also in summary.json).
 
     ``out_dir`` defaults to ``$STELLARSCOPE_HOME/evaluations/<model>-<UTC time>``; the model
-    directory is never written.  ``rows="validation"`` evaluates every held-out star of the
-    model's split that the store holds (``max_spectra`` draws a subset).
+    directory is never written.  ``rows="held-out"`` evaluates every star the model never
+    trained on: its validation split on its training store, every star on another store
+    (``max_spectra`` draws a subset).  ``probe`` adds the nonlinear latent probe (controls:
+    :func:`probe_controls`, or ``probe_control_columns``).
     """
     if out_dir:
         check_output_dir(out_dir)  # before the work, not after it
@@ -77,6 +151,7 @@ def evaluate_vae(store_or_path, model_dir, out_dir=None, rows: str = "validation
     names = list(model.config.label_names)
     n_lat = model.config.n_latent
     labels, label_err = D.label_arrays(store.catalog, names, str(store.path))
+    training_store = is_training_store(store, config)
     sel = held_out_rows(store, config, labels, rows)
     rng = np.random.default_rng(seed)
     if max_spectra and len(sel) > max_spectra:
@@ -136,10 +211,18 @@ def evaluate_vae(store_or_path, model_dir, out_dir=None, rows: str = "validation
     files = _write_tables(out, store, sel, chi2_nu, sums, corr, latent_names, names,
                           z_samp, u_samp, labels, corner_per_bin, rng)
     files += _write_plots(out, store, chi2_nu, sums, corr, latent_names, names, n_lat)
+    probe_res = None
+    if probe:
+        probe_res = _probe(store, sel, mus, labels[sel], names, probe_control_columns, seed,
+                           progress)
+        if "skipped" not in probe_res:
+            files.append(_write_csv(pd.DataFrame(probe_table(probe_res)), out / "probe.csv"))
     finite = np.isfinite(chi2_nu)
+    split_known = bool(config.get("training", {}).get("split"))
     summary = {
         "store": str(store.path), "model": str(model_dir), "rows": rows,
-        "held_out": rows == "validation" and bool(config.get("training", {}).get("split")),
+        "training_store": training_store,
+        "held_out": (not training_store) or (rows != "all" and split_known),
         "n_spectra": int(len(sel)),
         "median_chi2_nu": float(np.median(chi2_nu[finite])),
         "chi2_nu_p16_p84": [float(v) for v in np.percentile(chi2_nu[finite], [16, 84])],
@@ -148,6 +231,8 @@ def evaluate_vae(store_or_path, model_dir, out_dir=None, rows: str = "validation
         "max_abs_corr_at": [latent_names[k_max], names[l_max]],
         "max_abs_corr_sampled": float(np.abs(corr_s[:n_lat, n_lat:]).max()),
         "mean_abs_resid": float(np.nanmean(np.abs(sums["r"] / np.maximum(sums["n"], 1)))),
+        **_probe_headline(probe_res),
+        "probe": probe_res,
         "seconds": round(seconds, 2),
         "spectra_per_s": round(len(sel) / seconds, 1),
         "out_dir": str(out), "files": files,
@@ -158,6 +243,34 @@ def evaluate_vae(store_or_path, model_dir, out_dir=None, rows: str = "validation
               f"{summary['median_chi2_nu']:.3f}, max |corr(latent, label)| "
               f"{summary['max_abs_corr']:.3f} -> {out}", file=sys.stderr)
     return summary
+
+
+def _probe(store, sel, mus, targets, names, explicit, seed, progress) -> dict:
+    """The nonlinear probe of the free latents (see core.evaluate.probe)."""
+    ctrl_names, ctrl, dropped = probe_controls(store.catalog, names, sel, explicit)
+    if progress:
+        print(f"latent probe: {len(sel)} stars, {len(ctrl_names)} controls …", file=sys.stderr)
+    try:
+        res = latent_probe(mus, targets, ctrl, target_names=names, control_names=ctrl_names,
+                           seed=seed)
+    except ValueError as e:  # too few stars for two halves worth fitting
+        return {"skipped": str(e), "controls": ctrl_names}
+    res["controls_dropped"] = dropped
+    res["targets_source"] = "the catalog's injected label values"
+    res["latents_source"] = "μ of the free latents (decode(μ, labels) inputs)"
+    return res
+
+
+def _probe_headline(res: dict | None) -> dict:
+    """The probe's figures of merit for the top of the summary (MLP excess R² per label)."""
+    if not res or "skipped" in res or "mlp" not in res:
+        return {}
+    mlp = res["mlp"]
+    worst = max(mlp, key=lambda t: mlp[t]["excess_r2"])
+    return {"probe_excess_r2": {t: v["excess_r2"] for t, v in mlp.items()},
+            "probe_shuffled_excess_r2": {t: v["shuffled_excess_r2"] for t, v in mlp.items()},
+            "probe_r2_latents": {t: v["r2_latents"] for t, v in mlp.items()},
+            "probe_max_excess_r2": mlp[worst]["excess_r2"], "probe_max_excess_r2_at": worst}
 
 
 def _write_csv(df: pd.DataFrame, path: Path, index: bool = False) -> str:
