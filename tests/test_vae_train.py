@@ -211,3 +211,27 @@ def test_ddp_gives_every_rank_the_scalings_of_rank_zero(tmp_path):
     assert a["label_mean"][0] == 4800.0
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_kernel_dependence_sees_non_linear_dependence_that_correlation_misses():
+    from core.train.losses import kernel_dependence
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.randn(256, 3, generator=g)
+    leaky = torch.cat([y**2 - 1, y**3 - 3 * y], dim=1)  # no linear trend in y
+    noise = torch.randn(256, 6, generator=g)
+    assert float(kernel_dependence(leaky, y)) > 0.3
+    assert float(kernel_dependence(noise, y)) < 0.1
+
+
+def test_opt_in_label_redraw_and_hsic_options_train_and_log(store, tmp_path):
+    default = train_vae(settings(store, tmp_path / "plain"))
+    assert "hsic" not in pd.read_csv(tmp_path / "plain" / "training_log.csv").columns
+    run = tmp_path / "hsic"
+    summary = train_vae(settings(store, run, hsic=100.0, redraw_labels=False))
+    log = pd.read_csv(run / "training_log.csv")
+    assert {"train_hsic", "val_hsic", "train_hsic_term"} <= set(log.columns)
+    assert np.isfinite(log["val_hsic"]).all() and (log["val_hsic"] >= 0).all()
+    saved = json.loads((run / "config.json").read_text())["training"]["settings"]
+    assert saved["hsic"] == 100.0 and saved["redraw_labels"] is False
+    assert np.isfinite(summary["best"]["val_total"]) and np.isfinite(default["best"]["val_total"])

@@ -20,7 +20,7 @@ from ..paths import resolve_store
 from ..store import SpectraStore
 from . import data as D
 from .decorrelate import decorrelate_latents
-from .losses import ERROR_FLOOR, LOG_TERMS, vae_loss
+from .losses import ERROR_FLOOR, LOG_TERMS, vae_loss, with_dependence_penalty
 from .trainer import (  # noqa: F401  (re-exported: the app and older callers import them here)
     CHECKPOINT_DIR,
     CURVES_FILE,
@@ -56,6 +56,12 @@ class VAETrainSettings(TrainSettings):
     #: absorb the linear label trend of μ into the saved model (see core.train.decorrelate)
     decorrelate: bool = True
     decorrelate_rows: int = 20_000
+    #: decode with labels re-drawn from their errors on every pass (the seed's choice);
+    #: False decodes with the catalog labels as they are (opt-in experiment)
+    redraw_labels: bool = True
+    #: weight of a kernel dependence (normalised HSIC) penalty between the latent means and
+    #: the injected labels, per spectrum (0: off; opt-in experiment)
+    hsic: float = 0.0
 
 
 def _widths(text: str) -> list[int]:
@@ -101,6 +107,12 @@ class VAETask(TrainTask):
         p.add_argument("--no-decorrelate", dest="decorrelate", action="store_const", const=False,
                        default=None, help="save the model without absorbing the linear label "
                        "trend of the latent means (reconstructions are the same either way)")
+        p.add_argument("--no-label-redraw", dest="redraw_labels", action="store_const",
+                       const=False, default=None, help="decode with the catalog labels as "
+                       "they are instead of re-drawing them from their errors on every pass")
+        p.add_argument("--hsic", type=float, default=None,
+                       help="weight of a normalised-HSIC penalty between latent means and "
+                       "injected labels (non-linear dependence; default 0 = off)")
 
     # -- data ---------------------------------------------------------------------------------
     def prepare(self, info) -> None:
@@ -169,11 +181,21 @@ class VAETask(TrainTask):
         return self.train_src, val
 
     # -- loss and saving -------------------------------------------------------------------------
+    def __init__(self, settings):
+        super().__init__(settings)
+        if settings.hsic:  # logged only when the opt-in penalty is on
+            self.terms = (*LOG_TERMS, "hsic", "hsic_term")
+
     def loss(self, model, batch) -> dict:
-        out = model(batch["flux"], batch["weight"] > 0, batch["labels"], batch["label_err"],
-                    sample=True)
-        return vae_loss(out, batch["flux"], batch["weight"], self.settings.beta,
-                        self.settings.gamma)
+        s = self.settings
+        err = batch["label_err"] if s.redraw_labels else None
+        out = model(batch["flux"], batch["weight"] > 0, batch["labels"], err, sample=True)
+        terms = vae_loss(out, batch["flux"], batch["weight"], s.beta, s.gamma)
+        if s.hsic:
+            raw = model.module if hasattr(model, "module") else model  # DDP wraps it
+            terms = with_dependence_penalty(terms, out["mu"], raw.scale_labels(batch["labels"]),
+                                            s.hsic)
+        return terms
 
     def extra_config(self, model, best: dict) -> dict:
         return model_extra_config(model, self.settings, self.store, self.split, best)
