@@ -133,8 +133,8 @@ def test_a_model_trained_on_one_line_looks_at_that_line():
     w, mask = torch.from_numpy(wave).expand(n, p), torch.ones(n, p, dtype=torch.bool)
     y = m.scale_labels(torch.from_numpy(depth)[:, None])
     opt = torch.optim.Adam(m.parameters(), lr=3e-3)
-    for _ in range(300):
-        idx = torch.randint(0, n, (64,))
+    for _ in range(200):
+        idx = torch.randint(0, n, (32,))
         mean, _ = m(f[idx], e[idx], w[idx], mask[idx])
         loss = (mean - y[idx]).square().mean()
         opt.zero_grad()
@@ -213,10 +213,11 @@ def test_missing_labels_are_left_out_of_the_loss(store, tmp_path):
 
 # -- CLI and predictor -------------------------------------------------------------------------
 
-def test_cli_train_resume_infer_and_predictor(store, tmp_path, capsys):
+def test_cli_train_resume_infer_and_predictor(tmp_path, capsys):
+    store = synthetic_store(tmp_path / "small", n=48, seed=4)
     run = tmp_path / "tf"
-    common = ["--store", str(store.path), "--out", str(run), "--batch-size", "16", "--context",
-              "64", "--no-progress", "--seed", "1", "--device", "cpu"]
+    common = ["--store", str(store.path), "--out", str(run), "--batch-size", "8", "--context",
+              "128", "--no-progress", "--seed", "1", "--device", "cpu"]
     assert cli(["train", "transformer", *common, "--epochs", "1"]) == 0
     assert cli(["train", "transformer", *common, "--epochs", "2", "--resume"]) == 0
     assert list(pd.read_csv(run / T.LOG_FILE)["epoch"]) == [1, 2]

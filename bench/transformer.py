@@ -1,0 +1,110 @@
+"""Spectral transformer speed: training and inference spectra/s, attention extraction ms/star.
+
+    .venv/bin/python bench/transformer.py                    # CPU, compact preset
+    .venv/bin/python bench/transformer.py --device cuda --preset spectrafm --n 2000
+
+On a synthetic store (``core.train.synthetic``, 7514-pixel grid):
+
+* training: ``--epochs`` epochs of the shared trainer; the median of training_log.csv's
+  per-epoch ``train_spectra_per_s`` (optimiser steps only, first epoch excluded when there
+  are more: it pays for start-up);
+* inference: the whole store through ``core.inference.runner.run_store`` without writing
+  (every good pixel, in context-sized patches), median spectra/s over ``--repeats``;
+* attention: ``TransformerPredictor.attention`` of one label over a whole spectrum, median
+  ms per star over ``--stars`` stars (one warm-up call excluded).
+
+Prints the figures and writes them to bench/results/transformer.json under the device name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+RESULTS = ROOT / "bench" / "results" / "transformer.json"
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=400, help="spectra in the synthetic store")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--preset", default="compact")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--stars", type=int, default=10)
+    p.add_argument("--device", default="cpu")
+    args = p.parse_args(argv)
+
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from core.inference.predictor import SpectraBatch
+    from core.inference.runner import run_store
+    from core.inference.transformer import TransformerPredictor
+    from core.store.atomic import write_json_atomic
+    from core.train import trainer as T
+    from core.train.synthetic import synthetic_store
+    from core.train.transformer import TransformerTask, TransformerTrainSettings
+
+    device = torch.device(args.device)
+    with tempfile.TemporaryDirectory() as tmp:
+        store = synthetic_store(Path(tmp) / "store", n=args.n, seed=0)
+        run = Path(tmp) / "run"
+        settings = TransformerTrainSettings(store=str(store.path), out=str(run),
+                                            epochs=args.epochs, batch_size=args.batch_size,
+                                            preset=args.preset, progress=False,
+                                            device=args.device, checkpoint_every=1000)
+        t0 = time.perf_counter()
+        T.train(TransformerTask(settings))
+        train_wall = time.perf_counter() - t0
+        log = pd.read_csv(run / T.LOG_FILE)
+        rates = log["train_spectra_per_s"].tolist()
+        train_rate = statistics.median(rates[1:] if len(rates) > 1 else rates)
+
+        pred = TransformerPredictor.load(run, device)
+        infer_rates = []
+        for _ in range(args.repeats):
+            figures = run_store(pred, store.path, write=False, progress=False)
+            infer_rates.append(figures["spectra_per_s"])
+
+        rows = np.arange(min(args.stars + 1, len(store)))
+        times = []
+        label = pred.label_names[0]
+        for r in rows:
+            batch = SpectraBatch.from_store(store, store.read(np.array([r])))
+            t = time.perf_counter()
+            pred.attention(batch, label)
+            times.append(1000 * (time.perf_counter() - t))
+        ctx = pred.model.config.context
+        n_params = sum(q.numel() for q in pred.model.parameters())
+
+    result = {
+        "when": _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat(),
+        "machine": platform.machine(), "threads": torch.get_num_threads(),
+        "preset": args.preset, "context": ctx, "parameters": n_params,
+        "n_spectra": args.n, "epochs": args.epochs, "batch_size": args.batch_size,
+        "train_spectra_per_s_median": round(train_rate, 1),
+        "train_wall_s": round(train_wall, 1),
+        "infer_spectra_per_s_median": round(statistics.median(infer_rates), 2),
+        "infer_spectra_per_s": [round(v, 2) for v in infer_rates],
+        "attention_ms_per_star_median": round(statistics.median(times[1:] or times), 1),
+    }
+    print(json.dumps(result, indent=1))
+    old = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    old[f"{device.type}/{args.preset}"] = result
+    write_json_atomic(RESULTS, old)
+    return result
+
+
+if __name__ == "__main__":
+    main()
