@@ -304,3 +304,10 @@ def test_fine_tune_with_frozen_encoder_and_wave_range(store, tmp_path):
                          strict=True):
         assert torch.equal(a, b), k
     assert not torch.equal(start.head.weight, tuned.head.weight)
+    # the tuned model reads its own range at inference
+    pred = TransformerPredictor.load(tmp_path / "ft")
+    s = SpectraStore.open(store.path)
+    out = pred.predict_batch(SpectraBatch.from_store(s, s.read(np.array([0]))))
+    wave = pred.grid.wavelength
+    assert out.outputs["good"][0].any() and (wave[out.outputs["good"][0]] <= 15800).all()
+    assert out.columns["TF_NPIX"][0] < 0.5 * len(wave)

@@ -9,6 +9,9 @@ log-variance, and the patches are combined by inverse predicted variance.  Catal
   the star and the model's errors, so they are not independent measurements);
 * ``TF_NPIX`` — good pixels read (0: none, every other column NaN).
 
+A model fine-tuned with ``--wave-range A B`` reads only that range here too (its config
+records it); ``wave_range=`` when loading chooses another.
+
 :meth:`TransformerPredictor.attention` gives the decoder cross-attention of one label query
 over a spectrum's pixels (for the Attention view).
 """
@@ -47,22 +50,28 @@ class TransformerPredictor(Predictor):
     column_prefix = PREFIX
 
     def __init__(self, model: SpectralTransformer, model_dir: str = "", config: dict | None = None,
-                 bad_bits: str = "astronn", amp: bool = False, patch_batch: int = 256):
+                 bad_bits: str = "astronn", amp: bool = False, patch_batch: int = 256,
+                 wave_range=None):
         self.model = model.eval()
         self.model_dir = str(model_dir)
         self.device = model.device
         self.config = config or {"model_type": model.model_type}
         self.bad_bits, self.amp, self.patch_batch = bad_bits, amp, patch_batch
+        c = model.config
+        lo, hi = wave_range if wave_range is not None else (c.wave_min, c.wave_max)
+        self.wave_range = (max(float(lo), c.wave_min), min(float(hi), c.wave_max))
 
     @classmethod
     def load(cls, model_dir: str | os.PathLike, device: str | torch.device | None = None,
-             amp: bool = False, **_ignored) -> TransformerPredictor:
+             amp: bool = False, wave_range=None, **_ignored) -> TransformerPredictor:
         dev = torch.device("cpu") if device is None else choose_device(device)
         model, config = models.load_with_config(model_dir, dev)
         if not isinstance(model, SpectralTransformer):
             raise BadDataError(f"{model_dir}: expected a transformer, found model_type "
                                f"{config.get('model_type')!r}")
-        return cls(model, str(model_dir), config, amp=amp)
+        if wave_range is None:  # the range it was (fine-)tuned on, if any
+            wave_range = config.get("training", {}).get("settings", {}).get("wave_range")
+        return cls(model, str(model_dir), config, amp=amp, wave_range=wave_range)
 
     # -- what it is ----------------------------------------------------------------------------
     @property
@@ -83,6 +92,10 @@ class TransformerPredictor(Predictor):
             cols += [Column(f"{PREFIX}_{name}"), Column(f"{PREFIX}_{name}_ERR")]
         return cols + [Column(f"{PREFIX}_NPIX", "int32", -1)]
 
+    def note(self) -> dict:
+        return {**super().note(), "source": "stellarscope infer transformer",
+                "wave_range": list(self.wave_range), "context": self.model.config.context}
+
     def summary(self, columns: dict[str, np.ndarray]) -> dict:
         npix = columns[f"{PREFIX}_NPIX"]
         return {"unusable": int((npix == 0).sum())}
@@ -93,8 +106,8 @@ class TransformerPredictor(Predictor):
         if batch.exclude is not None:
             good &= ~batch.excluded()
         wave = self.grid.wavelength
-        c = self.model.config
-        return good & (wave >= c.wave_min) & (wave <= c.wave_max)
+        lo, hi = self.wave_range
+        return good & (wave >= lo) & (wave <= hi)
 
     def _patch_arrays(self, batch: SpectraBatch, good: np.ndarray):
         """Stacked patches of every spectrum: flux, error, wave, mask (n_patch, context) and
