@@ -235,12 +235,18 @@ def test_cli_train_resume_infer_and_predictor(tmp_path, capsys):
     b = s.read(np.array([0, 5]))
     one = pred.predict_batch(SpectraBatch.from_store(s, b))
     assert np.allclose(one.columns["TF_TEFF"], cat["TF_TEFF"].to_numpy()[[0, 5]])
+    # the app's single-spectrum path gives the catalog row's numbers
+    out = pred.predict_spectrum(s.spectrum(5))
+    assert out["columns"]["TF_LOGG"] == pytest.approx(float(cat.loc[5, "TF_LOGG"]), rel=1e-5)
+    assert np.allclose(out["labels_err"][1], cat.loc[5, "TF_LOGG_ERR"], rtol=1e-5)
+    att_spec = pred.attention(s.spectrum(3), "TEFF")
     # attention over one spectrum: sums to 1 over the pixels read, NaN elsewhere
     batch = SpectraBatch.from_store(s, s.read(np.array([3])))
     att = pred.attention(batch, "LOGG")
     good = pred._good(batch)[0]
     assert np.isnan(att[~good]).all() and np.isclose(np.nansum(att), 1.0, atol=1e-4)
     assert (att[good] >= 0).all()
+    assert np.allclose(att_spec, pred.attention(batch, "TEFF"), equal_nan=True)
     with pytest.raises(ValueError, match="not one of"):
         pred.attention(batch, "MG_FE")
     with pytest.raises(ValueError, match="decoder layers"):
