@@ -66,6 +66,7 @@ def test_a_leaky_representation_with_no_linear_trend_has_high_excess_r2(data):
     p = latent_probe(latents, y, controls, target_names=NAMES, control_names=["c0", "c1", "c2"])
     for t in NAMES:
         assert p["mlp"][t]["excess_r2"] > 0.4, (t, p["mlp"][t])  # … the probe does not
+        assert p["mlp"][t]["partial_r2"] > 0.4
         assert p["knn"][t]["excess_over_shuffled_r2"] > 0.2, (t, p["knn"][t])
         assert abs(p["linear"][t]["excess_r2"]) < 0.1  # a linear probe sees nothing
         # row-shuffled: nothing (within the noise of 600 training stars and early stopping
@@ -156,6 +157,7 @@ def test_evaluate_vae_reports_the_probe_and_never_writes_the_model(trained, tmp_
     for figs in p["mlp"].values():
         assert np.isclose(figs["excess_r2"],
                           figs["r2_controls_latents"] - figs["r2_controls"])
+        assert figs["partial_r2"] <= 1.0
     table = pd.read_csv(out / "probe.csv")
     assert set(table["method"]) == {"mlp", "knn", "linear"}
     assert "probe.csv" in s["files"]

@@ -95,7 +95,8 @@ def run_evaluate(args) -> int:
         for t, v in p["mlp"].items():
             text += (f"\n  {t:8s} {v['r2_latents']:.3f} / {v['r2_controls']:.3f} / "
                      f"{v['r2_controls_latents']:.3f} → {v['excess_r2']:+.3f} "
-                     f"({v['shuffled_excess_r2']:+.3f}); k-NN excess over shuffled "
+                     f"({v['shuffled_excess_r2']:+.3f}), partial R² {v['partial_r2']:.2f}; "
+                     "k-NN excess over shuffled "
                      f"{p['knn'][t]['excess_over_shuffled_r2']:+.3f}")
     elif s.get("probe"):
         text += f"\nprobe skipped: {s['probe']['skipped']}"

@@ -240,6 +240,9 @@ def latent_probe(latents: np.ndarray, targets: np.ndarray, controls: np.ndarray 
             name: {**{f"r2_{k}": float(v[:, t].mean()) for k, v in r2.items()},
                    "excess_r2": float(excess[:, t].mean()),
                    "excess_r2_halves": [float(v) for v in excess[:, t]],
+                   # the share of what the controls leave unexplained that the latents explain
+                   "partial_r2": float((excess[:, t] / np.maximum(
+                       1.0 - r2["controls"][:, t], 1e-6)).mean()),
                    "shuffled_excess_r2": float(shuffled_excess[:, t].mean()),
                    "excess_over_shuffled_r2": float((excess - shuffled_excess)[:, t].mean())}
             for t, name in enumerate(target_names)}
@@ -250,7 +253,9 @@ def latent_probe(latents: np.ndarray, targets: np.ndarray, controls: np.ndarray 
         "n_latents": int(latents.shape[1]),
         "scoring": "fitted on one random half of the stars, scored on the other, both ways; "
                    "R² is the mean of the two directions",
-        "figure_of_merit": "excess_r2 = R²(controls + latents) − R²(controls)",
+        "figure_of_merit": "excess_r2 = R²(controls + latents) − R²(controls); partial_r2 = "
+                           "excess_r2 / (1 − R²(controls)), the share of what the controls "
+                           "leave unexplained that the latents explain",
         "baseline": "shuffled_excess_r2: the same with the latents row-shuffled (~0 for a "
                     "representation that knows nothing; k-NN loses accuracy with every added "
                     "dimension, so its baseline is negative and excess_over_shuffled_r2 = "

@@ -269,6 +269,7 @@ def _probe_headline(res: dict | None) -> dict:
     worst = max(mlp, key=lambda t: mlp[t]["excess_r2"])
     return {"probe_excess_r2": {t: v["excess_r2"] for t, v in mlp.items()},
             "probe_shuffled_excess_r2": {t: v["shuffled_excess_r2"] for t, v in mlp.items()},
+            "probe_partial_r2": {t: v["partial_r2"] for t, v in mlp.items()},
             "probe_r2_latents": {t: v["r2_latents"] for t, v in mlp.items()},
             "probe_max_excess_r2": mlp[worst]["excess_r2"], "probe_max_excess_r2_at": worst}
 
