@@ -17,7 +17,7 @@ from core.inference.transformer import TransformerPredictor, patches
 from core.models.transformer import SpectralTransformer, TransformerConfig
 from core.store import SpectraStore
 from core.train import trainer as T
-from core.train.synthetic import synthetic_store
+from core.train.synthetic import synthetic_arrays, synthetic_store
 from core.train.transformer import TransformerTask, TransformerTrainSettings, draw_context
 
 TINY = {"context": 32, "width": 16, "heads": 2, "encoder_layers": 1, "decoder_layers": 2,
@@ -196,9 +196,15 @@ def test_save_load_round_trip(tmp_path):
         torch.testing.assert_close(a, b)
 
 
-def test_missing_labels_are_left_out_of_the_loss(store, tmp_path):
+def test_missing_labels_are_left_out_of_the_loss(tmp_path):
+    arrays = synthetic_arrays(60, seed=5)
+    arrays["catalog"].loc[:4, "LOGG"] = -9999.0         # APOGEE's "no value"
+    with SpectraStore.create(tmp_path / "s", kind="generic", title="sentinels") as w:
+        w.append(arrays["flux"], arrays["error"], arrays["pixmask"], arrays["catalog"])
+    store = SpectraStore.open(tmp_path / "s")
     task = TransformerTask(_settings(store, tmp_path / "r"))
     task.prepare(type("Info", (), {"world": 1})())
+    assert np.isnan(task.labels[:5, 1]).all() and np.isfinite(task.labels[5:]).all()
     info = type("Info", (), {"is_main": True, "device": torch.device("cpu"), "world": 1,
                              "rank": 0})()
     model = task.new_model(info)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import BadDataError
+from ..labels import is_missing
 from ..models.transformer import PRESETS, SpectralTransformer, TransformerConfig, gaussian_nll
 from ..paths import resolve_store
 from ..store import SpectraStore
@@ -127,7 +128,8 @@ class TransformerTask(TrainTask):
         s = self.settings
         self.store = store = SpectraStore.open(resolve_store(s.store))
         self.labels, self.label_err = D.label_arrays(store.catalog, s.labels, where=str(store.path))
-        self.labels[~np.isfinite(self.labels) | (self.labels < -9000)] = np.nan
+        self.labels[is_missing(self.labels)] = np.nan   # APOGEE's -9999 is no value
+        self.label_err[is_missing(self.label_err)] = np.nan
         rows = np.nonzero(np.isfinite(self.labels).any(axis=1))[0].astype(np.int64)
         if s.max_rows:
             rows = rows[: s.max_rows]
@@ -189,7 +191,8 @@ class TransformerTask(TrainTask):
                                f"outside the model's encoding range {c.wave_min:.0f}–"
                                f"{c.wave_max:.0f} Å")
         freeze(model, self.settings.freeze)
-        self.context = c.context
+        # pixels drawn per star: the run's --context, else the model's (a fine-tune may differ)
+        self.context = self.settings.context or c.context
         return model
 
     def sources(self, info):
