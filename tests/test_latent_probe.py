@@ -161,4 +161,7 @@ def test_evaluate_vae_reports_the_probe_and_never_writes_the_model(trained, tmp_
     table = pd.read_csv(out / "probe.csv")
     assert set(table["method"]) == {"mlp", "knn", "linear"}
     assert "probe.csv" in s["files"]
+    s = evaluate_vae(store, model, rows="all", probe_max_stars=100, out_dir=tmp_path / "ev",
+                     progress=False)
+    assert s["n_spectra"] == 260 and s["probe"]["n_stars"] == 100
     assert digest(model) == before

@@ -40,6 +40,8 @@ def register(sub, groups) -> None:
     e.add_argument("--no-probe", dest="probe", action="store_false",
                    help="skip the nonlinear latent probe (MLP / k-NN / linear R² of each "
                         "injected label from the free latents beyond the controls)")
+    e.add_argument("--probe-max-stars", type=int, default=20_000,
+                   help="probe a random subset of this many evaluated stars (20000; 0 = all)")
     e.add_argument("--probe-controls", default=None, metavar="COL,COL",
                    help="catalog columns the latents may legitimately encode (default: the "
                         "labels the model is not given, TRUE_* versions on a mock)")
@@ -83,7 +85,8 @@ def run_evaluate(args) -> int:
                      batch_size=args.batch_size, device=args.device,
                      max_spectra=args.max_spectra, seed=args.seed,
                      progress=not (args.no_progress or args.json), probe=args.probe,
-                     probe_control_columns=controls)
+                     probe_control_columns=controls,
+                     probe_max_stars=args.probe_max_stars or None)
     text = (f"{s['n_spectra']} {s['rows']} spectra: median χ²_ν {s['median_chi2_nu']:.3f}, "
             f"max |corr(free latent, label)| {s['max_abs_corr']:.3f} "
             f"({' vs '.join(s['max_abs_corr_at'])}); figures in {s['out_dir']}")
