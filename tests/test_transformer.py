@@ -141,6 +141,10 @@ def test_a_model_trained_on_one_line_looks_at_that_line():
         loss.backward()
         opt.step()
     m.eval()
+    with torch.no_grad():  # it learned the label, not only its spread
+        pred = m(f[:128], e[:128], w[:128], mask[:128])[0][:, 0]
+    r = np.corrcoef(pred.numpy(), depth[:128])[0, 1]
+    assert r > 0.9, r
     near = slice(at - 3, at + 4)
     _, _, maps = m(f[:32], e[:32], w[:32], mask[:32], return_attention=True)
     att = maps[0].mean(dim=(0, 1))[0]                   # mean over stars and heads

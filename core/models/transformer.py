@@ -192,7 +192,7 @@ class SpectralTransformer(nn.Module):
 
     def embed_pixels(self, flux, error, wave) -> torch.Tensor:
         """(B, N, width) pixel tokens: value embedding + wavelength encoding."""
-        z = ((flux - self.flux_center) / self.flux_scale).clamp(-10.0, 10.0)
+        z = ((flux - self.flux_center) / self.flux_scale).clamp(-20.0, 20.0)
         e = (error / self.flux_scale).clamp(0.0, self.config.max_error_ratio)
         value = self.value_embed(torch.stack([z, e], dim=-1).to(self.head.weight.dtype))
         return value + self.wave_encoding(wave).to(value.dtype)

@@ -149,7 +149,9 @@ class TransformerTask(TrainTask):
         self.wave = wave
 
     def _flux_scaling(self) -> tuple[float, float]:
-        """Median and MAD-σ of good training flux (a sample of rows)."""
+        """Median and spread of good training flux (a sample of rows).  The spread is the
+        standard deviation within the 0.5–99.5 % quantiles, not a MAD: most pixels are
+        continuum, so a MAD would measure the noise and put every line far out in the tail."""
         s = self.settings
         rows = np.sort(np.random.default_rng(s.seed).permutation(self.split.train)[:2000])
         vals = []
@@ -159,8 +161,9 @@ class TransformerTask(TrainTask):
         v = np.concatenate(vals) if vals else np.zeros(0)
         if v.size == 0:
             raise BadDataError(f"{self.store.path}: the training rows have no good pixel")
-        med = float(np.median(v))
-        return med, float(1.4826 * np.median(np.abs(v - med))) or float(v.std()) or 1.0
+        lo, hi = np.quantile(v, [0.005, 0.995])
+        v = v[(v >= lo) & (v <= hi)]
+        return float(np.median(v)), float(v.std()) or 1.0
 
     def new_model(self, info) -> SpectralTransformer:
         s = self.settings
