@@ -128,22 +128,32 @@ def epoch_chunks(n: int, batch_size: int, world: int, rank: int, epoch: int, see
     return mine if drop_last else [c for c in mine if len(c)]
 
 
-def _to_tensors(arrays: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
+def to_tensors(arrays: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
     pin = device.type == "cuda"
     out = {}
     for k, v in arrays.items():
+        if isinstance(v, torch.Tensor) and v.device == device:
+            out[k] = v  # already converted (shared by a training and a validation source)
+            continue
         t = torch.from_numpy(np.ascontiguousarray(v))
         out[k] = (t.pin_memory() if pin else t).to(device, non_blocking=pin)
     return out
 
 
 class MemorySource:
-    """All prepared rows held as tensors (on ``device``); batches are index selections."""
+    """All prepared rows held as tensors (on ``device``); batches are index selections.
+
+    ``index`` makes the source a subset of the arrays' rows without copying them, so a
+    training and a validation source can share one set of tensors (``to_tensors``).
+    """
 
     def __init__(self, arrays: dict[str, np.ndarray], device: torch.device, batch_size: int,
-                 seed: int = 0, world: int = 1, rank: int = 0):
-        self.tensors = _to_tensors(arrays, device)
-        self.n = int(len(next(iter(arrays.values()))))  # aligned arrays, one row each
+                 seed: int = 0, world: int = 1, rank: int = 0, index: np.ndarray | None = None):
+        self.tensors = to_tensors(arrays, device)
+        self.index = (None if index is None
+                      else torch.as_tensor(np.asarray(index, np.int64), device=device))
+        # aligned arrays, one row each
+        self.n = int(len(next(iter(arrays.values()))) if index is None else len(index))
         self.device, self.batch_size, self.seed = device, batch_size, seed
         self.world, self.rank = world, rank
 
@@ -174,6 +184,8 @@ class MemorySource:
         for pos in epoch_chunks(self.n, self.batch_size, self.world, self.rank, epoch, self.seed,
                                 shuffle, drop_last):
             idx = torch.from_numpy(pos).to(self.device)
+            if self.index is not None:
+                idx = self.index.index_select(0, idx)
             yield {k: v.index_select(0, idx) for k, v in self.tensors.items()}
 
 
@@ -204,4 +216,4 @@ class StoreSource:
                                   self.bad_bits)
 
         for arrays in prefetched(read, chunks, self.prefetch):
-            yield _to_tensors(arrays, self.device)
+            yield to_tensors(arrays, self.device)

@@ -253,11 +253,14 @@ class EmulatorTask(TrainTask):
         # label scaling of the model being trained (a fine-tuned one keeps its ranges)
         x = self.model.scale(data.labels).astype(np.float32)
 
+        # one set of tensors for both sources: subsets are index views, not copies of the
+        # spectra (a copy per split doubled the peak memory of a large store)
+        tensors = D.to_tensors({"x": x, "flux": data.flux, "weight": data.weight,
+                                "rows": np.arange(len(x), dtype=np.int64)}, info.device)
+
         def source(idx):
-            arrays = {"x": x[idx], "flux": data.flux[idx], "weight": data.weight[idx],
-                      "rows": idx.astype(np.int64)}
-            return D.MemorySource(arrays, info.device, s.batch_size, s.seed, info.world,
-                                  info.rank)
+            return D.MemorySource(tensors, info.device, s.batch_size, s.seed, info.world,
+                                  info.rank, index=idx)
 
         return source(self.train_idx), source(self.val_idx)
 
