@@ -6,8 +6,9 @@
 * :class:`ModelSlot` — one model family's loaded predictor, or why there is none.
 * :class:`AppContext` — the store, one slot per model family, and the messages meant for the
   user.
-* :class:`Session` — wires them: a new ``star_id`` loads that star from the store and runs the
-  VAE on it; uploads and other views go through :meth:`Session.show`.
+* :class:`Session` — wires them: a new ``star_id`` loads that star from the store and asks
+  every loaded model what it shows by itself (``Predictor.on_focus``: the VAE's
+  reconstruction and χ²_ν); uploads and other views go through :meth:`Session.show`.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 import param
 
-from core.errors import BadDataError, StellarscopeError
-from core.labels import is_missing
+from core.errors import StellarscopeError
+from core.models.families import FAMILIES
 from core.spectrum import Spectrum
 from core.store import SpectraStore
 
@@ -143,53 +144,6 @@ class AppContext(param.Parameterized):
         return bool(self.store is not None and self.store.is_mock)
 
 
-# -- the VAE on one spectrum ---------------------------------------------------------------------
-
-
-def _known(v) -> bool:
-    """A usable label value: a number, finite, not APOGEE's "no value" sentinel."""
-    try:
-        return not bool(is_missing(float(v)))
-    except (TypeError, ValueError):
-        return False
-
-
-def vae_labels(vae, spectrum: Spectrum, catalog_row: dict | None = None
-               ) -> tuple[np.ndarray, str]:
-    """The labels to condition the VAE on, and where they came from.
-
-    The spectrum's own metadata first, then its catalog row (an uploaded star that the store
-    knows), else the training set's mean labels, said so plainly in the side table.
-    """
-    names = tuple(getattr(vae, "label_names", ()))
-    for source, where in ((spectrum.meta, "catalog labels"), (catalog_row or {}, "store catalog")):
-        values = [source.get(n) for n in names]
-        if all(_known(v) for v in values):
-            return np.asarray(values, dtype=np.float32), where
-    return np.asarray(vae.label_mean, dtype=np.float32), "training-set mean (file has no labels)"
-
-
-def vae_outputs(vae, spectrum: Spectrum, catalog_row: dict | None = None) -> dict:
-    """The VAE's view of one spectrum, from the predictor's own ``predict_spectrum`` (the
-    one χ² of :mod:`core.chi2`, so the side table's χ²_ν equals the catalog's VAE_CHI2).
-
-    Returns ``encoding`` (mu, sigma, labels), ``reconstruction`` (flux on the spectrum's
-    pixels) and ``outputs`` (side-table numbers).
-    """
-    labels, where = vae_labels(vae, spectrum, catalog_row)
-    out = vae.predict_spectrum(spectrum, labels=labels)
-    recon = np.asarray(out["model"], np.float32).reshape(-1)
-    if recon.size != spectrum.n_pix:
-        raise BadDataError(f"the VAE works on {recon.size} pixels, {spectrum.label} has "
-                           f"{spectrum.n_pix}")
-    encoding = {"mu": np.asarray(out["latents"], np.float32).reshape(-1),
-                "sigma": np.asarray(out["latents_err"], np.float32).reshape(-1),
-                "labels": np.asarray(labels, np.float32).reshape(-1)}
-    outputs = {"VAE χ²_ν": float(out["chi2_nu"]), "VAE RMS residual": float(out["resid_rms"]),
-               "VAE labels from": where}
-    return {"encoding": encoding, "reconstruction": recon, "outputs": outputs}
-
-
 class Session(param.Parameterized):
     """One browser session's state and the rules that keep it consistent."""
 
@@ -207,7 +161,10 @@ class Session(param.Parameterized):
                                         count=len(self.context.store))
         self._loading = False
         self.focus.param.watch(self._on_star_id, "star_id")
-        self.context.slot("vae").param.watch(self._on_vae, "model")
+        # a model that arrives (or is retrained) redraws what it shows of the focused star
+        for family in FAMILIES:
+            self.context.slot(family).param.watch(self._on_model, "model")
+        self._auto_models: set[str] = set()
 
     # -- choosing a star ------------------------------------------------------------------
     def select_star(self, star) -> bool:
@@ -296,16 +253,22 @@ class Session(param.Parameterized):
         models, outputs, encoding = {}, {}, None
         if spectrum.model is not None:
             models["ASPCAP model"] = spectrum.model
-        vae = self.context.vae
-        if vae is not None:
+        row = None
+        for family, slot in list(self.context.slots.items()):
+            if slot.model is None or not hasattr(slot.model, "on_focus"):
+                continue
+            if row is None:
+                row = self._catalog_row(spectrum) or {}
             try:
-                out = vae_outputs(vae, spectrum, self._catalog_row(spectrum))
+                out = slot.model.on_focus(spectrum, row or None)
             except StellarscopeError as exc:
-                outputs["VAE"] = f"not applicable: {exc}"
-            else:
-                models["VAE reconstruction"] = out["reconstruction"]
-                outputs.update(out["outputs"])
-                encoding = out["encoding"]
+                outputs[family.upper()] = f"not applicable: {exc}"
+                continue
+            if out:
+                models.update(out.get("models", {}))
+                outputs.update(out.get("outputs", {}))
+                encoding = out.get("extra", {}).get("encoding", encoding)
+        self._auto_models.update(models)
         return {"models": models, "outputs": outputs, "encoding": encoding}
 
     def _catalog_row(self, spectrum: Spectrum) -> dict | None:
@@ -329,12 +292,12 @@ class Session(param.Parameterized):
             self._loading = False
         self.context.status = describe(spectrum, outputs or {})
 
-    def _on_vae(self, event) -> None:
+    def _on_model(self, event) -> None:
         spectrum = self.focus.spectrum
         if spectrum is None:
             return
         extras = self.model_outputs(spectrum)
-        kept = {k: v for k, v in self.focus.models.items()
-                if k not in ("VAE reconstruction", "ASPCAP model")}
+        # overlays a view added (a fit) stay; the automatic ones are recomputed
+        kept = {k: v for k, v in self.focus.models.items() if k not in self._auto_models}
         extras["models"] = {**extras["models"], **kept}
         self.focus.param.update(**extras)

@@ -274,12 +274,11 @@ def test_sidebar_chi2_equals_the_catalogs_vae_chi2(store, real_vae):
 def test_vae_outputs_reject_a_grid_mismatch(real_vae):
     from core.errors import BadDataError
     from core.spectrum import Spectrum
-    from dashboard.state import vae_outputs
 
     spec = Spectrum(np.linspace(15000, 17000, 100), np.ones(100), np.ones(100), np.zeros(100),
                     meta={"TEFF": 4500, "LOGG": 2, "FE_H": 0})
     with pytest.raises(BadDataError, match="apogee7514 grid"):
-        vae_outputs(real_vae, spec)
+        real_vae.on_focus(spec)
 
 
 # -- a store that breaks under a running server ------------------------------------------------------

@@ -47,6 +47,11 @@ class TinyVAE:
     def sensitivity(self, z, labels):
         return -self.templates
 
+    def on_focus(self, spectrum, catalog_row=None):
+        from core.inference.vae import focus_outputs
+
+        return focus_outputs(self, spectrum, catalog_row)
+
     def predict_spectrum(self, spectrum, exclude=None, labels=None):
         """What VAEPredictor.predict_spectrum returns, with the one χ² of core.chi2."""
         from core.chi2 import good_pixels, reduced_chi2
@@ -255,7 +260,7 @@ def test_chip_images_resample_each_chip_evenly():
 
 
 def test_vae_labels_fall_back_in_order(store):
-    from dashboard.state import vae_labels
+    from core.inference.vae import condition_labels as vae_labels
 
     vae = TinyVAE()
     spec = store.spectrum(1)

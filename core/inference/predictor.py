@@ -166,6 +166,16 @@ class Predictor(ABC):
                                f"grid; the spectrum is on {spectrum.grid or 'its own wavelengths'}")
         return spectrum
 
+    def on_focus(self, spectrum: Spectrum, catalog_row: dict | None = None) -> dict | None:
+        """What the app shows by itself for the star on screen, or None (the default: the
+        family shows only in its own views, e.g. a fit made on demand).
+
+        ``{"models": {overlay name: flux on the spectrum's pixels}, "outputs": {side-table
+        name: value}, "extra": {…}}``; ``catalog_row`` is the store's row of an uploaded star
+        the store also holds.  Raise a StellarscopeError when the model does not apply.
+        """
+        return None
+
     def predict_spectrum(self, spectrum: Spectrum, exclude=None) -> dict:
         """One spectrum through :meth:`predict_batch`: its outputs (no batch axis) and, under
         ``"columns"``, the values its catalog row gets from a store run."""

@@ -24,6 +24,7 @@ from .. import chi2 as C
 from .. import models
 from ..errors import BadDataError
 from ..grid import Grid, get_grid
+from ..labels import is_missing
 from ..models.vae import SpectrumVAE
 from ..spectrum import Spectrum
 from .predictor import Column, Prediction, Predictor, SpectraBatch
@@ -268,6 +269,10 @@ class VAEPredictor(Predictor):
             jac = self.model.decoder_jacobian(z_t, self.model.scale_labels(y_t))
         return jac.float().cpu().numpy()
 
+    def on_focus(self, spectrum: Spectrum, catalog_row: dict | None = None) -> dict:
+        """The reconstruction, χ²_ν and encoding the app shows for the star on screen."""
+        return focus_outputs(self, spectrum, catalog_row)
+
 
 def infer_store(store_or_path, model_dir, batch_size: int = 1024, device=None,
                 progress: bool = True, amp: bool = False, prefix: str = COLUMN_PREFIX,
@@ -285,3 +290,51 @@ def infer_store(store_or_path, model_dir, batch_size: int = 1024, device=None,
     predictor = VAEPredictor.load(model_dir, rank_device(device), amp=amp, prefix=prefix)
     return run_store(predictor, store_or_path, batch_size=batch_size, progress=progress,
                      write=write, note=extra_note, desc="VAE inference")
+
+
+# -- what the app shows of the focused star -----------------------------------------------------
+
+
+def _known(v) -> bool:
+    """A usable label value: a number, finite, not APOGEE's "no value" sentinel."""
+    try:
+        return not bool(is_missing(float(v)))
+    except (TypeError, ValueError):
+        return False
+
+
+def condition_labels(vae, spectrum: Spectrum, catalog_row: dict | None = None
+                     ) -> tuple[np.ndarray, str]:
+    """The labels to condition the VAE on, and where they came from.
+
+    The spectrum's own metadata first, then its catalog row (an uploaded star that the store
+    knows), else the training set's mean labels, said so plainly in the side table.
+    """
+    names = tuple(getattr(vae, "label_names", ()))
+    for source, where in ((spectrum.meta, "catalog labels"), (catalog_row or {}, "store catalog")):
+        values = [source.get(n) for n in names]
+        if all(_known(v) for v in values):
+            return np.asarray(values, dtype=np.float32), where
+    return np.asarray(vae.label_mean, dtype=np.float32), "training-set mean (file has no labels)"
+
+
+def focus_outputs(vae, spectrum: Spectrum, catalog_row: dict | None = None) -> dict:
+    """The VAE's view of one spectrum, from the predictor's own ``predict_spectrum`` (the
+    one χ² of :mod:`core.chi2`, so the side table's χ²_ν equals the catalog's VAE_CHI2).
+
+    The :meth:`~core.inference.predictor.Predictor.on_focus` of a VAE: the reconstruction as
+    an overlay, side-table numbers, and the encoding (mu, sigma, labels) under ``extra``.
+    """
+    labels, where = condition_labels(vae, spectrum, catalog_row)
+    out = vae.predict_spectrum(spectrum, labels=labels)
+    recon = np.asarray(out["model"], np.float32).reshape(-1)
+    if recon.size != spectrum.n_pix:
+        raise BadDataError(f"the VAE works on {recon.size} pixels, {spectrum.label} has "
+                           f"{spectrum.n_pix}")
+    encoding = {"mu": np.asarray(out["latents"], np.float32).reshape(-1),
+                "sigma": np.asarray(out["latents_err"], np.float32).reshape(-1),
+                "labels": np.asarray(labels, np.float32).reshape(-1)}
+    outputs = {"VAE χ²_ν": float(out["chi2_nu"]), "VAE RMS residual": float(out["resid_rms"]),
+               "VAE labels from": where}
+    return {"models": {"VAE reconstruction": recon}, "outputs": outputs,
+            "extra": {"encoding": encoding}}
