@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..errors import BadDataError
 from ..inference.prepare import (  # noqa: F401  (re-exported: the old home of these helpers)
     LABEL_NAMES,
     good_pixels,
@@ -58,6 +59,18 @@ def split_rows(catalog: pd.DataFrame, rows: np.ndarray, fraction: float, seed: i
     ids = catalog["APOGEE_ID"].astype(str).to_numpy()[rows]
     is_val = validation_stars(ids, fraction, seed)
     return Split(train=rows[~is_val], validation=rows[is_val])
+
+
+def checked_split(store: SpectraStore, rows: np.ndarray, fraction: float, seed: int, world: int,
+                  wanted: str) -> Split:
+    """:func:`split_rows`, refusing a split too small to train on (``wanted`` says which
+    spectra were eligible, for the message)."""
+    split = split_rows(store.catalog, rows, fraction, seed)
+    if len(split.train) < 2 * world or len(split.validation) == 0:
+        raise BadDataError(f"{store.path}: {len(split.train)} training and "
+                           f"{len(split.validation)} validation spectra with {wanted}: too few "
+                           "to train (check the labels and --val-fraction)")
+    return split
 
 
 # -- preparing spectra --------------------------------------------------------------------------

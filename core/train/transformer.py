@@ -133,12 +133,8 @@ class TransformerTask(TrainTask):
         rows = np.nonzero(np.isfinite(self.labels).any(axis=1))[0].astype(np.int64)
         if s.max_rows:
             rows = rows[: s.max_rows]
-        self.split = split = D.split_rows(store.catalog, rows, s.val_fraction, s.split_seed)
-        if len(split.train) < 2 * info.world or len(split.validation) == 0:
-            raise BadDataError(f"{store.path}: {len(split.train)} training and "
-                               f"{len(split.validation)} validation spectra with any of "
-                               f"{', '.join(s.labels)}: too few to train (check the labels and "
-                               "--val-fraction)")
+        self.split = D.checked_split(store, rows, s.val_fraction, s.split_seed, info.world,
+                                     f"any of {', '.join(s.labels)}")
         wave = store.grid.wavelength.astype(np.float32)
         self.use = np.ones(wave.size, bool)
         if s.wave_range:

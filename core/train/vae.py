@@ -122,12 +122,8 @@ class VAETask(TrainTask):
         rows = D.labelled_rows(self.labels)
         if s.max_rows:
             rows = rows[: s.max_rows]
-        self.split = split = D.split_rows(store.catalog, rows, s.val_fraction, s.split_seed)
-        if len(split.train) < 2 * info.world or len(split.validation) == 0:
-            raise BadDataError(f"{store.path}: {len(split.train)} training and "
-                               f"{len(split.validation)} validation spectra with finite "
-                               f"{', '.join(s.labels)}: too few to train (check the labels and "
-                               "--val-fraction)")
+        self.split = D.checked_split(store, rows, s.val_fraction, s.split_seed, info.world,
+                                     f"finite {', '.join(s.labels)}")
         n_joint = s.n_latent + len(s.labels)
         if s.gamma and s.batch_size <= n_joint:
             raise TrainingSetupError(
