@@ -34,22 +34,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import peak_rss_mb  # bench/ is the script directory
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "train.json"
 FAMILIES = ("emulator", "vae")
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident set size so far, in MB (VmHWM; ru_maxrss elsewhere)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    import resource
-
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def _epoch_rates(run_dir: Path) -> list[float]:
