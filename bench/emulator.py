@@ -51,9 +51,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "emulator.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    from core.cli.emulator import default_model_path
+    from core.models import find
 
-    models = [Path(m) for m in args.models] or [default_model_path()]
+    models = [Path(m) for m in args.models] or [find("emulator")]
     rows = [describe(m, args.n_stars, args.seed) for m in models]
     write_json_atomic(args.out, {"n_stars": args.n_stars, "seed": args.seed, "models": rows})
     for r in rows:

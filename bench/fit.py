@@ -241,7 +241,7 @@ def gpu_throughput(emulator, flux, error, good, chunk: int) -> dict | None:
 
 
 def main(argv=None) -> int:
-    from core.cli.emulator import default_model_path
+    from core.models import find
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=None, help="emulator directory (default: the demo)")
@@ -253,7 +253,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "fit.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    model_dir = Path(args.model) if args.model else default_model_path()
+    model_dir = Path(args.model) if args.model else find("emulator")
     emulator = load_model(model_dir).to("cpu")
     base = PayneBaseline(emulator)
     true, flux, error, good = test_stars(emulator, args.n_stars, args.snr, args.seed)

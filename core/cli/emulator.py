@@ -7,8 +7,6 @@ import json
 import sys
 from pathlib import Path
 
-DEMO_MODEL = "emulator-demo"
-
 
 def register(sub, groups) -> None:
     _register_evaluate(groups["evaluate"])
@@ -37,7 +35,8 @@ def _register_evaluate(evaluate) -> None:
         "with the emulator so every later fit adds them to its σ (--save-as DIR into a "
         "calibrated copy: shipped and read-only models are never changed). The record is "
         "written to --out (default $STELLARSCOPE_HOME/evaluations/MODEL-TIME).")
-    p.add_argument("--model", default=None, help=f"emulator directory (default: {DEMO_MODEL})")
+    p.add_argument("--model", default=None, help="emulator directory or name (default: the newest emulator under "
+                   "$STELLARSCOPE_HOME/models, else the shipped demo)")
     p.add_argument("--store", default=None, help="store directory or name (default: demo store)")
     p.add_argument("--n-stars", type=int, default=300, help="stars to fit (default 300)")
     p.add_argument("--reference", choices=["auto", "truth", "catalog"], default="auto",
@@ -61,7 +60,8 @@ def _register_fit(sub) -> None:
                        description="Fit one star (from a store or an APOGEE FITS file) or every "
                        "star of a store (--all, writing FIT_* catalog columns).")
     p.add_argument("--model", default=None, help="emulator directory or Payne .npz "
-                   f"(default: the shipped {DEMO_MODEL})")
+                   "(default: the newest emulator under $STELLARSCOPE_HOME/models, else the "
+                   "shipped demo)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--star", help="APOGEE_ID (or row number) in --store")
     src.add_argument("--file", help="apStar, aspcapStar or apVisit FITS file")
@@ -90,24 +90,14 @@ def _register_fit(sub) -> None:
 # -- handlers -----------------------------------------------------------------------------------
 
 
-def default_model_path() -> Path:
-    from ..paths import SHIPPED_MODELS, models_dir
-
-    for base in (models_dir(), SHIPPED_MODELS):
-        if (base / DEMO_MODEL / "config.json").is_file():
-            return base / DEMO_MODEL
-    return SHIPPED_MODELS / DEMO_MODEL
-
-
 def _model_path(arg) -> Path:
-    from ..paths import models_dir
+    """The emulator named on the command line (a model directory, a name under the models
+    home or a Payne .npz file), else the one core.models.find picks."""
+    from ..models import find
 
-    if arg is None:
-        return default_model_path()
-    p = Path(arg).expanduser()
-    if not p.exists() and not p.is_absolute() and (models_dir() / arg).exists():
-        return models_dir() / arg
-    return p
+    if arg is not None and Path(arg).expanduser().is_file():
+        return Path(arg).expanduser()  # a Payne .npz: load_model reads it
+    return find("emulator", arg)
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
@@ -125,14 +115,14 @@ def _options(args):
 
 
 def run_fit(args) -> int:
+    from ..device import choose_device
     from ..errors import BadDataError
     from ..fit import fit_element, fit_spectrum, load_model
-    from ..models.emulator import default_device
     from ..paths import resolve_store
     from ..store import SpectraStore
 
     model_path = _model_path(args.model)
-    emulator = load_model(model_path, args.device or default_device())
+    emulator = load_model(model_path, choose_device(args.device))
     opts = _options(args)
     mask = None
     if args.mask:
@@ -220,6 +210,7 @@ def _format(result, element) -> str:
 
 
 def run_evaluate(args) -> int:
+    from ..device import choose_device
     from ..errors import BadFileError
     from ..evaluate.output import (
         check_copy_target,
@@ -230,7 +221,6 @@ def run_evaluate(args) -> int:
     )
     from ..fit import load_model
     from ..fit.calibrate import calibrate_errors, save_error_floor
-    from ..models.emulator import default_device
     from ..paths import resolve_store
     from ..store import SpectraStore
     from ..store.atomic import write_json_atomic
@@ -246,7 +236,7 @@ def run_evaluate(args) -> int:
         check_copy_target(args.save_as)
     if args.out:
         check_output_dir(args.out)
-    emulator = load_model(model_path, args.device or default_device())
+    emulator = load_model(model_path, choose_device(args.device))
     store = SpectraStore.open(resolve_store(args.store))
     record = calibrate_errors(emulator, store, n_stars=args.n_stars, reference=args.reference,
                               seed=args.seed, progress=not args.json)

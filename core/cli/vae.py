@@ -56,16 +56,10 @@ def _threads(args) -> None:
         torch.set_num_threads(args.threads)
 
 
-def _model_dir(args):
-    from ..errors import BadFileError
-    from ..paths import SHIPPED_MODELS
+def _model_dir(args) -> str:
+    from ..models import find
 
-    if args.model:
-        return args.model
-    demo = SHIPPED_MODELS / "vae-demo"
-    if not (demo / "config.json").is_file():
-        raise BadFileError(demo, "no shipped demo VAE; pass --model")
-    return str(demo)
+    return str(find("vae", args.model))
 
 
 def _emit(args, figures: dict, text: str) -> None:

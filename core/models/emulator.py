@@ -263,10 +263,3 @@ def load_emulator(path, device: str | torch.device | None = None) -> Emulator:
     if not isinstance(model, Emulator):
         raise BadFileError(path, f"model_type is {config.get('model_type')!r}, not an emulator")
     return model
-
-
-def default_device() -> torch.device:
-    """CUDA when present, else CPU: :func:`core.device.choose_device`, the one choice."""
-    from ..device import choose_device
-
-    return choose_device("auto")

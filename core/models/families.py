@@ -105,6 +105,11 @@ def find(family: str, explicit: str | os.PathLike | None = None) -> Path:
     """
     fam = get_family(family)
     looked = candidates(family, explicit)
+    if explicit and not (looked[0] / "config.json").is_file():
+        what = ("no such model directory" if not looked[0].exists()
+                else "not a saved model (no config.json)")
+        raise ModelNotFoundError(f"{looked[0]}: {what}; --model takes a model directory or the "
+                                 "name of one under $STELLARSCOPE_HOME/models")
     for d in looked:
         if not (d / "config.json").is_file():
             continue
