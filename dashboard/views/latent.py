@@ -2,9 +2,18 @@
 
 One slider per free latent, initialised at the focused star's encoding, plus one per injected
 label.  Every slider step decodes through ``VAEPredictor.decode`` and swaps the plot's data in
-place; a :class:`~dashboard.jobs.Throttle` folds fast drags into at most one decode per 40 ms.
+place; a :class:`~dashboard.jobs.Throttle` folds fast drags into at most one decode per 40 ms,
+always with the newest slider values (stale steps are dropped, never queued).
 The sensitivity strip (∂flux/∂z per pixel, one row per latent) is recomputed when a slider is
 released, so users see which lines each latent controls around the current point.
+
+What each latent does (:mod:`core.evaluate.latent_directions`, computed off the session's
+thread and cached per model and store): the sliders are ordered by how much their latent
+changes the spectrum, each carries a one-line summary (RMS flux change over ±1σ, the lines it
+moves most, the label it knows best), and the *Latent directions* table gives the detail.
+*Traverse* animates one latent from −3σ to +3σ and back while the difference panel shows the
+change against where the latent started.  A star whose latents (or labels) lie beyond the
+sliders' range widens them to its values and is flagged as outside the training distribution.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ from __future__ import annotations
 import html
 
 import numpy as np
+import pandas as pd
 import panel as pn
 import param
 from bokeh.layouts import column as bk_column
@@ -28,10 +38,11 @@ from bokeh.models import (
 from bokeh.palettes import RdBu11
 from bokeh.plotting import figure
 
+from core.evaluate import latent_directions as LD
 from core.grid import Grid, get_grid
-from core.labels import axis_title
+from core.labels import axis_title, display_name
 
-from ..jobs import Debounce, Throttle
+from ..jobs import Debounce, JobRunner, Throttle, session_doc
 from ..spectra import WAVE_LABEL, chip_images, robust_range, with_gaps
 from ..state import AppContext, FocusState
 
@@ -39,6 +50,12 @@ FALLBACK_RANGES = {"TEFF": (3500.0, 6500.0), "LOGG": (0.0, 5.0), "FE_H": (-2.5, 
                    "M_H": (-2.5, 0.6)}
 Z_LIMIT = 4.0
 DIFF_AGAINST = ("star's spectrum", "star's reconstruction")
+#: Traverse: from −TRAVERSE_SIGMA to +TRAVERSE_SIGMA and back, one step per tick.
+TRAVERSE_SIGMA = 3.0
+TRAVERSE_STEP = 0.2
+TRAVERSE_PERIOD_MS = 120
+#: A per-latent R² below this is "knows nothing" in the summaries.
+R2_SHOWN = 0.05
 
 
 class LatentView(pn.viewable.Viewer):
@@ -64,6 +81,13 @@ class LatentView(pn.viewable.Viewer):
         self._throttle = Throttle(self._decode, self.throttle_s)
         # the Jacobian strip costs ~60 ms and ~1 MB to send: once the slider has come to rest
         self._sensitivity_later = Debounce(self._update_sensitivity, 0.3)
+        self._jobs = JobRunner()
+        #: core.evaluate.latent_directions result for the current model and store, or None
+        self.directions: dict | None = None
+        self.order: list[int] = []
+        self._traverse: dict | None = None
+        self._traverse_cb = None
+        self.traverse_frames = 0
         self._build_figures()
         self.reset_button = pn.widgets.Button(label="Reset to star", color="primary",
                                               width=125)
@@ -74,10 +98,24 @@ class LatentView(pn.viewable.Viewer):
         self.reset_button.on_click(lambda e: self.reset_to_star())
         self.zero_button.on_click(lambda e: self.zero())
         self.sample_button.on_click(lambda e: self.sample_prior())
+        self.traverse_select = pn.widgets.Select(options={}, width=120, margin=(5, 5),
+                                                 css_classes=["ss-traverse-latent"])
+        self.traverse_button = pn.widgets.Button(label="▶ Traverse −3σ…+3σ", width=165,
+                                                 css_classes=["ss-traverse-button"])
+        self.traverse_button.on_click(lambda e: self.toggle_traverse())
         self.param.watch(lambda e: self._decode(), "diff_against")
         self.sliders_box = pn.Column(sizing_mode="stretch_width")
         self.message = pn.pane.Alert("", alert_type="warning", visible=False,
                                      sizing_mode="stretch_width")
+        self.range_alert = pn.pane.Alert("", alert_type="warning", visible=False,
+                                         sizing_mode="stretch_width", margin=(0, 5),
+                                         css_classes=["ss-latent-range"])
+        self.directions_note = pn.pane.Markdown("", margin=(0, 10),
+                                                css_classes=["ss-directions-note"])
+        self.directions_table = pn.widgets.Tabulator(
+            pd.DataFrame(), disabled=True, show_index=False, height=330,
+            sizing_mode="stretch_width", css_classes=["ss-directions-table"])
+        self.directions_table.on_click(self._on_table_click)
         self._build_sliders()
         self.context.slot("vae").param.watch(lambda e: self._build_sliders(), "model")
         self._stale = False
@@ -91,6 +129,8 @@ class LatentView(pn.viewable.Viewer):
             self._stale = True
 
     def _on_active(self, event) -> None:
+        if not event.new:
+            self.stop_traverse()
         if event.new and self._stale:
             self._stale = False
             self.reset_to_star()
@@ -166,19 +206,28 @@ class LatentView(pn.viewable.Viewer):
 
     def _build_sliders(self) -> None:
         vae = self.vae
-        self.z_sliders, self.y_sliders = [], []
+        self.stop_traverse()
+        self.z_sliders, self.y_sliders, self.z_notes = [], [], []
+        self.directions, self.order = None, []
+        self.directions_table.value = pd.DataFrame()
         if vae is None:
             problem = self.context.slot("vae").problem or "No VAE model yet."
             self.message.object = (f"**{html.escape(problem)}** "
                                    "The latent sliders appear when a VAE is available.")
             self.message.visible = True
             self.sliders_box.objects = []
+            self.directions_note.object = ""
             return
         self.message.visible = False
         for i in range(int(vae.n_latent)):
             s = pn.widgets.FloatSlider(label=f"z{i:02d}", start=-Z_LIMIT, end=Z_LIMIT, step=0.01,
-                                       value=0.0, width=190, margin=(2, 8))
+                                       value=0.0, width=175, margin=(2, 4))
             self.z_sliders.append(s)
+            self.z_notes.append(pn.pane.HTML("", width=215, margin=(0, 0),
+                                             styles={"font-size": "11px", "line-height": "1.25",
+                                                     "color": "#444"},
+                                             css_classes=["ss-latent-note"]))
+        self._y_default = []
         for name in vae.label_names:
             lo, hi = self._label_range(name)
             step = 1.0 if name == "TEFF" else 0.01
@@ -186,19 +235,29 @@ class LatentView(pn.viewable.Viewer):
                                        end=hi, step=step, value=(lo + hi) / 2, width=190,
                                        margin=(2, 8), format="0.00" if step < 1 else "0")
             self.y_sliders.append(s)
+            self._y_default.append((lo, hi))
         for s in self.z_sliders + self.y_sliders:
             s.param.watch(self._on_slider, "value")
             s.param.watch(lambda e: self._sensitivity_later(), "value_throttled")
         self.sens_fig.y_range.update(start=-0.5, end=vae.n_latent - 0.5)
         self.sens_fig.yaxis.ticker = FixedTicker(ticks=list(range(0, vae.n_latent, 3)))
+        self.order = list(range(int(vae.n_latent)))
+        self._layout_sliders()
+        self.reset_to_star()
+        self.load_directions()
+
+    def _layout_sliders(self) -> None:
+        ordered = self.directions is not None
+        title = (f"#### Free latents ({len(self.z_sliders)}, prior N(0, 1))"
+                 + (" — the one that changes the spectrum most first" if ordered else ""))
+        rows = [pn.Row(self.z_sliders[k], self.z_notes[k], margin=(0, 0)) for k in self.order]
         self.sliders_box.objects = [
             pn.pane.Markdown("#### Injected labels", margin=(0, 8)),
             pn.GridBox(*self.y_sliders, ncols=2),
-            pn.pane.Markdown(f"#### Free latents ({vae.n_latent}, prior N(0, 1))",
-                             margin=(0, 8)),
-            pn.GridBox(*self.z_sliders, ncols=2),
+            pn.pane.Markdown(title, margin=(0, 8)),
+            *rows,
         ]
-        self.reset_to_star()
+        self.traverse_select.options = {f"z{k:02d}": k for k in self.order}
 
     @property
     def point(self) -> tuple[np.ndarray, np.ndarray]:
@@ -207,33 +266,87 @@ class LatentView(pn.viewable.Viewer):
         y = np.array([s.value for s in self.y_sliders], dtype=np.float32)
         return z, y
 
-    def set_point(self, z=None, labels=None) -> None:
-        """Move the sliders without a decode per slider, then decode once."""
+    @staticmethod
+    def _fit(slider, v: float, default: tuple[float, float], pad: float) -> None:
+        """Set ``v``, widening the slider's range beyond ``default`` only as far as it needs."""
+        lo, hi = default
+        start = min(lo, float(np.floor((v - pad) / pad) * pad)) if v < lo else lo
+        end = max(hi, float(np.ceil((v + pad) / pad) * pad)) if v > hi else hi
+        slider.param.update(start=start, end=end, value=float(v))
+
+    def set_point(self, z=None, labels=None, who: str = "") -> None:
+        """Move the sliders without a decode per slider, then decode once.
+
+        A value beyond a slider's range widens it to include the value (a real star can sit
+        at z = +11): the point is shown as it is, with a warning (:meth:`_check_range`).
+        """
         self._syncing = True
         try:
             with pn.io.hold():
                 if z is not None:
                     for s, v in zip(self.z_sliders, np.asarray(z, dtype=float), strict=True):
-                        s.value = float(np.clip(v, s.start, s.end))
+                        if np.isfinite(v):
+                            self._fit(s, v, (-Z_LIMIT, Z_LIMIT), 0.5)
                 if labels is not None:
-                    for s, v in zip(self.y_sliders, np.asarray(labels, dtype=float), strict=True):
-                        s.value = float(np.clip(v, s.start, s.end)) if np.isfinite(v) else s.value
+                    for s, v, d in zip(self.y_sliders, np.asarray(labels, dtype=float),
+                                       self._y_default, strict=True):
+                        if np.isfinite(v):
+                            self._fit(s, v, d, (d[1] - d[0]) * 0.05)
         finally:
             self._syncing = False
+        self._check_range(who)
         self._decode()
         self._update_sensitivity()
+
+    def _latent_limits(self) -> tuple[np.ndarray, np.ndarray, str]:
+        """Where a latent counts as inside the training distribution: the 0.1–99.9 %
+        range of the store's stars when known, at most the prior's ±4σ."""
+        n = len(self.z_sliders)
+        corr = (self.directions or {}).get("correlations") or {}
+        lo, hi = corr.get("latent_p001"), corr.get("latent_p999")
+        if lo is not None and len(lo) == n:
+            return (np.maximum(np.asarray(lo), -Z_LIMIT), np.minimum(np.asarray(hi), Z_LIMIT),
+                    f"the range of 99.8 % of the {corr.get('n_stars', '')} stars' latents "
+                    "(and the prior's ±4σ)")
+        return np.full(n, -Z_LIMIT), np.full(n, Z_LIMIT), "the prior's ±4σ"
+
+    def out_of_range(self) -> list[str]:
+        """The slider values outside the model's training distribution, as 'z03 = +11.2'."""
+        z, y = self.point
+        lo, hi, _ = self._latent_limits()
+        out = [f"z{k:02d} = {v:+.2f}" for k, v in enumerate(z) if v < lo[k] or v > hi[k]]
+        names = self.vae.label_names if self.vae is not None else ()
+        for v, (a, b), name in zip(y, self._y_default, names, strict=False):
+            if v < a or v > b:
+                out.append(f"{display_name(name)} = {v:.4g}")
+        return out
+
+    def _check_range(self, who: str = "") -> None:
+        out = self.out_of_range() if self.z_sliders else []
+        if not out:
+            self.range_alert.visible = False
+            return
+        _, _, where = self._latent_limits()
+        shown = ", ".join(out[:8]) + (f" and {len(out) - 8} more" if len(out) > 8 else "")
+        self.range_alert.object = (
+            f"**{html.escape(who or 'This point')} lies outside the model's training "
+            f"distribution**: {html.escape(shown)} (beyond {html.escape(where)}, or the "
+            "store's label range). The sliders widen to show these values; spectra decoded "
+            "here are extrapolations and the model may not apply to this star.")
+        self.range_alert.visible = True
 
     def reset_to_star(self) -> None:
         if self.vae is None:
             return
+        self.stop_traverse()
         self._draw_star()
         enc = self.focus.encoding
         self._label_latents(enc)
         if enc is not None:
-            self.set_point(enc["mu"], enc["labels"])
+            self.set_point(enc["mu"], enc["labels"], who=f"{self.focus.label}")
         else:
-            self.set_point(np.zeros(len(self.z_sliders)), [(s.start + s.end) / 2
-                                                           for s in self.y_sliders])
+            self.set_point(np.zeros(len(self.z_sliders)), [(a + b) / 2
+                                                           for a, b in self._y_default])
 
     def _label_latents(self, enc) -> None:
         """Slider titles carry the star's posterior σ: σ ≈ 1 means the data did not pin that
@@ -243,14 +356,176 @@ class LatentView(pn.viewable.Viewer):
                 s.label = f"z{i:02d}" if enc is None else f"z{i:02d} (σ {enc['sigma'][i]:.2f})"
 
     def zero(self) -> None:
+        self.stop_traverse()
         self.set_point(z=np.zeros(len(self.z_sliders)))
 
     def sample_prior(self) -> None:
+        self.stop_traverse()
         self.set_point(z=self._rng.standard_normal(len(self.z_sliders)))
 
     def _on_slider(self, event) -> None:
         if not self._syncing:
             self._throttle()
+
+    # -- what each latent does ---------------------------------------------------------------
+    def load_directions(self) -> None:
+        """Compute (or read from the cache) what each latent does: in the served app on a
+        worker thread, so the sliders work meanwhile; at once outside a server."""
+        vae = self.vae
+        if vae is None:
+            return
+        self.directions_note.object = "*Working out what each latent does …*"
+        if session_doc() is None:
+            try:
+                self._show_directions(LD.directions_for(vae, self.context.store))
+            except Exception as exc:  # noqa: BLE001 — shown to the user, never a traceback
+                self._directions_failed(exc)
+            return
+        self._jobs.submit(LD.directions_for, vae, self.context.store, key="directions",
+                          on_done=self._show_directions, on_error=self._directions_failed)
+
+    def _directions_failed(self, exc: BaseException) -> None:
+        self.directions_note.object = (f"Could not work out the latent directions: "
+                                       f"{html.escape(str(exc))}")
+
+    def _show_directions(self, res: dict) -> None:
+        n = len(self.z_sliders)
+        if not n or len(res.get("directions", ())) != n:
+            return  # a result for a model that has been replaced meanwhile
+        self.directions = res
+        self.order = [k for k in res["order"] if 0 <= k < n]
+        self.order += [k for k in range(n) if k not in self.order]
+        with pn.io.hold():
+            for k in range(n):
+                self.z_notes[k].object = self.summary(k)
+            self._layout_sliders()
+            self.directions_table.value = self.directions_frame()
+            corr, problem = res.get("correlations"), res.get("correlations_problem")
+            where = (f"R² of each label from one latent alone (k-NN, cross-fitted on "
+                     f"{corr['n_stars']} stars; latents from {corr.get('latents_from', '')})"
+                     if corr else f"no label R² ({problem})")
+            self.directions_note.object = (
+                "Flux change over ±1σ of each latent at z = 0 and the catalog's mean labels; "
+                f"lines from the H-band line list; {html.escape(where)}.")
+        self._check_range(self.focus.label if self.focus.encoding is not None else "")
+
+    def _r2_parts(self, k: int) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
+        """(other labels, injected labels) latent k knows with R² ≥ R2_SHOWN, best first."""
+        corr = (self.directions or {}).get("correlations") or {}
+        if not corr.get("columns"):
+            return [], []
+        r2 = np.asarray(corr["r2"], dtype=float)[k]
+        inj = set(corr.get("injected", ()))
+        other, injected = [], []
+        for j in np.argsort(-r2):
+            if r2[j] < R2_SHOWN:
+                break
+            item = (corr["names"][j], float(r2[j]))
+            (injected if corr["columns"][j] in inj else other).append(item)
+        return other, injected
+
+    def summary(self, k: int) -> str:
+        """One latent in two short lines (HTML): what it moves, what it knows."""
+        d = (self.directions or {}).get("directions", [])[k]
+        lines = ", ".join(f"{html.escape(ln['species'])} {ln['wavelength']:.0f}"
+                          for ln in d["lines"][:2])
+        other, injected = self._r2_parts(k)
+        knows = (", ".join(f"{html.escape(n)} {v:.2f}" for n, v in other[:2])
+                 or "no other label")
+        leak = (" · <span style='color:#b35806'>" + ", ".join(
+            f"{html.escape(n)} {v:.2f}" for n, v in injected[:1]) + "</span>") if injected else ""
+        return (f"<b>Δ {d['rms']:.4f}</b> {lines}<br>knows {knows}{leak}"
+                if self.directions.get("correlations") else f"<b>Δ {d['rms']:.4f}</b> {lines}")
+
+    def directions_frame(self) -> pd.DataFrame:
+        """The 'Latent directions' table: one row per latent, in slider order."""
+        rows = []
+        for rank, k in enumerate(self.order, 1):
+            d = self.directions["directions"][k]
+            other, injected = self._r2_parts(k)
+            rows.append({
+                "latent": f"z{k:02d}", "rank": rank,
+                "RMS Δflux (±1σ)": round(d["rms"], 5), "max |Δflux|": round(d["max_abs"], 4),
+                "lines it moves most (Δflux per +1σ)": "; ".join(
+                    f"{ln['species']} {ln['wavelength']:.1f} ({ln['delta']:+.3f})"
+                    for ln in d["lines"]),
+                "elements (share of Δ² at their lines)": ", ".join(
+                    f"{e} {v:.0%}" for e, v in d["elements"].items()),
+                "other labels it knows (R²)": ", ".join(f"{n} {v:.2f}" for n, v in other[:4])
+                or "—",
+                "injected labels it knows (R²)": ", ".join(f"{n} {v:.2f}" for n, v in injected)
+                or "—",
+            })
+        return pd.DataFrame(rows)
+
+    def _on_table_click(self, event) -> None:
+        if 0 <= event.row < len(self.order):
+            self.traverse_select.value = self.order[event.row]
+
+    # -- traverse -------------------------------------------------------------------------------
+    @property
+    def traversing(self) -> bool:
+        return self._traverse is not None
+
+    def toggle_traverse(self) -> None:
+        if self.traversing:
+            self.stop_traverse()
+        else:
+            self.start_traverse()
+
+    def start_traverse(self, k: int | None = None) -> None:
+        """Animate latent ``k`` (the chosen one) from −3σ to +3σ and back until stopped; the
+        difference panel shows decoded − decoded at the latent's starting value."""
+        vae = self.vae
+        if vae is None or not self.z_sliders:
+            return
+        self.stop_traverse()
+        k = int(self.traverse_select.value if k is None else k)
+        z, y = self.point
+        ref = np.asarray(vae.decode(z, y), dtype=np.float32).reshape(-1)
+        self._traverse = {"k": k, "origin": float(z[k]), "ref": ref, "t": -TRAVERSE_SIGMA,
+                          "dir": 1.0}
+        self.traverse_button.param.update(label="■ Stop traverse", button_type="warning")
+        if session_doc() is not None:
+            self._traverse_cb = pn.state.add_periodic_callback(self.traverse_step,
+                                                               period=TRAVERSE_PERIOD_MS)
+        self.traverse_step()
+
+    def traverse_step(self) -> None:
+        """One frame: the latent to its next value, decoded and drawn in place."""
+        tr = self._traverse
+        if tr is None:
+            return
+        s = self.z_sliders[tr["k"]]
+        self._syncing = True
+        try:
+            s.value = float(np.clip(round(tr["t"], 2), s.start, s.end))
+        finally:
+            self._syncing = False
+        self._decode()
+        self.traverse_frames += 1
+        t = tr["t"] + tr["dir"] * TRAVERSE_STEP
+        if t > TRAVERSE_SIGMA + 1e-6 or t < -TRAVERSE_SIGMA - 1e-6:
+            tr["dir"] = -tr["dir"]
+            t = tr["t"] + tr["dir"] * TRAVERSE_STEP
+        tr["t"] = t
+
+    def stop_traverse(self) -> None:
+        """Stop the animation and put the latent back where it started."""
+        cb, self._traverse_cb = self._traverse_cb, None
+        if cb is not None:
+            cb.stop()
+        tr, self._traverse = self._traverse, None
+        if tr is None:
+            return
+        self.traverse_button.param.update(label="▶ Traverse −3σ…+3σ", button_type="default")
+        if tr["k"] < len(self.z_sliders):
+            self._syncing = True
+            try:
+                self.z_sliders[tr["k"]].value = tr["origin"]
+            finally:
+                self._syncing = False
+            self._decode()
 
     # -- drawing --------------------------------------------------------------------------
     def _star_arrays(self):
@@ -298,11 +573,18 @@ class LatentView(pn.viewable.Viewer):
         self.decode_count += 1
         star = self._star_arrays()
         wave = self._wavelength()
-        if star is not None and flux.size == star[1].size:
+        tr = self._traverse
+        if tr is not None and flux.size == tr["ref"].size:
+            diff = flux - tr["ref"]
+            diff_label = f"decoded − z{tr['k']:02d} at {tr['origin']:+.2f}"
+        elif star is not None and flux.size == star[1].size:
             ref = star[1] if self.diff_against == DIFF_AGAINST[0] else star[2]
             diff = flux - ref
+            diff_label = ("decoded − star" if self.diff_against == DIFF_AGAINST[0]
+                          else "decoded − reconstruction")
         else:
             diff = np.full_like(flux, np.nan)
+            diff_label = "decoded − star"
         lo, hi = robust_range(diff, pad=0.2)
         m = max(abs(lo), abs(hi), 0.01)
         finite = np.isfinite(diff)
@@ -315,12 +597,24 @@ class LatentView(pn.viewable.Viewer):
                 self.dec_src.data["diff"] = cols["diff"]
             else:
                 self.dec_src.data = cols
-            self.diff_fig.y_range.update(start=-m, end=m)
-            self.diff_fig.yaxis.axis_label = ("decoded − star" if self.diff_against ==
-                                              DIFF_AGAINST[0] else "decoded − reconstruction")
-            self.readout.object = (f"Decode #{self.decode_count}: RMS(decoded − "
-                                   f"{self.diff_against}) = {rms:.4f}"
-                                   if np.isfinite(rms) else f"Decode #{self.decode_count}")
+            if tr is not None:
+                # a fixed scale while traversing, so the change grows and shrinks visibly
+                m = tr.setdefault("scale", max(m, 0.01))
+                m = tr["scale"] = max(tr["scale"], m)
+            if (self.diff_fig.y_range.start, self.diff_fig.y_range.end) != (-m, m):
+                self.diff_fig.y_range.update(start=-m, end=m)
+            if self.diff_fig.yaxis.axis_label != diff_label:
+                self.diff_fig.yaxis.axis_label = diff_label
+            if tr is not None:
+                value = self.z_sliders[tr["k"]].value
+                text = (f"Decode #{self.decode_count}: traversing z{tr['k']:02d} = {value:+.2f}"
+                        f" (started at {tr['origin']:+.2f}); RMS change = {rms:.4f}")
+            elif np.isfinite(rms):
+                text = (f"Decode #{self.decode_count}: RMS(decoded − {self.diff_against}) = "
+                        f"{rms:.4f}")
+            else:
+                text = f"Decode #{self.decode_count}"
+            self.readout.object = text
 
     def _update_sensitivity(self) -> None:
         vae = self.vae
@@ -363,9 +657,14 @@ class LatentView(pn.viewable.Viewer):
 
     def __panel__(self):
         buttons = pn.Row(self.reset_button, self.zero_button, self.sample_button)
-        left = pn.Column(buttons, self.sliders_box, width=430, scroll=True, height=820)
+        traverse = pn.Row(self.traverse_select, self.traverse_button)
+        left = pn.Column(buttons, traverse, self.range_alert, self.sliders_box, width=430,
+                         scroll=True, height=820)
         right = pn.Column(
             pn.Row(pn.pane.Markdown("**Difference against**", margin=(8, 5)), self.diff_buttons),
-            self.readout, self.plot, sizing_mode="stretch_width")
+            self.readout, self.plot,
+            pn.pane.Markdown("#### Latent directions: what each latent changes and knows",
+                             margin=(10, 10, 0, 10)),
+            self.directions_note, self.directions_table, sizing_mode="stretch_width")
         return pn.Column(self.message, pn.Row(left, right, sizing_mode="stretch_width"),
                          sizing_mode="stretch_width")
