@@ -24,6 +24,12 @@ def register(sub, groups) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing store (only a Stellarscope store is replaced; the "
                    "old one is removed once the new one is complete)")
+    p.add_argument("--physics", default="classic",
+                   help="named physics set of the synthesis: classic (default, the one the "
+                   "shipped models were trained on), apogee (APOGEE-like line depths and "
+                   "molecular forest), shifted / shifted-apogee (perturbed log gf, extra "
+                   "unidentified lines, broader LSF, continuum ripples); recorded in the "
+                   "store's manifest")
     p.add_argument("--json", action="store_true", help="print figures as JSON")
     p.set_defaults(func=run)
 
@@ -32,6 +38,7 @@ def run(args) -> int:
     from .. import paths
     from ..errors import StoreError
     from ..mock import generate_mock_survey
+    from ..mock.physics import get_physics
     from ..store import check_replaceable
 
     out = paths.resolve_store(args.out)
@@ -41,15 +48,17 @@ def run(args) -> int:
         check_replaceable(out)
     if args.n_stars < 1:
         raise StoreError("--n-stars must be at least 1")
+    physics = get_physics(args.physics).name  # unknown names fail before any work
     t0 = time.perf_counter()
     generate_mock_survey(out, n_stars=args.n_stars, seed=args.seed, dtype=args.dtype,
-                         progress=not args.json, overwrite=args.overwrite)
+                         progress=not args.json, overwrite=args.overwrite,
+                         physics=physics)
     dt = time.perf_counter() - t0
-    figures = {"store": str(out), "n_stars": args.n_stars, "seed": args.seed,
+    figures = {"store": str(out), "n_stars": args.n_stars, "seed": args.seed, "physics": physics,
                "seconds": round(dt, 2), "spectra_per_s": round(args.n_stars / dt, 1)}
     if args.json:
         print(json.dumps(figures))
     else:
-        print(f"mock survey: {args.n_stars} stars in {dt:.1f} s "
+        print(f"mock survey ({physics} physics): {args.n_stars} stars in {dt:.1f} s "
               f"({figures['spectra_per_s']} spectra/s) -> {out}", file=sys.stderr)
     return 0

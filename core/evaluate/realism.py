@@ -148,3 +148,90 @@ def chip_metrics(wavelength, flux, good, chips: dict[str, slice], models: dict |
             metrics.pop("minima")
         out[chip] = row
     return out
+
+
+# --- the synthesiser as the model -----------------------------------------------------------
+
+#: Labels a synthesiser fit varies, their bounds, and the finite-difference step of each.
+SYNTH_FIT_LABELS = ("TEFF", "LOGG", "FE_H", "VMICRO", "ALPHA_M")
+SYNTH_FIT_BOUNDS = {"TEFF": (3000.0, 7500.0), "LOGG": (-0.5, 5.5), "FE_H": (-2.5, 0.75),
+                    "VMICRO": (0.3, 4.0), "ALPHA_M": (-0.3, 0.6)}
+_SCALE = {"TEFF": 1000.0, "LOGG": 1.0, "FE_H": 1.0, "VMICRO": 1.0, "ALPHA_M": 1.0}
+#: [X/Fe] labels that follow [α/M] in a synthesiser fit.
+ALPHA_LABELS = ("O_FE", "MG_FE", "SI_FE", "S_FE", "CA_FE", "TI_FE")
+
+
+def synth_labels(teff: float, logg: float, fe_h: float, vmicro: float | None = None,
+                 alpha_m: float = 0.0):
+    """One star's label row for the mock synthesiser (VMICRO from log g when None; the α
+    elements at ``alpha_m``, every other [X/Fe] solar)."""
+    import pandas as pd
+
+    from ..mock.synth import vmicro_from_logg
+
+    row = {"TEFF": teff, "LOGG": logg, "FE_H": fe_h, "M_H": fe_h,
+           "VMICRO": float(vmicro_from_logg(logg)) if vmicro is None else vmicro}
+    row.update({name: alpha_m for name in ALPHA_LABELS})
+    return pd.DataFrame([row])
+
+
+def normalised_synth(labels, grid, physics: str = "classic", method: str = "mask") -> np.ndarray:
+    """The noiseless synthetic spectrum of one star, continuum-normalised like a real file
+    (``method`` of :func:`core.preprocess.continuum.normalize_arrays`), on ``grid``."""
+    from ..mock.synth import noiseless_flux
+    from ..preprocess.continuum import normalize_arrays
+
+    model = noiseless_flux(labels, grid, physics=physics)[0].astype(np.float64)
+    norm = normalize_arrays(model, np.full_like(model, 0.01), None, grid, method=method)
+    return np.asarray(norm.flux, dtype=np.float64)
+
+
+def fit_with_synth(flux, error, good, grid, physics: str = "classic", start: dict | None = None,
+                   method: str = "mask", starts: tuple[dict, ...] = (), max_nfev: int = 60) -> dict:
+    """Least-squares fit of one normalised spectrum with the synthesiser as forward model.
+
+    Varies Teff, log g, [Fe/H], vmicro and [α/M] (bounded, :data:`SYNTH_FIT_BOUNDS`) from
+    ``start`` and each of ``starts``, keeps the best; the RV is taken as given (the spectrum
+    is in the rest frame).  σ includes :data:`core.chi2.ERROR_FLOOR`.  Returns the labels,
+    χ²_ν, the model and how many syntheses it took.
+    """
+    from scipy.optimize import least_squares
+
+    from ..chi2 import pixel_weights, reduced_chi2
+
+    flux = np.asarray(flux, dtype=np.float64)
+    w = np.sqrt(pixel_weights(np.asarray(error, np.float64), np.asarray(good, bool)))
+    use = w > 0
+    lo = np.array([SYNTH_FIT_BOUNDS[k][0] / _SCALE[k] for k in SYNTH_FIT_LABELS])
+    hi = np.array([SYNTH_FIT_BOUNDS[k][1] / _SCALE[k] for k in SYNTH_FIT_LABELS])
+    calls = {"n": 0}
+
+    def labels_of(p):
+        v = dict(zip(SYNTH_FIT_LABELS, p * np.array([_SCALE[k] for k in SYNTH_FIT_LABELS]),
+                     strict=True))
+        return v, synth_labels(v["TEFF"], v["LOGG"], v["FE_H"], v["VMICRO"], v["ALPHA_M"])
+
+    def resid(p):
+        calls["n"] += 1
+        model = normalised_synth(labels_of(p)[1], grid, physics, method)
+        return ((flux - model) * w)[use]
+
+    best = None
+    for s in (start or {}, *starts):
+        from ..mock.synth import vmicro_from_logg
+
+        s = {"TEFF": 4500.0, "LOGG": 2.5, "FE_H": 0.0, "ALPHA_M": 0.0, **s}
+        s.setdefault("VMICRO", float(vmicro_from_logg(s["LOGG"])))
+        p0 = np.clip([s[k] / _SCALE[k] for k in SYNTH_FIT_LABELS], lo + 1e-6, hi - 1e-6)
+        res = least_squares(resid, p0, bounds=(lo, hi), diff_step=0.01, x_scale=1.0,
+                            max_nfev=max_nfev, method="trf")
+        if best is None or res.cost < best.cost:
+            best = res
+    values, row = labels_of(best.x)
+    model = normalised_synth(row, grid, physics, method)
+    chi2, n = reduced_chi2(flux, error, model, good, n_params=len(SYNTH_FIT_LABELS))
+    at_bound = [k for k, x, a, b in zip(SYNTH_FIT_LABELS, best.x, lo, hi, strict=True)
+                if x <= a + 1e-4 or x >= b - 1e-4]
+    return {"labels": {k: float(v) for k, v in values.items()}, "chi2_nu": float(chi2),
+            "n_pix": int(n), "model": model, "n_synth": calls["n"], "at_bound": at_bound,
+            "success": bool(best.success)}

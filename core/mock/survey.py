@@ -8,6 +8,7 @@ from pathlib import Path
 from ..grid import APOGEE_7514, Grid, get_grid
 from ..linelist import LINELIST_PATH, SKYLINES_PATH, file_sha256, load_linelist
 from ..store import SpectraStore
+from .physics import DEFAULT_PHYSICS, get_physics
 from .populations import draw_labels
 from .synth import synthesize
 
@@ -18,23 +19,37 @@ DEFAULT_CHUNK = 512
 ROWS_PER_PART = 2048
 
 
+def _title(seed: int, physics: str) -> str:
+    if physics == DEFAULT_PHYSICS:
+        return f"Mock APOGEE survey (seed {seed})"
+    return f"Mock APOGEE survey (seed {seed}, {physics} physics)"
+
+
 def generate_mock_survey(out_dir, n_stars: int = 20_000, seed: int = 42, dtype: str = "float32",
                          progress: bool = True, chunk: int = DEFAULT_CHUNK,
                          grid: Grid | str = APOGEE_7514, overwrite: bool = False,
-                         title: str | None = None, linelist_path=None) -> Path:
+                         title: str | None = None, linelist_path=None,
+                         physics: str = DEFAULT_PHYSICS) -> Path:
     """Write ``n_stars`` mock spectra and their catalog to a new store at ``out_dir``.
 
     The result depends only on ``seed``, ``n_stars``, the grid and the line list — not on
     ``chunk``, which only bounds memory.  The store's manifest has kind "mock survey" and its
-    provenance records the seed, the generator version and the line list's SHA-256.
+    provenance records the seed, the generator version, the line list's SHA-256 and the
+    physics set (``physics``, :mod:`.physics`; read back with :func:`.physics.store_physics`).
     """
     if n_stars < 1:
         raise ValueError(f"n_stars must be ≥ 1, got {n_stars}")
     if chunk < 1:
         raise ValueError(f"chunk must be ≥ 1, got {chunk}")
     g = grid if isinstance(grid, Grid) else get_grid(grid)
-    ll_path = Path(linelist_path) if linelist_path is not None else LINELIST_PATH
-    linelist = load_linelist(ll_path)
+    phys = get_physics(physics)
+    if phys.synthesis == "apogee" and linelist_path is None:
+        from .apogee import FOREST_PATH, apogee_linelist
+
+        ll_path, linelist = FOREST_PATH, apogee_linelist()
+    else:
+        ll_path = Path(linelist_path) if linelist_path is not None else LINELIST_PATH
+        linelist = load_linelist(ll_path)
     labels = draw_labels(n_stars, seed)
     provenance = {
         "generator": "core.mock",
@@ -45,6 +60,7 @@ def generate_mock_survey(out_dir, n_stars: int = 20_000, seed: int = 42, dtype: 
         "linelist_file": ll_path.name,
         "linelist_sha256": file_sha256(ll_path),
         "skylines_sha256": file_sha256(SKYLINES_PATH),
+        **phys.record(),
         "labels": "TRUE_* columns hold the labels the spectra were synthesised from; the "
                   "unprefixed label columns are TRUE + a draw from their _ERR",
     }
@@ -54,16 +70,18 @@ def generate_mock_survey(out_dir, n_stars: int = 20_000, seed: int = 42, dtype: 
 
         bar = tqdm(total=n_stars, desc="mock survey", unit="star", file=sys.stderr)
     writer = SpectraStore.create(
-        out_dir, grid=g, kind="mock survey", title=title or f"Mock APOGEE survey (seed {seed})",
+        out_dir, grid=g, kind="mock survey", title=title or _title(seed, phys.name),
         dtype=dtype, normalized=True, provenance=provenance,
-        sources=[f"core.mock {MOCK_VERSION} seed={seed}"], overwrite=overwrite,
+        sources=[f"core.mock {MOCK_VERSION} seed={seed}"
+                 + ("" if phys.name == DEFAULT_PHYSICS else f" physics={phys.name}")], overwrite=overwrite,
         rows_per_part=max(chunk, ROWS_PER_PART),
     )
     try:
         with writer:
             for start in range(0, n_stars, chunk):
                 rows = labels.iloc[start:start + chunk]
-                flux, error, pixmask = synthesize(rows, grid=g, seed=seed, linelist=linelist)
+                flux, error, pixmask = synthesize(rows, grid=g, seed=seed, linelist=linelist,
+                                                   physics=phys)
                 writer.append(flux, error, pixmask, rows)
                 if bar is not None:
                     bar.update(len(rows))

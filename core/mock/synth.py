@@ -26,7 +26,23 @@ from ..grid import APOGEE_7514, KMS_PER_PIXEL, Grid, get_grid
 from ..linelist import RYDBERG_H, load_linelist
 from . import atmosphere as atm
 from .observe import observe
-from .profiles import ATOMIC, HYDROGEN, MOLECULAR, TemplateSet, build_templates, curve_of_growth
+from .physics import (
+    DEFAULT_PHYSICS,
+    Physics,
+    broaden_lsf,
+    continuum_ripples,
+    get_physics,
+    shifted_linelist,
+)
+from .profiles import (
+    ATOMIC,
+    HYDROGEN,
+    LSF_SIGMA_PX,
+    MOLECULAR,
+    TemplateSet,
+    build_templates,
+    curve_of_growth,
+)
 from .profiles import template_weights as _weights
 
 #: Abundance labels ([X/Fe]) and the element each one scales.
@@ -242,7 +258,8 @@ def line_strengths(lab: dict[str, np.ndarray], model: LineModel):
     return width_px, gamma_px
 
 
-def _template_amplitudes(width_px, gamma_px, model: LineModel) -> np.ndarray:
+def _template_amplitudes(width_px, gamma_px, model: LineModel,
+                         ceiling: float = DEPTH_CEILING) -> np.ndarray:
     """Coefficients (n, columns) of the template matrix for each star."""
     n = width_px.shape[0]
     amps = np.zeros((n, model.matrix.shape[1]), dtype=np.float32)
@@ -250,7 +267,7 @@ def _template_amplitudes(width_px, gamma_px, model: LineModel) -> np.ndarray:
         w = _weights(gamma_px[:, grp.lines], grp.tset)  # (n, L_g, K)
         peak = np.einsum("nlk,lk->nl", w, grp.peaks)
         d = width_px[:, grp.lines] * peak
-        r = d / DEPTH_CEILING
+        r = d / ceiling
         d_obs = d / np.cbrt(1.0 + r * r * r)
         strength = -np.log1p(-d_obs) / peak
         k = len(grp.tset.gammas)
@@ -259,39 +276,71 @@ def _template_amplitudes(width_px, gamma_px, model: LineModel) -> np.ndarray:
     return amps
 
 
+def _physics_model(phys: Physics, linelist: pd.DataFrame | None, grid: Grid | str) -> LineModel:
+    """The line model of a physics set: its base list, perturbed when the physics is shifted."""
+    if phys.synthesis == "apogee":
+        from .apogee import apogee_linelist
+
+        base = apogee_linelist() if linelist is None else linelist
+    else:
+        base = load_linelist() if linelist is None else linelist
+    if not phys.shifted:
+        return line_model(base, grid)
+    plain = line_model(base, grid)  # drops band-head markers, checks the elements
+    return line_model(shifted_linelist(plain.table, phys, plain.log_gf), grid)
+
+
 def noiseless_flux(labels: pd.DataFrame, grid: Grid | str = APOGEE_7514,
-                   linelist: pd.DataFrame | None = None) -> np.ndarray:
-    """Noiseless continuum-normalised rest-frame flux (N × grid pixels, float32)."""
-    model = line_model(linelist, grid)
+                   linelist: pd.DataFrame | None = None,
+                   physics: str | Physics = DEFAULT_PHYSICS) -> np.ndarray:
+    """Noiseless continuum-normalised rest-frame flux (N × grid pixels, float32).
+
+    ``physics`` names the physics set (:mod:`.physics`; default ``"classic"``).
+    """
+    phys = get_physics(physics)
+    model = _physics_model(phys, linelist, grid)
+    if phys.synthesis == "apogee":
+        from .apogee import DEPTH_CEILING as ceiling
+        from .apogee import line_strengths as strengths
+    else:
+        strengths, ceiling = line_strengths, DEPTH_CEILING
     lab = label_arrays(labels)
     n = lab["TEFF"].size
     out = np.empty((n, model.grid.n_pix), dtype=np.float32)
     for start in range(0, n, BLOCK):
         sl = slice(start, start + BLOCK)
         part = {k: v[sl] for k, v in lab.items()}
-        width_px, gamma_px = line_strengths(part, model)
-        amps = _template_amplitudes(width_px, gamma_px, model)
+        width_px, gamma_px = strengths(part, model)
+        amps = _template_amplitudes(width_px, gamma_px, model, ceiling)
         # sparse (P × C) @ dense (C × n): each output sums its terms in a fixed order, so a
         # star's spectrum does not depend on the other stars in the block
         tau = model.matrix @ np.ascontiguousarray(amps.T)
         np.exp(-tau, out=tau)
         out[sl] = tau.T
+    if phys.lsf_broadening > 0:
+        out = broaden_lsf(out, model.grid.chip_slices(), LSF_SIGMA_PX,
+                          phys.lsf_broadening).astype(np.float32)
+    if phys.ripple_amplitude > 0:
+        out = (out * continuum_ripples(labels, model.grid.wavelength,
+                                       phys.ripple_amplitude)).astype(np.float32)
     return out
 
 
 def synthesize(labels_df: pd.DataFrame, grid: Grid | str = APOGEE_7514, seed: int = 0,
-               linelist: pd.DataFrame | None = None):
+               linelist: pd.DataFrame | None = None,
+               physics: str | Physics = DEFAULT_PHYSICS):
     """Mock APOGEE spectra for the stars in ``labels_df``.
 
     Returns ``(flux, error, pixmask)``: float32, float32 and uint16 arrays of shape
     (N, grid pixels), continuum-normalised and in the rest frame.  Labels come from the
     TRUE_* columns when present (else TEFF, LOGG, FE_H, [M_H, VMICRO, X_FE]); SNR, TELESCOPE
     and VHELIO_AVG shape the noise and mask.  Each star's noise depends only on ``seed`` and
-    its APOGEE_ID, so results do not depend on how stars are batched.
+    its APOGEE_ID, so results do not depend on how stars are batched.  ``physics`` names the
+    physics set (:mod:`.physics`; default ``"classic"``).
     """
     g = grid if isinstance(grid, Grid) else get_grid(grid)
     if len(labels_df) == 0:
         empty = np.empty((0, g.n_pix), dtype=np.float32)
         return empty, empty.copy(), np.empty((0, g.n_pix), dtype=np.uint16)
-    model = noiseless_flux(labels_df, g, linelist)
+    model = noiseless_flux(labels_df, g, linelist, physics)
     return observe(model, labels_df, g, seed)

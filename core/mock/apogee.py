@@ -1,0 +1,153 @@
+"""The 'apogee' physics: line strengths closer to real APOGEE spectra across the HR diagram.
+
+Same machinery as the classic synthesis (curve of growth, sparse Voigt templates, one
+representative layer per star), different physics:
+
+* **continuous opacity** per line from H⁻: bound-free with its 16 419 Å threshold (the
+  cross-section of John 1988) plus free-free (the Bell & Berrington fit as given by Gray),
+  both ∝ P_e, so the line/continuum ratio changes along the H band and with Teff and log g;
+* **depth limit from the source function**: an LTE line core cannot go below the Planck
+  function of the layer where it forms; at 1.6 µm the intrinsic limiting depth is
+  1 − B_λ(T_core)/B_λ(T_cont) with the continuum formed deep (T_cont = 1.08 Teff, the H⁻
+  opacity minimum) and strong cores high up (T_core = 0.78 Teff): deep lines in cool
+  giants, shallow ones in hot dwarfs — instead of the classic fixed 0.85 and its ad hoc
+  "hot weakening";
+* **the molecular forest** (:data:`FOREST_PATH`): the shipped list plus many more
+  computed CN red-system and ¹²CO Δv = 3 lines with their band structure, which in cool
+  giants blanket the spectrum so that the continuum is hardly ever reached.
+
+Global zero points only (:data:`LOG_ETA_ZERO`); calibrated once against an M giant and an
+F dwarf at their APOGEE header labels (``bench/realism.py --synth``), never per star.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import pandas as pd
+
+from ..grid import KMS_PER_PIXEL
+from ..linelist import LINELIST_DIR, RYDBERG_H, load_linelist
+from . import atmosphere as atm
+from .profiles import curve_of_growth
+
+FOREST_PATH = LINELIST_DIR / "apogee_hband_forest.csv"
+
+#: log η₀ zero points (dex) per line family, relative to the H⁻ opacity of :func:`log_kappa`.
+LOG_ETA_ZERO = {"atomic": 14.9, "CO": 13.7, "CN": 14.7, "OH": 17.2, "hydrogen": 14.0}
+#: Continuum-forming and line-core temperatures in units of Teff (see the module docstring).
+T_CONT, T_CORE = 1.08, 0.78
+#: Observed central depths saturate smoothly towards this value.
+DEPTH_CEILING = 0.97
+#: hc/(λ k) at 16 000 Å, in K.
+HC_OVER_LK_16000 = 1.4387769e8 / 16000.0
+WIDTH_PER_COG = 0.35
+
+# H⁻ bound-free cross-section (John 1988 form): λ in µm, threshold λ0.
+_HM_LAMBDA0 = 1.6419
+_HM_BF = (152.519, 49.534, -118.858, 92.536, -34.194, 4.982)
+
+
+def hminus_bf_cross_section(lam_angstrom) -> np.ndarray:
+    """H⁻ photo-detachment cross-section (cm²) at vacuum wavelengths (Å); 0 beyond 16 419 Å."""
+    lam = np.asarray(lam_angstrom, dtype=np.float64) / 1e4
+    x = np.clip(1.0 / lam - 1.0 / _HM_LAMBDA0, 0.0, None)
+    f = sum(c * x ** (0.5 * n) for n, c in enumerate(_HM_BF))
+    return 1e-18 * lam**3 * x**1.5 * f
+
+
+def hminus_ff(lam_angstrom, theta) -> np.ndarray:
+    """H⁻ free-free absorption per neutral H atom per unit P_e (cm² / (dyn cm⁻²)), with
+    stimulated emission included; ``theta`` (n, 1) against λ (L,) broadcast to (n, L)."""
+    lg = np.log10(np.asarray(lam_angstrom, dtype=np.float64))
+    f0 = -2.2763 - 1.6850 * lg + 0.76661 * lg**2 - 0.053346 * lg**3
+    f1 = 15.2827 - 9.2846 * lg + 1.99381 * lg**2 - 0.142631 * lg**3
+    f2 = -197.789 + 190.266 * lg - 67.9775 * lg**2 + 10.6913 * lg**3 - 0.625151 * lg**4
+    lt = np.log10(theta)
+    return 1e-26 * 10.0 ** (f0 + f1 * lt + f2 * lt * lt)
+
+
+def log_kappa(lam: np.ndarray, theta: np.ndarray, log_pe: np.ndarray) -> np.ndarray:
+    """log10 of the H⁻ (bound-free + free-free) opacity per H atom, ×1e26, (n, L)."""
+    th = theta[:, None]
+    u = HC_OVER_LK_16000 * 16000.0 / lam[None, :] * th / 5040.0  # hν/kT
+    saha = 4.158e-10 * th**2.5 * 10.0 ** (0.754 * th)  # n(H⁻)/(n(H) P_e)
+    bf = saha * hminus_bf_cross_section(lam)[None, :] * -np.expm1(-u)
+    return log_pe[:, None] + np.log10((bf + hminus_ff(lam, th)) * 1e26)
+
+
+def max_depth(teff: np.ndarray, lam: np.ndarray) -> np.ndarray:
+    """Limiting intrinsic depth 1 − B_λ(T_core)/B_λ(T_cont) of each (star, line)."""
+    u = (HC_OVER_LK_16000 * 16000.0 / lam)[None, :] / teff[:, None]
+    return 1.0 - np.expm1(u / T_CONT) / np.expm1(u / T_CORE)
+
+
+@lru_cache(maxsize=1)
+def _forest() -> pd.DataFrame:
+    return load_linelist(FOREST_PATH)
+
+
+def apogee_linelist() -> pd.DataFrame:
+    """The shipped line list plus the computed molecular forest (sorted by wavelength)."""
+    out = pd.concat([load_linelist(), _forest()], ignore_index=True)
+    out = out.sort_values("wavelength_vac", kind="stable").reset_index(drop=True)
+    out.attrs = {"medium": "vacuum", "path": f"{load_linelist().attrs['path']} + {FOREST_PATH}"}
+    return out
+
+
+def line_strengths(lab: dict[str, np.ndarray], model):
+    """Equivalent width (px) and template Lorentz width (px) of every (star, line)."""
+    from .synth import _log_eps
+
+    df = model.table
+    n, n_lines = lab["TEFF"].size, len(df)
+    state = atm.stellar_state(lab["TEFF"], lab["LOGG"], lab["M_H"], lab["VMICRO"], _log_eps(lab))
+    theta = state.theta[:, None]
+    lam = df["wavelength_vac"].to_numpy()
+    chi = df["excitation_potential"].to_numpy()
+    b = atm.doppler_b(state.teff, model.mass, state.vmicro)
+    log_b = np.log10(b)
+    common = (model.log_gf[None, :] - theta * chi[None, :]
+              - log_kappa(lam, state.theta, state.log_pe)
+              + np.log10(lam / 16000.0)[None, :] - log_b)
+    log_eta = np.empty((n, n_lines))
+    log_a = np.empty((n, n_lines))
+    kinds = df["kind"].to_numpy()
+    species = df["species"].to_numpy()
+    elements = df["element"].to_numpy()
+    ions = df["ion"].to_numpy()
+    log_pg = state.log_pg[:, None]
+
+    atomic = np.nonzero(kinds == "atomic")[0]
+    for el in np.unique(elements[atomic]):
+        idx = atomic[elements[atomic] == el]
+        u0, u1 = atm.PARTITION[el]
+        log_u = np.where(ions[idx] == 0, np.log10(u0), np.log10(u1))
+        log_eta[:, idx] = (LOG_ETA_ZERO["atomic"] + common[:, idx] + state.log_eps[el][:, None]
+                           - 12.0 + atm.stage_fraction(el, ions[idx], state) - log_u[None, :])
+        log_a[:, idx] = (-0.6 + 0.7 * (log_pg - 4.95)
+                         + 0.3 * np.log10(state.teff / 5777.0)[:, None] - log_b[:, idx])
+
+    fractions = atm.molecular_fractions(state)
+    for sp, mol in atm.MOLECULES.items():
+        idx = np.nonzero((kinds == "molecular") & (species == sp))[0]
+        if idx.size == 0:
+            continue
+        log_u = atm.log_molecular_partition(mol, state.teff)
+        log_eta[:, idx] = LOG_ETA_ZERO[sp] + common[:, idx] + (fractions[sp] - log_u)[:, None]
+        log_a[:, idx] = -1.3 + 0.7 * (log_pg - 4.95) - log_b[:, idx]
+
+    hyd = np.nonzero(kinds == "hydrogen")[0]
+    if hyd.size:
+        n_up = 1.0 / np.sqrt(1.0 / 16.0 - 1e10 / (lam[hyd] * RYDBERG_H))
+        log_f0 = atm.stage_fraction("H", np.zeros(hyd.size, dtype=np.int64), state)
+        log_eta[:, hyd] = LOG_ETA_ZERO["hydrogen"] + common[:, hyd] + log_f0
+        log_a[:, hyd] = (0.5 + (2.0 / 3.0) * (state.log_pe[:, None] - 1.6)
+                         + 2.0 * np.log10(n_up / 11.0)[None, :] + 1.0 - log_b[:, hyd])
+
+    cog = curve_of_growth(log_eta, log_a)
+    doppler_px = b / KMS_PER_PIXEL
+    width_px = max_depth(state.teff, lam) * doppler_px * cog
+    gamma_px = doppler_px * np.hypot(10.0**log_a, WIDTH_PER_COG * cog)
+    return width_px, gamma_px
