@@ -15,7 +15,10 @@ from .synth import XFE_LABELS, vmicro_from_logg
 
 #: Catalog label columns of a mock survey (each has a ``_ERR`` and a ``TRUE_`` column).
 MOCK_LABEL_COLUMNS = ("TEFF", "LOGG", "M_H", "FE_H", "VMICRO") + tuple(XFE_LABELS)
-POPULATIONS = ("RGB", "RC", "dwarf")
+#: Named label populations :func:`draw_labels` can draw ("classic" is the default).
+POPULATIONS = ("classic", "dr17")
+#: Stellar classes of the classic population and their shares.
+CLASSIC_CLASSES = ("RGB", "RC", "dwarf")
 POPULATION_FRACTIONS = (0.52, 0.20, 0.28)
 FEH_RANGE = (-2.5, 0.5)
 TEFF_RANGE = (3500.0, 6500.0)
@@ -160,9 +163,11 @@ def _teff_logg(rng, pop: np.ndarray, feh: np.ndarray):
     return np.clip(teff, *TEFF_RANGE), np.clip(logg, *LOGG_RANGE)
 
 
-def _abundances(rng, pop, comp, feh, alpha, logg) -> dict[str, np.ndarray]:
+def _abundances(rng, giant, comp, feh, alpha, logg, accreted=None,
+                alpha_pattern=_ALPHA) -> dict[str, np.ndarray]:
+    """[X/Fe] of every star; ``alpha`` is [α/Fe], ``accreted`` marks stars born in dwarf galaxies."""
     n = feh.size
-    x = {name: w * alpha + rng.normal(0.0, s, n) for name, (w, s) in _ALPHA.items()}
+    x = {name: w * alpha + rng.normal(0.0, s, n) for name, (w, s) in alpha_pattern.items()}
     x["NA_FE"] = 0.02 + rng.normal(0.0, 0.08, n)
     x["AL_FE"] = 0.5 * alpha + rng.normal(0.0, 0.05, n)
     x["K_FE"] = 0.05 + rng.normal(0.0, 0.06, n)
@@ -173,7 +178,6 @@ def _abundances(rng, pop, comp, feh, alpha, logg) -> dict[str, np.ndarray]:
     x["NI_FE"] = 0.02 + 0.15 * alpha + rng.normal(0.0, 0.03, n)
     c = 0.2 * alpha + rng.normal(0.0, 0.05, n)
     nn = rng.normal(0.0, 0.05, n)
-    giant = pop != "dwarf"
     # first dredge-up: stronger in more massive (younger, thin-disc) giants
     mass = rng.random(n) * np.where(comp == "thin", 1.0, 0.4)
     c = c - giant * (0.12 + 0.12 * mass + rng.normal(0.0, 0.03, n))
@@ -182,18 +186,26 @@ def _abundances(rng, pop, comp, feh, alpha, logg) -> dict[str, np.ndarray]:
     extra = giant * np.clip((2.0 - logg) / 1.5, 0.0, 1.0) * (feh < -0.8)
     x["C_FE"] = c - 0.15 * extra
     x["N_FE"] = nn + 0.15 * extra
+    if accreted is not None:
+        # slow, bursty chemical evolution in dwarf galaxies: little Al, Na, Ni or Mn from
+        # metal-dependent yields (the accreted halo's chemical fingerprint)
+        x["AL_FE"] = x["AL_FE"] - 0.25 * accreted
+        x["NA_FE"] = x["NA_FE"] - 0.10 * accreted
+        x["NI_FE"] = x["NI_FE"] - 0.06 * accreted
+        x["MN_FE"] = x["MN_FE"] - 0.05 * accreted
     return {name: x[name] for name in XFE_LABELS}
 
 
-def _errors(rng, true: dict[str, np.ndarray], snr: np.ndarray) -> dict[str, np.ndarray]:
+def _errors(rng, true: dict[str, np.ndarray], snr: np.ndarray,
+            err100: dict[str, float] = _ERR100) -> dict[str, np.ndarray]:
     """Per-star label errors: ∝ (100/SNR)^0.85, larger for metal-poor and hot stars."""
     noise = (100.0 / snr) ** 0.85
     weak_lines = 10.0 ** (-0.35 * np.minimum(true["FE_H"], 0.0))
     hot = np.exp(np.clip(true["TEFF"] - 4800.0, 0.0, None) / 2500.0)
     out = {}
-    for name, base in _ERR100.items():
+    for name, base in err100.items():
         e = base * noise
-        if name.endswith("_FE") or name in ("M_H", "FE_H"):
+        if name.endswith("_FE") or name in ("M_H", "FE_H", "ALPHA_M"):
             e = e * weak_lines
         if name in ("C_FE", "N_FE", "O_FE"):  # molecular features fade in warm stars
             e = e * hot**2
@@ -205,27 +217,242 @@ def _errors(rng, true: dict[str, np.ndarray], snr: np.ndarray) -> dict[str, np.n
     return out
 
 
-def draw_labels(n: int, seed: int = 42) -> pd.DataFrame:
-    """A mock allStar-like catalog of ``n`` stars: catalog labels, errors and TRUE_* labels."""
+# --- the "dr17" population --------------------------------------------------------------------
+# Shares of each stellar class in the whole mock, roughly as in the DR17 allStar (two thirds
+# giants; K/G/F dwarfs; a few per cent M dwarfs; subgiants between turn-off and giant branch).
+#: Stellar classes of the dr17 population ("M giant" = an RGB/AGB star cooler than 3800 K).
+DR17_CLASSES = ("RGB", "RC", "AGB", "M giant", "subgiant", "dwarf", "M dwarf")
+DR17_BOX = {"TEFF": (3000.0, 7000.0), "LOGG": (-0.5, 5.5), "FE_H": (-2.5, 0.6)}
+_DR17_KINDS = {"giant": 0.62, "subgiant": 0.07, "dwarf": 0.25, "M dwarf": 0.06}
+_GIANT_CLASSES = ("RGB", "RC", "AGB", "M giant")
+M_GIANT_TEFF = 3800.0
+_MH_ALPHA = 0.13  # [M/H] − [Fe/H] per dex of [α/Fe]
+# O and Mg follow [α/Fe] one-to-one (they define [α/M] in bench/population.py); Si, S, Ca, Ti less
+_ALPHA_DR17 = {"O_FE": (1.0, 0.025), "MG_FE": (1.0, 0.02), "SI_FE": (0.8, 0.03),
+               "S_FE": (0.8, 0.06), "CA_FE": (0.7, 0.03), "TI_FE": (0.65, 0.05)}
+
+# Galactic components: metallicity distribution (mean, σ, upper edge) and where along the giant
+# branch they are seen.  A magnitude-limited survey sees distant components only by their
+# luminous giants: the visibility is a logistic window in log g, rising at ``lo`` (the branch
+# thins towards the tip) and falling at ``hi`` (fainter giants drop below the limit).
+_COMPONENTS = {
+    #            weight among: giants  others    MDF mean, σ, max    lo,   hi
+    "thin":     (0.570, 0.850, (-0.12, 0.25, 0.55), (1.30, 9.0)),
+    "thick":    (0.225, 0.125, (-0.48, 0.22, 0.15), (0.90, 9.0)),
+    "bulge":    (0.070, 0.000, (-0.05, 0.30, 0.55), (0.00, 2.2)),
+    "halo":     (0.030, 0.010, (-1.45, 0.45, -0.4), (0.60, 2.2)),
+    "accreted": (0.035, 0.015, (-1.15, 0.30, -0.4), (0.60, 2.2)),
+    "clouds":   (0.050, 0.000, (-0.60, 0.18, -0.2), (0.55, 1.5)),
+}
+
+
+def alpha_m(labels: pd.DataFrame, prefix: str = "") -> np.ndarray:
+    """[α/M] of a mock catalog: its ALPHA_M column (dr17), else mean [O/Fe] and [Mg/Fe] (the α
+    elements that follow [α/Fe] one to one) less [M/H] − [Fe/H].  ``prefix="TRUE_"`` for the
+    true labels."""
+    if f"{prefix}ALPHA_M" in labels:
+        return labels[f"{prefix}ALPHA_M"].to_numpy(np.float64)
+    xfe = 0.5 * (labels[f"{prefix}O_FE"] + labels[f"{prefix}MG_FE"])
+    return np.asarray(xfe - (labels[f"{prefix}M_H"] - labels[f"{prefix}FE_H"]), dtype=np.float64)
+
+
+def _rejection(rng, pdf, lo, hi, size) -> np.ndarray:
+    """Samples of an unnormalised pdf(x, index) ≤ 1 on [lo, hi] (arrays per star)."""
+    out = np.empty(size)
+    todo = np.arange(size)
+    while todo.size:
+        x = rng.uniform(lo[todo], hi[todo])
+        ok = rng.random(todo.size) < pdf(x, todo)
+        out[todo[ok]] = x[ok]
+        todo = todo[~ok]
+    return out
+
+
+def _dr17_metallicity(rng, comp: np.ndarray) -> np.ndarray:
+    feh = np.empty(comp.size)
+    for name, (_, _, (mean, sigma, top), _) in _COMPONENTS.items():
+        m = comp == name
+        feh[m] = _truncated_normal(rng, np.full(m.sum(), mean), sigma, DR17_BOX["FE_H"][0], top)
+    return feh
+
+
+def _dr17_alpha(rng, comp: np.ndarray, feh: np.ndarray) -> np.ndarray:
+    """[α/M]: two disc sequences with a gap between them, an α-rich halo, and low-α accreted
+    stars whose knee (where SN Ia start to lower α) sits at lower [Fe/H] the smaller the galaxy."""
+    n = feh.size
+    f = np.clip(feh, -0.7, 0.6)
+    low = 0.04 - 0.08 * f + 0.04 * f**2
+    # the high-α sequence bends down once SN Ia set in and meets the low one near [Fe/H] +0.2
+    knee = np.clip((feh + 0.75) / 0.95, 0.0, 1.0)
+    high = 0.285 - 0.265 * knee**2
+    halo = 0.30 - 0.02 * np.clip(feh + 1.5, -1.0, 1.0)
+    gse = 0.30 - 0.26 * np.clip((feh + 1.9) / 1.1, 0.0, 1.0)
+    clouds = np.clip(0.12 - 0.20 * (feh + 1.0), 0.0, 0.2)
+    # the bulge: α-rich like the thick disc when metal-poor, thin-disc-like when metal-rich
+    bulge = np.where(rng.random(n) * (1.0 + np.exp((feh + 0.15) / 0.15)) > 1.0, high, low)
+    base = np.select([comp == "thin", comp == "thick", comp == "bulge", comp == "halo",
+                      comp == "accreted"], [low, high, bulge, halo, gse], clouds)
+    # metal-rich stars formed from well-mixed gas: the low-α sequence narrows with [Fe/H]
+    thin_sigma = 0.013 + 0.009 * np.clip((0.1 - feh) / 0.35, 0.0, 1.0)
+    sigma = np.select([comp == "thin", comp == "thick", comp == "bulge"],
+                      [thin_sigma, 0.018, 0.022], 0.03)
+    return base + sigma * rng.standard_normal(n)
+
+
+def rgb_teff(logg, feh) -> np.ndarray:
+    """Isochrone-like red-giant-branch ridge Teff(log g, [Fe/H]): cooler up the branch and when
+    metal-rich, bending to the cool side near the tip (H⁻ and molecular opacity)."""
+    f = np.clip(feh, -2.5, 0.6)
+    dg = np.asarray(logg) - 2.0
+    t2 = 4330.0 - 400.0 * f - 25.0 * f**2
+    slope = 515.0 + 40.0 * f
+    curve = 70.0 + 20.0 * f
+    return t2 + slope * dg - curve * dg**2
+
+
+def _tip_logg(feh) -> np.ndarray:
+    """log g of the RGB/AGB tip: metal-rich giants climb higher (lower log g)."""
+    return np.clip(-0.3 - 0.55 * feh, -0.45, 0.6)
+
+
+def _dr17_giants(rng, comp, feh):
+    """Class, Teff and log g of giants of the given components and metallicities."""
+    n = comp.size
+    lo = np.array([_COMPONENTS[c][3][0] for c in comp])
+    hi = np.array([_COMPONENTS[c][3][1] for c in comp])
+    u = rng.random(n)
+    # core-helium burners: the red clump (metal-rich), the red horizontal branch (metal-poor)
+    rc = (u < 0.11) & (hi > 2.6)
+    agb = ~rc & (u > 0.92)
+    tip = _tip_logg(feh)
+    base = np.full(n, 3.8)
+
+    def window(g, i):
+        return 1.0 / ((1.0 + np.exp(-(g - lo[i]) / 0.28)) * (1.0 + np.exp((g - hi[i]) / 0.12)))
+
+    logg = _rejection(rng, window, tip, np.where(agb, 2.2, base), n)
+    teff = rgb_teff(logg, feh) + np.where(agb, 90.0, 0.0) + rng.normal(0.0, 55.0, n)
+    # red clump: log g ≈ 2.45 (a secondary clump of younger, heavier stars at higher log g)
+    second = rc & (comp == "thin") & (rng.random(n) < 0.2)
+    f_rc = np.clip(feh, -1.6, 0.6)
+    g_rc = np.where(second, rng.normal(2.75, 0.10, n), rng.normal(2.54 + 0.15 * f_rc, 0.06, n))
+    t_rc = 4620.0 - 300.0 * f_rc + np.where(second, 60.0, 0.0)
+    logg = np.where(rc, g_rc, logg)
+    teff = np.where(rc, t_rc + rng.normal(0.0, 60.0, n), teff)
+    cls = np.select([rc, agb], ["RC", "AGB"], "RGB").astype(object)
+    cls[~rc & (teff < M_GIANT_TEFF)] = "M giant"
+    return cls, teff, logg
+
+
+def _ms_logg(teff, feh) -> np.ndarray:
+    """Zero-age main-sequence log g at Teff: ~5.0 for M dwarfs, 4.6 for K, 4.4 for G, 4.2 for F."""
+    t = np.asarray(teff)
+    cool = 4.66 + 2.2e-4 * (4400.0 - t)
+    warm = 4.66 - 2.0e-4 * (t - 4400.0)
+    return np.where(t < 4400.0, cool, warm) - 0.05 * np.clip(feh, -2.0, 0.5)
+
+
+def _dr17_stars(rng, n: int):
+    """Class, component, [Fe/H], [α/M], Teff and log g of ``n`` stars of the dr17 population."""
+    kinds = np.array(list(_DR17_KINDS))[rng.choice(len(_DR17_KINDS), size=n,
+                                                    p=list(_DR17_KINDS.values()))]
+    giant = kinds == "giant"
+    names = list(_COMPONENTS)
+    w_giant = np.array([c[0] for c in _COMPONENTS.values()])
+    w_other = np.array([c[1] for c in _COMPONENTS.values()])
+    comp = np.empty(n, dtype=object)
+    comp[giant] = np.array(names)[rng.choice(len(names), size=giant.sum(), p=w_giant / w_giant.sum())]
+    comp[~giant] = np.array(names)[rng.choice(len(names), size=(~giant).sum(),
+                                              p=w_other / w_other.sum())]
+    feh = _dr17_metallicity(rng, comp)
+    alpha = _dr17_alpha(rng, comp, feh)
+    cls = kinds.astype(object)
+    teff = np.empty(n)
+    logg = np.empty(n)
+
+    cls[giant], teff[giant], logg[giant] = _dr17_giants(rng, comp[giant], feh[giant])
+
+    # dwarfs: K/G/F stars (metal-poor ones hotter at the same mass), a little evolution off the
+    # zero-age main sequence, more for hotter (shorter-lived) stars
+    d = kinds == "dwarf"
+    t = 3900.0 + 3100.0 * rng.beta(2.4, 2.2, d.sum()) - 120.0 * np.minimum(feh[d], 0.0)
+    evolved = rng.exponential(0.05 + 0.10 * np.clip((t - 5000.0) / 1500.0, 0.0, 1.0))
+    teff[d] = t
+    logg[d] = _ms_logg(t, feh[d]) - evolved + rng.normal(0.0, 0.05, t.size)
+
+    # M dwarfs: fully convective, log g rising as they get cooler and smaller
+    m = kinds == "M dwarf"
+    t = 3000.0 + 900.0 * rng.beta(1.8, 1.6, m.sum())
+    teff[m] = t
+    logg[m] = _ms_logg(t, feh[m]) + rng.normal(0.0, 0.08, t.size)
+
+    # subgiants: from the turn-off (hotter and higher log g when less massive or metal-poor)
+    # across to the base of the giant branch
+    s = kinds == "subgiant"
+    mass = rng.uniform(0.9, 1.6, s.sum())
+    f = np.clip(feh[s], -2.0, 0.5)
+    u = rng.random(s.sum())
+    t_to = 5900.0 + 700.0 * (mass - 1.0) - 250.0 * f
+    g_to = 4.05 - 0.30 * (mass - 1.0)
+    t_base = 5050.0 + 150.0 * (mass - 1.0) - 200.0 * f
+    g_base = 3.75 - 0.45 * (mass - 1.0)
+    teff[s] = t_to + (t_base - t_to) * u + rng.normal(0.0, 60.0, u.size)
+    logg[s] = g_to + (g_base - g_to) * u + rng.normal(0.0, 0.05, u.size)
+
+    teff = np.clip(teff, *DR17_BOX["TEFF"])
+    logg = np.clip(logg, *DR17_BOX["LOGG"])
+    return cls.astype(str), comp.astype(str), feh, alpha, teff, logg
+
+
+def draw_labels(n: int, seed: int = 42, population: str = "classic") -> pd.DataFrame:
+    """A mock allStar-like catalog of ``n`` stars: catalog labels, errors and TRUE_* labels.
+
+    ``population`` names the label population (:data:`POPULATIONS`): "classic" (the default,
+    unchanged since the demo models were trained on it) or "dr17" (DR17-like giants, dwarfs,
+    M dwarfs, subgiants and an accreted halo over a wider box; see :func:`_dr17_stars`).
+    """
     if n < 0:
         raise ValueError(f"n must be ≥ 0, got {n}")
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 0x1ABE15]))
-    pop = np.array(POPULATIONS)[rng.choice(3, size=n, p=POPULATION_FRACTIONS)]
-    comp, feh = _metallicity(rng, pop)
-    alpha = _alpha(rng, comp, feh)
-    teff, logg = _teff_logg(rng, pop, feh)
-    true = {"TEFF": teff, "LOGG": logg, "FE_H": feh}
-    true["M_H"] = feh + 0.2 * alpha
-    true["VMICRO"] = np.clip(vmicro_from_logg(logg) + rng.normal(0.0, 0.05, n), 0.3, None)
-    true.update(_abundances(rng, pop, comp, feh, alpha, logg))
+    if population not in POPULATIONS:
+        raise ValueError(f"unknown mock population {population!r}; choose one of "
+                         f"{', '.join(POPULATIONS)}")
+    if population == "classic":
+        rng = np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 0x1ABE15]))
+        pop = np.array(CLASSIC_CLASSES)[rng.choice(3, size=n, p=POPULATION_FRACTIONS)]
+        comp, feh = _metallicity(rng, pop)
+        alpha = _alpha(rng, comp, feh)
+        teff, logg = _teff_logg(rng, pop, feh)
+        m_h = feh + 0.2 * alpha
+        giant, accreted, alpha_m = pop != "dwarf", None, None
+    else:
+        rng = np.random.default_rng(
+            np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 0x1ABE15, 0xD417]))
+        pop, comp, feh, alpha_m, teff, logg = _dr17_stars(rng, n)
+        # ASPCAP's [M/H] follows the α elements a little: [M/H] = [Fe/H] + k·[α/Fe]
+        alpha = alpha_m / (1.0 - _MH_ALPHA)
+        m_h = feh + _MH_ALPHA * alpha
+        giant = np.isin(pop, _GIANT_CLASSES)
+        accreted = np.isin(comp, ("accreted", "clouds")).astype(np.float64)
+    return _catalog(rng, n, pop, comp, feh, alpha, m_h, teff, logg, giant, accreted,
+                    None if population == "classic" else alpha_m)
 
+
+def _catalog(rng, n, pop, comp, feh, alpha, m_h, teff, logg, giant, accreted,
+             alpha_m_true=None) -> pd.DataFrame:
+    true = {"TEFF": teff, "LOGG": logg, "FE_H": feh}
+    true["M_H"] = m_h
+    true["VMICRO"] = np.clip(vmicro_from_logg(logg) + rng.normal(0.0, 0.05, n), 0.3, None)
+    pattern = _ALPHA if accreted is None else _ALPHA_DR17
+    true.update(_abundances(rng, giant, comp, feh, alpha, logg, accreted, pattern))
     field, telescope, ra, dec = _fields(rng, n)
     snr = 50.0 * 10.0 ** rng.beta(1.2, 3.0, n)
     snr = np.where(telescope == "apo1m", 150.0 * 10.0 ** (np.log10(500 / 150) * rng.random(n)), snr)
     ids, ra = _unique_ids(ra, dec)
     errors = _errors(rng, true, snr)
 
-    spread = np.select([comp == "thin", comp == "thick"], [35.0, 60.0], 120.0)
+    spread = np.select([comp == "thin", comp == "thick", comp == "clouds"], [35.0, 60.0, 40.0],
+                       120.0)
+    # the Magellanic Clouds recede at ≈ 260 km/s
     binary = rng.random(n) < 0.05
     cat = {
         "APOGEE_ID": ids,
@@ -235,7 +462,7 @@ def draw_labels(n: int, seed: int = 42) -> pd.DataFrame:
         "DEC": dec,
         "SNR": snr,
         "NVISITS": 1 + rng.poisson(2.0, n),
-        "VHELIO_AVG": rng.normal(0.0, spread),
+        "VHELIO_AVG": rng.normal(np.where(comp == "clouds", 260.0, 0.0), spread),
         "VSCATTER": np.where(binary, 10.0 ** rng.uniform(0.0, 1.3, n),
                              10.0 ** rng.normal(-0.7, 0.35, n)),
         "STARFLAG": np.zeros(n, dtype=np.int64),
@@ -245,6 +472,16 @@ def draw_labels(n: int, seed: int = 42) -> pd.DataFrame:
         cat[name] = true[name] + errors[name] * rng.standard_normal(n)
         cat[f"{name}_ERR"] = errors[name]
     cat["POPULATION"] = pop.astype(str)
+    if accreted is not None:  # dr17 only: classic's columns stay exactly as they were
+        cat["COMPONENT"] = comp.astype(str)
     for name in MOCK_LABEL_COLUMNS:
         cat[f"TRUE_{name}"] = true[name]
+    if alpha_m_true is not None:
+        # the overall α of the allStar (ASPCAP fits all α lines at once: a smaller error
+        # than any one element's); drawn last so the other columns do not depend on it
+        true["ALPHA_M"] = alpha_m_true
+        err = _errors(rng, true, snr, {"ALPHA_M": 0.012})["ALPHA_M"]
+        cat["ALPHA_M"] = alpha_m_true + err * rng.standard_normal(n)
+        cat["ALPHA_M_ERR"] = err
+        cat["TRUE_ALPHA_M"] = alpha_m_true
     return pd.DataFrame(cat)
