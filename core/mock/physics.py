@@ -107,8 +107,9 @@ def shifted_linelist(linelist: pd.DataFrame, physics: Physics,
     synthesiser does) plus N(0, gf_sigma), and extra unidentified Fe I-like lines.
 
     Extra lines sit at uniformly random wavelengths over the list's range, with excitation
-    potentials of 2–6 eV and log gf drawn like the list's known atomic log gf; their note
-    says "unidentified (shifted physics)".
+    potentials of 2–6 eV and log gf such that their strength at 4500 K, log gf − θχ, is drawn
+    like that of the list's known atomic lines but 0.5 dex weaker (unidentified lines are
+    mostly weak); their note says "unidentified (shifted physics)".
     """
     rng = np.random.default_rng(PERTURB_SEED)
     df = linelist.copy()
@@ -116,14 +117,19 @@ def shifted_linelist(linelist: pd.DataFrame, physics: Physics,
     n_extra = int(round(physics.extra_line_fraction * len(df)))
     if n_extra == 0:
         return df
-    atomic = df["kind"].to_numpy() == "atomic"
-    known = linelist.loc[atomic, "log_gf"].dropna().to_numpy()
+    theta = 5040.0 / 4500.0
+    atomic = (linelist["kind"].to_numpy() == "atomic") & linelist["log_gf"].notna().to_numpy()
+    strength = (linelist.loc[atomic, "log_gf"].to_numpy()
+                - theta * linelist.loc[atomic, "excitation_potential"].to_numpy())
     lo, hi = float(df["wavelength_vac"].min()), float(df["wavelength_vac"].max())
+    chi = rng.uniform(2.0, 6.0, n_extra)
+    drawn = np.minimum(rng.normal(np.median(strength) - 0.5, np.std(strength), n_extra),
+                       np.percentile(strength, 75))
     extra = pd.DataFrame({
         "wavelength_vac": np.round(rng.uniform(lo, hi, n_extra), 3),
         "species": "Fe I", "element": "Fe", "ion": 0,
-        "excitation_potential": np.round(rng.uniform(2.0, 6.0, n_extra), 3),
-        "log_gf": rng.normal(np.median(known), np.std(known), n_extra),
+        "excitation_potential": np.round(chi, 3),
+        "log_gf": drawn + theta * chi,
         "informs": "", "kind": "atomic", "note": "unidentified (shifted physics)",
     })
     out = pd.concat([df, extra], ignore_index=True)

@@ -43,13 +43,14 @@ def generate_mock_survey(out_dir, n_stars: int = 20_000, seed: int = 42, dtype: 
         raise ValueError(f"chunk must be ≥ 1, got {chunk}")
     g = grid if isinstance(grid, Grid) else get_grid(grid)
     phys = get_physics(physics)
+    ll_path = Path(linelist_path) if linelist_path is not None else LINELIST_PATH
+    linelist = load_linelist(ll_path)
+    lines_record = {"linelist_file": ll_path.name, "linelist_sha256": file_sha256(ll_path)}
     if phys.synthesis == "apogee" and linelist_path is None:
         from .apogee import FOREST_PATH, apogee_linelist
 
-        ll_path, linelist = FOREST_PATH, apogee_linelist()
-    else:
-        ll_path = Path(linelist_path) if linelist_path is not None else LINELIST_PATH
-        linelist = load_linelist(ll_path)
+        linelist = apogee_linelist()  # the shipped list + the molecular forest
+        lines_record.update(forest_file=FOREST_PATH.name, forest_sha256=file_sha256(FOREST_PATH))
     labels = draw_labels(n_stars, seed)
     provenance = {
         "generator": "core.mock",
@@ -57,8 +58,7 @@ def generate_mock_survey(out_dir, n_stars: int = 20_000, seed: int = 42, dtype: 
         "seed": int(seed),
         "n_stars": int(n_stars),
         "grid": g.name,
-        "linelist_file": ll_path.name,
-        "linelist_sha256": file_sha256(ll_path),
+        **lines_record,
         "skylines_sha256": file_sha256(SKYLINES_PATH),
         **phys.record(),
         "labels": "TRUE_* columns hold the labels the spectra were synthesised from; the "

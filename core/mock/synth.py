@@ -276,8 +276,22 @@ def _template_amplitudes(width_px, gamma_px, model: LineModel,
     return amps
 
 
+_PHYSICS_MODELS: dict[tuple[str, str], LineModel] = {}
+
+
 def _physics_model(phys: Physics, linelist: pd.DataFrame | None, grid: Grid | str) -> LineModel:
     """The line model of a physics set: its base list, perturbed when the physics is shifted."""
+    if linelist is None and phys.name != DEFAULT_PHYSICS:
+        # the shipped lists do not change within a run: skip re-reading and re-hashing them
+        key = (phys.name, grid.name if isinstance(grid, Grid) else str(grid))
+        if key not in _PHYSICS_MODELS:
+            _PHYSICS_MODELS[key] = _physics_model_uncached(phys, None, grid)
+        return _PHYSICS_MODELS[key]
+    return _physics_model_uncached(phys, linelist, grid)
+
+
+def _physics_model_uncached(phys: Physics, linelist: pd.DataFrame | None,
+                            grid: Grid | str) -> LineModel:
     if phys.synthesis == "apogee":
         from .apogee import apogee_linelist
 
