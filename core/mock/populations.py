@@ -1,9 +1,18 @@
 """True stellar labels of a mock APOGEE survey, and catalog labels = truth + realistic errors.
 
-Populations: red-giant branch (a metallicity-dependent Teff–log g relation), red clump and
-dwarfs/subgiants; thin disc, thick disc (high-α sequence) and halo metallicities; [X/Fe]
-trends with α and [Fe/H]; first dredge-up and extra mixing that lower C and raise N in
-giants.  Positions fall in survey fields; APOGEE_IDs are 2MASS-style names built from them.
+Two named populations (:data:`POPULATIONS`, ``draw_labels(..., population=)``):
+
+* "classic" (default; the demo models were trained on it, so it never changes): red-giant
+  branch (a metallicity-dependent Teff–log g relation), red clump and dwarfs/subgiants; thin
+  disc, thick disc (high-α sequence) and halo metallicities in Teff 3500–6500 K, log g 0.5–4.8.
+* "dr17": like the DR17 allStar over Teff 3000–7000 K, log g −0.5 to 5.5: an isochrone-like
+  giant branch up to a metallicity-dependent tip (M giants), red clump / red horizontal branch,
+  early AGB; dwarfs, M dwarfs and subgiants; thin and thick disc (two α sequences with a dip),
+  bulge, in-situ halo, a low-α accreted halo and the Magellanic Clouds, each seen along the
+  giant branch as far as a magnitude-limited survey would see it.  Adds COMPONENT and ALPHA_M.
+
+Both: [X/Fe] trends with α and [Fe/H]; first dredge-up and extra mixing that lower C and raise
+N in giants.  Positions fall in survey fields; APOGEE_IDs are 2MASS-style names built from them.
 """
 
 from __future__ import annotations
@@ -218,12 +227,14 @@ def _errors(rng, true: dict[str, np.ndarray], snr: np.ndarray,
 
 
 # --- the "dr17" population --------------------------------------------------------------------
-# Shares of each stellar class in the whole mock, roughly as in the DR17 allStar (two thirds
-# giants; K/G/F dwarfs; a few per cent M dwarfs; subgiants between turn-off and giant branch).
 #: Stellar classes of the dr17 population ("M giant" = an RGB/AGB star cooler than 3800 K).
 DR17_CLASSES = ("RGB", "RC", "AGB", "M giant", "subgiant", "dwarf", "M dwarf")
+#: The dr17 label box (true labels).
 DR17_BOX = {"TEFF": (3000.0, 7000.0), "LOGG": (-0.5, 5.5), "FE_H": (-2.5, 0.6)}
-_DR17_KINDS = {"giant": 0.62, "subgiant": 0.07, "dwarf": 0.25, "M dwarf": 0.06}
+#: Shares in the whole dr17 mock, roughly as in the DR17 allStar: giants (RGB, RC, AGB, M giant;
+#: about a tenth of them clump stars) two thirds, K/G/F dwarfs a quarter, then subgiants between
+#: turn-off and giant branch, and M dwarfs.
+DR17_KIND_SHARES = {"giant": 0.62, "subgiant": 0.07, "dwarf": 0.25, "M dwarf": 0.06}
 _GIANT_CLASSES = ("RGB", "RC", "AGB", "M giant")
 M_GIANT_TEFF = 3800.0
 _MH_ALPHA = 0.13  # [M/H] − [Fe/H] per dex of [α/Fe]
@@ -354,8 +365,8 @@ def _ms_logg(teff, feh) -> np.ndarray:
 
 def _dr17_stars(rng, n: int):
     """Class, component, [Fe/H], [α/M], Teff and log g of ``n`` stars of the dr17 population."""
-    kinds = np.array(list(_DR17_KINDS))[rng.choice(len(_DR17_KINDS), size=n,
-                                                    p=list(_DR17_KINDS.values()))]
+    kinds = np.array(list(DR17_KIND_SHARES))[rng.choice(len(DR17_KIND_SHARES), size=n,
+                                                    p=list(DR17_KIND_SHARES.values()))]
     giant = kinds == "giant"
     names = list(_COMPONENTS)
     w_giant = np.array([c[0] for c in _COMPONENTS.values()])
