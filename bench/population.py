@@ -7,7 +7,8 @@ Teff, log g, [α/M] and Teff, [Fe/H], [α/M]; see ../shared/data/README.md).
 The mock giants are selected like the reference, whose labels span Teff 3107–5440 K, log g
 −0.48 to 3.35 and [Fe/H] −2.47 to 0.57: catalog (noisy) labels with 3100 ≤ Teff < 5500 K,
 −0.5 ≤ log g < 3.35 and −2.5 ≤ [Fe/H] < 0.6.  The mock's [α/M] is
-:func:`core.mock.populations.alpha_m`.  Reported per population:
+:func:`core.mock.populations.alpha_m` (dr17's ALPHA_M column; classic has none, so mean [O/Fe]
+and [Mg/Fe] less [M/H] − [Fe/H]).  Reported per population:
 
 * Kolmogorov–Smirnov distance per label (Teff, log g, [Fe/H], [α/M]); target ≤ 0.05;
 * 2-D density: the share of selected mock stars in bins where the mock density (each sample
@@ -58,10 +59,13 @@ def load_reference(path: Path = REFERENCE) -> dict[str, np.ndarray]:
         tfa = np.asarray(d["teff_feh_alpha"], dtype=np.float64)
     ref = {"teff_g": tga[:, 0], "logg": tga[:, 1], "teff": tfa[:, 0], "feh": tfa[:, 1],
            "alpha": tfa[:, 2]}
-    # the same star has the same float32 Teff and [α/M] in both arrays
-    key_g = tga[:, 0] * 1e3 + tga[:, 2]
-    key_f = tfa[:, 0] * 1e3 + tfa[:, 2]
-    _, ig, jf = np.intersect1d(key_g, key_f, assume_unique=False, return_indices=True)
+    # the same star has the same float32 Teff and [α/M] in both arrays: key on their bits
+    def key(t, a):
+        bits = np.column_stack([t, a]).astype(np.float32).view(np.uint32).astype(np.uint64)
+        return (bits[:, 0] << np.uint64(32)) | bits[:, 1]
+
+    _, ig, jf = np.intersect1d(key(tga[:, 0], tga[:, 2]), key(tfa[:, 0], tfa[:, 2]),
+                               return_indices=True)
     ref["joint"] = np.column_stack([tga[ig, 0], tga[ig, 1], tfa[jf, 1]])
     return ref
 
@@ -186,12 +190,14 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", type=Path, default=RESULTS / "population.json")
     p.add_argument("--figure", type=Path, default=RESULTS / "population.png")
+    p.add_argument("--reference", type=Path, default=REFERENCE,
+                   help="the real labels (default ../shared/data/reference/dr17_rgb_labels.npz)")
     args = p.parse_args(argv)
-    if not REFERENCE.exists():
-        print(f"population bench skipped: the reference {REFERENCE} is absent "
+    if not args.reference.exists():
+        print(f"population bench skipped: the reference {args.reference} is absent "
               "(a fresh clone has no ../shared)")
         return 0
-    ref = load_reference()
+    ref = load_reference(args.reference)
     catalogs = {name: draw_labels(args.n, args.seed, population=name) for name in POPULATIONS}
     results = {name: compare(lab, ref) for name, lab in catalogs.items()}
     print(f"mock vs {ref['logg'].size}/{ref['feh'].size} real DR17 giants; mock selection "
@@ -216,9 +222,12 @@ def main(argv=None) -> int:
               f"ΔTeff {w['dteff_K']:+.0f} K over {r['locus']['cells']} cells")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(args.out, {
-        "reference": str(REFERENCE.relative_to(ROOT.parent)), "selection": CUT,
-        "alpha_m": "mock [α/M] = mean([O/Fe], [Mg/Fe]) − ([M/H] − [Fe/H])",
-        "bins": {k: [float(e[1] - e[0]) for e in v] for k, v in PLANES.items()},
+        "reference": args.reference.name, "n_reference": {
+            "teff_logg_alpha": int(ref["logg"].size), "teff_feh_alpha": int(ref["feh"].size),
+            "joint": int(ref["joint"].shape[0])}, "selection": CUT,
+        "alpha_m": "mock [α/M]: the ALPHA_M column (dr17), else mean([O/Fe], [Mg/Fe]) − "
+                   "([M/H] − [Fe/H]) (classic)",
+        "bins": {k: [round(float(e[1] - e[0]), 4) for e in v] for k, v in PLANES.items()},
         "targets": {"ks": KS_TARGET, "density_over3x": DENSITY_TARGET},
         "n": args.n, "seed": args.seed, "populations": results})
     figure(catalogs, ref, args.figure)

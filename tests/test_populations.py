@@ -187,3 +187,11 @@ def test_dr17_matches_the_real_giants_and_classic_does_not():
     assert r["locus"]["rms_K"] < 80
     old = bench.compare(draw_labels(60_000, seed=11), ref)
     assert max(old["ks"].values()) > 0.1 and old["density_share"]["teff_logg_over3x"] > 0.2
+
+
+def test_population_bench_skips_without_the_reference(tmp_path, capsys):
+    out = tmp_path / "population.json"
+    rc = _bench().main(["--reference", str(tmp_path / "absent.npz"), "--out", str(out),
+                        "--figure", str(tmp_path / "p.png"), "--n", "100"])
+    assert rc == 0 and not out.exists()
+    assert "skipped" in capsys.readouterr().out
