@@ -13,9 +13,12 @@ import html
 import io
 import logging
 import os
+import time
 
 import panel as pn
 import param
+from panel.io.resources import CDN_DIST
+from panel.theme import Fast
 
 from core.errors import StellarscopeError
 from core.models import FAMILIES, get_family
@@ -29,6 +32,8 @@ from dashboard.views.upload import StarPicker
 TITLE = "Stellarscope"
 ACCENT = "#1f4e79"
 MODEL_POLL_MS = 15_000
+#: The same message again within this many seconds is not shown twice.
+REPEAT_S = 3.0
 
 
 def escape(text) -> str:
@@ -37,13 +42,37 @@ def escape(text) -> str:
     return html.escape(str(text), quote=True)
 
 
+#: What a user reads for an error that is not one of ours (the details go to the server log).
+UNEXPECTED = ("Something went wrong on the server ({kind}); the server's log has the details. "
+              "If the page misbehaves, reload it.")
+
+
+def user_message(exc: BaseException) -> str:
+    """An error as a user should read it: our own errors say what is wrong in their words;
+    anything else (a TypeError, a KeyError …) is logged with its traceback and named only."""
+    if isinstance(exc, StellarscopeError):
+        return str(exc)
+    logging.getLogger(__name__).error("unexpected error in the dashboard", exc_info=exc)
+    return UNEXPECTED.format(kind=type(exc).__name__)
+
+
 def _notify_exception(exc: BaseException) -> None:
     """Any error escaping a callback becomes a notification, never a traceback on the page."""
     if pn.state.notifications is not None:
-        pn.state.notifications.error(escape(f"{type(exc).__name__}: {exc}"), duration=10_000)
+        pn.state.notifications.error(escape(user_message(exc)), duration=10_000)
+
+
+class OfflineFast(Fast):
+    """Panel's Fast design without its Google-fonts stylesheet: the page asks nothing of any
+    host but this server (Open Sans, when installed locally, is still used)."""
+
+    # the design's own module, named so it resolves to Panel's bundled copy under any subclass
+    _resources = {**Fast._resources, "font": {}, "js_modules": {
+        **Fast._resources["js_modules"], "fast-design": f"{CDN_DIST}bundled/fast/js/fast_design.js"}}
 
 
 pn.extension("tabulator", "filedropper", notifications=True, loading_indicator=True,
+             design=OfflineFast,
              exception_handler=_notify_exception, disconnect_notification=(
                  "Connection to the Stellarscope server lost; reload the page."))
 
@@ -163,7 +192,9 @@ class DashboardApp(param.Parameterized):
         self.template = pn.template.FastListTemplate(
             title=TITLE + (" · mock survey" if ctx.is_mock else ""), sidebar=sidebar,
             main=[self.tabs], accent=ACCENT, sidebar_width=340, main_layout=None,
-            header_background=ACCENT, theme_toggle=True)
+            header_background=ACCENT, theme_toggle=True, design=OfflineFast)
+        self._last_message: tuple = ("", "", 0.0)
+        self.messages: list[tuple[str, str]] = []  # (kind, text) as shown, for tests
         ctx.param.watch(self._notify, "message_count")
         self.tabs.param.watch(self._on_active, "active")
         self.param.watch(self._on_tab, "tab")
@@ -275,7 +306,9 @@ class DashboardApp(param.Parameterized):
             return
         name = self.session_upload.filename or "session.json"
         try:
-            notes = persist.apply_session(self, persist.read_session(event.new, name), name)
+            doc = persist.read_session(event.new, name)
+            persist.refuse_non_finite(doc, name)
+            notes = persist.apply_session(self, doc, name)
         except StellarscopeError as exc:
             self.context.fail(exc)
             return
@@ -285,12 +318,31 @@ class DashboardApp(param.Parameterized):
         else:
             self.context.notify(f"Session {name} restored", "success")
 
+    def user_text(self, text: str) -> str:
+        """A message as the user sees it: the server's store path is named by the store's
+        title (a remote user has no use for the server's file system)."""
+        store = self.context.store
+        if store is not None:
+            text = text.replace(str(store.path), f"the store '{store.title}'")
+        return text
+
     def _notify(self, event) -> None:
         ctx = self.context
-        if pn.state.notifications is not None and ctx.message:
+        if not ctx.message:
+            return
+        text = self.user_text(ctx.message)
+        now = time.monotonic()
+        # one event reaches the session along several paths (the URL, the param, a revert):
+        # the same words within a moment are said once
+        last = self._last_message
+        self._last_message = (text, ctx.message_kind, now)
+        if last[:2] == (text, ctx.message_kind) and now - last[2] < REPEAT_S:
+            return
+        self.messages.append((ctx.message_kind, text))
+        if pn.state.notifications is not None:
             # messages carry star IDs, file names and session content: never markup
             getattr(pn.state.notifications, ctx.message_kind)(
-                escape(ctx.message), duration=8000 if ctx.message_kind == "error" else 4000)
+                escape(text), duration=8000 if ctx.message_kind == "error" else 4000)
 
     def _poll_models(self) -> None:
         """Models still training appear (and improve) as their weights are written."""
@@ -307,8 +359,7 @@ class DashboardApp(param.Parameterized):
 
 def error_page(exc: BaseException) -> pn.template.FastListTemplate:
     """The page a session gets when the app cannot be built: the reason, not a blank page."""
-    text = escape(f"{type(exc).__name__}: {exc}" if not isinstance(exc, StellarscopeError)
-                  else exc)
+    text = escape(user_message(exc))
     alert = pn.pane.Alert(f"### Stellarscope could not start this page\n\n{text}\n\n"
                           "Fix the problem and reload the page.", alert_type="danger",
                           sizing_mode="stretch_width", css_classes=["ss-app-error"])
@@ -316,7 +367,7 @@ def error_page(exc: BaseException) -> pn.template.FastListTemplate:
         pn.state.onload(lambda: pn.state.notifications is not None
                         and pn.state.notifications.error(text, duration=0))
     return pn.template.FastListTemplate(title=TITLE, main=[alert], accent=ACCENT,
-                                        header_background=ACCENT)
+                                        header_background=ACCENT, design=OfflineFast)
 
 
 def page():

@@ -9,6 +9,7 @@ reader's own message, naming the uploaded file.
 from __future__ import annotations
 
 import html
+import logging
 import tempfile
 from pathlib import Path
 
@@ -23,6 +24,13 @@ from ..jobs import JobRunner
 from ..state import Session
 
 MAX_UPLOAD_MB = 50
+#: The "Random star" icon, drawn inline: a named icon would be a webfont from a public CDN.
+DICE_SVG = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24" width="18" height="18" '
+            'class="ss-dice" fill="none" stroke="currentColor" stroke-width="2">'
+            '<rect x="3.5" y="3.5" width="17" height="17" rx="3.5"/>'
+            '<g fill="currentColor" stroke="none"><circle cx="8.2" cy="8.2" r="1.6"/>'
+            '<circle cx="15.8" cy="8.2" r="1.6"/><circle cx="12" cy="12" r="1.6"/>'
+            '<circle cx="8.2" cy="15.8" r="1.6"/><circle cx="15.8" cy="15.8" r="1.6"/></g></svg>')
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz")
 
 
@@ -70,12 +78,12 @@ class StarPicker(pn.viewable.Viewer):
             search_strategy="includes", case_sensitive=False, restrict=False,
             sizing_mode="stretch_width", css_classes=["ss-star-search"])
         self.random_button = pn.widgets.Button(label="Random star", color="primary",
-                                               icon="dice", sizing_mode="stretch_width")
+                                               icon=DICE_SVG, sizing_mode="stretch_width",
+                                               css_classes=["ss-random-star"])
         # no browser-side type filter: browsers give FITS files no MIME type, so the upload
         # widget would refuse them; the name and content are checked on the server instead
-        self.upload = pn.widgets.FileDropper(
-            max_file_size=f"{MAX_UPLOAD_MB}MB",
-            multiple=False, sizing_mode="stretch_width", height=110)
+        self.upload = self._dropper()
+        self.upload_box = pn.Column(self.upload, sizing_mode="stretch_width", margin=0)
         self.upload_status = pn.pane.Markdown(
             f"apStar, aspcapStar or apVisit FITS, up to {MAX_UPLOAD_MB} MB.",
             css_classes=["ss-upload-status"], margin=(0, 10))
@@ -83,9 +91,15 @@ class StarPicker(pn.viewable.Viewer):
         self.search.param.watch(self._on_typing, "value_input")
         self.search.param.watch(self._on_search, "value")
         self.random_button.on_click(lambda e: self.session.random_star())
-        self.upload.param.watch(self._on_upload, "value")
         self.session.focus.param.watch(self._on_focus, "star_id")
         self.random_button.disabled = ctx.store is None
+
+    def _dropper(self) -> pn.widgets.FileDropper:
+        dropper = pn.widgets.FileDropper(max_file_size=f"{MAX_UPLOAD_MB}MB", multiple=False,
+                                         sizing_mode="stretch_width", height=110,
+                                         css_classes=["ss-upload"])
+        dropper.param.watch(self._on_upload, "value")
+        return dropper
 
     def _on_typing(self, event) -> None:
         if self._ids is not None and event.new and len(event.new.strip()) >= 2:
@@ -135,12 +149,22 @@ class StarPicker(pn.viewable.Viewer):
 
     def _upload_failed(self, exc: BaseException) -> None:
         self.upload.loading = False
-        msg = str(exc) if isinstance(exc, StellarscopeError) else f"upload failed: {exc}"
-        self.upload_status.object = f"⚠ {html.escape(msg)}"
-        self.session.context.fail(msg)
+        if isinstance(exc, StellarscopeError):
+            msg = str(exc)
+        else:  # not our words: named, with the details in the server's log
+            logging.getLogger(__name__).error("upload failed", exc_info=exc)
+            msg = (f"the upload could not be read ({type(exc).__name__}); the server's log has "
+                   "the details")
+        # the dropper itself says "Upload complete" once the bytes arrived: a fresh one
+        # replaces it, so nothing on the page calls a rejected file complete
+        self.upload = self._dropper()
+        self.upload_box.objects = [self.upload]
+        self.upload_status.object = (f"<span class='ss-upload-rejected' style='color:#b00020'>"
+                                     f"⚠ Not loaded: {html.escape(msg)}</span>")
+        self.session.context.fail(f"Upload rejected: {msg}")
 
     def __panel__(self):
         return pn.Column(
             self.search, self.random_button,
             pn.pane.Markdown("**Upload a spectrum**", margin=(10, 10, 0, 10)),
-            self.upload, self.upload_status, sizing_mode="stretch_width")
+            self.upload_box, self.upload_status, sizing_mode="stretch_width")
