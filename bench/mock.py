@@ -6,7 +6,9 @@ Figures: the median over repeats of synthesize() throughput (noiseless synthesis
 whole pipeline with noise and masks, warm caches), generate_mock_survey() throughput into a
 temporary store, and the peak traced memory (tracemalloc; numpy arrays included) of one more,
 untimed survey run.  The machine's load average is recorded: on a shared machine the rates
-scale down with the load.
+scale down with the load.  The top-level figures are for the default (classic) physics;
+``--physics`` adds the same rates for other physics sets (``physics`` section, with each
+rate's ratio to classic).
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ def main(argv=None) -> int:
     ap.add_argument("--n-survey", type=int, default=2048, help="stars in the timed survey")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "mock.json"))
+    ap.add_argument("--physics", default="apogee,shifted",
+                    help="other physics sets to time besides classic (comma-separated; '' = none)")
     args = ap.parse_args(argv)
 
     labels = draw_labels(args.n_synth, seed=1)
@@ -60,13 +64,13 @@ def main(argv=None) -> int:
     full, full_cpu, t_full = _median_rate(lambda: synthesize(labels, seed=1), args.n_synth,
                                           args.repeats)
 
-    def survey_run(trace: bool = False) -> tuple[float, float, int]:
+    def survey_run(trace: bool = False, physics: str = "classic") -> tuple[float, float, int]:
         with tempfile.TemporaryDirectory() as tmp:
             if trace:
                 tracemalloc.start()
             w0, c0 = time.perf_counter(), time.process_time()
             generate_mock_survey(Path(tmp) / "bench-store", n_stars=args.n_survey, seed=7,
-                                 progress=False)
+                                 progress=False, physics=physics)
             wall, cpu = time.perf_counter() - w0, time.process_time() - c0
             peak = tracemalloc.get_traced_memory()[1] if trace else 0
             if trace:
@@ -78,6 +82,28 @@ def main(argv=None) -> int:
     survey = args.n_survey / float(np.median(survey_times))
     survey_cpu = args.n_survey / float(np.median([r[1] for r in runs]))
     peak = survey_run(trace=True)[2]  # tracing slows the run, so it is not timed
+
+    others = {}
+    for name in [n.strip() for n in args.physics.split(",") if n.strip()]:
+        synthesize(labels.iloc[:8], seed=1, physics=name)  # its line model and caches
+        nl, nl_cpu, _ = _median_rate(lambda n=name: noiseless_flux(labels, physics=n),
+                                     args.n_synth, args.repeats)
+        sy, sy_cpu, _ = _median_rate(lambda n=name: synthesize(labels, seed=1, physics=n),
+                                     args.n_synth, args.repeats)
+        sv = [survey_run(physics=name) for _ in range(args.repeats)]
+        rate = args.n_survey / float(np.median([r[0] for r in sv]))
+        rate_cpu = args.n_survey / float(np.median([r[1] for r in sv]))
+        others[name] = {
+            "noiseless_spectra_per_cpu_s": round(nl_cpu, 1),
+            "synthesize_spectra_per_cpu_s": round(sy_cpu, 1),
+            "survey_spectra_per_s": round(rate, 1),
+            "survey_spectra_per_cpu_s": round(rate_cpu, 1),
+            "ratio_to_classic_cpu": {
+                "noiseless": round(nl_cpu / noiseless_cpu, 2),
+                "synthesize": round(sy_cpu / full_cpu, 2),
+                "survey": round(rate_cpu / survey_cpu, 2)},
+            "estimated_20000_star_survey_s": round(20_000 / rate, 1),
+        }
 
     try:
         import resource
@@ -103,6 +129,7 @@ def main(argv=None) -> int:
                     "synthesize": [round(t, 3) for t in t_full],
                     "survey": [round(t, 3) for t in survey_times]},
         "estimated_20000_star_survey_s": round(20_000 / survey, 1),
+        "physics": {"classic": "the top-level figures", **others},
         "cpu_count": os.cpu_count(),
         "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         "python": platform.python_version(),

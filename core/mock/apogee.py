@@ -35,7 +35,7 @@ from .profiles import curve_of_growth
 FOREST_PATH = LINELIST_DIR / "apogee_hband_forest.csv"
 
 #: log η₀ zero points (dex) per line family, relative to the H⁻ opacity of :func:`log_kappa`.
-LOG_ETA_ZERO = {"atomic": 14.9, "CO": 13.7, "CN": 14.7, "OH": 17.2, "hydrogen": 14.0}
+LOG_ETA_ZERO = {"atomic": 14.9, "CO": 13.7, "CN": 15.0, "OH": 17.2, "hydrogen": 14.0}
 #: Continuum-forming and line-core temperatures in units of Teff (see the module docstring).
 T_CONT, T_CORE = 1.08, 0.78
 #: Observed central depths saturate smoothly towards this value.
@@ -109,7 +109,7 @@ def line_strengths(lab: dict[str, np.ndarray], model):
     b = atm.doppler_b(state.teff, model.mass, state.vmicro)
     log_b = np.log10(b)
     common = (model.log_gf[None, :] - theta * chi[None, :]
-              - log_kappa(lam, state.theta, state.log_pe)
+              - log_kappa(lam, state.theta / T_CONT, state.log_pe)
               + np.log10(lam / 16000.0)[None, :] - log_b)
     log_eta = np.empty((n, n_lines))
     log_a = np.empty((n, n_lines))
