@@ -128,3 +128,26 @@ def test_bad_files_name_the_file_and_problem(tmp_path):
                     "15500,Fe I,Fe,0,5,0,FE_H,weird,x\n")
     with pytest.raises(BadFileError, match="unknown line kind"):
         load_linelist(kind)
+
+
+def test_apogee_forest_list():
+    """The molecular forest of the 'apogee' physics: vacuum, molecular only, in range, not a
+    copy of the shipped list's lines, and with CO band structure (lines pile up redward of
+    each Δv = 3 band head)."""
+    from core.linelist import LINELIST_DIR
+    from core.mock.apogee import FOREST_PATH, apogee_linelist
+
+    assert FOREST_PATH.parent == LINELIST_DIR
+    forest = load_linelist(FOREST_PATH)
+    assert forest.attrs["medium"] == "vacuum"
+    assert set(forest["kind"]) == {"molecular"} and set(forest["species"]) == {"CN", "CO"}
+    assert forest["wavelength_vac"].between(15100, 17000).all()
+    shipped = load_linelist()
+    both = forest.merge(shipped, on=["species", "wavelength_vac"])
+    assert both.empty
+    full = apogee_linelist()
+    assert len(full) == len(forest) + len(shipped)
+    co = full[(full["species"] == "CO") & (full["kind"] == "molecular")]["wavelength_vac"]
+    # the 3-0 band head at 15581.7 Å: no CO line blueward, many just redward
+    assert (co < 15580.0).sum() == 0
+    assert ((co > 15581.0) & (co < 15600.0)).sum() >= 20

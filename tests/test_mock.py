@@ -241,6 +241,8 @@ def test_generate_mock_survey_writes_a_store_independent_of_chunk(tmp_path):
     assert prov["seed"] == 5 and prov["n_stars"] == 25
     assert re.fullmatch(r"[0-9a-f]{64}", prov["linelist_sha256"])
     assert prov["generator_version"]
+    assert prov["physics"] == "classic"  # the default physics, recorded
+    assert sa.manifest["title"] == "Mock APOGEE survey (seed 5)"
     ba, bb = sa.read_all(), sb.read_all()
     for name in ("flux", "error", "pixmask"):
         assert np.array_equal(getattr(ba, name), getattr(bb, name))

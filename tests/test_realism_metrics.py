@@ -136,3 +136,44 @@ def test_bench_measures_a_single_visit_dr17_file(tmp_path):
         assert row["real"]["minima_per_100A"] > 0
         assert 0 <= row["fit_model"]["match_fraction"] <= 1
     assert res["fit"]["chi2_nu"] > 0
+
+
+def test_bench_synth_mode_adds_a_synth_section_and_keeps_the_emulator_one(tmp_path):
+    """bench/realism.py --synth: the synthesiser at the header labels and its direct fit, per
+    physics, written beside (not over) the emulator section of an earlier run."""
+    import importlib.util
+    import json
+
+    from fits_fixtures import write_apstar_dr17
+
+    from core.paths import PROJECT_ROOT
+
+    spec = importlib.util.spec_from_file_location("bench_realism",
+                                                  PROJECT_ROOT / "bench" / "realism.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    data = tmp_path / "real"
+    data.mkdir()
+    write_apstar_dr17(data / "apStar-dr17-2M00000000+0000000.fits", n_visits=1,
+                      rv_labels=(4650.0, 2.3, -0.2))
+    out = tmp_path / "realism.json"
+    out.write_text(json.dumps({"what": "emulator", "files": [{"file": "x"}]}))
+    assert bench.main(["--data", str(data), "--out", str(out), "--synth",
+                       "--physics", "apogee"]) == 0
+    res = json.loads(out.read_text())
+    assert res["what"] == "emulator" and res["files"] == [{"file": "x"}]  # kept
+    synth = res["synth"]
+    assert synth["physics"] == ["apogee"]
+    f = synth["files"][0]
+    assert f["header_labels"]["TEFF"] == 4650.0
+    p = f["physics"]["apogee"]
+    assert p["chi2_nu_header"] > 0 and p["fit"]["chi2_nu"] > 0
+    assert p["fit"]["chi2_nu"] <= p["chi2_nu_header"] * 1.001  # the fit starts there
+    assert set(p["fit"]["labels"]) == {"TEFF", "LOGG", "FE_H", "VMICRO", "ALPHA_M"}
+    assert set(f["per_chip"]) == {"blue", "green", "red"}
+    for row in f["per_chip"].values():
+        assert set(row) == {"real", "apogee_header", "apogee_fit"}
+        assert 0 <= row["apogee_header"]["match_fraction"] <= 1
+        assert row["apogee_header"]["depth_ratio"] is not None
+    assert set(p["targets_met"]) >= {"fit_teff_within_300K", "fit_fe_h_within_0.3dex",
+                                     "fit_chi2_nu_at_most_10"}
