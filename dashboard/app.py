@@ -43,8 +43,8 @@ def escape(text) -> str:
 
 
 #: What a user reads for an error that is not one of ours (the details go to the server log).
-UNEXPECTED = ("Something went wrong on the server ({kind}); the server's log has the details. "
-              "If the page misbehaves, reload it.")
+UNEXPECTED = ("Something went wrong on the server; its log has the details. If the page "
+              "misbehaves, reload it.")
 
 
 def user_message(exc: BaseException) -> str:
@@ -53,7 +53,7 @@ def user_message(exc: BaseException) -> str:
     if isinstance(exc, StellarscopeError):
         return str(exc)
     logging.getLogger(__name__).error("unexpected error in the dashboard", exc_info=exc)
-    return UNEXPECTED.format(kind=type(exc).__name__)
+    return UNEXPECTED
 
 
 def _notify_exception(exc: BaseException) -> None:
@@ -172,6 +172,9 @@ class DashboardApp(param.Parameterized):
             for family in spec.needs:
                 ctx.slot(family).param.watch(lambda *_, n=name: self._fill_body(n),
                                              ["model", "problem", "training"])
+        for view in self.views.values():  # a star opened in a list or plot is shown
+            if isinstance(getattr(view, "on_open", None), list) and "star" in self.specs:
+                view.on_open.append(lambda star: self.show_tab("star"))
         self.tabs = pn.Tabs(*((spec.title, self.bodies[name]) for name, spec in self.specs.items()),
                             dynamic=True, sizing_mode="stretch_width")
         self.picker = StarPicker(session=session)

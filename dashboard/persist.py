@@ -72,6 +72,33 @@ def _non_finite(value) -> bool:
     return False
 
 
+def non_finite_field(value, where: str = "") -> str | None:
+    """Where (``views.latent.z[3]``) the first NaN or ±Infinity in a parsed session lies,
+    or None when every number is finite."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (where or "the file")
+    if isinstance(value, list):
+        for i, v in enumerate(value):
+            found = non_finite_field(v, f"{where}[{i}]")
+            if found:
+                return found
+    if isinstance(value, dict):
+        for k, v in value.items():
+            found = non_finite_field(v, f"{where}.{k}" if where else str(k))
+            if found:
+                return found
+    return None
+
+
+def refuse_non_finite(doc: dict, name: str = "session.json") -> None:
+    """:class:`BadFileError` when a session holds NaN or Infinity anywhere: a session file
+    written by Stellarscope never does, so the file is refused as a whole, not half-restored."""
+    where = non_finite_field(doc)
+    if where:
+        raise BadFileError(name, f"holds NaN or Infinity (in {where}); a session file holds "
+                                 "only finite numbers, so nothing was restored")
+
+
 def view_state(view) -> dict:
     """A view's session settings: its ``session_params`` and its ``extra_state()``."""
     state = {name: _plain(getattr(view, name)) for name in getattr(view, "session_params", ())}

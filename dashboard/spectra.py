@@ -125,6 +125,42 @@ def robust_range(values: np.ndarray, good: np.ndarray | None = None, lo_q: float
     return float(lo - pad * span), float(hi + pad * span)
 
 
+def flux_range(flux: np.ndarray, good: np.ndarray | None = None, hi_q: float = 99.5,
+               pad: float = 0.06) -> tuple[float, float]:
+    """A y-range for a spectrum that keeps its deepest line cores.
+
+    The bottom is the lowest value that two neighbouring good pixels reach (the minimum of
+    the pairwise maxima), so a line core of two or more pixels stays in view while a lone
+    dead pixel does not stretch the axis; the top is a high percentile, as spikes (sky lines,
+    cosmic rays) go upwards.
+    """
+    v = np.asarray(flux, dtype=np.float64)
+    keep = np.isfinite(v) if good is None else (np.asarray(good, dtype=bool) & np.isfinite(v))
+    if keep.sum() < 3:
+        return robust_range(v, keep)
+    w = np.where(keep, v, np.nan)
+    pairs = np.fmax(w[:-1], w[1:])  # NaN only where both are bad
+    both = keep[:-1] & keep[1:]
+    lo = float(np.min(pairs[both])) if both.any() else float(np.nanmin(w))
+    hi = float(np.percentile(v[keep], hi_q))
+    span = max(hi - lo, 1e-3)
+    return lo - pad * span, hi + pad * span
+
+
+def element_window(windows: pd.DataFrame | None, element: str, index: int):
+    """Window ``index`` (wrapping) of ``element``'s windows, in wavelength order:
+    (start, end, all its window starts, all ends, index, count); None without windows."""
+    if windows is None:
+        return None
+    w = windows[windows["element"] == element].sort_values("start_vac")
+    if not len(w):
+        return None
+    lo, hi = w["start_vac"].to_numpy(float), w["end_vac"].to_numpy(float)
+    i = int(index) % len(w)
+    pad = max(0.75 * (hi[i] - lo[i]), 6.0)
+    return lo[i] - pad, hi[i] + pad, lo, hi, i, len(w)
+
+
 def residuals(spectrum: Spectrum, model: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(data − model, (data − model)/σ), NaN at the spectrum's bad pixels."""
     model = np.asarray(model, dtype=np.float32)
@@ -232,25 +268,70 @@ def csv_bytes(spectrum: Spectrum, models: dict | None = None) -> io.BytesIO:
     return io.BytesIO(buf.getvalue().encode())
 
 
-def fits_bytes(spectrum: Spectrum, models: dict | None = None) -> io.BytesIO:
-    """A FITS binary table of :func:`spectrum_table`, with the star's metadata in the header."""
+#: Flux unit of spectra that are not continuum-normalised (APOGEE apStar/apVisit FLUX).
+APOGEE_FLUX_UNIT = "1e-17 erg/(s cm2 Angstrom)"
+
+
+def column_units(spectrum: Spectrum, columns) -> dict[str, tuple[str, str]]:
+    """(TUNIT, description) of each :func:`spectrum_table` column; '' for a dimensionless one."""
+    flux_unit = "" if spectrum.normalized else str(spectrum.meta.get("BUNIT") or APOGEE_FLUX_UNIT)
+    what = "continuum-normalised flux" if spectrum.normalized else "flux"
+    known = {"wavelength_vac": ("Angstrom", "vacuum wavelength"),
+             "flux": (flux_unit, what), "error": (flux_unit, f"1-sigma error of the {what}"),
+             "pixmask": ("", "APOGEE PIXMASK bits"), "bad": ("", "pixel not used (mask)")}
+    out = {}
+    for col in columns:
+        if col in known:
+            out[col] = known[col]
+        elif col.endswith("_pull"):
+            out[col] = ("", f"(data - {col[:-5]})/sigma")
+        elif col.endswith("_resid"):
+            out[col] = (flux_unit, f"data - {col[:-6]}")
+        else:
+            out[col] = (flux_unit, f"model {col}")
+    return out
+
+
+def fits_bytes(spectrum: Spectrum, models: dict | None = None,
+               provenance: dict[str, str] | None = None) -> io.BytesIO:
+    """A FITS binary table of :func:`spectrum_table` (TTYPE/TUNIT per column), with the
+    star's metadata and the models in the primary header: ``MODELS`` lists the model
+    columns, ``MODELn``/``MODSRCn`` name each and where it came from (``provenance``:
+    model name → its source, e.g. the model directory and family)."""
     from astropy.io import fits
     from astropy.table import Table
 
-    hdu = fits.table_to_hdu(Table.from_pandas(spectrum_table(spectrum, models)))
+    table = spectrum_table(spectrum, models)
+    hdu = fits.table_to_hdu(Table.from_pandas(table))
     hdu.name = "SPECTRUM"
+    for i, (col, (unit, text)) in enumerate(column_units(spectrum, table.columns).items(), 1):
+        hdu.header[f"TTYPE{i}"] = (col, text[:47])
+        hdu.header[f"TUNIT{i}"] = (unit, "dimensionless" if not unit else "unit")
     primary = fits.PrimaryHDU()
     for key, value in spectrum.meta.items():
         if isinstance(value, (str, int, float, bool, np.number)) and len(key) <= 8:
             if isinstance(value, float) and not np.isfinite(value):
                 continue
+            if isinstance(value, str) and not value.isascii():
+                continue
             primary.header[key.upper()] = value if not isinstance(value, str) else value[:60]
+    primary.header["ORIGIN"] = ("Stellarscope", "written by the Stellarscope dashboard")
     primary.header["WAVEUNIT"] = ("Angstrom", "vacuum wavelengths")
+    primary.header["NORMALIZ"] = (bool(spectrum.normalized), "flux continuum-normalised")
     primary.header["MODELS"] = ", ".join(models or {}) or "none"
+    for i, name in enumerate(models or {}, 1):
+        primary.header[f"MODEL{i}"] = (name[:68], f"column {_column_name(name)}")
+        source = (provenance or {}).get(name)
+        if source:
+            primary.header[f"MODSRC{i}"] = (_ascii(source)[:68], f"source of MODEL{i}")
     buf = io.BytesIO()
     fits.HDUList([primary, hdu]).writeto(buf)
     buf.seek(0)
     return buf
+
+
+def _ascii(text: str) -> str:
+    return text.encode("ascii", "replace").decode("ascii")
 
 
 def describe_pixmask(value: int) -> str:

@@ -244,3 +244,26 @@ def _shared_app(store):
     if store.path not in _APPS:  # one app for all examples: building one takes a second
         _APPS[store.path] = make_app(store)
     return _APPS[store.path]
+
+
+def test_a_session_file_with_nan_or_infinity_is_refused_whole(store):
+    app = _shared_app(store)
+    star = store.catalog["APOGEE_ID"].iloc[4]
+    app.session.select_star(store.catalog["APOGEE_ID"].iloc[1])
+    before = persist.view_state(app.views["star"])
+    for bad, where in ((b'"latent": {"z": [0.5, NaN]}', "views.latent.z[1]"),
+                       (b'"star": {"zoom_window": Infinity}', "views.star.zoom_window"),
+                       (b'"star": {"zoom": "whole", "x": -Infinity}', "views.star.x")):
+        raw = (b'{"format": "stellarscope-session", "version": 2, "tab": "latent", "star": "'
+               + star.encode() + b'", "views": {' + bad + b'}}')
+        app.session_upload.filename = "odd.json"
+        app.session_upload.value = raw
+        assert app.context.message_kind == "error"
+        assert app.context.message == (f"odd.json: holds NaN or Infinity (in {where}); a session "
+                                       "file holds only finite numbers, so nothing was restored")
+        assert app.session.focus.star_id != star and app.tab != "latent"  # nothing restored
+        assert persist.view_state(app.views["star"]) == before
+        app.session_upload.value = b""  # the widget sends the next file as a new value
+    with pytest.raises(BadFileError, match="holds NaN"):
+        persist.refuse_non_finite({"selection": {"n_rows": float("nan")}}, "s.json")
+    persist.refuse_non_finite({"views": {"latent": {"z": [0.0, 1e300]}}}, "s.json")  # finite

@@ -244,3 +244,126 @@ def test_axis_titles_of_fit_columns():
 
     assert axis_label("FIT_TEFF") == "fit " + axis_label("TEFF")
     assert axis_label("FIT_RV") == "FIT_RV"  # not a stellar label: its own name
+
+
+# -- Star view: y-range, overlays, element windows; catalog → Star view; exports; messages --
+
+
+def test_flux_range_keeps_line_cores_but_not_a_dead_pixel():
+    from dashboard.spectra import flux_range, robust_range
+
+    rng = np.random.default_rng(1)
+    flux = 1 + 0.01 * rng.standard_normal(7514)
+    flux[3000:3003] = [0.35, 0.2, 0.3]  # a three-pixel line core
+    flux[5000] = -4.0  # a dead pixel nobody masked
+    assert robust_range(flux)[0] > 0.2  # percentiles clip the core
+    lo, hi = flux_range(flux)
+    assert -0.1 < lo < 0.3 and 1.0 < hi < 1.2
+
+
+def test_star_view_keeps_line_cores_and_draws_overlays_under_the_data(session):
+    view = StarView(focus=session.focus, context=session.context)
+    session.select_star(4)
+    spec = session.focus.spectrum
+    good = ~spec.bad()
+    core = np.min(np.fmax(spec.flux[:-1], spec.flux[1:])[good[:-1] & good[1:]])
+    assert view.spec_fig.y_range.start <= core < view.spec_fig.y_range.end
+    view.overlays = ["VAE reconstruction"]
+    renderers = list(view.spec_fig.renderers)
+    overlay = view.figure.overlays["VAE reconstruction"]
+    assert renderers.index(overlay) < renderers.index(view.figure.flux_renderer)
+    assert overlay.glyph.line_alpha < 1 and overlay.visible
+
+
+def test_element_zoom_steps_through_windows(session):
+    view = StarView(focus=session.focus, context=session.context)
+    session.select_star(0)
+    windows = view._windows
+    if windows is None or not (windows["element"] == "Mg").any():
+        pytest.skip("no element windows")
+    mg = windows[windows["element"] == "Mg"].sort_values("start_vac")
+    view.zoom = "el:Mg"
+    first = (view.x_range.start, view.x_range.end)
+    assert first[0] < mg["start_vac"].iloc[0] < mg["end_vac"].iloc[0] < first[1]
+    assert first[1] - first[0] < 60  # one window, not the whole span of Mg windows
+    assert len(view.figure.window_src.data["x0"]) == len(mg)  # all shaded
+    assert view.next_window.visible and f"window 1 of {len(mg)}" in view.window_label.object
+    view.next_window.clicks += 1
+    assert view.zoom_window == 1 and f"window 2 of {len(mg)}" in view.window_label.object
+    assert view.x_range.start < mg["start_vac"].iloc[1] < view.x_range.end
+    view.step_window(-1)
+    view.step_window(-1)  # wraps to the last
+    assert view.zoom_window == len(mg) - 1
+    assert view.x_range.start < mg["end_vac"].iloc[-1] < view.x_range.end
+    view.zoom = "el:Fe"  # another element starts at its first window
+    assert view.zoom_window == 0 and "**Fe** window 1 of" in view.window_label.object
+    view.zoom = "chip:1"
+    assert not view.next_window.visible and not view.window_label.visible
+
+
+def test_fits_export_has_units_and_records_the_models(session):
+    import io
+
+    from astropy.io import fits
+
+    view = StarView(focus=session.focus, context=session.context)
+    session.select_star(5)
+    session.context.slot("vae").where = "/models/vae-demo"
+    with fits.open(io.BytesIO(view._fits().read())) as hdul:
+        head, table = hdul[0].header, hdul["SPECTRUM"].header
+        names = [table[f"TTYPE{i}"] for i in range(1, table["TFIELDS"] + 1)]
+        units = {table[f"TTYPE{i}"]: table[f"TUNIT{i}"] for i in range(1, table["TFIELDS"] + 1)}
+        assert names[:3] == ["wavelength_vac", "flux", "error"]
+        assert units["wavelength_vac"] == "Angstrom" and "vae_reconstruction" in units
+        assert head["MODELS"] == "VAE reconstruction" and head["MODEL1"] == "VAE reconstruction"
+        assert "vae-demo" in head["MODSRC1"] and head["ORIGIN"] == "Stellarscope"
+
+
+def test_catalog_click_opens_the_star_in_the_star_view(store, monkeypatch, tmp_path):
+    from dashboard.app import DashboardApp
+
+    monkeypatch.setattr("core.paths.SHIPPED_MODELS", tmp_path)
+    app = DashboardApp(store_path=store.path)
+    app.show_tab("catalog")
+    catalog = app.views["catalog"]
+    star = catalog.open_nearest("TEFF", "LOGG", 4600, 2.2)
+    assert app.session.focus.star_id == star and app.tab == "star" and app.tabs.active == 0
+    app.show_tab("catalog")
+    catalog.table.selection = [3]
+    assert app.session.focus.star_id == catalog.table.value["APOGEE_ID"].iloc[3]
+    assert app.tab == "star"
+
+
+def test_unknown_star_is_one_message_without_server_paths(store, monkeypatch, tmp_path):
+    from dashboard.app import DashboardApp, user_message
+
+    monkeypatch.setattr("core.paths.SHIPPED_MODELS", tmp_path)
+    app = DashboardApp(store_path=store.path)
+    app.session.focus.star_id = "NOPE"  # as ?star=NOPE arrives from the URL
+    assert not app.session.select_star("NOPE")
+    errors = [text for kind, text in app.messages if kind == "error"]
+    assert len(errors) == 1 and "NOPE" in errors[0], app.messages
+    assert str(store.path) not in errors[0] and "test store" in errors[0]
+    # an error that is not ours is named plainly; its text stays in the server's log
+    text = user_message(TypeError("unsupported operand type(s) for +: 'int' and 'str'"))
+    assert "operand" not in text and "TypeError" not in text and "log" in text
+    assert user_message(KeyError("k")) == text
+
+
+def test_a_rejected_upload_is_not_shown_as_loaded(session):
+    import time
+
+    from dashboard.views.upload import StarPicker
+
+    picker = StarPicker(session=session)
+    first = picker.upload
+    first.value = {"notes.txt": b"hello"}
+    deadline = time.monotonic() + 30
+    while "Not loaded" not in picker.upload_status.object and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "Not loaded" in picker.upload_status.object and "notes.txt" in picker.upload_status.object
+    assert picker.upload is not first and picker.upload_box.objects == [picker.upload]
+    assert not picker.upload.value  # a fresh dropper: nothing shown as uploaded
+    assert session.context.message.startswith("Upload rejected: notes.txt")
+    picker._upload_failed(TypeError("'NoneType' object is not subscriptable"))
+    assert "NoneType" not in picker.upload_status.object

@@ -63,6 +63,9 @@ class CatalogView(pn.viewable.Viewer):
                                      visible=not self.available)
         self.count = pn.pane.Markdown("", css_classes=["ss-selection-count"], margin=(5, 10))
         self.plot = None
+        #: called with the APOGEE_ID of a star opened here (a click in a panel or a row): the
+        #: app shows it in the Star view
+        self.on_open: list = []
         if not self.available:
             return
         self.frame = data.catalog_frame(store)
@@ -189,7 +192,13 @@ class CatalogView(pn.viewable.Viewer):
             return None
         star = str(self.ids.iloc[row])
         self.focus.star_id = star
+        self._opened(star)
         return star
+
+    def _opened(self, star: str) -> None:
+        if self.focus.star_id == star and self.focus.spectrum is not None:
+            for callback in list(self.on_open):
+                callback(star)
 
     def _mark_focus(self) -> None:
         if self.plot is None:
@@ -240,8 +249,9 @@ class CatalogView(pn.viewable.Viewer):
     def _on_table_select(self, event) -> None:
         if not event.new:
             return
-        row = self.table.value.iloc[event.new[0]]
-        self.focus.star_id = str(row["APOGEE_ID"])
+        star = str(self.table.value.iloc[event.new[0]]["APOGEE_ID"])
+        self.focus.star_id = star
+        self._opened(star)
 
     # -- layout ---------------------------------------------------------------------------
     def __panel__(self):

@@ -1,7 +1,10 @@
 """Star view: the focused spectrum with errors, masks, model overlays, residuals and lines.
 
 The plot is one :class:`~dashboard.figures.spectrum.SpectrumFigure`, built once per session;
-a new star or a toggled overlay only swaps its sources' data.  The view's settings are
+a new star or a toggled overlay only swaps its sources' data.  Model overlays are drawn under
+the data, half transparent; the flux axis keeps the deepest line cores
+(:func:`~dashboard.spectra.flux_range`); an element's windows are visited one at a time
+(previous/next).  The view's settings are
 ``param`` parameters (saved in session files under the same names); the widgets are bound
 to them.
 """
@@ -17,14 +20,17 @@ import param
 
 from core.grid import get_grid
 from core.labels import display_name
+from core.models import get_family
 
 from .. import data
 from ..figures.lines import filter_lines, line_label
-from ..figures.spectrum import SpectrumFigure
+from ..figures.spectrum import DATA_TOP, SpectrumFigure
 from ..spectra import (
     csv_bytes,
+    element_window,
     fit_statistics,
     fits_bytes,
+    flux_range,
     label_table,
     residuals,
     robust_range,
@@ -38,6 +44,8 @@ MODEL_COLORS = {
     "ASPCAP model": "#1f77b4",
 }
 RESIDUAL_MODES = {"data − model": "diff", "(data − model)/σ": "pull"}
+#: Overlays are drawn under the flux and this transparent, so the data stay readable.
+OVERLAY_ALPHA = 0.6
 
 
 class StarView(pn.viewable.Viewer):
@@ -53,12 +61,14 @@ class StarView(pn.viewable.Viewer):
                                  doc="whose residuals the lower panel shows")
     zoom = param.Selector(default="whole", objects=["whole"], check_on_set=True,
                           doc="zoom preset: whole, chip:i or el:ELEMENT")
+    zoom_window = param.Integer(default=0, bounds=(0, None),
+                                doc="which of the element's windows an el:ELEMENT zoom shows")
     line_kinds = param.ListSelector(default=[], objects=[], check_on_set=True)
     line_elements = param.ListSelector(default=[], objects=[], check_on_set=True)
 
     #: saved in session files (the keys of the old per-widget state)
-    session_params = ("overlays", "residual_mode", "residual_of", "zoom", "line_kinds",
-                      "line_elements")
+    session_params = ("overlays", "residual_mode", "residual_of", "zoom", "zoom_window",
+                      "line_kinds", "line_elements")
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -77,7 +87,7 @@ class StarView(pn.viewable.Viewer):
         self.focus.param.watch(self._on_focus, ["spectrum", "models", "outputs"])
         self.param.watch(lambda e: self._update_models(), "overlays")
         self.param.watch(lambda e: self._update_residual(), ["residual_mode", "residual_of"])
-        self.param.watch(lambda e: self.apply_zoom(e.new), "zoom")
+        self.param.watch(self._on_zoom, ["zoom", "zoom_window"])
         self.param.watch(lambda e: self._update_lines(), ["line_kinds", "line_elements"])
         self._on_spectrum()
 
@@ -108,6 +118,16 @@ class StarView(pn.viewable.Viewer):
         self.zoom_select = W.Select(label="Zoom to", groups=groups, value=self.zoom, width=190)
         self.zoom_select.param.watch(lambda e: setattr(self, "zoom", e.new), "value")
         self.param.watch(lambda e: setattr(self.zoom_select, "value", e.new), "zoom")
+        self.prev_window = W.Button(label="◀", width=40, margin=(24, 2, 5, 5),
+                                    description="previous window of this element",
+                                    css_classes=["ss-prev-window"], visible=False)
+        self.next_window = W.Button(label="▶", width=40, margin=(24, 5, 5, 2),
+                                    description="next window of this element",
+                                    css_classes=["ss-next-window"], visible=False)
+        self.prev_window.on_click(lambda e: self.step_window(-1))
+        self.next_window.on_click(lambda e: self.step_window(1))
+        self.window_label = pn.pane.Markdown("", css_classes=["ss-window-label"],
+                                             margin=(28, 5, 0, 5), visible=False)
         self.goto_line = W.AutocompleteInput(
             label="Go to line", options=self._line_names(), placeholder="e.g. Fe I 15207",
             search_strategy="includes", case_sensitive=False, min_characters=1, width=210,
@@ -165,10 +185,29 @@ class StarView(pn.viewable.Viewer):
                 self.figure.clear()
             else:
                 self.figure.set_spectrum(spec, self._title(spec))
+                self._frame_flux(spec)
                 stem = "".join(c if c.isalnum() or c in "+-_." else "_" for c in spec.label)
                 self.csv_download.filename = f"{stem}_spectrum.csv"
                 self.fits_download.filename = f"{stem}_spectrum.fits"
             self._on_models()
+
+    def _frame_flux(self, spec) -> None:
+        """The flux axis from :func:`flux_range`: line cores stay in view (the line markers
+        keep the top of the plot)."""
+        lo, hi = flux_range(spec.flux, ~spec.bad())
+        if spec.normalized:
+            lo, hi = min(lo, 0.55), max(hi, 1.08)
+        self.figure.fig.y_range.update(start=lo, end=lo + (hi - lo) / DATA_TOP)
+
+    def _beneath(self, renderer) -> None:
+        """Draw ``renderer`` (a model overlay) under the flux, half transparent."""
+        fig, flux = self.figure.fig, self.figure.flux_renderer
+        renderer.glyph.line_alpha = OVERLAY_ALPHA
+        rs = list(fig.renderers)
+        if rs.index(renderer) > rs.index(flux):
+            rs.remove(renderer)
+            rs.insert(rs.index(flux), renderer)
+            fig.renderers = rs
 
     def _title(self, spec) -> str:
         m = spec.meta
@@ -198,7 +237,7 @@ class StarView(pn.viewable.Viewer):
         active = [n for n in self.overlays if n in self.focus.models]
         with pn.io.hold():
             for name, flux in self.focus.models.items():
-                self.figure.overlay(name, MODEL_COLORS.get(name))
+                self._beneath(self.figure.overlay(name, MODEL_COLORS.get(name), width=1.6))
                 if spec is not None and name in active:
                     self.figure.set_overlay(name, spec.wavelength, flux)
             self.figure.show_overlays(active if spec is not None else [])
@@ -258,12 +297,37 @@ class StarView(pn.viewable.Viewer):
                 self.figure.set_lines(self._shown_lines)
 
     # -- zoom ---------------------------------------------------------------------------------
+    def _on_zoom(self, event) -> None:
+        if event.name == "zoom" and event.old != event.new and self.zoom_window:
+            self.zoom_window = 0  # a new element starts at its first window (redraws once)
+            return
+        self.apply_zoom(self.zoom)
+
     def apply_zoom(self, key: str | None) -> None:
-        """Zoom presets: ``whole``, ``chip:i`` or ``el:ELEMENT`` (highlights its windows)."""
+        """Zoom presets: ``whole``, ``chip:i``, or ``el:ELEMENT``: one of that element's
+        windows (``zoom_window``) with all of them shaded; previous/next step through them."""
         spec = self.focus.spectrum
         grid = spec.grid_obj if spec is not None and spec.grid_obj else get_grid("apogee7514")
+        window = (element_window(self._windows, key[3:], self.zoom_window)
+                  if key and key.startswith("el:") else None)
         with pn.io.hold():
-            self.figure.zoom_to(key, grid, self._windows)
+            if window is None:
+                self.figure.zoom_to(key, grid, self._windows)
+            else:
+                start, end, x0, x1, i, n = window
+                self.figure.set_spans("windows", x0, x1)
+                self.figure.set_xrange(start, end)
+                self.window_label.object = (f"**{key[3:]}** window {i + 1} of {n}: "
+                                            f"{x0[i]:.1f}–{x1[i]:.1f} Å")
+            for w in (self.prev_window, self.next_window, self.window_label):
+                w.visible = window is not None and (w is self.window_label or window[5] > 1)
+
+    def step_window(self, step: int) -> None:
+        """Show the element's next (1) or previous (−1) window, wrapping around."""
+        window = (element_window(self._windows, self.zoom[3:], self.zoom_window)
+                  if self.zoom.startswith("el:") else None)
+        if window is not None:
+            self.zoom_window = (window[4] + step) % window[5]
 
     def zoom_to_line(self, name: str, half_width: float = 12.0) -> None:
         try:
@@ -280,7 +344,24 @@ class StarView(pn.viewable.Viewer):
 
     def _fits(self):
         spec = self.focus.spectrum
-        return None if spec is None else fits_bytes(spec, self.focus.models)
+        return None if spec is None else fits_bytes(spec, self.focus.models, self.provenance())
+
+    def provenance(self) -> dict[str, str]:
+        """Where each model overlay came from: its family's model directory, or the file."""
+        out = {}
+        slots = self.context.slots if self.context is not None else {}
+        for name in self.focus.models:
+            if name == "ASPCAP model":
+                out[name] = "ASPCAP best-fit model from the star's file"
+                continue
+            word = name.split()[0].lower()
+            for family, slot in slots.items():
+                if slot.model is not None and word in (family.lower(),
+                                                       get_family(family).title.lower()):
+                    where = str(slot.where).rstrip("/").rsplit("/", 1)[-1] or family
+                    out[name] = f"{get_family(family).title} model {where}"
+                    break
+        return out
 
     def _lines_csv(self):
         if self._shown_lines is None:
@@ -301,18 +382,21 @@ class StarView(pn.viewable.Viewer):
         controls = pn.FlexBox(
             labelled("Overlays", self.overlay_buttons),
             labelled("Residual", self.residual_mode_buttons),
-            self.residual_of_select, self.zoom_select, self.goto_line,
-            labelled("Download spectrum + models", pn.Row(self.csv_download,
-                                                          self.fits_download)),
+            self.residual_of_select, self.zoom_select, self.prev_window, self.window_label,
+            self.next_window, self.goto_line, gap="0px 12px", sizing_mode="stretch_width")
+        more = pn.FlexBox(
             labelled("Line list", pn.Row(self.line_kind_buttons, self.line_element_choice,
                                          self.lines_download)),
+            labelled("Download spectrum + models", pn.Row(self.csv_download,
+                                                          self.fits_download)),
             gap="0px 12px", sizing_mode="stretch_width")
-        side = pn.Column(
-            pn.pane.Markdown("#### Labels and model outputs", margin=(0, 10)), self.table,
-            pn.pane.Markdown("#### VAE latents (μ, σ)", margin=(0, 10)), self.latent_table,
-            width=340)
-        main = pn.Column(controls, self.empty, self.figure.pane, self.res_info,
-                         sizing_mode="stretch_width")
+        # the tables go under the plot, so the spectrum has the page's whole width
+        tables = pn.FlexBox(
+            pn.Column(pn.pane.Markdown("#### Labels and model outputs", margin=(0, 10)),
+                      self.table, width=420),
+            pn.Column(pn.pane.Markdown("#### VAE latents (μ, σ)", margin=(0, 10)),
+                      self.latent_table, width=360),
+            gap="0px 16px", sizing_mode="stretch_width")
         items = [lines_note] if lines_note is not None else []
-        return pn.Column(*items, pn.Row(main, side, sizing_mode="stretch_width"),
-                         sizing_mode="stretch_width")
+        return pn.Column(*items, controls, self.empty, self.figure.pane, self.res_info, more,
+                         tables, sizing_mode="stretch_width")

@@ -153,8 +153,7 @@ class StarPicker(pn.viewable.Viewer):
             msg = str(exc)
         else:  # not our words: named, with the details in the server's log
             logging.getLogger(__name__).error("upload failed", exc_info=exc)
-            msg = (f"the upload could not be read ({type(exc).__name__}); the server's log has "
-                   "the details")
+            msg = "the file could not be read; the server's log has the details"
         # the dropper itself says "Upload complete" once the bytes arrived: a fresh one
         # replaces it, so nothing on the page calls a rejected file complete
         self.upload = self._dropper()
