@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -42,6 +43,9 @@ def _register_evaluate(evaluate) -> None:
     p.add_argument("--reference", choices=["auto", "truth", "catalog"], default="auto",
                    help="reference labels (default: TRUE_* when the store has them)")
     p.add_argument("--seed", type=int, default=0, help="which random stars")
+    p.add_argument("--held-out", action="store_true",
+                   help="fit only the stars the emulator held out from training (its "
+                   "held_out_ids.txt): an honest comparison on the store it was trained on")
     save = p.add_mutually_exclusive_group()
     save.add_argument("--save", action="store_true",
                       help="write the floors into the model (your own, writable models only)")
@@ -238,8 +242,15 @@ def run_evaluate(args) -> int:
         check_output_dir(args.out)
     emulator = load_model(model_path, choose_device(args.device))
     store = SpectraStore.open(resolve_store(args.store))
+    rows = None
+    if args.held_out:
+        from ..fit.calibrate import held_out_rows
+        from ..train.emulator import HELD_OUT_FILE
+
+        rows = held_out_rows(store, model_path / HELD_OUT_FILE)
     record = calibrate_errors(emulator, store, n_stars=args.n_stars, reference=args.reference,
-                              seed=args.seed, progress=not args.json)
+                              seed=args.seed, progress=not args.json, rows=rows)
+    record["held_out"] = bool(args.held_out)
     target = model_path if args.save else (copy_model(model_path, args.save_as)
                                            if args.save_as else None)
     if target is not None:
@@ -257,12 +268,24 @@ def run_evaluate(args) -> int:
     for name, floor in record["error_floor"].items():
         print(f"{name:<8}{record['pull_width_before'][name]:>12.2f}{floor:>12.4g}"
               f"{record['pull_width_after'][name]:>8.2f}")
+    names = list(record["error_floor"])
+    print("\naccuracy against the reference (bias / 1.4826·MAD scatter / pull width):")
+    print(f"{'S/N':<10}{'stars':>6}" + "".join(f"{n:>30}" for n in names))
+    for row in record["accuracy"]:
+        cells = "".join(
+            f" {_fmt(row[n]['bias']):>9}{_fmt(row[n]['scatter']):>10}{_fmt(row[n]['pull_width']):>10}"
+            for n in names)
+        print(f"{row['snr_bin']:<10}{row['n_stars']:>6}{cells}")
     if target is None:
         print("(--save stores these floors with the model, --save-as DIR in a calibrated copy)")
     else:
         print(f"floors saved with the model in {target}")
     print(f"record written to {out / 'calibration.json'}")
     return 0
+
+
+def _fmt(v) -> str:
+    return "—" if v is None or not math.isfinite(v) else f"{v:.3g}"
 
 
 def run_export(args) -> int:

@@ -75,20 +75,68 @@ def reference_labels(store: SpectraStore, names: list[str], rows: np.ndarray, so
     return values, errors, source
 
 
+#: S/N bins of the accuracy table (lower edges; the last bin is open).
+SNR_BINS = (0.0, 50.0, 100.0, 200.0)
+
+
+def held_out_rows(store: SpectraStore, ids_file) -> np.ndarray:
+    """Rows of ``store`` whose APOGEE_ID is listed in an emulator's held-out file."""
+    from pathlib import Path
+
+    path = Path(ids_file)
+    try:
+        ids = {line.strip() for line in path.read_text().splitlines() if line.strip()}
+    except OSError as exc:
+        raise BadFileError(path, f"cannot read the held-out star list ({exc.strerror or exc}); "
+                                 "emulators trained before this list existed have none") from exc
+    rows = np.nonzero(store.catalog["APOGEE_ID"].isin(ids).to_numpy())[0]
+    if rows.size == 0:
+        raise BadDataError(f"{store.path}: none of the {len(ids)} held-out stars in {path} is "
+                           "in this store (was the emulator trained on it?)")
+    return rows
+
+
+def accuracy_table(diff: np.ndarray, pulls: np.ndarray, snr: np.ndarray | None,
+                   names: list[str]) -> list[dict]:
+    """Bias, robust scatter (1.4826·MAD) and pull width per label, for all stars and per S/N
+    bin: how well fits recover the reference labels."""
+    out = []
+    edges = list(SNR_BINS) + [np.inf]
+    bins = [("all", np.ones(len(diff), bool))]
+    if snr is not None:
+        bins += [(f"{lo:g}-{hi:g}" if np.isfinite(hi) else f">={lo:g}",
+                  (snr >= lo) & (snr < hi)) for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
+    for label, sel in bins:
+        if not sel.any():
+            continue
+        row = {"snr_bin": label, "n_stars": int(sel.sum())}
+        for k, name in enumerate(names):
+            d = diff[sel, k]
+            ok = np.isfinite(d)
+            row[name] = {"bias": float(np.median(d[ok])) if ok.any() else None,
+                         "scatter": robust_width(d) if ok.any() else None,
+                         "pull_width": robust_width(pulls[sel, k]) if ok.any() else None}
+        out.append(row)
+    return out
+
+
 def calibrate_errors(emulator: Emulator, store: SpectraStore, *, n_stars: int = 300,
                      reference: str = "auto", options: FitOptions | None = None, seed: int = 0,
-                     chunk: int = 64, progress: bool = False) -> dict:
-    """Fit ``n_stars`` random stars of ``store`` and measure each label's systematic floor.
+                     chunk: int = 64, progress: bool = False,
+                     rows: np.ndarray | None = None) -> dict:
+    """Fit ``n_stars`` random stars of ``store`` (of ``rows`` if given) and measure each
+    label's systematic floor and the accuracy of the fits against the reference.
 
     Floors already stored with the emulator are left out of these fits, so the measurement
     starts from the formal σ.  Returns a JSON-ready record (floors, pull widths before and
-    after, stars used, reference).
+    after, bias and scatter per label and S/N bin, stars used, reference).
     """
     if reference not in ("auto", "truth", "catalog"):
         raise ValueError(f"reference must be auto, truth or catalog, got {reference!r}")
     opts = dataclasses.replace(options or FitOptions(), error_floor=False)
     rng = np.random.default_rng(seed)
-    rows = np.sort(rng.choice(len(store), size=min(n_stars, len(store)), replace=False))
+    pool = np.arange(len(store)) if rows is None else np.asarray(rows)
+    rows = np.sort(rng.choice(pool, size=min(n_stars, len(pool)), replace=False))
     names = emulator.label_names
     ref, ref_err, source = reference_labels(store, names, rows, reference)
     table = fit_store_table(store, emulator, opts, rows=rows, chunk=chunk, progress=progress)
@@ -103,10 +151,13 @@ def calibrate_errors(emulator: Emulator, store: SpectraStore, *, n_stars: int = 
         before[name] = robust_width(diff / np.sqrt(sigma[:, k] ** 2 + ref_err[:, k] ** 2))
         after[name] = robust_width(
             diff / np.sqrt(sigma[:, k] ** 2 + ref_err[:, k] ** 2 + floor[name] ** 2))
+    snr = store.catalog["SNR"].to_numpy(float)[rows] if "SNR" in store.catalog else None
+    diff = fitted - ref
+    pulls = diff / np.sqrt(sigma**2 + ref_err**2)
     return {"error_floor": floor, "pull_width_before": before, "pull_width_after": after,
+            "accuracy": accuracy_table(diff, pulls, snr, names),
             "n_stars": int(len(rows)), "reference": source, "store": str(store.path),
-            "median_snr": float(np.nanmedian(store.catalog["SNR"].to_numpy()[rows]))
-            if "SNR" in store.catalog else None}
+            "median_snr": float(np.nanmedian(snr)) if snr is not None else None}
 
 
 def save_error_floor(model_dir, record: dict) -> None:

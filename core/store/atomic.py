@@ -38,6 +38,14 @@ def write_json_atomic(path: str | os.PathLike, obj) -> None:
             os.fsync(fh.fileno())
 
 
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path, ".txt") as tmp:
+        with open(tmp, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
 def _json_default(o):
     import numpy as np
 

@@ -27,9 +27,15 @@ from ..labels import is_missing
 from ..models.emulator import PRESETS, Emulator, EmulatorConfig
 from ..paths import resolve_store
 from ..store import SpectraStore
+from ..store.atomic import write_text_atomic
 from . import data as D
 from .trainer import LOG_FILE, TrainingSetupError, TrainTask, train
 from .trainer import TrainSettings as _SharedSettings
+
+#: The validation stars' APOGEE_IDs, one per line, saved beside the weights.
+HELD_OUT_FILE = "held_out_ids.txt"
+#: Where training labels and spectra come from (see ``--labels-from``).
+LABEL_SOURCES = ("catalog", "truth", "noiseless")
 
 #: allStar label columns an emulator learns when the store has them (besides any X_FE / X_H).
 #: [M/H] stands in for [Fe/H] only when a store lacks FE_H: with both, the emulator would see
@@ -65,8 +71,9 @@ class EmulatorTrainSettings(_SharedSettings):
         super().__post_init__()
         if self.hidden is not None:
             self.hidden = tuple(int(h) for h in self.hidden)
-        if self.labels_from not in ("catalog", "truth"):
-            raise ValueError(f"labels_from must be 'catalog' or 'truth', got {self.labels_from!r}")
+        if self.labels_from not in LABEL_SOURCES:
+            raise ValueError(f"labels_from must be one of {LABEL_SOURCES}, got "
+                             f"{self.labels_from!r}")
 
     def layer_sizes(self) -> tuple[int, ...]:
         if self.hidden:
@@ -110,7 +117,7 @@ def available_labels(store: SpectraStore) -> list[str]:
 
 def _label_table(store: SpectraStore, names: list[str], labels_from: str) -> np.ndarray:
     cat = store.catalog
-    cols = [f"TRUE_{n}" if labels_from == "truth" else n for n in names]
+    cols = [n if labels_from == "catalog" else f"TRUE_{n}" for n in names]
     missing = [c for c in cols if c not in cat.columns]
     if missing:
         raise BadDataError(f"{store.path}: catalog has no column(s) {missing}")
@@ -140,6 +147,9 @@ def load_training_data(store: SpectraStore, settings: EmulatorTrainSettings) -> 
         raise BadDataError(
             f"{store.path}: only {rows.size} stars have every label {names}; need at least 20"
         )
+    if settings.labels_from == "noiseless":
+        flux, weight = _noiseless_spectra(store, rows, settings.progress)
+        return TrainData(names, table[rows], flux, weight, rows, ERROR_FLOOR, dropped)
     flux = np.empty((rows.size, store.grid.n_pix), np.float32)
     weight = np.empty_like(flux)
     start = 0
@@ -151,6 +161,41 @@ def load_training_data(store: SpectraStore, settings: EmulatorTrainSettings) -> 
         weight[start:start + n] = pixel_weights(batch.error, good)
         start += n
     return TrainData(names, table[rows], flux, weight, rows, ERROR_FLOOR, dropped)
+
+
+def _noiseless_spectra(store: SpectraStore, rows: np.ndarray, progress: bool,
+                       chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """A mock store's spectra re-synthesised without noise from its TRUE_* labels.
+
+    The Payne learns from noiseless model spectra: the emulator then reaches the accuracy of
+    the synthesis rather than that of the survey's noise.  Every pixel counts, with the χ²
+    weight of the error floor alone (no noise, no masked pixels).
+    """
+    from ..mock.synth import noiseless_flux
+
+    if store.kind != "mock survey":
+        raise BadDataError(f"{store.path}: --labels-from noiseless re-synthesises a mock "
+                           f"survey's spectra; this store is a {store.kind!r}")
+    physics = mock_physics(store)
+    truth = store.catalog.iloc[rows]
+    flux = np.empty((rows.size, store.grid.n_pix), np.float32)
+    for start in tqdm(range(0, rows.size, chunk), desc="noiseless spectra", unit="chunk",
+                      file=sys.stderr, disable=not progress or None):
+        part = truth.iloc[start:start + chunk]
+        flux[start:start + len(part)] = (
+            noiseless_flux(part, store.grid, physics=physics) if physics != "classic"
+            else noiseless_flux(part, store.grid))
+    weight = np.full_like(flux, 1.0 / ERROR_FLOOR**2)
+    return flux, weight
+
+
+def mock_physics(store: SpectraStore) -> str:
+    """The named physics a mock store was synthesised with ('classic' for older stores)."""
+    try:
+        from ..mock.physics import store_physics
+    except ImportError:
+        return "classic"
+    return store_physics(store)
 
 
 def _mean_spectrum(data: TrainData, rows: np.ndarray, chunk: int = 2048) -> np.ndarray:
@@ -200,8 +245,11 @@ class EmulatorTask(TrainTask):
                        help="custom hidden widths, e.g. 512,512")
         p.add_argument("--labels", type=_names, default=None,
                        help="comma-separated labels (default: all the store has)")
-        p.add_argument("--labels-from", choices=["catalog", "truth"], default=None,
-                       help="catalog labels, or a mock survey's noiseless TRUE_* labels")
+        p.add_argument("--labels-from", choices=list(LABEL_SOURCES), default=None,
+                       help="catalog: the catalog's labels and observed spectra; truth: a mock "
+                       "survey's TRUE_* labels with its observed (noisy) spectra; noiseless: "
+                       "TRUE_* labels with the mock's spectra re-synthesised without noise (as "
+                       "The Payne trains on model spectra; mock surveys only)")
         p.add_argument("--val-fraction", type=float, default=None,
                        help="fraction of stars held out for validation (0.1)")
         p.add_argument("--max-stars", type=int, default=None, help="train on a random subset")
@@ -295,7 +343,11 @@ class EmulatorTask(TrainTask):
                              "best_val_loss": float(f"{best['val_total']:.8g}")}}
 
     def after_training(self, model, config: dict, summary: dict) -> dict:
-        """The per-pixel validation error of the best model, saved with it."""
+        """The per-pixel validation error of the best model, saved with it, and the held-out
+        stars' IDs (``evaluate emulator --held-out`` fits only those)."""
+        ids = self.store.catalog["APOGEE_ID"].to_numpy()[self.data.rows[self.val_idx]]
+        write_text_atomic(Path(self.settings.out) / HELD_OUT_FILE,
+                          "".join(f"{i}\n" for i in ids))
         device = model.device
         pixel_error, self.pixel_error = validation_error(model, self.data, self.val_idx, device)
         model.pixel_error = torch.tensor(pixel_error, dtype=torch.float32, device=device)
