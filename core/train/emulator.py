@@ -128,6 +128,9 @@ def _label_table(store: SpectraStore, names: list[str], labels_from: str) -> np.
 
 def load_training_data(store: SpectraStore, settings: EmulatorTrainSettings) -> TrainData:
     """Pick labels and rows, then read spectra into memory with their χ² weights."""
+    if settings.labels_from == "noiseless" and store.kind != "mock survey":
+        raise BadDataError(f"{store.path}: --labels-from noiseless re-synthesises a mock "
+                           f"survey's spectra; this store is a {store.kind!r}")
     names = list(settings.labels) if settings.labels else available_labels(store)
     if not names:
         raise BadDataError(f"{store.path}: the catalog holds no label columns (TEFF, LOGG, …)")
@@ -173,9 +176,6 @@ def _noiseless_spectra(store: SpectraStore, rows: np.ndarray, progress: bool,
     """
     from ..mock.synth import noiseless_flux
 
-    if store.kind != "mock survey":
-        raise BadDataError(f"{store.path}: --labels-from noiseless re-synthesises a mock "
-                           f"survey's spectra; this store is a {store.kind!r}")
     physics = mock_physics(store)
     truth = store.catalog.iloc[rows]
     flux = np.empty((rows.size, store.grid.n_pix), np.float32)
