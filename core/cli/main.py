@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "core.cli.emulator",
     "core.cli.train",
     "core.cli.infer",
+    "core.cli.attention",
 ]
 
 #: Verbs that take a model kind as a second word (``stellarscope train vae``).

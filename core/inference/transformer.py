@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from .. import models
+from ..chi2 import ERROR_FLOOR
 from ..errors import BadDataError
 from ..grid import Grid, get_grid
 from ..models.transformer import SpectralTransformer
@@ -41,6 +42,43 @@ def patches(good: np.ndarray, context: int, seed: int = PATCH_SEED) -> list[np.n
     idx = np.flatnonzero(good)
     idx = np.random.default_rng(seed).permutation(idx)
     return [idx[k:k + context] for k in range(0, idx.size, context)]
+
+
+def patch_arrays(flux: np.ndarray, error: np.ndarray, wavelength: np.ndarray, good: np.ndarray,
+                 context: int):
+    """Every spectrum's patches stacked: flux, error, wave, mask (n_patch, context), the
+    spectrum each patch belongs to and each patch's pixel indices (n_patch, context; valid
+    where mask).  ``wavelength`` is (P,) shared or (B, P) per spectrum.  Gathered in one
+    fancy-indexing step per array, not per patch."""
+    n = len(good)
+    owner, pix, valid = [], [], []
+    for i in range(n):
+        idx = np.random.default_rng(PATCH_SEED).permutation(np.flatnonzero(good[i]))
+        k = -(-idx.size // context)
+        if k == 0:
+            continue
+        padded = np.zeros(k * context, np.int64)
+        padded[:idx.size] = idx
+        ok = np.zeros(k * context, bool)
+        ok[:idx.size] = True
+        owner.append(np.full(k, i, np.int64))
+        pix.append(padded.reshape(k, context))
+        valid.append(ok.reshape(k, context))
+    if not owner:
+        empty = np.zeros((0, context), np.float32)
+        return (empty, empty, empty, np.zeros((0, context), bool), np.zeros(0, np.int64),
+                np.zeros((0, context), np.int64))
+    owner, pix, mask = np.concatenate(owner), np.concatenate(pix), np.concatenate(valid)
+    rows = owner[:, None]
+    f = np.where(mask, flux[rows, pix], 1.0).astype(np.float32)
+    # the error the model was trained on: σ with the χ² error floor (core.chi2) added
+    e = np.where(mask, np.hypot(error[rows, pix], ERROR_FLOOR), 0.0).astype(np.float32)
+    wv = np.asarray(wavelength)
+    w = (wv[rows, pix] if wv.ndim == 2 else wv[pix]).astype(np.float32)
+    # padding slots sit at a real wavelength of their spectrum (pixel index 0 → inside range)
+    first = pix[:, :1]
+    w = np.where(mask, w, (wv[rows, first] if wv.ndim == 2 else wv[first]).astype(np.float32))
+    return f, e, w, mask, owner, pix
 
 
 class TransformerPredictor(Predictor):
@@ -110,46 +148,53 @@ class TransformerPredictor(Predictor):
         return good & (wave >= lo) & (wave <= hi)
 
     def _patch_arrays(self, batch: SpectraBatch, good: np.ndarray):
-        """Stacked patches of every spectrum: flux, error, wave, mask (n_patch, context) and
-        the spectrum each belongs to, with the pixel indices of each patch."""
-        ctx = self.model.config.context
-        wave_grid = self.grid.wavelength.astype(np.float32)
-        owner, pix = [], []
-        for i in range(len(batch)):
-            for p in patches(good[i], ctx):
-                owner.append(i)
-                pix.append(p)
-        n = len(pix)
-        flux = np.ones((n, ctx), np.float32)
-        error = np.zeros((n, ctx), np.float32)
-        wave = np.full((n, ctx), wave_grid[0], np.float32)
-        mask = np.zeros((n, ctx), bool)
-        for k, (i, p) in enumerate(zip(owner, pix, strict=True)):
-            m = p.size
-            flux[k, :m] = batch.flux[i, p]
-            error[k, :m] = batch.error[i, p]
-            wave[k, :m] = wave_grid[p]
-            mask[k, :m] = True
-        return flux, error, wave, mask, np.asarray(owner, np.int64), pix
+        """Stacked patches of every spectrum of ``batch`` (see :func:`patch_arrays`)."""
+        return patch_arrays(batch.flux, batch.error, self.grid.wavelength, good,
+                            self.model.config.context)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def _run(self, flux, error, wave, mask, attention: bool = False):
-        """Standardised (mean, logvar) per patch (and decoder attention maps if asked)."""
-        dev, means, logvars, maps = self.device, [], [], []
+        """Standardised (mean, logvar) per patch; with ``attention`` also the encoder's and
+        the decoder's attention maps per layer (numpy, patches stacked)."""
+        dev, means, logvars, enc, dec = self.device, [], [], [], []
         for k in range(0, len(flux), self.patch_batch):
             t = [torch.from_numpy(a[k:k + self.patch_batch]).to(dev)
                  for a in (flux, error, wave, mask)]
             with autocast(dev, self.amp):
-                out = self.model(*t, return_attention=attention)
-            means.append(out[0].float().cpu())
-            logvars.append(out[1].float().cpu())
-            if attention:
-                maps.append([w.float().cpu() for w in out[2]])
+                if attention:
+                    mean, logvar, e, d = self.model.attention_weights(*t)
+                    enc.append([w.float().cpu() for w in e])
+                    dec.append([w.float().cpu() for w in d])
+                else:
+                    mean, logvar = self.model(*t)
+            means.append(mean.float().cpu())
+            logvars.append(logvar.float().cpu())
         mean, logvar = torch.cat(means).numpy(), torch.cat(logvars).numpy()
         if attention:
-            layers = [torch.cat([m[j] for m in maps]).numpy() for j in range(len(maps[0]))]
-            return mean, logvar, layers
+            def stack(parts):
+                return [torch.cat([m[j] for m in parts]).numpy() for j in range(len(parts[0]))]
+            return mean, logvar, stack(enc) if enc[0] else [], stack(dec)
         return mean, logvar
+
+    def _combine(self, mean, logvar, owner, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Physical labels and σ per spectrum from its patches, by inverse predicted variance
+        (NaN for a spectrum without patches)."""
+        n_lab = len(self.label_names)
+        labels = np.full((n, n_lab), np.nan)
+        labels_err = np.full((n, n_lab), np.nan)
+        inv = np.exp(-logvar.astype(np.float64))          # 1/σ_k² (standardised)
+        sum_inv = np.zeros((n, n_lab))
+        sum_mean = np.zeros((n, n_lab))
+        count = np.bincount(owner, minlength=n)[:, None].astype(np.float64)
+        np.add.at(sum_inv, owner, inv)
+        np.add.at(sum_mean, owner, inv * mean)
+        used = count[:, 0] > 0
+        z = sum_mean[used] / sum_inv[used]
+        sz = np.sqrt(count[used] / sum_inv[used])
+        std = self.model.label_std.cpu().numpy().astype(np.float64)
+        labels[used] = z * std + self.model.label_mean.cpu().numpy()
+        labels_err[used] = sz * std
+        return labels, labels_err
 
     def predict_batch(self, batch: SpectraBatch) -> Prediction:
         good = self._good(batch)
@@ -160,18 +205,7 @@ class TransformerPredictor(Predictor):
         if n_good.any():
             flux, error, wave, mask, owner, _ = self._patch_arrays(batch, good)
             mean, logvar = self._run(flux, error, wave, mask)
-            inv = np.exp(-logvar.astype(np.float64))          # 1/σ_k² (standardised)
-            sum_inv = np.zeros((n, n_lab))
-            sum_mean = np.zeros((n, n_lab))
-            count = np.bincount(owner, minlength=n)[:, None].astype(np.float64)
-            np.add.at(sum_inv, owner, inv)
-            np.add.at(sum_mean, owner, inv * mean)
-            used = n_good > 0
-            z = sum_mean[used] / sum_inv[used]
-            sz = np.sqrt(count[used] / sum_inv[used])
-            std = self.model.label_std.cpu().numpy().astype(np.float64)
-            labels[used] = z * std + self.model.label_mean.cpu().numpy()
-            labels_err[used] = sz * std
+            labels, labels_err = self._combine(mean, logvar, owner, n)
         columns = {}
         for j, name in enumerate(self.label_names):
             columns[f"{PREFIX}_{name}"] = labels[:, j].astype(np.float32)
@@ -180,33 +214,50 @@ class TransformerPredictor(Predictor):
         return Prediction(columns, {"labels": labels, "labels_err": labels_err, "good": good,
                                     "n_good": n_good})
 
+    # -- spectra on their own pixels -----------------------------------------------------------
+    def own_good(self, spectrum: Spectrum) -> np.ndarray:
+        """Pixels of a spectrum on its own wavelengths that the model reads."""
+        s = spectrum
+        good = good_pixels(s.flux[None], s.error[None], s.pixmask[None], self.bad_bits)[0]
+        lo, hi = self.wave_range
+        return good & (s.wavelength >= lo) & (s.wavelength <= hi)
+
+    def predict_pixels(self, spectrum: Spectrum) -> dict:
+        """Labels ± σ of a spectrum read on its own pixels (any wavelengths inside the
+        encoding's range, e.g. an apVisit's shifted to the rest frame): no resampling."""
+        good = self.own_good(spectrum)
+        if not good.any():
+            raise BadDataError(f"{spectrum.label}: no good pixel inside the model's "
+                               f"{self.wave_range[0]:.0f}–{self.wave_range[1]:.0f} Å")
+        flux, error, wave, mask, owner, _ = patch_arrays(
+            spectrum.flux[None], spectrum.error[None], spectrum.wavelength, good[None],
+            self.model.config.context)
+        mean, logvar = self._run(flux, error, wave, mask)
+        labels, labels_err = self._combine(mean, logvar, owner, 1)
+        return {"labels": labels[0], "labels_err": labels_err[0], "good": good,
+                "n_good": int(good.sum()), "spectrum": spectrum,
+                "columns": {f"{PREFIX}_{n}": float(labels[0, j])
+                            for j, n in enumerate(self.label_names)}}
+
     def attention(self, spectrum: Spectrum | SpectraBatch, label: str | int,
                   layer: int = -1, head: int | None = None) -> np.ndarray:
-        """Per-pixel attention (on :attr:`grid`, NaN where not read) of ``label``'s query in
-        decoder ``layer`` (default: the last), averaged over heads unless ``head`` is given.
-        Each patch's weights sum to 1 over its pixels, then are scaled by the patch's share
-        of the pixels read, so the whole map sums to 1."""
-        names = self.label_names
-        if isinstance(label, str) and label not in names:
-            raise ValueError(f"label {label!r} is not one of the model's {names}")
-        j = names.index(label) if isinstance(label, str) else int(label)
-        n_layers = self.model.config.decoder_layers
-        if not -n_layers <= layer < n_layers:
-            raise ValueError(f"layer {layer}: the model has {n_layers} decoder layers")
-        batch = spectrum if isinstance(spectrum, SpectraBatch) else \
-            SpectraBatch.from_spectrum(self.prepare_spectrum(spectrum)).on_grid(self.grid)
-        good = self._good(batch)[:1]
-        if not good.any():
-            raise BadDataError("attention: the spectrum has no good pixel")
-        flux, error, wave, mask, _, pix = self._patch_arrays(batch, good)
-        _, _, layers = self._run(flux, error, wave, mask, attention=True)
-        w = layers[layer][:, :, j, :]           # (patches, heads, context)
-        w = w.mean(axis=1) if head is None else w[:, head]
-        out = np.full(self.grid.n_pix, np.nan)
-        total = good.sum()
-        for k, p in enumerate(pix):
-            out[p] = w[k, :p.size] * (p.size / total)
-        return out
+        """Per-pixel attention (on the spectrum's pixels, NaN where not read) of ``label``'s
+        query in decoder ``layer`` (default: the last), averaged over heads unless ``head``
+        is given; the whole map sums to 1.  See :mod:`core.inference.attention` for every
+        layer, head, the rollout and the catalog mean."""
+        from .attention import star_attention
+
+        att = star_attention(self, spectrum)
+        return att.map(label, layer, head, relative=False)
+
+    def predict_spectrum(self, spectrum: Spectrum, exclude=None) -> dict:
+        """As :meth:`Predictor.predict_spectrum`; a spectrum on its own wavelengths (grid
+        None: an apVisit's rest-frame pixels) is read on those pixels (:meth:`predict_pixels`)."""
+        if spectrum.grid is None:
+            if exclude is not None:
+                raise BadDataError(f"{spectrum.label}: a pixel mask needs a spectrum on a grid")
+            return self.predict_pixels(spectrum)
+        return super().predict_spectrum(spectrum, exclude)
 
     def prepare_spectrum(self, spectrum: Spectrum) -> Spectrum:
         if spectrum.grid is None:

@@ -90,15 +90,16 @@ class Attention(nn.Module):
         return x.view(b, n, self.heads, d // self.heads).transpose(1, 2)
 
     def forward(self, query, keys, key_mask, need_weights: bool = False):
-        """``key_mask`` (B, N) True where a key may be attended to."""
+        """``key_mask`` (B, N) True where a key may be attended to (None: every key)."""
         q = self._split(self.q(query))
         k, v = (self._split(t) for t in self.kv(keys).chunk(2, dim=-1))
-        mask = key_mask[:, None, None, :]
+        mask = None if key_mask is None else key_mask[:, None, None, :]
         p = self.dropout if self.training else 0.0
         weights = None
         if need_weights:
             scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
-            scores = scores.masked_fill(~mask, float("-inf"))
+            if mask is not None:
+                scores = scores.masked_fill(~mask, float("-inf"))
             weights = torch.softmax(scores.float(), dim=-1).to(q.dtype)
             out = F.dropout(weights, p, self.training) @ v
         else:
@@ -218,24 +219,39 @@ class SpectralTransformer(nn.Module):
         """Standardised (mean, logvar), each (B, L), for pixel tokens (B, N) with ``mask``
         True on pixels to read; with ``return_attention`` also the decoder's cross-attention
         weights per layer, each (B, heads, L, N) (0 on masked pixels)."""
+        mean, logvar, _, dec = self._run(flux, error, wave, mask, return_attention, False)
+        if return_attention:
+            return mean, logvar, dec
+        return mean, logvar
+
+    def attention_weights(self, flux, error, wave, mask):
+        """(mean, logvar, encoder maps, decoder maps) on the explicit path: the encoder's
+        self-attention per layer (B, heads, N, N) and the decoder's cross-attention per layer
+        (B, heads, L, N), every row summing to 1 over the pixels read (attention rollout
+        needs both)."""
+        return self._run(flux, error, wave, mask, True, True)
+
+    def _run(self, flux, error, wave, mask, dec_weights: bool, enc_weights: bool):
         mask = mask.bool()
         self.check_inputs(wave, mask)
         # masked pixels get harmless inputs so nothing NaN reaches a matmul
         flux = torch.where(mask, flux, self.flux_center)
         error = torch.where(mask, error, torch.zeros((), device=error.device))
         x = self.embed_pixels(flux, error, wave)
+        # a patch with every pixel read needs no mask: SDPA then takes its fused kernel
+        key_mask = None if bool(mask.all()) else mask
+        enc = []
         for block in self.encoder:
-            x, _ = block(x, None, mask)
+            x, w = block(x, None, key_mask, enc_weights)
+            enc.append(w)
         q = self.label_tokens(x.shape[0]).to(x.dtype)
-        maps = []
+        dec = []
         for block in self.decoder:
-            q, w = block(q, x, mask, return_attention)
-            maps.append(w)
+            q, w = block(q, x, key_mask, dec_weights)
+            dec.append(w)
         out = self.head(self.head_norm(q)).float()
         mean, logvar = out[..., 0], out[..., 1].clamp(-20.0, 20.0)
-        if return_attention:
-            return mean, logvar, maps
-        return mean, logvar
+        return mean, logvar, enc, dec
 
 
 def gaussian_nll(mean, logvar, target, target_err, present) -> tuple[torch.Tensor, torch.Tensor]:

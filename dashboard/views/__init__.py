@@ -8,7 +8,7 @@ register_view(ViewSpec("latent", "Latent space", "dashboard.views.latent:LatentV
 register_view(ViewSpec("catalog", "Catalog", "dashboard.views.catalog:CatalogView", key="3"))
 register_view(ViewSpec("fit", "Fit", "dashboard.views.fit:FitView", key="4",
                        needs=("emulator",)))
-register_view(ViewSpec("attention", "Attention", "dashboard.views.attention:AttentionPlaceholder",
-                       key="5"))
+register_view(ViewSpec("attention", "Attention", "dashboard.views.attention:AttentionView",
+                       key="5", needs=("transformer",)))
 
 __all__ = ["ViewSpec", "register_view", "registered"]
