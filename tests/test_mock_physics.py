@@ -232,7 +232,15 @@ def test_hminus_opacity():
 
 
 def _chip_depth(flux):
-    return np.array([1.0 - flux[..., sl].mean(axis=-1) for sl in APOGEE_7514.chip_slices()])
+    """Mean depth per chip (chips × stars) away from the Brackett lines: their strength peaks
+    in A stars, so with them the mean depth rightly stops falling above ~6000 K."""
+    from core.linelist import brackett_wavelengths
+
+    lam = APOGEE_7514.wavelength
+    br = brackett_wavelengths(np.arange(11, 22))
+    metal = np.min(np.abs(lam[:, None] - br[None, :]), axis=1) > 40.0
+    return np.array([1.0 - flux[..., sl][..., metal[sl]].mean(axis=-1)
+                     for sl in APOGEE_7514.chip_slices()])
 
 
 def test_apogee_depths_are_sane_across_the_hr_diagram():
@@ -258,10 +266,13 @@ def test_apogee_depths_are_sane_across_the_hr_diagram():
                         physics="apogee")
     d_fe = _chip_depth(fe).mean(axis=0)
     assert np.all(np.diff(d_fe) > 0)
-    # hotter → shallower at fixed log g and [Fe/H]
+    # hotter → shallower metal lines at fixed log g and [Fe/H], stronger Brackett lines
     tt = noiseless_flux(pd.concat([_star(t, 4.3, 0.0) for t in (4000, 5000, 6000, 7000)]),
                         physics="apogee")
     assert np.all(np.diff(_chip_depth(tt).mean(axis=0)) < 0)
+    p11 = int(APOGEE_7514.pixel_of(16811.1))
+    br11 = 1.0 - tt[:, p11 - 2:p11 + 3].min(axis=1)
+    assert br11[3] > br11[2] > br11[1] and br11[3] > 0.05
 
 
 def test_synth_fit_recovers_a_mock_star():

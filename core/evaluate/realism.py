@@ -187,28 +187,40 @@ def normalised_synth(labels, grid, physics: str = "classic", method: str = "mask
 
 
 def fit_with_synth(flux, error, good, grid, physics: str = "classic", start: dict | None = None,
-                   method: str = "mask", starts: tuple[dict, ...] = (), max_nfev: int = 60) -> dict:
+                   method: str = "mask", starts: tuple[dict, ...] = (), max_nfev: int = 60,
+                   free: tuple[str, ...] = SYNTH_FIT_LABELS, loss: str = "linear",
+                   f_scale: float = 3.0) -> dict:
     """Least-squares fit of one normalised spectrum with the synthesiser as forward model.
 
-    Varies Teff, log g, [Fe/H], vmicro and [α/M] (bounded, :data:`SYNTH_FIT_BOUNDS`) from
-    ``start`` and each of ``starts``, keeps the best; the RV is taken as given (the spectrum
-    is in the rest frame).  σ includes :data:`core.chi2.ERROR_FLOOR`.  Returns the labels,
-    χ²_ν, the model and how many syntheses it took.
+    Varies the ``free`` labels among Teff, log g, [Fe/H], vmicro and [α/M] (bounded,
+    :data:`SYNTH_FIT_BOUNDS`; a fixed VMICRO follows the log g relation, a fixed [α/M] is 0)
+    from ``start`` and each of ``starts``, keeps the best; the RV is taken as given (the
+    spectrum is in the rest frame).  σ includes :data:`core.chi2.ERROR_FLOOR`.
+    ``loss="soft_l1"`` (scipy's robust loss: residuals beyond ``f_scale`` σ count linearly)
+    limits the pull of lines the model lacks or misplaces.  Returns the labels, χ²_ν, the
+    model and how many syntheses it took.
     """
     from scipy.optimize import least_squares
 
     from ..chi2 import pixel_weights, reduced_chi2
+    from ..mock.synth import vmicro_from_logg
 
+    unknown = set(free) - set(SYNTH_FIT_LABELS)
+    if unknown or not free:
+        raise ValueError(f"free labels must be a non-empty subset of {SYNTH_FIT_LABELS}")
+    free = tuple(k for k in SYNTH_FIT_LABELS if k in free)
     flux = np.asarray(flux, dtype=np.float64)
     w = np.sqrt(pixel_weights(np.asarray(error, np.float64), np.asarray(good, bool)))
     use = w > 0
-    lo = np.array([SYNTH_FIT_BOUNDS[k][0] / _SCALE[k] for k in SYNTH_FIT_LABELS])
-    hi = np.array([SYNTH_FIT_BOUNDS[k][1] / _SCALE[k] for k in SYNTH_FIT_LABELS])
+    scale = np.array([_SCALE[k] for k in free])
+    lo = np.array([SYNTH_FIT_BOUNDS[k][0] for k in free]) / scale
+    hi = np.array([SYNTH_FIT_BOUNDS[k][1] for k in free]) / scale
     calls = {"n": 0}
 
     def labels_of(p):
-        v = dict(zip(SYNTH_FIT_LABELS, p * np.array([_SCALE[k] for k in SYNTH_FIT_LABELS]),
-                     strict=True))
+        v = {**fixed, "ALPHA_M": 0.0, **dict(zip(free, p * scale, strict=True))}
+        if "VMICRO" not in free:
+            v["VMICRO"] = float(vmicro_from_logg(v["LOGG"]))
         return v, synth_labels(v["TEFF"], v["LOGG"], v["FE_H"], v["VMICRO"], v["ALPHA_M"])
 
     def resid(p):
@@ -218,20 +230,20 @@ def fit_with_synth(flux, error, good, grid, physics: str = "classic", start: dic
 
     best = None
     for s in (start or {}, *starts):
-        from ..mock.synth import vmicro_from_logg
-
         s = {"TEFF": 4500.0, "LOGG": 2.5, "FE_H": 0.0, "ALPHA_M": 0.0, **s}
         s.setdefault("VMICRO", float(vmicro_from_logg(s["LOGG"])))
-        p0 = np.clip([s[k] / _SCALE[k] for k in SYNTH_FIT_LABELS], lo + 1e-6, hi - 1e-6)
+        fixed = {k: float(s[k]) for k in SYNTH_FIT_LABELS if k not in free}
+        p0 = np.clip([s[k] / _SCALE[k] for k in free], lo + 1e-6, hi - 1e-6)
         res = least_squares(resid, p0, bounds=(lo, hi), diff_step=0.01, x_scale=1.0,
-                            max_nfev=max_nfev, method="trf")
-        if best is None or res.cost < best.cost:
-            best = res
-    values, row = labels_of(best.x)
+                            max_nfev=max_nfev, method="trf", loss=loss, f_scale=f_scale)
+        if best is None or res.cost < best[0].cost:
+            best = (res, dict(fixed))
+    res, fixed = best
+    values, row = labels_of(res.x)
     model = normalised_synth(row, grid, physics, method)
-    chi2, n = reduced_chi2(flux, error, model, good, n_params=len(SYNTH_FIT_LABELS))
-    at_bound = [k for k, x, a, b in zip(SYNTH_FIT_LABELS, best.x, lo, hi, strict=True)
+    chi2, n = reduced_chi2(flux, error, model, good, n_params=len(free))
+    at_bound = [k for k, x, a, b in zip(free, res.x, lo, hi, strict=True)
                 if x <= a + 1e-4 or x >= b - 1e-4]
-    return {"labels": {k: float(v) for k, v in values.items()}, "chi2_nu": float(chi2),
-            "n_pix": int(n), "model": model, "n_synth": calls["n"], "at_bound": at_bound,
-            "success": bool(best.success)}
+    return {"labels": {k: float(v) for k, v in values.items()}, "free": list(free),
+            "chi2_nu": float(chi2), "n_pix": int(n), "model": model, "n_synth": calls["n"],
+            "at_bound": at_bound, "success": bool(res.success)}

@@ -8,16 +8,19 @@ representative layer per star), different physics:
   both ∝ P_e, so the line/continuum ratio changes along the H band and with Teff and log g;
 * **depth limit from the source function**: an LTE line core cannot go below the Planck
   function of the layer where it forms; at 1.6 µm the intrinsic limiting depth is
-  1 − B_λ(T_core)/B_λ(T_cont) with the continuum formed deep (T_cont = 1.08 Teff, the H⁻
-  opacity minimum) and strong cores high up (T_core = 0.78 Teff): deep lines in cool
+  1 − B_λ(T_core)/B_λ(T_cont) with the continuum formed deep (T_cont = 1.15 Teff: near the
+  H⁻ opacity minimum τ_1.6µm = 2/3 lies near τ_Ross ≈ 1.7) and strong cores high up
+  (T_core = 0.78 Teff), and the H⁻ opacity taken at T_cont: deep lines in cool
   giants, shallow ones in hot dwarfs — instead of the classic fixed 0.85 and its ad hoc
   "hot weakening";
 * **the molecular forest** (:data:`FOREST_PATH`): the shipped list plus many more
   computed CN red-system and ¹²CO Δv = 3 lines with their band structure, which in cool
   giants blanket the spectrum so that the continuum is hardly ever reached.
 
-Global zero points only (:data:`LOG_ETA_ZERO`); calibrated once against an M giant and an
-F dwarf at their APOGEE header labels (``bench/realism.py --synth``), never per star.
+Global constants only (:data:`LOG_ETA_ZERO`, :data:`T_CONT`, :data:`T_CORE`), calibrated
+once on two real APOGEE stars together, an M giant (S/N 154) and an F dwarf (S/N 45), with
+``bench/realism.py --synth``: χ²_ν at their header labels, their line depths and counts, and
+the labels of a direct fit (the hydrogen zero point from the dwarf's fit χ²), never per star.
 """
 
 from __future__ import annotations
@@ -35,9 +38,9 @@ from .profiles import curve_of_growth
 FOREST_PATH = LINELIST_DIR / "apogee_hband_forest.csv"
 
 #: log η₀ zero points (dex) per line family, relative to the H⁻ opacity of :func:`log_kappa`.
-LOG_ETA_ZERO = {"atomic": 14.9, "CO": 13.7, "CN": 15.0, "OH": 17.2, "hydrogen": 14.0}
+LOG_ETA_ZERO = {"atomic": 14.6, "CO": 13.6, "CN": 14.9, "OH": 17.1, "hydrogen": 14.4}
 #: Continuum-forming and line-core temperatures in units of Teff (see the module docstring).
-T_CONT, T_CORE = 1.08, 0.78
+T_CONT, T_CORE = 1.15, 0.78
 #: Observed central depths saturate smoothly towards this value.
 DEPTH_CEILING = 0.97
 #: hc/(λ k) at 16 000 Å, in K.
