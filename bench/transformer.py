@@ -10,8 +10,13 @@ On a synthetic store (``core.train.synthetic``, 7514-pixel grid):
   are more: it pays for start-up);
 * inference: the whole store through ``core.inference.runner.run_store`` without writing
   (every good pixel, in context-sized patches), median spectra/s over ``--repeats``;
-* attention: ``TransformerPredictor.attention`` of one label over a whole spectrum, median
-  ms per star over ``--stars`` stars (one warm-up call excluded).
+* attention: ``core.inference.attention.star_attention`` (every label, decoder layer and head
+  and the rollout, over all the spectrum's patches), median ms per star over ``--stars``
+  stars (one warm-up call excluded), with torch's default threads and with one thread;
+* the Attention view's star switch (server side): ``Session.select_star`` until the view has
+  recomputed and redrawn, median ms (``AttentionView.last_redraw_ms``); a label switch too;
+* with ``--eval-model DIR --eval-store DIR``: ``stellarscope evaluate transformer``'s label
+  accuracy and alignment scores (``--eval-stars`` / ``--eval-attention-stars``).
 
 Prints the figures and writes them to bench/results/transformer.json under the device name.
 """
@@ -42,6 +47,10 @@ def main(argv=None) -> dict:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--stars", type=int, default=10)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--eval-model", default=None, help="a trained transformer to evaluate")
+    p.add_argument("--eval-store", default=None, help="the store to evaluate it on")
+    p.add_argument("--eval-stars", type=int, default=1000)
+    p.add_argument("--eval-attention-stars", type=int, default=100)
     args = p.parse_args(argv)
 
     import numpy as np
@@ -77,14 +86,22 @@ def main(argv=None) -> dict:
             figures = run_store(pred, store.path, write=False, progress=False)
             infer_rates.append(figures["spectra_per_s"])
 
+        from core.inference.attention import star_attention
+
         rows = np.arange(min(args.stars + 1, len(store)))
-        times = []
-        label = pred.label_names[0]
-        for r in rows:
-            batch = SpectraBatch.from_store(store, store.read(np.array([r])))
-            t = time.perf_counter()
-            pred.attention(batch, label)
-            times.append(1000 * (time.perf_counter() - t))
+        times = {}
+        for threads in (torch.get_num_threads(), 1):
+            before = torch.get_num_threads()
+            torch.set_num_threads(threads)
+            t_star = []
+            for r in rows:
+                batch = SpectraBatch.from_store(store, store.read(np.array([r])))
+                t = time.perf_counter()
+                star_attention(pred, batch)
+                t_star.append(1000 * (time.perf_counter() - t))
+            torch.set_num_threads(before)
+            times[threads] = statistics.median(t_star[1:] or t_star)
+        view = _view_figures(pred, store, rows)
         ctx = pred.model.config.context
         n_params = sum(q.numel() for q in pred.model.parameters())
 
@@ -97,13 +114,60 @@ def main(argv=None) -> dict:
         "train_wall_s": round(train_wall, 1),
         "infer_spectra_per_s_median": round(statistics.median(infer_rates), 2),
         "infer_spectra_per_s": [round(v, 2) for v in infer_rates],
-        "attention_ms_per_star_median": round(statistics.median(times[1:] or times), 1),
+        "attention_ms_per_star_median": round(times[torch.get_num_threads()], 1),
+        "attention_ms_per_star_median_1_thread": round(times[1], 1),
+        **view,
     }
+    if args.eval_model and args.eval_store:
+        result["evaluate"] = _evaluate(args)
     print(json.dumps(result, indent=1))
     old = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     old[f"{device.type}/{args.preset}"] = result
     write_json_atomic(RESULTS, old)
     return result
+
+
+def _view_figures(pred, store, rows) -> dict:
+    """Server-side ms of the Attention view: a star switch (maps computed and drawn) and a
+    label switch (drawn from the maps already computed), medians."""
+    import numpy as np
+
+    from core.store import SpectraStore
+    from dashboard.state import AppContext, Session
+    from dashboard.views import attention as V
+
+    # the catalog mean (200 stars, once per model and store) would run in the background and
+    # slow what is measured here: the view is measured without it
+    V.catalog_mean = lambda *a, **k: None
+    ctx = AppContext(store=SpectraStore.open(store.path), models={"transformer": pred})
+    session = Session(context=ctx)
+    view = V.AttentionView(focus=session.focus, context=ctx)
+    view.active = True
+    star_ms, label_ms = [], []
+    names = list(pred.label_names)
+    for k, r in enumerate(rows):
+        t = time.perf_counter()
+        session.select_star(int(r))
+        star_ms.append(1000 * (time.perf_counter() - t))
+        t = time.perf_counter()
+        view.label = names[(k + 1) % len(names)]
+        label_ms.append(1000 * (time.perf_counter() - t))
+    assert np.isfinite(view.last_redraw_ms)
+    return {"view_star_switch_ms_median": round(statistics.median(star_ms[1:] or star_ms), 1),
+            "view_label_switch_ms_median": round(statistics.median(label_ms[1:] or label_ms), 1)}
+
+
+def _evaluate(args) -> dict:
+    from core.evaluate.transformer import evaluate
+    from core.inference.transformer import TransformerPredictor
+    from core.store import SpectraStore
+
+    pred = TransformerPredictor.load(args.eval_model)
+    t = time.perf_counter()
+    out = evaluate(pred, SpectraStore.open(args.eval_store), args.eval_stars,
+                   args.eval_attention_stars)
+    out["seconds"] = round(time.perf_counter() - t, 1)
+    return out
 
 
 if __name__ == "__main__":

@@ -105,7 +105,8 @@ class AttentionView(pn.viewable.Viewer):
         strip.css_classes = ["ss-attention-strip"]
         self.mapper = LinearColorMapper(palette=list(HEAT), low=0, high=5,
                                         nan_color=(0, 0, 0, 0))
-        self.heat_src = ColumnDataSource({"left": [], "right": [], "value": [], "top_value": []})
+        self.heat_src = ColumnDataSource({"left": [], "right": [], "value": [], "top_value": []},
+                                         name="ss-attention-heat")
         strip.quad(left="left", right="right", bottom=0, top="top_value",
                    source=self.heat_src, fill_color={"field": "value", "transform": self.mapper},
                    line_alpha=0, fill_alpha=0.9)
