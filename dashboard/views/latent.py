@@ -18,12 +18,14 @@ sliders' range widens them to its values and is flagged as outside the training 
 
 from __future__ import annotations
 
+import contextlib
 import html
 
 import numpy as np
 import pandas as pd
 import panel as pn
 import param
+import torch
 from bokeh.layouts import column as bk_column
 from bokeh.models import (
     ColorBar,
@@ -58,6 +60,30 @@ TRAVERSE_PERIOD_MS = 120
 R2_SHOWN = 0.05
 
 
+def nice_ceil(x: float) -> float:
+    """The smallest 1, 2 or 5 × 10ⁿ at or above ``x`` (> 0)."""
+    exp = np.floor(np.log10(x))
+    for f in (1.0, 2.0, 5.0, 10.0):
+        if f * 10**exp >= x * (1 - 1e-9):
+            return float(f * 10**exp)
+    return float(10 ** (exp + 1))
+
+
+@contextlib.contextmanager
+def one_thread():
+    """One torch intra-op thread for the one-row decodes of a slider step: on this 2-core
+    machine under load, waking a second thread costs 30–50 ms, more than the whole decode
+    (2–8 ms on one thread).  The setting is the calling thread's, restored afterwards."""
+    n = torch.get_num_threads()
+    if n > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if n > 1:
+            torch.set_num_threads(n)
+
+
 class LatentView(pn.viewable.Viewer):
     """Sliders over the VAE's latent space with a live decoded spectrum."""
 
@@ -81,6 +107,9 @@ class LatentView(pn.viewable.Viewer):
         self._throttle = Throttle(self._decode, self.throttle_s)
         # the Jacobian strip costs ~60 ms and ~1 MB to send: once the slider has come to rest
         self._sensitivity_later = Debounce(self._update_sensitivity, 0.3)
+        # a changed text re-lays out the page in the browser (~100 ms on a busy 2-core
+        # machine): while a slider is dragged, the readout follows once the decodes pause
+        self._readout_later = Debounce(self._set_readout, 0.15)
         self._jobs = JobRunner()
         #: core.evaluate.latent_directions result for the current model and store, or None
         self.directions: dict | None = None
@@ -103,6 +132,8 @@ class LatentView(pn.viewable.Viewer):
         self.traverse_button = pn.widgets.Button(label="▶ Traverse −3σ…+3σ", width=165,
                                                  css_classes=["ss-traverse-button"])
         self.traverse_button.on_click(lambda e: self.toggle_traverse())
+        self._traverse_picked = self._setting_select = False
+        self.traverse_select.param.watch(self._on_pick, "value")
         self.param.watch(lambda e: self._decode(), "diff_against")
         self.sliders_box = pn.Column(sizing_mode="stretch_width")
         self.message = pn.pane.Alert("", alert_type="warning", visible=False,
@@ -150,7 +181,9 @@ class LatentView(pn.viewable.Viewer):
         spec.title.text_font_size = "12pt"
         spec.css_classes = ["ss-decoded-plot"]
         self.star_src = ColumnDataSource({"wave": [], "flux": [], "recon": []})
-        self.dec_src = ColumnDataSource({"wave": [], "flux": [], "diff": []})
+        # named so a browser bench can find it and time its updates
+        self.dec_src = ColumnDataSource({"wave": [], "flux": [], "diff": []},
+                                        name="ss-decoded-source")
         spec.line("wave", "flux", source=self.star_src, color="#555555", alpha=0.55,
                   line_width=1, legend_label="star (data)")
         spec.line("wave", "recon", source=self.star_src, color="#d62728", alpha=0.7,
@@ -257,7 +290,16 @@ class LatentView(pn.viewable.Viewer):
             pn.pane.Markdown(title, margin=(0, 8)),
             *rows,
         ]
+        keep = self.traverse_select.value
         self.traverse_select.options = {f"z{k:02d}": k for k in self.order}
+        # until the user picks one, traverse the latent that changes the spectrum most
+        if not self._traverse_picked or keep not in self.order:
+            keep = self.order[0] if self.order else None
+        self._setting_select = True
+        try:
+            self.traverse_select.value = keep
+        finally:
+            self._setting_select = False
 
     @property
     def point(self) -> tuple[np.ndarray, np.ndarray]:
@@ -458,6 +500,10 @@ class LatentView(pn.viewable.Viewer):
             })
         return pd.DataFrame(rows)
 
+    def _on_pick(self, event) -> None:
+        if not self._setting_select:
+            self._traverse_picked = True
+
     def _on_table_click(self, event) -> None:
         if 0 <= event.row < len(self.order):
             self.traverse_select.value = self.order[event.row]
@@ -482,7 +528,8 @@ class LatentView(pn.viewable.Viewer):
         self.stop_traverse()
         k = int(self.traverse_select.value if k is None else k)
         z, y = self.point
-        ref = np.asarray(vae.decode(z, y), dtype=np.float32).reshape(-1)
+        with one_thread():
+            ref = np.asarray(vae.decode(z, y), dtype=np.float32).reshape(-1)
         self._traverse = {"k": k, "origin": float(z[k]), "ref": ref, "t": -TRAVERSE_SIGMA,
                           "dir": 1.0}
         self.traverse_button.param.update(label="■ Stop traverse", button_type="warning")
@@ -568,7 +615,8 @@ class LatentView(pn.viewable.Viewer):
         if vae is None or not self.z_sliders:
             return
         z, y = self.point
-        flux = np.asarray(vae.decode(z, y), dtype=np.float32).reshape(-1)
+        with one_thread():
+            flux = np.asarray(vae.decode(z, y), dtype=np.float32).reshape(-1)
         self.decoded = flux
         self.decode_count += 1
         star = self._star_arrays()
@@ -576,7 +624,7 @@ class LatentView(pn.viewable.Viewer):
         tr = self._traverse
         if tr is not None and flux.size == tr["ref"].size:
             diff = flux - tr["ref"]
-            diff_label = f"decoded − z{tr['k']:02d} at {tr['origin']:+.2f}"
+            diff_label = "decoded − start"
         elif star is not None and flux.size == star[1].size:
             ref = star[1] if self.diff_against == DIFF_AGAINST[0] else star[2]
             diff = flux - ref
@@ -586,7 +634,7 @@ class LatentView(pn.viewable.Viewer):
             diff = np.full_like(flux, np.nan)
             diff_label = "decoded − star"
         lo, hi = robust_range(diff, pad=0.2)
-        m = max(abs(lo), abs(hi), 0.01)
+        m = max(abs(lo), abs(hi), 0.01) if np.isfinite([lo, hi]).all() else 0.05
         finite = np.isfinite(diff)
         rms = float(np.sqrt(np.mean(diff[finite] ** 2))) if finite.any() else float("nan")
         cols = with_gaps(wave, {"flux": flux, "diff": diff})
@@ -601,10 +649,15 @@ class LatentView(pn.viewable.Viewer):
                 # a fixed scale while traversing, so the change grows and shrinks visibly
                 m = tr.setdefault("scale", max(m, 0.01))
                 m = tr["scale"] = max(tr["scale"], m)
+            m = nice_ceil(m)  # steps of 1-2-5: the axis (and the page layout) rarely change
             if (self.diff_fig.y_range.start, self.diff_fig.y_range.end) != (-m, m):
                 self.diff_fig.y_range.update(start=-m, end=m)
             if self.diff_fig.yaxis.axis_label != diff_label:
                 self.diff_fig.yaxis.axis_label = diff_label
+            title = ("Difference" if tr is None else f"Difference: decoded − decoded at "
+                     f"z{tr['k']:02d} = {tr['origin']:+.2f}, where the traverse started")
+            if self.diff_fig.title.text != title:
+                self.diff_fig.title.text = title
             if tr is not None:
                 value = self.z_sliders[tr["k"]].value
                 text = (f"Decode #{self.decode_count}: traversing z{tr['k']:02d} = {value:+.2f}"
@@ -614,14 +667,18 @@ class LatentView(pn.viewable.Viewer):
                         f"{rms:.4f}")
             else:
                 text = f"Decode #{self.decode_count}"
-            self.readout.object = text
+            self._readout_later(text)
+
+    def _set_readout(self, text: str) -> None:
+        self.readout.object = text
 
     def _update_sensitivity(self) -> None:
         vae = self.vae
         if vae is None or not self.z_sliders or not hasattr(vae, "sensitivity"):
             return
         z, y = self.point
-        sens = np.asarray(vae.sensitivity(z, y), dtype=np.float32)
+        with one_thread():
+            sens = np.asarray(vae.sensitivity(z, y), dtype=np.float32)
         lim = float(np.nanpercentile(np.abs(sens), 99.5)) or 1e-3
         chips = chip_images(self._wavelength(), sens)
         with pn.io.hold():
