@@ -42,6 +42,12 @@ def register(sub, groups) -> None:
                         "injected label from the free latents beyond the controls)")
     e.add_argument("--probe-max-stars", type=int, default=20_000,
                    help="probe a random subset of this many evaluated stars (20000; 0 = all)")
+    e.add_argument("--no-swap", dest="swap", action="store_false",
+                   help="skip the swap check (decode star A's latents with star B's labels "
+                        "and read the labels back: slope of read vs injected, 1 is ideal)")
+    e.add_argument("--swap-max-stars", type=int, default=2000,
+                   help="stars used by the swap check (2000: half train its label reader, "
+                        "half are decoded in random pairs)")
     e.add_argument("--probe-controls", default=None, metavar="COL,COL",
                    help="catalog columns the latents may legitimately encode (default: the "
                         "labels the model is not given, TRUE_* versions on a mock)")
@@ -80,7 +86,8 @@ def run_evaluate(args) -> int:
                      max_spectra=args.max_spectra, seed=args.seed,
                      progress=not (args.no_progress or args.json), probe=args.probe,
                      probe_control_columns=controls,
-                     probe_max_stars=args.probe_max_stars or None)
+                     probe_max_stars=args.probe_max_stars or None, swap=args.swap,
+                     swap_max_stars=args.swap_max_stars)
     text = (f"{s['n_spectra']} {s['rows']} spectra: median χ²_ν {s['median_chi2_nu']:.3f}, "
             f"max |corr(free latent, label)| {s['max_abs_corr']:.3f} "
             f"({' vs '.join(s['max_abs_corr_at'])}); figures in {s['out_dir']}")
@@ -97,5 +104,13 @@ def run_evaluate(args) -> int:
                      f"{p['knn'][t]['excess_over_shuffled_r2']:+.3f}")
     elif s.get("probe"):
         text += f"\nprobe skipped: {s['probe']['skipped']}"
+    if s.get("swap_slope"):
+        w = s["swap"]
+        text += (f"\nswap check ({w['n_pairs']} pairs; 1 = decoded spectra follow their "
+                 "labels): slope " + ", ".join(
+                     f"{t} {v:.3f} (reader R² {w['reader_r2'][t]:.3f})"
+                     for t, v in s["swap_slope"].items()))
+    elif s.get("swap"):
+        text += f"\nswap check skipped: {s['swap']['skipped']}"
     _emit(args, s, text)
     return 0

@@ -18,7 +18,11 @@ output directory:
   store's labels the model is not given: VMICRO, [X/Fe] …, their ``TRUE_*`` versions on a
   mock) and from both, trained on one half of the evaluated stars and scored on the other.
   Its excess R² = R²(controls + latents) − R²(controls), beside the shuffled-latent baseline,
-  is the summary's ``probe_excess_r2``: the Pearson check only sees linear trends.
+  is the summary's ``probe_excess_r2``: the Pearson check only sees linear trends;
+* the swap check (:mod:`core.evaluate.swap`): decode star A's latents with star B's labels
+  and read the labels back with a reader trained on real spectra; the slope of read vs
+  injected label differences is the summary's ``swap_slope`` (1 when decoded spectra follow
+  their labels, < 1 when the latents keep star A's labels).
 
 Which stars: ``rows="held-out"`` (the default) takes the validation split of the model's
 training when the store is its training store, else every labelled star (none was seen).
@@ -46,6 +50,7 @@ from ..store.atomic import atomic_path, write_json_atomic
 from ..train import data as D
 from .output import check_output_dir, output_dir
 from .probe import latent_probe, probe_table
+from .swap import swap_check
 
 #: Label columns that restate an injected label and so are no fair control for it.
 RESTATES = {"FE_H": ("M_H",), "M_H": ("FE_H",)}
@@ -136,7 +141,8 @@ def evaluate_vae(store_or_path, model_dir, out_dir=None, rows: str = "held-out",
                  batch_size: int = 1024, device=None, max_spectra: int | None = None,
                  corner_per_bin: int = 500, seed: int = 0, progress: bool = True,
                  probe: bool = True, probe_control_columns: list[str] | None = None,
-                 probe_max_stars: int | None = PROBE_MAX_STARS) -> dict:
+                 probe_max_stars: int | None = PROBE_MAX_STARS, swap: bool = True,
+                 swap_max_stars: int = 2000) -> dict:
     """Compute and write the diagnostics; returns the summary (also in summary.json).
 
     ``out_dir`` defaults to ``$STELLARSCOPE_HOME/evaluations/<model>-<UTC time>``; the model
@@ -144,7 +150,8 @@ def evaluate_vae(store_or_path, model_dir, out_dir=None, rows: str = "held-out",
     trained on: its validation split on its training store, every star on another store
     (``max_spectra`` draws a subset).  ``probe`` adds the nonlinear latent probe (controls:
     :func:`probe_controls`, or ``probe_control_columns``) on the evaluated stars, or a
-    random ``probe_max_stars`` of them (None: all).
+    random ``probe_max_stars`` of them (None: all).  ``swap`` adds the swap check on up to
+    ``swap_max_stars`` of them.
     """
     if out_dir:
         check_output_dir(out_dir)  # before the work, not after it
@@ -225,6 +232,12 @@ def evaluate_vae(store_or_path, model_dir, out_dir=None, rows: str = "held-out",
                            probe_control_columns, seed, progress)
         if "skipped" not in probe_res:
             files.append(_write_csv(pd.DataFrame(probe_table(probe_res)), out / "probe.csv"))
+    swap_res = None
+    if swap:
+        if progress:
+            print(f"swap check: {min(len(sel), swap_max_stars)} stars …", file=sys.stderr)
+        swap_res = swap_check(model, store, sel, labels, label_err, bad_bits=bad_bits,
+                              floor=floor, device=dev, seed=seed, max_stars=swap_max_stars)
     finite = np.isfinite(chi2_nu)
     split_known = bool(config.get("training", {}).get("split"))
     summary = {
@@ -241,6 +254,9 @@ def evaluate_vae(store_or_path, model_dir, out_dir=None, rows: str = "held-out",
         "mean_abs_resid": float(np.nanmean(np.abs(sums["r"] / np.maximum(sums["n"], 1)))),
         **_probe_headline(probe_res),
         "probe": probe_res,
+        **({"swap_slope": swap_res["swap_slope"]} if swap_res and "swap_slope" in swap_res
+           else {}),
+        "swap": swap_res,
         "seconds": round(seconds, 2),
         "spectra_per_s": round(len(sel) / seconds, 1),
         "out_dir": str(out), "files": files,

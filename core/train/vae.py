@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from ..errors import BadDataError
@@ -19,6 +20,13 @@ from ..models.vae import PRESETS, SpectrumVAE, VAEConfig
 from ..paths import resolve_store
 from ..store import SpectraStore
 from . import data as D
+from .adversary import (
+    CONTROL_MODES,
+    LabelAdversary,
+    control_array,
+    control_columns,
+    label_residuals,
+)
 from .decorrelate import decorrelate_latents
 from .losses import ERROR_FLOOR, LOG_TERMS, vae_loss, with_dependence_penalty
 from .trainer import (  # noqa: F401  (re-exported: the app and older callers import them here)
@@ -62,6 +70,22 @@ class VAETrainSettings(TrainSettings):
     #: weight of a kernel dependence (normalised HSIC) penalty between the latent means and
     #: the injected labels, per spectrum (0: off; opt-in experiment)
     hsic: float = 0.0
+    #: the HSIC's second variable: the labels themselves (none) or what the catalog's other
+    #: labels leave unexplained of them (auto: a mock's TRUE_* columns, else measured; or
+    #: measured) — dependence on the legitimately encoded controls is then not penalised
+    hsic_controls: str = "none"
+    #: weight λ of the adversarial label predictor on the free latents (gradient reversal,
+    #: core.train.adversary; 0: off)
+    adversary: float = 0.0
+    #: condition the adversary on the catalog's other labels (VMICRO, [X/Fe] …) and charge
+    #: the encoder only for the R² the latents add beyond them: auto (a mock's TRUE_*
+    #: columns, else the measured ones), measured, or none
+    adversary_controls: str = "auto"
+    #: epochs over which the adversary's weight ramps from 0 to λ
+    adversary_warmup: float = 3.0
+    #: optimiser steps of the adversary per VAE step, and its learning rate
+    adversary_steps: int = 2
+    adversary_lr: float = 2e-3
 
 
 def _widths(text: str) -> list[int]:
@@ -113,6 +137,23 @@ class VAETask(TrainTask):
         p.add_argument("--hsic", type=float, default=None,
                        help="weight of a normalised-HSIC penalty between latent means and "
                        "injected labels (non-linear dependence; default 0 = off)")
+        p.add_argument("--hsic-controls", choices=CONTROL_MODES, default=None,
+                       help="penalise the HSIC between latent means and the label residuals "
+                       "after a quadratic fit on the catalog's other labels (auto: a mock's "
+                       "TRUE_* VMICRO, [X/Fe] …, measured ones on real data) instead of the "
+                       "labels themselves (none, the default)")
+        p.add_argument("--adversary", type=float, default=None, metavar="λ",
+                       help="weight of an adversarial MLP that predicts the injected labels "
+                       "from the free latents; the encoder is trained against it by gradient "
+                       "reversal (default 0 = off; 3000 is a good start)")
+        p.add_argument("--adversary-controls", choices=CONTROL_MODES, default=None,
+                       help="what the adversary sees besides the latents, so that the encoder "
+                       "pays only for what they add: auto (default; a mock's TRUE_* VMICRO, "
+                       "[X/Fe] …, the measured columns on real data), measured, none")
+        p.add_argument("--adversary-warmup", type=float, default=None, metavar="EPOCHS",
+                       help="epochs over which the adversary's weight ramps up (3)")
+        p.add_argument("--adversary-steps", type=int, default=None,
+                       help="adversary optimiser steps per training step (2)")
 
     # -- data ---------------------------------------------------------------------------------
     def prepare(self, info) -> None:
@@ -124,6 +165,22 @@ class VAETask(TrainTask):
             rows = rows[: s.max_rows]
         self.split = D.checked_split(store, rows, s.val_fraction, s.split_seed, info.world,
                                      f"finite {', '.join(s.labels)}")
+        self.control_names: list[str] = []
+        if s.hsic and s.hsic_controls != "none":
+            names = control_columns(store.catalog, s.labels, self.split.train, s.hsic_controls)
+            if not names:
+                raise TrainingSetupError(f"{store.path}: --hsic-controls {s.hsic_controls} "
+                                         "found no control columns in the catalog")
+            ctrl = control_array(store.catalog, names, self.split.train)
+            mean, std = D.label_statistics(self.labels[self.split.train])
+            y = (self.labels - np.asarray(mean)) / np.asarray(std)
+            self.hsic_names = names
+            self.hsic_target = torch.from_numpy(label_residuals(y, ctrl, self.split.train))
+        if s.adversary:
+            self.control_names = control_columns(store.catalog, s.labels, self.split.train,
+                                                 s.adversary_controls)
+            self.controls = torch.from_numpy(control_array(store.catalog, self.control_names,
+                                                           self.split.train))
         n_joint = s.n_latent + len(s.labels)
         if s.gamma and s.batch_size <= n_joint:
             raise TrainingSetupError(
@@ -174,27 +231,51 @@ class VAETask(TrainTask):
                   "seed": s.seed, "world": info.world, "rank": info.rank}
         self.train_src = make(store, split.train, self.labels, self.label_err, **common)
         val = make(store, split.validation, self.labels, self.label_err, **common)
+        if s.hsic and s.hsic_controls != "none":
+            self.hsic_target = self.hsic_target.to(info.device)
+        if s.adversary:
+            self.controls = self.controls.to(info.device)
+            self.adversary = LabelAdversary(
+                s.n_latent, len(s.labels), len(self.control_names), weight=s.adversary,
+                warmup_steps=round(s.adversary_warmup * self.train_src.n_steps()),
+                lr=s.adversary_lr, steps=s.adversary_steps, device=info.device, seed=s.seed)
         return self.train_src, val
 
     # -- loss and saving -------------------------------------------------------------------------
     def __init__(self, settings):
         super().__init__(settings)
+        terms = LOG_TERMS
         if settings.hsic:  # logged only when the opt-in penalty is on
-            self.terms = (*LOG_TERMS, "hsic", "hsic_term")
+            terms = (*terms, "hsic", "hsic_term")
+        if settings.adversary:
+            terms = (*terms, "adv_r2", "adv_excess", "adv_term")
+        self.terms = terms
 
     def loss(self, model, batch) -> dict:
         s = self.settings
         err = batch["label_err"] if s.redraw_labels else None
         out = model(batch["flux"], batch["weight"] > 0, batch["labels"], err, sample=True)
         terms = vae_loss(out, batch["flux"], batch["weight"], s.beta, s.gamma)
+        raw = model.module if hasattr(model, "module") else model  # DDP wraps it
         if s.hsic:
-            raw = model.module if hasattr(model, "module") else model  # DDP wraps it
-            terms = with_dependence_penalty(terms, out["mu"], raw.scale_labels(batch["labels"]),
-                                            s.hsic)
+            target = (raw.scale_labels(batch["labels"]) if s.hsic_controls == "none"
+                      else self.hsic_target.index_select(0, batch["rows"]))
+            terms = with_dependence_penalty(terms, out["mu"], target, s.hsic)
+        if s.adversary:
+            # each DDP rank trains its own heads on its own batches
+            controls = self.controls.index_select(0, batch["rows"])
+            adv = self.adversary.penalty(out["mu"], controls, raw.scale_labels(batch["labels"]),
+                                         training=torch.is_grad_enabled())
+            terms = {**terms, **adv, "total": terms["total"] + adv["adv_term"]}
         return terms
 
     def extra_config(self, model, best: dict) -> dict:
-        return model_extra_config(model, self.settings, self.store, self.split, best)
+        extra = model_extra_config(model, self.settings, self.store, self.split, best)
+        if self.settings.adversary:
+            extra["training"]["adversary_controls"] = list(self.control_names)
+        if self.settings.hsic and self.settings.hsic_controls != "none":
+            extra["training"]["hsic_controls"] = list(self.hsic_names)
+        return extra
 
     def before_save(self, model, extra: dict) -> None:
         if self.settings.decorrelate:
