@@ -14,7 +14,7 @@ import pytest
 from core.errors import BadDataError
 from core.grid import APOGEE_7514
 from core.mock import generate_mock_survey, noiseless_flux, synthesize
-from core.mock.apogee import hminus_bf_cross_section, hminus_ff, max_depth
+from core.mock.apogee import hminus_bf_cross_section, hminus_ff, hydrogen_continuum, max_depth
 from core.mock.physics import (
     PHYSICS,
     broaden_lsf,
@@ -229,6 +229,19 @@ def test_hminus_opacity():
     # limiting depth: deeper in cool stars, between 0 and 1
     d = max_depth(np.array([3500.0, 5000.0, 6500.0]), np.array([16000.0]))[:, 0]
     assert np.all((d > 0.2) & (d < 0.9)) and d[0] > d[1] > d[2]
+    # neutral-hydrogen continuum: negligible in cool stars, steeply growing with T
+    h = hydrogen_continuum(np.array([16000.0]), np.array([[5040 / 4000], [5040 / 7000],
+                                                           [5040 / 12000]]))[:, 0]
+    assert h[0] < 1e-29 < h[1] < h[2]
+
+
+def test_apogee_hot_stars_stay_sane():
+    """Beyond the mock box the H I continuum keeps hot stars' lines (Brackett included) from
+    growing without bound."""
+    f = noiseless_flux(pd.concat([_star(t, 4.0, 0.0) for t in (7000.0, 9000.0, 12000.0)]),
+                       physics="apogee")
+    depth = 1.0 - f.mean(axis=1)
+    assert np.all(np.isfinite(f)) and np.all((depth > 0.002) & (depth < 0.06))
 
 
 def _chip_depth(flux):

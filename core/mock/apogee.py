@@ -6,6 +6,8 @@ representative layer per star), different physics:
 * **continuous opacity** per line from H⁻: bound-free with its 16 419 Å threshold (the
   cross-section of John 1988) plus free-free (the Bell & Berrington fit as given by Gray),
   both ∝ P_e, so the line/continuum ratio changes along the H band and with Teff and log g;
+  plus hydrogenic H I bound-free (n ≥ 5) and free-free, which takes over above ~7000 K and
+  keeps hot stars' lines from growing without bound;
 * **depth limit from the source function**: an LTE line core cannot go below the Planck
   function of the layer where it forms; at 1.6 µm the intrinsic limiting depth is
   1 − B_λ(T_core)/B_λ(T_cont) with the continuum formed deep (T_cont = 1.15 Teff: near the
@@ -20,7 +22,9 @@ representative layer per star), different physics:
 Global constants only (:data:`LOG_ETA_ZERO`, :data:`T_CONT`, :data:`T_CORE`), calibrated
 once on two real APOGEE stars together, an M giant (S/N 154) and an F dwarf (S/N 45), with
 ``bench/realism.py --synth``: χ²_ν at their header labels, their line depths and counts, and
-the labels of a direct fit (the hydrogen zero point from the dwarf's fit χ²), never per star.
+the labels of a direct fit, never per star.  The hydrogen zero point is the least certain:
+the dwarf's fit χ²_ν is flat (2.30–2.35) from 14.4 to 14.85 while its fitted Teff runs from
+7250 to 6475 K.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from .profiles import curve_of_growth
 FOREST_PATH = LINELIST_DIR / "apogee_hband_forest.csv"
 
 #: log η₀ zero points (dex) per line family, relative to the H⁻ opacity of :func:`log_kappa`.
-LOG_ETA_ZERO = {"atomic": 14.6, "CO": 13.6, "CN": 14.9, "OH": 17.1, "hydrogen": 14.4}
+LOG_ETA_ZERO = {"atomic": 14.6, "CO": 13.6, "CN": 14.9, "OH": 17.1, "hydrogen": 14.7}
 #: Continuum-forming and line-core temperatures in units of Teff (see the module docstring).
 T_CONT, T_CORE = 1.15, 0.78
 #: Observed central depths saturate smoothly towards this value.
@@ -71,13 +75,33 @@ def hminus_ff(lam_angstrom, theta) -> np.ndarray:
     return 1e-26 * 10.0 ** (f0 + f1 * lt + f2 * lt * lt)
 
 
+def hydrogen_continuum(lam_angstrom, theta) -> np.ndarray:
+    """Neutral-hydrogen bound-free (levels n ≥ 5: the H band lies redward of the Brackett
+    edge at 14 588 Å) and free-free absorption per neutral H atom (cm²), hydrogenic with
+    Gaunt factors of 1 and the levels above n = 7 summed as an integral; (n, L).  It only
+    matters above ~6500 K, where it starts to rival H⁻."""
+    lam = np.asarray(lam_angstrom, dtype=np.float64)[None, :]
+    th = np.asarray(theta, dtype=np.float64)
+    ion = 13.598
+    total = np.zeros(np.broadcast_shapes(th.shape, lam.shape))
+    for n in (5, 6, 7):
+        total = total + 10.0 ** (-th * ion * (1.0 - 1.0 / n**2)) / n**3
+    tail = np.log10(np.e) / (2.0 * th * ion)
+    total = total + tail * (10.0 ** (-th * ion * (1.0 - 1.0 / 64.0)) - 10.0 ** (-th * ion))
+    total = total + tail * 10.0 ** (-th * ion)  # free-free
+    return 1.0449e-26 * lam**3 * total
+
+
 def log_kappa(lam: np.ndarray, theta: np.ndarray, log_pe: np.ndarray) -> np.ndarray:
-    """log10 of the H⁻ (bound-free + free-free) opacity per H atom, ×1e26, (n, L)."""
+    """log10 of the continuous opacity per H atom (×1e26), (n, L): H⁻ bound-free and
+    free-free (∝ P_e) plus neutral hydrogen, with stimulated emission."""
     th = theta[:, None]
     u = HC_OVER_LK_16000 * 16000.0 / lam[None, :] * th / 5040.0  # hν/kT
+    stim = -np.expm1(-u)
     saha = 4.158e-10 * th**2.5 * 10.0 ** (0.754 * th)  # n(H⁻)/(n(H) P_e)
-    bf = saha * hminus_bf_cross_section(lam)[None, :] * -np.expm1(-u)
-    return log_pe[:, None] + np.log10((bf + hminus_ff(lam, th)) * 1e26)
+    bf = saha * hminus_bf_cross_section(lam)[None, :] * stim
+    pe = 10.0 ** log_pe[:, None]
+    return np.log10((pe * (bf + hminus_ff(lam, th)) + hydrogen_continuum(lam, th) * stim) * 1e26)
 
 
 def max_depth(teff: np.ndarray, lam: np.ndarray) -> np.ndarray:
