@@ -36,6 +36,8 @@ def generate_mock_survey(out_dir, n_stars: int = 20_000, seed: int = 42, dtype: 
     ``chunk``, which only bounds memory.  The store's manifest has kind "mock survey" and its
     provenance records the seed, the generator version, the line list's SHA-256 and the
     physics set (``physics``, :mod:`.physics`; read back with :func:`.physics.store_physics`).
+    The ``apogee`` physics adds its molecular forest to the shipped line list; with an
+    explicit ``linelist_path`` it synthesises that list alone.
     """
     if n_stars < 1:
         raise ValueError(f"n_stars must be ≥ 1, got {n_stars}")
