@@ -152,6 +152,7 @@ class DashboardApp(param.Parameterized):
     """One session's page: sidebar (dataset, models, star) and one tab per registered view."""
 
     tab = param.String(default="", doc="name of the view shown (URL ?tab=NAME)")
+    star = param.String(default="", doc="the focused store star (URL ?star=APOGEE_ID)")
 
     def __init__(self, store_path=None, models=None, **params):
         """``models``: model directories (a list, or an ``os.pathsep``-separated string)
@@ -204,7 +205,12 @@ class DashboardApp(param.Parameterized):
         self.tab = next(iter(self.specs), "")  # shows the first view (see _on_tab)
         self._poll = None
         if pn.state.location is not None:
-            pn.state.location.sync(focus, {"star_id": "star"})
+            self._refused_star, self._url_busy = "", False
+            self.param.watch(self._on_url_star, "star")
+            # the URL follows the focused star (its value now: a refused one was reverted)
+            focus.param.watch(lambda e: self._url_busy or setattr(self, "star", focus.star_id),
+                              "star_id")
+            pn.state.location.sync(self, {"star": "star"})
             # an old ?tab=2 arrives as a number, which the String param refuses: map it
             pn.state.location.sync(self, {"tab": "tab"},
                                    on_error=lambda mapped: self.show_tab(mapped.get("tab")))
@@ -212,6 +218,23 @@ class DashboardApp(param.Parameterized):
             self._poll = pn.state.add_periodic_callback(self._poll_models, period=MODEL_POLL_MS)
         if ctx.store is None and pn.state.curdoc is not None:
             pn.state.onload(lambda: ctx.notify(f"No dataset: {ctx.store_problem}", "error"))
+
+    # -- the URL's star -------------------------------------------------------------------------
+    def _on_url_star(self, event) -> None:
+        """?star=ID opens that star.  The browser reports its URL after the page is built, so
+        an unknown ID arrives twice: it is refused (one message) once, not on every report."""
+        focus, wanted = self.session.focus, event.new.strip()
+        if self._url_busy or wanted == focus.star_id or (wanted and wanted == self._refused_star):
+            return
+        self._url_busy = True
+        try:
+            focus.star_id = wanted  # the session opens it, or says why not and reverts
+        finally:
+            self._url_busy = False
+        if focus.star_id not in (wanted, wanted.replace(" ", "+")):
+            self._refused_star = wanted
+        if self.star != focus.star_id:
+            self.star = focus.star_id
 
     # -- tabs ---------------------------------------------------------------------------------
     def _fill_body(self, name: str) -> None:
@@ -322,11 +345,14 @@ class DashboardApp(param.Parameterized):
             self.context.notify(f"Session {name} restored", "success")
 
     def user_text(self, text: str) -> str:
-        """A message as the user sees it: the server's store path is named by the store's
-        title (a remote user has no use for the server's file system)."""
+        """A message as the user sees it: an unknown star names the store by its title, not
+        by the server's path (a remote user has no use for the server's file system; a
+        damaged store's message keeps its path, which the person who fixes it needs)."""
         store = self.context.store
         if store is not None:
-            text = text.replace(str(store.path), f"the store '{store.title}'")
+            where = f" in {store.path}"
+            if text.startswith("unknown star ") and text.endswith(where):
+                text = text[:-len(where)] + f" in the store '{store.title}'"
         return text
 
     def _notify(self, event) -> None:
@@ -342,10 +368,13 @@ class DashboardApp(param.Parameterized):
         if last[:2] == (text, ctx.message_kind) and now - last[2] < REPEAT_S:
             return
         self.messages.append((ctx.message_kind, text))
-        if pn.state.notifications is not None:
+        area = pn.state.notifications
+        if area is not None:
             # messages carry star IDs, file names and session content: never markup
-            getattr(pn.state.notifications, ctx.message_kind)(
-                escape(text), duration=8000 if ctx.message_kind == "error" else 4000)
+            show = getattr(area, ctx.message_kind)
+            duration = 8000 if ctx.message_kind == "error" else 4000
+            # a message from building the page (an unknown ?star=) waits until it is shown
+            pn.state.onload(lambda: show(escape(text), duration=duration))
 
     def _poll_models(self) -> None:
         """Models still training appear (and improve) as their weights are written."""

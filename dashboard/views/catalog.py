@@ -114,14 +114,16 @@ class CatalogView(pn.viewable.Viewer):
         self.param.color_by.objects = ["count"] + columns
 
     def ensure_built(self) -> None:
-        """Build the corner plot the first time it is needed (it costs a second or two)."""
+        """Build the corner plot the first time it is needed (it costs a second or two).
+
+        No ``loading`` toggle on the Bokeh pane here: under concurrent sessions that toggle
+        (Panel restyling the pane through its css classes) raised "List parameter
+        'Bokeh.stylesheets' items must be instances of str".  The app greys the whole tab
+        while a view builds (``DashboardApp._on_shown``) and the count line says so."""
         if self.available and not self.built:
             self.built = True
-            self.corner_pane.loading = True
-            try:
-                self.rebuild()
-            finally:
-                self.corner_pane.loading = False
+            self.count.object = "Building the corner plot …"
+            self.rebuild()
 
     # -- corner plot ----------------------------------------------------------------------
     def rebuild(self) -> None:

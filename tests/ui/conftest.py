@@ -25,6 +25,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-component-update", "--disable-sync"]
 ARTIFACTS = REPO / "test-artifacts"
 MOCK_STARS = 300
+#: Server logs of the served dashboards, by fixture name (for tests that read them).
+SERVER_LOGS: dict[str, Path] = {}
 
 
 @pytest.fixture(scope="session")
@@ -128,9 +130,16 @@ def dashboard(tmp_path_factory):
     env = {"STELLARSCOPE_STORE": str(store_path), "STELLARSCOPE_MODELS": str(vae),
            "STELLARSCOPE_HOME": str(root / "home")}
     log = root / "server.log"
+    SERVER_LOGS["dashboard"] = log
     try:
         with serve_dashboard(env, log) as url:
             yield url, SpectraStore.open(store_path)
     finally:
         ARTIFACTS.mkdir(exist_ok=True)
         (ARTIFACTS / "ui-server.log").write_text(log.read_text())
+
+
+@pytest.fixture(scope="session")
+def dashboard_log(dashboard) -> Path:
+    """The server log of the :func:`dashboard` fixture's server (grows as tests run)."""
+    return SERVER_LOGS["dashboard"]

@@ -220,3 +220,83 @@ def test_a_store_damaged_under_the_server_is_explained_on_the_page(
             timeout=SHORT_MS)
         assert "Traceback" not in page.content()
         page.screenshot(path=artifacts / "18-store-damaged-new-page.png", full_page=True)
+
+
+def test_unknown_star_is_said_once_without_server_paths(page, dashboard, artifacts):
+    url, store = dashboard
+    open_app(page, url, "?star=NOPE")
+    toast = page.locator(".notyf__message", has_text="NOPE")
+    expect(toast.first).to_be_visible(timeout=SHORT_MS)
+    page.wait_for_timeout(3000)  # any repeat would have arrived by now
+    assert toast.count() == 1, [t.inner_text() for t in toast.all()]
+    text = toast.first.inner_text()
+    assert str(store.path) not in text and "/" not in text.replace("log g", ""), text
+    page.screenshot(path=artifacts / "07b-unknown-star-once.png")
+
+
+def test_a_rejected_upload_is_not_shown_as_complete(page, dashboard, artifacts, tmp_path):
+    url, _ = dashboard
+    open_app(page, url)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a spectrum")
+    page.locator(".ss-upload input[type=file]").first.set_input_files(str(notes))
+    expect(page.locator(".ss-upload-rejected")).to_contain_text("Not loaded", timeout=LOAD_MS)
+    expect(page.locator(".ss-upload-rejected")).to_contain_text("notes.txt")
+    page.wait_for_timeout(1500)
+    sidebar = page.locator("#sidebar")
+    assert "Upload complete" not in sidebar.inner_text()
+    assert "notes.txt" not in page.locator(".ss-upload").inner_text()  # the dropper is empty
+    page.screenshot(path=artifacts / "08b-upload-rejected.png")
+
+
+def test_spectrum_is_above_the_fold_at_1280x720(browser, dashboard, artifacts):
+    url, store = dashboard
+    context = browser.new_context(viewport={"width": 1280, "height": 720})
+    try:
+        page = context.new_page()
+        star = str(store.catalog["APOGEE_ID"].iloc[9])
+        open_app(page, url, f"?star={star.replace('+', '%2B')}")
+        expect(selected_star(page)).to_contain_text(star, timeout=SHORT_MS)
+        page.wait_for_timeout(2000)
+        plot = page.locator(".ss-spectrum-plot").first.bounding_box()
+        assert plot["y"] + plot["height"] <= 720, plot  # all of it without scrolling
+        assert plot["width"] >= 0.6 * (1280 - 340), plot  # the main area's width, not a column
+        page.screenshot(path=artifacts / "star-1280x720.png")
+    finally:
+        context.close()
+
+
+def test_a_star_opened_in_the_catalog_shows_in_the_star_view(page, dashboard, artifacts):
+    url, _ = dashboard
+    open_corner(page, url)
+    row = page.locator(".ss-table .tabulator-row").nth(2)
+    star = row.locator(".tabulator-cell").first.inner_text()
+    row.click()
+    expect(selected_star(page)).to_contain_text(star, timeout=SHORT_MS)
+    expect(page.locator(".bk-tab.bk-active")).to_have_text("Star", timeout=SHORT_MS)
+    expect(page.locator(".ss-spectrum-plot").first).to_be_visible(timeout=SHORT_MS)
+    page.screenshot(path=artifacts / "catalog-opens-star.png")
+
+
+def test_concurrent_sessions_build_the_catalog_without_errors(browser, dashboard, dashboard_log,
+                                                              artifacts):
+    """Several sessions open the Catalog at once: each gets its corner plot, and the server
+    logs no error (once: "List parameter 'Bokeh.stylesheets' items must be instances of
+    str" from the Catalog view under concurrent load)."""
+    url, _ = dashboard
+    before = dashboard_log.read_text()
+    contexts = [browser.new_context(viewport={"width": 1280, "height": 720}) for _ in range(4)]
+    try:
+        pages = [c.new_page() for c in contexts]
+        for p in pages:  # all sessions start before any is waited for
+            p.goto(url + "?tab=catalog", wait_until="commit", timeout=LOAD_MS)
+        for i, p in enumerate(pages):
+            p.wait_for_selector(".ss-corner .bk-Figure", timeout=4 * LOAD_MS)
+            expect(p.locator(".ss-selection-count")).to_contain_text("No selection",
+                                                                     timeout=LOAD_MS)
+            p.screenshot(path=artifacts / f"concurrent-catalog-{i}.png")
+    finally:
+        for c in contexts:
+            c.close()
+    new = dashboard_log.read_text()[len(before):]
+    assert "Bokeh.stylesheets" not in new and "Traceback" not in new, new[-3000:]
