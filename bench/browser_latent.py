@@ -10,7 +10,9 @@ times, in the browser itself (``performance.now()``):
   updates per second while dragging, and the settle latency (last move → last update painted).
 
 Writes ``bench/results/browser_latent.json``; targets (issue 13): step ≤ 150 ms, ≥ 10
-redraws/s while dragging.  Needs Debian chromium (/usr/bin/chromium) and Playwright.
+redraws/s while dragging.  The figures depend on the machine's load (recorded with them):
+the page's own busy time per redraw (long tasks) says how much is the browser's drawing.
+Needs Debian chromium (/usr/bin/chromium) and Playwright.
 """
 
 from __future__ import annotations
@@ -53,6 +55,10 @@ INSTRUMENT = """() => {
   src.properties.data.change.connect(rec);
   src.streaming.connect(rec);
   src.patching.connect(rec);
+  // main-thread tasks over 50 ms: how long the page itself is busy per redraw
+  ss.longtasks = [];
+  new PerformanceObserver(l => { for (const e of l.getEntries()) ss.longtasks.push(
+    [e.startTime, e.duration]); }).observe({type: 'longtask'});
   document.addEventListener('keydown', () => ss.keys.push(performance.now()), true);
   document.addEventListener('mousemove', () => ss.moves.push(performance.now()), true);
   return true;
@@ -142,9 +148,29 @@ def open_latent(page, url: str, star: str, timeout_ms: int = 180_000):
     page.wait_for_timeout(1000)
 
 
-def measure(page, steps: int = 30, drag_s: float = 4.0, handle_index: int = 3) -> dict:
+def process_cpu_s(pid: int | None) -> float | None:
+    """CPU seconds (user + system) a process has used so far (Linux /proc), or None."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _metrics(cdp) -> dict:
+    return {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
+
+
+def measure(page, steps: int = 30, drag_s: float = 4.0, handle_index: int = 3,
+            server_pid: int | None = None) -> dict:
     """Step latency and drag redraw rate on the slider handle ``handle_index`` (3: the first
-    free latent, after the three label sliders)."""
+    free latent, after the three label sliders).
+
+    Besides wall-clock figures, the CPU each side spends per redraw while dragging: the page's
+    main thread (Chrome's ThreadTime metric) and the server process (/proc), so what the
+    machine could do when idle is estimated as 1000 / the larger of the two."""
     if not page.evaluate(INSTRUMENT):
         raise RuntimeError("the decoded spectrum's data source is not on the page")
     handle = page.locator(".noUi-handle").nth(handle_index)
@@ -162,8 +188,12 @@ def measure(page, steps: int = 30, drag_s: float = 4.0, handle_index: int = 3) -
 
     # the drag runs in the page (pointer events at 60 Hz from the browser's own timer), so the
     # input rate is a user's, not the rate at which Playwright can send moves on a busy machine
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Performance.enable")
     n_before = page.evaluate("() => window.__ss.updates.length")
+    m0, c0 = _metrics(cdp), process_cpu_s(server_pid)
     n_moves = page.evaluate(DRAG, [handle.element_handle(), int(drag_s * 1000)])
+    m1, c1 = _metrics(cdp), process_cpu_s(server_pid)
     page.wait_for_timeout(1500)
     ss = page.evaluate("() => window.__ss")
     moves = ss["moves"]
@@ -172,14 +202,33 @@ def measure(page, steps: int = 30, drag_s: float = 4.0, handle_index: int = 3) -
     during = [u for u in ss["updates"][n_before:] if t0 <= u[0] <= t1 + 1]
     after = ss["updates"][n_before:]
     gaps = np.diff([u[1] for u in during]) if len(during) > 1 else np.array([])
+    busy = [d for t, d in ss["longtasks"] if t0 <= t <= t1]
+    n_up = max(len(during), 1)
+    page_cpu = 1000 * (m1.get("ThreadTime", 0) - m0.get("ThreadTime", 0)) / n_up
+    server_cpu = 1000 * (c1 - c0) / n_up if c0 is not None and c1 is not None else None
+    per_redraw = {
+        "page_main_thread_cpu_ms": round(page_cpu, 1),
+        "page_layout_ms": round(1000 * (m1.get("LayoutDuration", 0)
+                                        - m0.get("LayoutDuration", 0)) / n_up, 1),
+        "page_style_ms": round(1000 * (m1.get("RecalcStyleDuration", 0)
+                                       - m0.get("RecalcStyleDuration", 0)) / n_up, 1),
+        "page_script_ms": round(1000 * (m1.get("ScriptDuration", 0)
+                                        - m0.get("ScriptDuration", 0)) / n_up, 1),
+        "server_cpu_ms": round(server_cpu, 1) if server_cpu is not None else None,
+    }
+    worst = max(page_cpu, server_cpu or 0.0)
     return {
+        "cpu_per_redraw_while_dragging": per_redraw,
+        "idle_estimate_redraws_per_s": round(1000 / worst, 1) if worst > 0 else None,
         "step_latency_ms": {"median": _pct(latencies, 50), "p90": _pct(latencies, 90),
                             "max": round(float(max(latencies)), 1), "n": len(latencies)},
         "drag": {"seconds": round((t1 - t0) / 1000, 2), "mouse_moves": len(drag_moves),
                  "updates": len(during),
                  "redraws_per_s": round(len(during) / max((t1 - t0) / 1000, 1e-3), 1),
                  "gap_between_redraws_ms": {"median": _pct(gaps, 50), "p90": _pct(gaps, 90)},
-                 "settle_ms": round(after[-1][1] - t1, 1) if after else None},
+                 "settle_ms": round(after[-1][1] - t1, 1) if after else None,
+                 "page_busy_fraction": round(sum(busy) / max(t1 - t0, 1e-3), 2),
+                 "long_task_ms": {"median": _pct(busy, 50), "p90": _pct(busy, 90)}},
     }
 
 
@@ -192,6 +241,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--drag-s", type=float, default=4.0)
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--screenshot", help="save a screenshot of the Latent tab here")
+    ap.add_argument("--server-pid", type=int, help="with --url: the server's process id, for "
+                                                   "its CPU time per redraw")
     ap.add_argument("--url", help="measure an app already served here (with --store: its "
                                   "store, for the star's ID)")
     args = ap.parse_args(argv)
@@ -199,6 +250,8 @@ def main(argv=None) -> dict:
         print(f"skipped: {CHROMIUM} is absent")
         return {}
     from playwright.sync_api import sync_playwright
+
+    load_before = round(os.getloadavg()[0], 2)
 
     with tempfile.TemporaryDirectory(prefix="bench-latent-") as tmp:
         tmp = Path(tmp)
@@ -215,7 +268,8 @@ def main(argv=None) -> dict:
                 t = time.perf_counter()
                 open_latent(page, url, star)
                 opened = time.perf_counter() - t
-                res = measure(page, args.steps, args.drag_s)
+                res = measure(page, args.steps, args.drag_s, server_pid=(
+                    proc.pid if proc is not None else args.server_pid))
                 if args.screenshot:
                     page.screenshot(path=args.screenshot, full_page=True)
                 browser.close()
@@ -229,7 +283,10 @@ def main(argv=None) -> dict:
                 fh.close()
     result = {
         "bench": "browser_latent", "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    # the figures depend on what else runs: the 1-min load average around them
+                    "load_average_before": load_before,
+                    "load_average_after": round(os.getloadavg()[0], 2)},
         "store": str(store) if args.store else f"fresh mock, {args.n_stars} stars",
         "model": str(model), "star": star, "open_latent_tab_s": round(opened, 2), **res,
         "targets": {"step_latency_ms_median": 150, "redraws_per_s": 10},

@@ -342,14 +342,19 @@ class LatentView(pn.viewable.Viewer):
 
     def _latent_limits(self) -> tuple[np.ndarray, np.ndarray, str]:
         """Where a latent counts as inside the training distribution: the 0.1–99.9 %
-        range of the store's stars when known, at most the prior's ±4σ."""
+        range of the store's stars (widened by a quarter) when known, at most the prior's
+        ±4σ."""
         n = len(self.z_sliders)
         corr = (self.directions or {}).get("correlations") or {}
         lo, hi = corr.get("latent_p001"), corr.get("latent_p999")
         if lo is not None and len(lo) == n:
-            return (np.maximum(np.asarray(lo), -Z_LIMIT), np.minimum(np.asarray(hi), Z_LIMIT),
+            # a margin of a quarter of that range: with 28 latents, a star merely in the tails
+            # of a few of them should not be flagged
+            lo, hi = np.asarray(lo, float), np.asarray(hi, float)
+            w = 0.25 * (hi - lo)
+            return (np.maximum(lo - w, -Z_LIMIT), np.minimum(hi + w, Z_LIMIT),
                     f"the range of 99.8 % of the {corr.get('n_stars', '')} stars' latents "
-                    "(and the prior's ±4σ)")
+                    "with a 25 % margin, or the prior's ±4σ")
         return np.full(n, -Z_LIMIT), np.full(n, Z_LIMIT), "the prior's ±4σ"
 
     def out_of_range(self) -> list[str]:
