@@ -195,3 +195,25 @@ def test_population_bench_skips_without_the_reference(tmp_path, capsys):
                         "--figure", str(tmp_path / "p.png"), "--n", "100"])
     assert rc == 0 and not out.exists()
     assert "skipped" in capsys.readouterr().out
+
+
+def test_mock_cli_records_the_population(tmp_path, capsys):
+    import json
+
+    from core.cli.main import main
+    from core.mock import store_physics, store_population
+    from core.store import SpectraStore
+
+    out = tmp_path / "dr17-mock"
+    assert main(["mock", "--n-stars", "40", "--seed", "4", "--population", "dr17",
+                 "--out", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["population"] == "dr17"
+    store = SpectraStore.open(out)
+    assert store_population(store) == "dr17" and store_physics(store) == "classic"
+    assert "dr17 population" in store.title
+    expected = draw_labels(40, 4, population="dr17")
+    assert list(store.catalog["APOGEE_ID"]) == list(expected["APOGEE_ID"])
+    assert store.catalog["TRUE_TEFF"].to_numpy() == pytest.approx(expected["TRUE_TEFF"].to_numpy())
+    default = tmp_path / "default"
+    assert main(["mock", "--n-stars", "5", "--out", str(default), "--json"]) == 0
+    assert store_population(SpectraStore.open(default)) == "classic"

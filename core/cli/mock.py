@@ -30,6 +30,11 @@ def register(sub, groups) -> None:
                    "molecular forest), shifted / shifted-apogee (perturbed log gf, extra "
                    "unidentified lines, broader LSF, continuum ripples); recorded in the "
                    "store's manifest")
+    p.add_argument("--population", default="classic", choices=["classic", "dr17"],
+                   help="label population: classic (default, the one the shipped models were "
+                   "trained on) or dr17 (shaped like APOGEE DR17: giant branch, red clump, two "
+                   "α sequences, M giants and dwarfs, subgiants, low-α halo; Teff 3000–7000 K, "
+                   "log g −0.5 to 5.5); recorded in the store's manifest")
     p.add_argument("--json", action="store_true", help="print figures as JSON")
     p.set_defaults(func=run)
 
@@ -52,13 +57,14 @@ def run(args) -> int:
     t0 = time.perf_counter()
     generate_mock_survey(out, n_stars=args.n_stars, seed=args.seed, dtype=args.dtype,
                          progress=not args.json, overwrite=args.overwrite,
-                         physics=physics)
+                         physics=physics, population=args.population)
     dt = time.perf_counter() - t0
     figures = {"store": str(out), "n_stars": args.n_stars, "seed": args.seed, "physics": physics,
+               "population": args.population,
                "seconds": round(dt, 2), "spectra_per_s": round(args.n_stars / dt, 1)}
     if args.json:
         print(json.dumps(figures))
     else:
-        print(f"mock survey ({physics} physics): {args.n_stars} stars in {dt:.1f} s "
+        print(f"mock survey ({physics} physics, {args.population} population): {args.n_stars} stars in {dt:.1f} s "
               f"({figures['spectra_per_s']} spectra/s) -> {out}", file=sys.stderr)
     return 0

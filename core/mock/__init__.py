@@ -3,14 +3,15 @@ and PIXMASK bits, written through :mod:`core.store` like ingested data (kind "mo
 
 The synthesis comes in named physics sets (:mod:`.physics`): ``classic`` (the default),
 ``apogee``, ``shifted`` and ``shifted-apogee``; a store's manifest records which one made it
-(:func:`store_physics`).
+(:func:`store_physics`).  Labels come from named populations (:data:`POPULATIONS`:
+``classic``, the default, and ``dr17``), also recorded (:func:`store_population`).
 """
 
 from .physics import DEFAULT_PHYSICS, PHYSICS, get_physics, store_physics
-from .populations import MOCK_LABEL_COLUMNS, draw_labels
-from .survey import MOCK_VERSION, generate_mock_survey
+from .populations import MOCK_LABEL_COLUMNS, POPULATIONS, draw_labels
+from .survey import DEFAULT_POPULATION, MOCK_VERSION, generate_mock_survey, store_population
 from .synth import noiseless_flux, synthesize
 
-__all__ = ["DEFAULT_PHYSICS", "MOCK_LABEL_COLUMNS", "MOCK_VERSION", "PHYSICS", "draw_labels",
-           "generate_mock_survey", "get_physics", "noiseless_flux", "store_physics",
-           "synthesize"]
+__all__ = ["DEFAULT_PHYSICS", "DEFAULT_POPULATION", "MOCK_LABEL_COLUMNS", "MOCK_VERSION",
+           "PHYSICS", "POPULATIONS", "draw_labels", "generate_mock_survey", "get_physics",
+           "noiseless_flux", "store_physics", "store_population", "synthesize"]

@@ -88,6 +88,11 @@ def store_physics(store) -> str:
     """The physics name a store's mock spectra were made with ('classic' when not recorded:
     stores written before physics variants existed used it).  ``store`` is a store directory,
     an open store (anything with a ``manifest`` dict) or a manifest dict."""
+    return str(_provenance(store).get("physics", DEFAULT_PHYSICS))
+
+
+def _provenance(store) -> dict:
+    """A mock store's provenance record (store directory, open store or manifest dict)."""
     if isinstance(store, dict):
         manifest = store
     elif hasattr(store, "manifest"):
@@ -96,7 +101,7 @@ def store_physics(store) -> str:
         from ..store.manifest import read_manifest
 
         manifest = read_manifest(Path(store))
-    return str((manifest.get("provenance") or {}).get("physics", DEFAULT_PHYSICS))
+    return manifest.get("provenance") or {}
 
 
 # --- the shifted perturbations --------------------------------------------------------------

@@ -9,8 +9,11 @@ from ..grid import APOGEE_7514, Grid, get_grid
 from ..linelist import LINELIST_PATH, SKYLINES_PATH, file_sha256, load_linelist
 from ..store import SpectraStore
 from .physics import DEFAULT_PHYSICS, get_physics
-from .populations import draw_labels
+from .populations import POPULATIONS, draw_labels
 from .synth import synthesize
+
+#: The label population of the default mock (the one the shipped demo models were trained on).
+DEFAULT_POPULATION = "classic"
 
 #: Bumped whenever the same seed would give different spectra or labels.
 MOCK_VERSION = "1.0"
@@ -19,17 +22,25 @@ DEFAULT_CHUNK = 512
 ROWS_PER_PART = 2048
 
 
-def _title(seed: int, physics: str) -> str:
-    if physics == DEFAULT_PHYSICS:
-        return f"Mock APOGEE survey (seed {seed})"
-    return f"Mock APOGEE survey (seed {seed}, {physics} physics)"
+def _title(seed: int, physics: str, population: str = DEFAULT_POPULATION) -> str:
+    extra = ([] if physics == DEFAULT_PHYSICS else [f"{physics} physics"]) + (
+        [] if population == DEFAULT_POPULATION else [f"{population} population"])
+    return f"Mock APOGEE survey (seed {', '.join([str(seed)] + extra)})"
+
+
+def store_population(store) -> str:
+    """The named label population a mock store was drawn from ('classic' for older stores)."""
+    from .physics import _provenance
+
+    return str(_provenance(store).get("population", DEFAULT_POPULATION))
 
 
 def generate_mock_survey(out_dir, n_stars: int = 20_000, seed: int = 42, dtype: str = "float32",
                          progress: bool = True, chunk: int = DEFAULT_CHUNK,
                          grid: Grid | str = APOGEE_7514, overwrite: bool = False,
                          title: str | None = None, linelist_path=None,
-                         physics: str = DEFAULT_PHYSICS) -> Path:
+                         physics: str = DEFAULT_PHYSICS,
+                         population: str = DEFAULT_POPULATION) -> Path:
     """Write ``n_stars`` mock spectra and their catalog to a new store at ``out_dir``.
 
     The result depends only on ``seed``, ``n_stars``, the grid and the line list — not on
@@ -37,7 +48,8 @@ def generate_mock_survey(out_dir, n_stars: int = 20_000, seed: int = 42, dtype: 
     provenance records the seed, the generator version, the line list's SHA-256 and the
     physics set (``physics``, :mod:`.physics`; read back with :func:`.physics.store_physics`).
     The ``apogee`` physics adds its molecular forest to the shipped line list; with an
-    explicit ``linelist_path`` it synthesises that list alone.
+    explicit ``linelist_path`` it synthesises that list alone.  ``population`` names the
+    label distribution (:data:`.populations.POPULATIONS`), also recorded.
     """
     if n_stars < 1:
         raise ValueError(f"n_stars must be ≥ 1, got {n_stars}")
@@ -53,7 +65,9 @@ def generate_mock_survey(out_dir, n_stars: int = 20_000, seed: int = 42, dtype: 
 
         linelist = apogee_linelist()  # the shipped list + the molecular forest
         lines_record.update(forest_file=FOREST_PATH.name, forest_sha256=file_sha256(FOREST_PATH))
-    labels = draw_labels(n_stars, seed)
+    if population not in POPULATIONS:
+        raise ValueError(f"unknown population {population!r} (known: {', '.join(POPULATIONS)})")
+    labels = draw_labels(n_stars, seed, population=population)
     provenance = {
         "generator": "core.mock",
         "generator_version": MOCK_VERSION,
@@ -63,6 +77,7 @@ def generate_mock_survey(out_dir, n_stars: int = 20_000, seed: int = 42, dtype: 
         **lines_record,
         "skylines_sha256": file_sha256(SKYLINES_PATH),
         **phys.record(),
+        "population": population,
         "labels": "TRUE_* columns hold the labels the spectra were synthesised from; the "
                   "unprefixed label columns are TRUE + a draw from their _ERR",
     }
@@ -72,10 +87,12 @@ def generate_mock_survey(out_dir, n_stars: int = 20_000, seed: int = 42, dtype: 
 
         bar = tqdm(total=n_stars, desc="mock survey", unit="star", file=sys.stderr)
     writer = SpectraStore.create(
-        out_dir, grid=g, kind="mock survey", title=title or _title(seed, phys.name),
+        out_dir, grid=g, kind="mock survey", title=title or _title(seed, phys.name, population),
         dtype=dtype, normalized=True, provenance=provenance,
         sources=[f"core.mock {MOCK_VERSION} seed={seed}"
-                 + ("" if phys.name == DEFAULT_PHYSICS else f" physics={phys.name}")], overwrite=overwrite,
+                 + ("" if phys.name == DEFAULT_PHYSICS else f" physics={phys.name}")
+                 + ("" if population == DEFAULT_POPULATION else f" population={population}")],
+        overwrite=overwrite,
         rows_per_part=max(chunk, ROWS_PER_PART),
     )
     try:
