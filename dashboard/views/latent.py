@@ -672,7 +672,10 @@ class LatentView(pn.viewable.Viewer):
                         f"{rms:.4f}")
             else:
                 text = f"Decode #{self.decode_count}"
-            self._readout_later(text)
+            if tr is not None:  # a traverse step comes every 120 ms: a debounce never fires
+                self._set_readout(text)
+            else:
+                self._readout_later(text)
 
     def _set_readout(self, text: str) -> None:
         self.readout.object = text
