@@ -36,6 +36,9 @@ COMMON = ["--beta", "10", "--gamma", "1000", "--lr", "2e-3", "--batch-size", "25
 OBJECTIVES = {
     "plain": ("seed objective (χ² + β·KL + γ·Gaussian MI)", []),
     "hsic": ("+ normalised-HSIC penalty λ=1e5 between μ and the labels", ["--hsic", "1e5"]),
+    "hsic-controls": ("+ HSIC λ=1e5 between μ and the label residuals after a quadratic fit "
+                      "on the controls (TRUE_* on a mock)",
+                      ["--hsic", "1e5", "--hsic-controls", "auto"]),
     "adversary-measured": ("+ adversary λ=3e4 on μ + measured VMICRO/[X/Fe]",
                            ["--adversary", "30000", "--adversary-controls", "measured"]),
     "adversary": ("+ adversary λ=3e4 on μ + controls (TRUE_* on a mock)",
