@@ -487,11 +487,11 @@ class LatentView(pn.viewable.Viewer):
     def directions_frame(self) -> pd.DataFrame:
         """The 'Latent directions' table: one row per latent, in slider order."""
         rows = []
-        for rank, k in enumerate(self.order, 1):
+        for k in self.order:
             d = self.directions["directions"][k]
             other, injected = self._r2_parts(k)
             rows.append({
-                "latent": f"z{k:02d}", "rank": rank,
+                "latent": f"z{k:02d}",
                 "RMS Δflux (±1σ)": round(d["rms"], 5), "max |Δflux|": round(d["max_abs"], 4),
                 "lines it moves most (Δflux per +1σ)": "; ".join(
                     f"{ln['species']} {ln['wavelength']:.1f} ({ln['delta']:+.3f})"

@@ -34,6 +34,9 @@ def test_directions_and_a_dragged_slider(page, dashboard, artifacts):
     expect(table).to_contain_text("lines it moves most")
     expect(table).to_contain_text(re.compile(r"z\d\d"))
     page.screenshot(path=artifacts / "latent-directions.png", full_page=True)
+    table.scroll_into_view_if_needed()
+    page.wait_for_timeout(500)
+    page.screenshot(path=artifacts / "latent-directions-table.png")
 
     plot = page.locator(".ss-decoded-plot")
     readout = page.locator(".ss-decode-readout")
