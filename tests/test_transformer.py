@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from core import models
+from core.chi2 import ERROR_FLOOR
 from core.cli.main import main as cli
 from core.errors import BadDataError
 from core.inference.predictor import SpectraBatch
@@ -282,7 +283,9 @@ def test_patches_are_combined_by_inverse_variance(tmp_path):
     wave = pred.grid.wavelength
     mu, inv = [], []
     for q in parts:
-        t = [torch.tensor(a[None], dtype=torch.float32) for a in (flux[0, q], error[0, q], wave[q])]
+        # the model reads σ with the χ² error floor, as in training (core.chi2.pixel_weights)
+        err = np.hypot(error[0, q], ERROR_FLOOR)
+        t = [torch.tensor(a[None], dtype=torch.float32) for a in (flux[0, q], err, wave[q])]
         mean, logvar = m(*t, torch.ones(1, len(q), dtype=torch.bool))
         mu.append(float(mean.detach()))
         inv.append(float(torch.exp(-logvar.detach())))

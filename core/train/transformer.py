@@ -38,6 +38,9 @@ class TransformerTrainSettings(TrainSettings):
     warmup_steps: int = 100
     preset: str = "compact"
     context: int | None = None          # overrides the preset's context length
+    encoder_layers: int | None = None   # override the preset's block counts
+    decoder_layers: int | None = None
+    wave_turns: float | None = None     # override the wavelength encoding's finest scale
     labels: list[str] = field(default_factory=lambda: list(D.LABEL_NAMES))
     val_fraction: float = 0.1
     split_seed: int = 0
@@ -110,6 +113,15 @@ class TransformerTask(TrainTask):
                        "2 encoder + 3 decoder blocks)")
         p.add_argument("--context", type=int, default=None,
                        help="pixels per star per step (default: the preset's)")
+        p.add_argument("--encoder-layers", type=int, default=None,
+                       help="encoder blocks (default: the preset's; 0 = the label queries read "
+                       "the pixel tokens directly, so their attention is where they read)")
+        p.add_argument("--decoder-layers", type=int, default=None,
+                       help="decoder blocks (default: the preset's)")
+        p.add_argument("--wave-turns", type=float, default=None,
+                       help="radians the fastest wavelength sinusoid turns across the encoding's "
+                       "range (default 1000: a 12.6 Å period over 2000 Å; more resolves "
+                       "single lines)")
         p.add_argument("--labels", type=_names, default=None,
                        help="comma-separated labels (default TEFF,LOGG,FE_H); missing values "
                        "are left out of the loss")
@@ -166,6 +178,9 @@ class TransformerTask(TrainTask):
         over = {"label_names": tuple(s.labels), "grid": self.store.grid.name}
         if s.context:
             over["context"] = s.context
+        for name in ("encoder_layers", "decoder_layers", "wave_turns"):
+            if getattr(s, name) is not None:
+                over[name] = getattr(s, name)
         model = SpectralTransformer(TransformerConfig.preset_config(s.preset, **over))
         if info.is_main:  # other ranks receive the scalings when DDP wraps the model
             center, scale = self._flux_scaling()

@@ -98,7 +98,7 @@ class AttentionView(pn.viewable.Viewer):
         self.align_src = fig.span_layer("align", "#80cbc4", 0.25, "alignment windows (±2 Å)")
         self.notable_src = fig.span_layer("notable", "#00897b", 0.55, "notable lines",
                                           edge="#00695c")
-        strip = self.strip = fig.add_strip("attention", height=170,
+        strip = self.strip = fig.add_strip("attention", height=190,
                                            y_axis_label="attention ×uniform",
                                            title="Attention")
         strip.y_range = Range1d(0, 5)
@@ -111,13 +111,9 @@ class AttentionView(pn.viewable.Viewer):
                    source=self.heat_src, fill_color={"field": "value", "transform": self.mapper},
                    line_alpha=0, fill_alpha=0.9)
         self.line_src = ColumnDataSource({"wave": [], "star": [], "mean": []})
-        strip.line("wave", "star", source=self.line_src, color="#00bcd4", line_width=1.3,
-                   legend_label="this star")
+        strip.line("wave", "star", source=self.line_src, color="#00bcd4", line_width=1.3)
         strip.line("wave", "mean", source=self.line_src, color="#9e9e9e", line_width=1.1,
-                   line_dash="dashed", legend_label="catalog mean")
-        strip.legend.location = "top_left"
-        strip.legend.label_text_font_size = "8pt"
-        strip.legend.background_fill_alpha = 0.6
+                   line_dash="dashed")
         self.label_select = W.Select.from_param(self.param.label, name="Label", width=120,
                                                 css_classes=["ss-att-label"])
         self.layer_select = W.Select.from_param(self.param.layer, name="Layer", width=140,
@@ -125,7 +121,8 @@ class AttentionView(pn.viewable.Viewer):
         self.head_select = W.Select.from_param(self.param.head, name="Head", width=140,
                                                css_classes=["ss-att-head"])
         self.show_buttons = W.RadioButtonGroup.from_param(self.param.show, width=330,
-                                                          css_classes=["ss-att-show"])
+                                                          css_classes=["ss-att-show"],
+                                                          margin=(24, 10, 5, 10))
         self.group_select = W.Select.from_param(self.param.group, name="Catalog mean of",
                                                 width=130)
         self.notable_box = W.Checkbox.from_param(
@@ -137,7 +134,8 @@ class AttentionView(pn.viewable.Viewer):
         self.score = pn.pane.Markdown("", css_classes=["ss-att-score"], margin=(0, 10),
                                       sizing_mode="stretch_width")
         self.table = W.Tabulator(pd.DataFrame(), show_index=False, disabled=True,
-                                 selectable=1, height=380, width=520, theme="simple",
+                                 selectable=1, height=340, sizing_mode="stretch_width",
+                                 theme="simple",
                                  layout="fit_data_stretch", css_classes=["ss-att-table"])
         self.table.on_click(self._on_row)
         note = ("" if self._notable is not None else
@@ -149,13 +147,12 @@ class AttentionView(pn.viewable.Viewer):
             "self-attention. Click a table row to zoom there." + note,
             styles={"font-size": "85%", "color": "#555"}, sizing_mode="stretch_width")
         controls = pn.Row(self.label_select, self.layer_select, self.head_select,
-                          pn.Column(pn.pane.Markdown("Show", margin=(0, 5)), self.show_buttons),
+                          self.show_buttons,
                           self.group_select, pn.Column(self.notable_box, self.lines_box),
                           sizing_mode="stretch_width")
-        side = pn.Column(self.score, self.table, width=540)
-        self._layout.objects = [controls, self.status,
-                                pn.Row(pn.Column(self.figure.pane, sizing_mode="stretch_width"),
-                                       side, sizing_mode="stretch_width"), self.help]
+        below = pn.Row(pn.Column(self.score, self.help, width=440), self.table,
+                       sizing_mode="stretch_width")
+        self._layout.objects = [controls, self.status, self.figure.pane, below]
 
     # -- model and star -----------------------------------------------------------------------
     def _on_model(self, *events) -> None:
@@ -282,7 +279,10 @@ class AttentionView(pn.viewable.Viewer):
                     "diff": f"this star − catalog mean ({self.group})"}[maps["mode"]]
             head = "rollout" if maps["layer"] == ROLLOUT else (
                 f"{self.layer}, {self.head}")
-            self.strip.title.text = f"Attention of the {self.label} query: {what}; {head}"
+            lines = ("lines: this star (cyan), catalog mean (grey, dashed)"
+                     if maps["mean"] is not None else "line: this star")
+            self.strip.title.text = (f"Attention of the {self.label} query: heat = {what}; "
+                                     f"{head}; {lines}")
             self._draw_lines()
             self._draw_table(maps["star"])
             self._draw_score(maps)

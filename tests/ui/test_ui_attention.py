@@ -69,7 +69,7 @@ def test_attention_view_changes_with_the_label(served_app, page, artifacts):
     page.wait_for_function(f"() => ({HEAT_SUM})() && ({HEAT_SUM})()[0] > 1000")
     before_heat = page.evaluate(HEAT_SUM)
     before_rows = table.locator(".tabulator-row").all_inner_texts()
-    before_score = page.locator(".ss-att-score").inner_text()
+    before_score = page.locator(".ss-att-score p").first.inner_text()
     page.wait_for_timeout(1500)
     page.screenshot(path=artifacts / "attention-view.png", full_page=True)
     strip = page.locator(".ss-attention-strip").first
@@ -88,13 +88,14 @@ def test_attention_view_changes_with_the_label(served_app, page, artifacts):
     after_rows = table.locator(".tabulator-row").all_inner_texts()
     assert after_heat[0] == before_heat[0]          # same pixels read, another map
     assert after_rows != before_rows
-    assert page.locator(".ss-att-score").inner_text() != before_score
+    assert page.locator(".ss-att-score p").first.inner_text() != before_score
     assert strip.screenshot() != before_png
     page.screenshot(path=artifacts / "attention-view-label.png", full_page=True)
 
     # clicking a table row zooms the spectrum there (the line's wavelength is in view)
     first = table.locator(".tabulator-row").first
-    lam = float(first.locator(".tabulator-cell").first.inner_text())
+    cell = first.locator('.tabulator-cell[tabulator-field="λ (Å)"]')
+    lam = float(cell.inner_text().replace(",", ""))
     first.click()
     page.wait_for_timeout(2000)
     page.screenshot(path=artifacts / "attention-view-zoom.png", full_page=True)
