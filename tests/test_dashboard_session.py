@@ -267,3 +267,23 @@ def test_a_session_file_with_nan_or_infinity_is_refused_whole(store):
     with pytest.raises(BadFileError, match="holds NaN"):
         persist.refuse_non_finite({"selection": {"n_rows": float("nan")}}, "s.json")
     persist.refuse_non_finite({"views": {"latent": {"z": [0.0, 1e300]}}}, "s.json")  # finite
+
+
+def test_an_element_window_zoom_is_saved_and_restored(store):
+    app = _shared_app(store)
+    star_view = app.views["star"]
+    if star_view._windows is None or not (star_view._windows["element"] == "Mg").any():
+        pytest.skip("no element windows")
+    star_view.zoom = "el:Mg"
+    star_view.step_window(1)
+    star_view.step_window(1)
+    doc = json.loads(persist.dumps(persist.session_document(app)))
+    assert doc["views"]["star"]["zoom"] == "el:Mg" and doc["views"]["star"]["zoom_window"] == 2
+    star_view.zoom = "whole"
+    notes = persist.apply_session(app, doc, "w.json")
+    assert not [n for n in notes if "star view" in n], notes
+    assert star_view.zoom == "el:Mg" and star_view.zoom_window == 2
+    assert "window 3 of" in star_view.window_label.object
+    doc["views"]["star"]["zoom_window"] = "three"
+    notes = persist.apply_session(app, doc, "w.json")
+    assert "star view: zoom_window: 'three' is not a window number" in notes

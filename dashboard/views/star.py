@@ -67,8 +67,23 @@ class StarView(pn.viewable.Viewer):
     line_elements = param.ListSelector(default=[], objects=[], check_on_set=True)
 
     #: saved in session files (the keys of the old per-widget state)
-    session_params = ("overlays", "residual_mode", "residual_of", "zoom", "zoom_window",
-                      "line_kinds", "line_elements")
+    session_params = ("overlays", "residual_mode", "residual_of", "zoom", "line_kinds",
+                      "line_elements")
+
+    def extra_state(self) -> dict:
+        """Saved beside ``session_params``: which element window an ``el:`` zoom shows."""
+        return {"zoom_window": self.zoom_window} if self.zoom.startswith("el:") else {}
+
+    def restore_extra(self, state: dict, sync: bool = False) -> list[str]:
+        notes = []
+        for key, value in state.items():
+            if key != "zoom_window":
+                notes.append(f"{key}: not a setting of this view")
+            elif isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                notes.append(f"zoom_window: {value!r} is not a window number")
+            else:
+                self.zoom_window = value
+        return notes
 
     def __init__(self, **params):
         super().__init__(**params)
