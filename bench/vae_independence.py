@@ -36,6 +36,8 @@ COMMON = ["--beta", "10", "--gamma", "1000", "--lr", "2e-3", "--batch-size", "25
 OBJECTIVES = {
     "plain": ("seed objective (χ² + β·KL + γ·Gaussian MI)", []),
     "hsic": ("+ normalised-HSIC penalty λ=1e5 between μ and the labels", ["--hsic", "1e5"]),
+    "hsic-3e5": ("+ normalised-HSIC penalty λ=3e5 between μ and the labels",
+                 ["--hsic", "3e5"]),
     "hsic-controls": ("+ HSIC λ=1e5 between μ and the label residuals after a quadratic fit "
                       "on the controls (TRUE_* on a mock)",
                       ["--hsic", "1e5", "--hsic-controls", "auto"]),

@@ -94,3 +94,12 @@ def test_label_residuals_keep_only_what_the_controls_do_not_explain():
     assert np.corrcoef(r[ok, 0], own[ok])[0, 1] > 0.99  # the quadratic trend is gone
     assert np.corrcoef(r[ok, 1], own[ok])[0, 1] > 0.99  # nothing the controls explain
     assert np.abs(np.nanmean(r[:1500], axis=0)).max() < 1e-6  # least squares: mean 0
+
+
+def test_control_conditioned_hsic_needs_controls_and_says_so(store, tmp_path):
+    from core.train.vae import TrainingSetupError
+
+    s = VAETrainSettings(store=str(store.path), out=str(tmp_path / "h"), hsic=1.0,
+                         hsic_controls="auto", **BASE)
+    with pytest.raises(TrainingSetupError, match="found no control columns"):
+        train_vae(s)
