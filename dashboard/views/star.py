@@ -55,7 +55,7 @@ class StarView(pn.viewable.Viewer):
     context = param.ClassSelector(class_=AppContext)
 
     overlays = param.ListSelector(default=[], objects=[], check_on_set=True,
-                                  doc="model overlays drawn over the spectrum")
+                                  doc="model overlays, drawn under the spectrum")
     residual_mode = param.Selector(default="(data − model)/σ", objects=list(RESIDUAL_MODES))
     residual_of = param.Selector(default=None, objects=[], allow_None=True, check_on_set=True,
                                  doc="whose residuals the lower panel shows")
@@ -130,7 +130,8 @@ class StarView(pn.viewable.Viewer):
                                                       width=200, visible=False)
         groups = zoom_groups(get_grid("apogee7514"), self._windows)
         self.param.zoom.objects = [v for g in groups.values() for v in g.values()]
-        self.zoom_select = W.Select(label="Zoom to", groups=groups, value=self.zoom, width=190)
+        self.zoom_select = W.Select(label="Zoom to", groups=groups, value=self.zoom, width=190,
+                                    css_classes=["ss-zoom"])
         self.zoom_select.param.watch(lambda e: setattr(self, "zoom", e.new), "value")
         self.param.watch(lambda e: setattr(self.zoom_select, "value", e.new), "zoom")
         self.prev_window = W.Button(label="◀", width=40, margin=(24, 2, 5, 5),
