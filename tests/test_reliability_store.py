@@ -415,3 +415,14 @@ def test_repeated_apogee_ids_are_reported_and_the_first_kept(tmp_path, capsys):
     store = SpectraStore.open(tmp_path / "o")
     assert store.catalog["APOGEE_ID"].tolist() == IDS[:2]
     assert store.catalog["SOURCE_FILE"].tolist() == [str(a), str(b)]
+
+
+def test_a_part_truncated_under_an_open_handle_is_an_error_not_zeros(tmp_path):
+    """HDF5 keeps reading a file's cached layout after it is truncated, and the missing bytes
+    read as zeros; the store notices the file changed and says so."""
+    store = _store(tmp_path / "s", n=12)
+    assert store.read([0]).flux.mean() == pytest.approx(1.0, abs=0.01)  # handle now open
+    part = next(store.path.glob("spectra-*.h5"))
+    part.write_bytes(part.read_bytes()[:500])
+    with pytest.raises(StoreError, match=part.name):
+        store.read([5])

@@ -535,12 +535,23 @@ class SpectraStore:
             for f in getattr(local, "files", {}).values():
                 f.close()
             local.files, local.token = {}, self._parts_token
-        files = local.files
+        files, stamps = local.files, local.__dict__.setdefault("stamps", {})
+        path = self._part_files[part]
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            raise StoreError(f"{path}: unreadable spectra part ({exc.strerror or exc})") from exc
+        stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if part in files and stamps.get(part) != stamp:
+            # the file changed under an open handle (truncated, rewritten): HDF5 would go on
+            # reading its cached layout, and a truncated part reads as zeros
+            files.pop(part).close()
         if part not in files:
             try:
-                files[part] = h5py.File(self._part_files[part], "r")
+                files[part] = h5py.File(path, "r")
             except OSError as exc:
-                raise StoreError(f"{self._part_files[part]}: unreadable spectra part ({exc})") from exc
+                raise StoreError(f"{path}: unreadable spectra part ({exc})") from exc
+            stamps[part] = stamp
         return files[part]
 
     def close(self) -> None:
