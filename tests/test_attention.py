@@ -393,3 +393,11 @@ def test_evaluation_leaves_out_the_training_stars(store, tmp_path):
     assert 0 < train.size < 30 and train.max() < 30
     result = ev.evaluate(pred, store, n_stars=100, attention_stars=1)
     assert result["trained_on_this_store"] and result["n_held_out_stars"] == 40 - train.size
+    # a copy of the training store elsewhere: the same stars are recognised by fingerprint
+    import shutil
+
+    copy = SpectraStore.open(shutil.copytree(store.path, tmp_path / "copy"))
+    assert np.array_equal(ev.training_rows(pred, copy), train)
+    # another store with other stars: every star is held out
+    other = synthetic_store(tmp_path / "other", n=20, seed=9)
+    assert ev.training_rows(pred, other).size == 0

@@ -106,13 +106,17 @@ def alignment(att, labels=None, notable: pd.DataFrame | None = None) -> dict:
 # -- the evaluation ----------------------------------------------------------------------------
 
 def training_rows(predictor, store) -> np.ndarray:
-    """Rows of ``store`` the model was trained on (empty when it was trained on another store)."""
+    """Rows of ``store`` the model was trained on: the training recipe (labelled rows, the
+    first ``--max-rows``, the star split) on the training store, or on any store where it
+    finds the very training stars (their recorded fingerprint); else none."""
     from ..train import data as D
+    from ..train.transformer import ids_sha256
 
     cfg = predictor.config.get("training", {})
     settings = cfg.get("settings", {})
     trained_on = cfg.get("store")
-    if not trained_on or Path(trained_on).resolve() != Path(store.path).resolve():
+    same = bool(trained_on) and Path(trained_on).resolve() == Path(store.path).resolve()
+    if not same and not cfg.get("train_ids_sha256"):
         return np.zeros(0, np.int64)
     labels, _ = D.label_arrays(store.catalog, list(predictor.label_names), where=str(store.path))
     labels[is_missing(labels)] = np.nan
@@ -121,7 +125,9 @@ def training_rows(predictor, store) -> np.ndarray:
         rows = rows[: settings["max_rows"]]
     split = D.split_rows(store.catalog, rows, settings.get("val_fraction", 0.1),
                          settings.get("split_seed", 0))
-    return split.train
+    if same or ids_sha256(store.catalog, split.train) == cfg["train_ids_sha256"]:
+        return split.train     # the training store, here or a copy of it (the same stars)
+    return np.zeros(0, np.int64)
 
 
 def reference(catalog: pd.DataFrame, label: str, rows: np.ndarray):

@@ -89,6 +89,15 @@ def freeze(model: SpectralTransformer, parts) -> None:
             model.label_queries.requires_grad_(False)
 
 
+def ids_sha256(catalog, rows) -> str:
+    """Fingerprint of the training stars (their sorted APOGEE_IDs): evaluations recognise
+    them in a copy of the training store elsewhere (core.evaluate.transformer)."""
+    import hashlib
+
+    ids = sorted(catalog["APOGEE_ID"].astype(str).to_numpy()[np.asarray(rows)])
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()
+
+
 def draw_context(good: torch.Tensor, context: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(indices, mask) of a random draw of up to ``context`` good pixels per row (torch RNG:
     the trainer seeds it per epoch and rank)."""
@@ -245,7 +254,9 @@ class TransformerTask(TrainTask):
         s = self.settings
         return {"training": {"settings": s.to_dict(), "best": best, "store": str(self.store.path),
                              "n_train": int(self.split.train.size),
-                             "n_val": int(self.split.validation.size)}}
+                             "n_val": int(self.split.validation.size),
+                             "train_ids_sha256": ids_sha256(self.store.catalog,
+                                                            self.split.train)}}
 
     def facts(self) -> dict:
         return {"labels": list(self.settings.labels), "n_train": int(self.split.train.size),
