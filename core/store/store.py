@@ -167,6 +167,12 @@ def check_parts(path: Path, manifest: dict, n_pix: int) -> None:
                     f"{path}: spectra part {p['file']} holds {k} of shape {tuple(shape)} but the "
                     f"manifest says {want[0]} rows × {n_pix} pixels (truncated or replaced file; "
                     f"run 'stellarscope inspect {path} --verify')")
+        if "bytes" in p and f.stat().st_size != int(p["bytes"]):
+            # a handle still open elsewhere in this process lets HDF5 read a truncated file
+            # through its cached layout, shapes and all
+            raise StoreError(f"{path}: spectra part {p['file']} is {f.stat().st_size} bytes but "
+                             f"the manifest says {int(p['bytes'])} (truncated or replaced file; "
+                             f"run 'stellarscope inspect {path} --verify')")
 
 
 def _catalog_rows(path: Path) -> int:
@@ -329,6 +335,7 @@ class SpectraStore:
         self.path = Path(path)
         self._lock = threading.RLock()
         self._local = threading.local()
+        self._part_stamps: dict = {}  # (parts generation, part) → (inode, size, mtime) first seen
         self._parts_token = 0
         self._load()
 
@@ -535,23 +542,25 @@ class SpectraStore:
             for f in getattr(local, "files", {}).values():
                 f.close()
             local.files, local.token = {}, self._parts_token
-        files, stamps = local.files, local.__dict__.setdefault("stamps", {})
+        files = local.files
         path = self._part_files[part]
         try:
             st = os.stat(path)
         except OSError as exc:
             raise StoreError(f"{path}: unreadable spectra part ({exc.strerror or exc})") from exc
+        # Parts never change under one manifest generation.  One that did (truncated,
+        # rewritten) would go on being read through HDF5's cached layout — the library shares
+        # one open file between handles, even a new one — and missing bytes read as zeros.
         stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
-        if part in files and stamps.get(part) != stamp:
-            # the file changed under an open handle (truncated, rewritten): HDF5 would go on
-            # reading its cached layout, and a truncated part reads as zeros
-            files.pop(part).close()
+        first = self._part_stamps.setdefault((self._parts_token, part), stamp)
+        if stamp != first:
+            raise StoreError(f"{path}: spectra part changed on disk while the store was open "
+                             f"({first[1]} → {st.st_size} bytes; truncated or rewritten?)")
         if part not in files:
             try:
                 files[part] = h5py.File(path, "r")
             except OSError as exc:
                 raise StoreError(f"{path}: unreadable spectra part ({exc})") from exc
-            stamps[part] = stamp
         return files[part]
 
     def close(self) -> None:
