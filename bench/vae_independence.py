@@ -38,6 +38,8 @@ OBJECTIVES = {
     "hsic": ("+ normalised-HSIC penalty λ=1e5 between μ and the labels", ["--hsic", "1e5"]),
     "hsic-3e5": ("+ normalised-HSIC penalty λ=3e5 between μ and the labels",
                  ["--hsic", "3e5"]),
+    "hsic-1e6": ("+ normalised-HSIC penalty λ=1e6 between μ and the labels",
+                 ["--hsic", "1e6"]),
     "hsic-controls": ("+ HSIC λ=1e5 between μ and the label residuals after a quadratic fit "
                       "on the controls (TRUE_* on a mock)",
                       ["--hsic", "1e5", "--hsic-controls", "auto"]),
@@ -86,10 +88,10 @@ def evaluate(name: str, args, env) -> dict:
     return json.loads(summary.read_text())
 
 
-def row(name: str, t: dict, e: dict) -> dict:
+def row(name: str, t: dict, e: dict, tag: str) -> dict:
     labels = list(e["probe_excess_r2"])
     return {
-        "objective": name, "description": OBJECTIVES[name][0],
+        "objective": name, "round": tag, "description": OBJECTIVES[name][0],
         "options": " ".join(COMMON + OBJECTIVES[name][1]),
         "epochs": t["epochs"], "minutes": round(t.get("seconds", 0) / 60, 2),
         "best_epoch": t["best"]["epoch"],
@@ -111,6 +113,9 @@ def main() -> int:
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--max-minutes", type=float, default=9.0)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--tag", default="",
+                   help="label of this round; rows of other rounds already in the results "
+                   "file are kept (rows of the same round are replaced)")
     args = p.parse_args()
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads),
            "STELLARSCOPE_HOME": str(args.work / "home")}
@@ -119,8 +124,12 @@ def main() -> int:
     for name in args.objectives.split(","):
         t = train(name, OBJECTIVES[name][1], args, env)
         e = evaluate(name, args, env)
-        rows.append(row(name, t, e))
+        rows.append({**row(name, t, e, args.tag), "epochs_cap": args.epochs,
+                     "max_minutes": args.max_minutes})
         print(json.dumps(rows[-1]), flush=True)
+    if RESULTS.is_file():  # keep the other rounds
+        old = json.loads(RESULTS.read_text()).get("rows", [])
+        rows = [r for r in old if r.get("round", "") != args.tag] + rows
     result = {
         "benchmark": "VAE objectives vs label leakage into the free latents "
                      "(bench/vae_independence.py)",

@@ -23,9 +23,9 @@ head needs something to read before its gradient means anything.
 
 Measured (bench/vae_independence.py, 6,000-star mock seed 3, evaluated on seed 8): at
 λ = 3,000 and 30,000, with TRUE_* or measured controls, the adversary did **not** lower the
-probe's excess R² (Teff +0.42 vs +0.40 plain) and cost χ²_ν (1.03 vs 0.97); its own excess
-on the training store fell only from 0.20 to 0.12.  The kernel penalty (``--hsic``) did
-better (Teff +0.33) at χ²_ν 1.14.  The option stays, off by default, for further work (a
+probe's excess R² (40 epochs: Teff +0.39, as plain) and cost χ²_ν (0.99 vs 0.93), though
+its own excess on the training store fell from 0.20 to 0.08.  The kernel penalty
+(``--hsic 3e5``) took the Teff excess to +0.16 at χ²_ν 1.14.  The option stays, off by default, for further work (a
 stronger or slower-moving head, or a decoder whose latents enter label-modulated).
 """
 
