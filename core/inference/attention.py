@@ -359,3 +359,27 @@ def apvisit_rest_pixels(path, source=None) -> Spectrum:
             "RV_SOURCE": rest.meta.get("RV_SOURCE")}
     own = obs.copy(wavelength=obs.wavelength / factor, meta=meta)
     return prepare_file_spectrum(own, source=source or path)
+
+
+def resample_own_pixels(spectrum: Spectrum, grid="apogee7514") -> Spectrum:
+    """A spectrum on its own wavelengths resampled onto an APOGEE grid the way the apVisit
+    reader resamples (linear in the apStar pixel, chip by chip, flux as it is): the
+    reference an own-pixel prediction is compared with."""
+    from ..grid import APSTAR_NPIX, apstar_pixel, get_grid
+    from ..io.resample import BADPIX, resample_linear
+
+    target = get_grid(grid)
+    w = spectrum.wavelength
+    cuts = np.flatnonzero(np.diff(w) > 20 * np.median(np.diff(w))) + 1   # chip gaps
+    flux = np.zeros(APSTAR_NPIX)
+    err = np.full(APSTAR_NPIX, np.inf)
+    mask = np.full(APSTAR_NPIX, BADPIX, np.int64)
+    for part in np.split(np.arange(w.size), cuts):
+        res = resample_linear(apstar_pixel(w[part]), spectrum.flux[part], spectrum.error[part],
+                              spectrum.pixmask[part], APSTAR_NPIX)
+        flux = np.where(res.covered, res.flux, flux)
+        err = np.where(res.covered, res.error, err)
+        mask = np.where(res.covered, res.pixmask, mask)
+    return Spectrum(target.wavelength, target.from_apstar(flux), target.from_apstar(err),
+                    target.from_apstar(mask) & 0xFFFF, dict(spectrum.meta), grid=target.name,
+                    normalized=spectrum.normalized)
