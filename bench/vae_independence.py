@@ -38,6 +38,10 @@ OBJECTIVES = {
     "hsic": ("+ normalised-HSIC penalty λ=1e5 between μ and the labels", ["--hsic", "1e5"]),
     "hsic-3e5": ("+ normalised-HSIC penalty λ=3e5 between μ and the labels",
                  ["--hsic", "3e5"]),
+    "hsic-2e5": ("+ normalised-HSIC penalty λ=2e5 between μ and the labels",
+                 ["--hsic", "2e5"]),
+    "hsic-3e5-seed1": ("hsic-3e5 again with --seed 1 (run-to-run spread)",
+                       ["--hsic", "3e5", "--seed", "1"]),
     "hsic-1e6": ("+ normalised-HSIC penalty λ=1e6 between μ and the labels",
                  ["--hsic", "1e6"]),
     "hsic-controls": ("+ HSIC λ=1e5 between μ and the label residuals after a quadratic fit "
