@@ -319,15 +319,19 @@ def test_a_store_without_a_catalog_is_explained_on_the_page(tmp_path):
     assert "catalog" in app.context.message
 
 
-def test_a_page_that_cannot_be_built_says_why(monkeypatch):
+def test_a_page_that_cannot_be_built_says_so_and_logs_why(monkeypatch, caplog):
+    """An unexpected error is not shown as raw Python text (issue 13): the page says it could
+    not start, in words, and the server log has the traceback."""
     from dashboard import app as app_module
 
     def broken(*args, **kwargs):
         raise RuntimeError("part <b>7</b> vanished")
 
     monkeypatch.setattr(app_module.data, "make_context", broken)
-    page = app_module.page()
+    with caplog.at_level("ERROR"):
+        page = app_module.page()
     alert = page.main[0]
     assert isinstance(alert, pn.pane.Alert)
-    assert "could not start this page" in alert.object
-    assert "RuntimeError: part &lt;b&gt;7&lt;/b&gt; vanished" in alert.object
+    assert "could not start this page" in alert.object and "log" in alert.object
+    assert "<b>7</b>" not in alert.object and "RuntimeError" not in alert.object
+    assert any("part <b>7</b> vanished" in (r.exc_text or str(r.exc_info)) for r in caplog.records)
