@@ -13,7 +13,7 @@ grid vs real observations".  Four rows, all scored on the same held-out shifted 
 Prints bias, 1.4826·MAD scatter and pull width per label, writes bench/results/transfer.json.
 
     python bench/transfer.py --pretrained assets/models/transformer-demo \\
-        --n-train 200 --n-test 300 --epochs 60 --finetune-epochs 30
+        --n-train 200 --n-test 300 --epochs 150 --finetune-epochs 60
 """
 
 from __future__ import annotations
@@ -61,19 +61,20 @@ def score(store_path: Path, prefix: str, labels=LABELS) -> dict:
     return out
 
 
-def infer_transformer(store: Path, model: Path) -> dict:
+def infer_transformer(store: Path, model: Path, labels) -> dict:
     """Run a transformer over the held-out store and score its TF_* columns."""
     t0 = time.perf_counter()
     _run(["infer", "transformer", "--store", str(store), "--model", str(model),
           "--no-progress"])
-    return {"scores": score(store, "TF"), "infer_seconds": round(time.perf_counter() - t0, 1)}
+    return {"scores": score(store, "TF", labels),
+            "infer_seconds": round(time.perf_counter() - t0, 1)}
 
 
 def train(store: Path, out: Path, epochs: int, init_from: Path | None, threads: int,
-          seed: int) -> float:
+          seed: int, labels) -> float:
     argv = ["train", "transformer", "--store", str(store), "--out", str(out), "--epochs",
-            str(epochs), "--labels", ",".join(LABELS), "--seed", str(seed), "--threads",
-            str(threads), "--no-progress"]
+            str(epochs), "--labels", ",".join(labels), "--seed", str(seed), "--threads",
+            str(threads), "--no-progress", "--overwrite"]
     if init_from is not None:
         argv += ["--init-from", str(init_from)]
     t0 = time.perf_counter()
@@ -108,40 +109,44 @@ def main(argv=None) -> int:
             _run(["mock", "--physics", "shifted", "--n-stars", str(n), "--seed", str(seed),
                   "--out", str(path), "--overwrite", "--json"])
 
+    # every row learns the pre-trained model's labels (fine-tuning keeps its heads)
+    config = json.loads((args.pretrained / "config.json").read_text())
+    labels = list(config["architecture"]["label_names"])
     rows = {}
-    rows["a_pretrained_as_is"] = infer_transformer(test_store, args.pretrained)
+    rows["a_pretrained_as_is"] = infer_transformer(test_store, args.pretrained, labels)
     scratch, tuned = work / "scratch", work / "finetuned"
-    t_b = train(train_store, scratch, args.epochs, None, args.threads, args.seed)
-    rows["b_from_scratch"] = {**infer_transformer(test_store, scratch),
+    t_b = train(train_store, scratch, args.epochs, None, args.threads, args.seed, labels)
+    rows["b_from_scratch"] = {**infer_transformer(test_store, scratch, labels),
                               "train_seconds": t_b, "epochs": args.epochs}
     t_c = train(train_store, tuned, args.finetune_epochs, args.pretrained, args.threads,
-                args.seed)
-    rows["c_pretrained_finetuned"] = {**infer_transformer(test_store, tuned),
+                args.seed, labels)
+    rows["c_pretrained_finetuned"] = {**infer_transformer(test_store, tuned, labels),
                                       "train_seconds": t_c, "epochs": args.finetune_epochs}
     t0 = time.perf_counter()
     n_fit = args.fit_stars or args.n_test
     _run(["fit", "--all", "--store", str(test_store), "--model", str(args.emulator),
           "--limit", str(n_fit)])
-    rows["d_emulator_fit"] = {"scores": score(test_store, "FIT"),
+    rows["d_emulator_fit"] = {"scores": score(test_store, "FIT", labels),
                               "fit_seconds": round(time.perf_counter() - t0, 1)}
 
     c = rows["c_pretrained_finetuned"]["scores"]
     beats = {name: all(c[name]["scatter"] < rows[r]["scores"][name]["scatter"]
                        for r in ("a_pretrained_as_is", "b_from_scratch"))
-             for name in LABELS}
+             for name in labels}
     record = {"what": "transfer of the spectral transformer to shifted mock physics",
               "pretrained": str(args.pretrained), "emulator": str(args.emulator),
-              "n_train": args.n_train, "n_test": args.n_test, "labels": list(LABELS),
+              "n_train": args.n_train, "n_test": args.n_test, "labels": labels,
               "scores": "bias, 1.4826·MAD scatter, pull width of (prediction − TRUE_*)",
               "rows": rows, "c_beats_a_and_b_in_scatter": beats}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"\n{'row':<26}" + "".join(f"{n:>28}" for n in LABELS))
-    for name, row in rows.items():
-        cells = "".join(
-            f"  {s['bias']:>8.3g} {s['scatter']:>8.3g} {s['pull_width']:>8.3g}"
-            if (s := row["scores"][n]) else f"{'—':>28}" for n in LABELS)
-        print(f"{name:<26}{cells}")
+    for chunk in (labels[:4], labels[4:]):
+        print(f"\n{'row':<26}" + "".join(f"{n:>28}" for n in chunk))
+        for name, row in rows.items():
+            cells = "".join(
+                f"  {s['bias']:>8.3g} {s['scatter']:>8.3g} {s['pull_width']:>8.3g}"
+                if (s := row["scores"][n]) else f"{'—':>28}" for n in chunk)
+            print(f"{name:<26}{cells}")
     print("(bias, scatter, pull width) — (c) beats (a) and (b) in scatter: "
           + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in beats.items()))
     print(f"wrote {args.out}")
