@@ -1,0 +1,55 @@
+"""Pure helpers of bench/browser.py (no browser here: the bench itself is run by hand)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "browser.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_browser", BENCH)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_summary_median_p90_max(bench):
+    s = bench.summary([100, 200, 300, 400, 500, 600, 700, 800, 900, 1000])
+    assert s == {"median": 550.0, "p90": 910.0, "max": 1000.0, "n": 10}
+    assert bench.summary([None, 42]) == {"median": 42.0, "p90": 42.0, "max": 42.0, "n": 1}
+    assert bench.summary([]) == {"median": None, "p90": None, "max": None, "n": 0}
+
+
+def test_arguments_defaults_and_refusals(bench, capsys):
+    a = bench.parse_args([])
+    assert (a.store, a.url, a.repeats, a.skip_load) == (None, None, 5, False)
+    a = bench.parse_args(["--sessions", "5", "--repeats", "2", "--skip-load"])
+    assert (a.sessions, a.repeats, a.skip_load) == (5, 2, True)
+    for bad in (["--repeats", "0"], ["--sessions", "0"], ["--url", "http://x/app"]):
+        with pytest.raises(SystemExit):
+            bench.parse_args(bad)
+    assert "--url needs --store" in capsys.readouterr().err
+
+
+def test_rss_of_this_process_and_of_none(bench):
+    assert bench.rss_mb(None) is None
+    if Path("/proc/self/status").exists():
+        assert bench.rss_mb(os.getpid()) > 1
+
+
+def test_table_lists_every_action_with_its_target(bench):
+    s = {"median": 10.0, "p90": 20.0, "max": 30.0, "n": 3}
+    res = {"cold_star_ms": s, "random_star_ms": s, "catalog_first_corner_ms": s,
+           "box_select_ms": s, "tab_revisit_ms": {"star": s, "catalog": s},
+           "latent": {"step_latency_ms": s, "drag": {"redraws_per_s": 4.2}},
+           "load": {"sessions": 2, "failed": 0, "time_to_usable_s": s,
+                    "server_cpu_s_per_session": 1.5, "server_rss_mb": {"before": 1}}}
+    text = bench._table(res)
+    assert "≤ 1500 ms" in text and "≤ 300 ms" in text and "≤ 500 ms" in text
+    assert "4.2" in text and "2 sessions" in text and "1.5 s/session" in text
