@@ -445,6 +445,9 @@ def run(args) -> dict:
                 page.goto(f"{url}?star={_quoted(stars[-1])}", timeout=TIMEOUT_MS)
                 _wait_usable(page)
                 ctx.close()
+                # the server's memory with one session served (the load mode's "before" comes
+                # after all the sessions this bench opened earlier)
+                res["server_rss_mb_after_first_session"] = rss_mb(pid)
                 res["cold_star_ms"] = summary(cold_star(browser, url, stars, args.repeats, shots))
 
                 ctx, page = _new_page(browser)
