@@ -34,10 +34,8 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 
-from ..grid import KMS_PER_PIXEL
 from ..linelist import LINELIST_DIR, RYDBERG_H, load_linelist
 from . import atmosphere as atm
-from .profiles import curve_of_growth
 
 FOREST_PATH = LINELIST_DIR / "apogee_hband_forest.csv"
 
@@ -49,7 +47,6 @@ T_CONT, T_CORE = 1.15, 0.78
 DEPTH_CEILING = 0.97
 #: hc/(λ k) at 16 000 Å, in K.
 HC_OVER_LK_16000 = 1.4387769e8 / 16000.0
-WIDTH_PER_COG = 0.35
 
 # H⁻ bound-free cross-section (John 1988 form): λ in µm, threshold λ0.
 _HM_LAMBDA0 = 1.6419
@@ -125,26 +122,15 @@ def apogee_linelist() -> pd.DataFrame:
 
 def line_strengths(lab: dict[str, np.ndarray], model):
     """Equivalent width (px) and template Lorentz width (px) of every (star, line)."""
-    from .synth import _log_eps
+    from .synth import line_setup, line_widths
 
-    df = model.table
-    n, n_lines = lab["TEFF"].size, len(df)
-    state = atm.stellar_state(lab["TEFF"], lab["LOGG"], lab["M_H"], lab["VMICRO"], _log_eps(lab))
-    theta = state.theta[:, None]
-    lam = df["wavelength_vac"].to_numpy()
-    chi = df["excitation_potential"].to_numpy()
-    b = atm.doppler_b(state.teff, model.mass, state.vmicro)
-    log_b = np.log10(b)
+    su = line_setup(lab, model)
+    state, theta, lam, chi, log_b = su.state, su.theta, su.lam, su.chi, su.log_b
+    kinds, species, elements, ions = su.kinds, su.species, su.elements, su.ions
+    log_eta, log_a, log_pg = su.log_eta, su.log_a, su.log_pg
     common = (model.log_gf[None, :] - theta * chi[None, :]
               - log_kappa(lam, state.theta / T_CONT, state.log_pe)
               + np.log10(lam / 16000.0)[None, :] - log_b)
-    log_eta = np.empty((n, n_lines))
-    log_a = np.empty((n, n_lines))
-    kinds = df["kind"].to_numpy()
-    species = df["species"].to_numpy()
-    elements = df["element"].to_numpy()
-    ions = df["ion"].to_numpy()
-    log_pg = state.log_pg[:, None]
 
     atomic = np.nonzero(kinds == "atomic")[0]
     for el in np.unique(elements[atomic]):
@@ -173,8 +159,4 @@ def line_strengths(lab: dict[str, np.ndarray], model):
         log_a[:, hyd] = (0.5 + (2.0 / 3.0) * (state.log_pe[:, None] - 1.6)
                          + 2.0 * np.log10(n_up / 11.0)[None, :] + 1.0 - log_b[:, hyd])
 
-    cog = curve_of_growth(log_eta, log_a)
-    doppler_px = b / KMS_PER_PIXEL
-    width_px = max_depth(state.teff, lam) * doppler_px * cog
-    gamma_px = doppler_px * np.hypot(10.0**log_a, WIDTH_PER_COG * cog)
-    return width_px, gamma_px
+    return line_widths(su, max_depth(state.teff, lam))

@@ -191,26 +191,62 @@ def _log_eps(lab: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return eps
 
 
-def line_strengths(lab: dict[str, np.ndarray], model: LineModel):
-    """Equivalent width (px) and template Lorentz width (px) of every (star, line)."""
+@dataclass
+class LineSetup:
+    """What every physics set needs of a block of stars and a line list: the stars'
+    atmospheric state, Doppler widths and the lines' constants, with empty η₀ and damping
+    arrays to fill."""
+
+    state: atm.StellarState
+    theta: np.ndarray      # (n, 1)
+    lam: np.ndarray        # (L,) vacuum Å
+    chi: np.ndarray        # (L,) excitation potential, eV
+    b: np.ndarray          # (n, L) Doppler width, km/s
+    log_b: np.ndarray
+    kinds: np.ndarray
+    species: np.ndarray
+    elements: np.ndarray
+    ions: np.ndarray
+    log_pg: np.ndarray     # (n, 1)
+    log_eta: np.ndarray    # (n, L), to fill
+    log_a: np.ndarray      # (n, L), to fill
+
+
+def line_setup(lab: dict[str, np.ndarray], model: LineModel) -> LineSetup:
     df = model.table
     n, n_lines = lab["TEFF"].size, len(df)
     state = atm.stellar_state(lab["TEFF"], lab["LOGG"], lab["M_H"], lab["VMICRO"], _log_eps(lab))
-    theta = state.theta[:, None]
-    lam = df["wavelength_vac"].to_numpy()
-    chi = df["excitation_potential"].to_numpy()
-    b = atm.doppler_b(state.teff, model.mass, state.vmicro)  # (n, L) km/s
-    log_b = np.log10(b)
+    b = atm.doppler_b(state.teff, model.mass, state.vmicro)
+    return LineSetup(state=state, theta=state.theta[:, None],
+                     lam=df["wavelength_vac"].to_numpy(),
+                     chi=df["excitation_potential"].to_numpy(), b=b, log_b=np.log10(b),
+                     kinds=df["kind"].to_numpy(), species=df["species"].to_numpy(),
+                     elements=df["element"].to_numpy(), ions=df["ion"].to_numpy(),
+                     log_pg=state.log_pg[:, None], log_eta=np.empty((n, n_lines)),
+                     log_a=np.empty((n, n_lines)))
+
+
+def line_widths(setup: LineSetup, depth) -> tuple[np.ndarray, np.ndarray]:
+    """Equivalent width and template Lorentz width (px) from the filled η₀ and damping:
+    the curve of growth times the Doppler width and the limiting depth ``depth``."""
+    cog = curve_of_growth(setup.log_eta, setup.log_a)
+    doppler_px = setup.b / KMS_PER_PIXEL
+    width_px = depth * doppler_px * cog
+    # the template's Lorentz width: the damping width of the intrinsic profile, or the width
+    # of its saturated core, whichever dominates
+    gamma_px = doppler_px * np.hypot(10.0**setup.log_a, WIDTH_PER_COG * cog)
+    return width_px, gamma_px
+
+
+def line_strengths(lab: dict[str, np.ndarray], model: LineModel):
+    """Equivalent width (px) and template Lorentz width (px) of every (star, line)."""
+    su = line_setup(lab, model)
+    state, theta, lam, chi, log_b = su.state, su.theta, su.lam, su.chi, su.log_b
+    kinds, species, elements, ions = su.kinds, su.species, su.elements, su.ions
+    log_eta, log_a, log_pg = su.log_eta, su.log_a, su.log_pg
     common = (model.log_gf[None, :] - theta * chi[None, :] - state.log_kappa[:, None]
               + np.log10(lam / 16000.0)[None, :] - log_b)
-    log_eta = np.empty((n, n_lines))
-    log_a = np.empty((n, n_lines))
-    depth = np.empty(n_lines)
-    kinds = df["kind"].to_numpy()
-    species = df["species"].to_numpy()
-    elements = df["element"].to_numpy()
-    ions = df["ion"].to_numpy()
-    log_pg = state.log_pg[:, None]
+    depth = np.empty(lam.size)
 
     atomic = np.nonzero(kinds == "atomic")[0]
     # hotter atmospheres have shallower temperature gradients and form weaker metal lines,
@@ -249,13 +285,7 @@ def line_strengths(lab: dict[str, np.ndarray], model: LineModel):
                          + 2.0 * np.log10(n_up / 11.0)[None, :] + 1.0 - log_b[:, hyd])
         depth[hyd] = MAX_DEPTH["hydrogen"]
 
-    cog = curve_of_growth(log_eta, log_a)
-    doppler_px = b / KMS_PER_PIXEL
-    width_px = depth[None, :] * doppler_px * cog
-    # the template's Lorentz width: the damping width of the intrinsic profile, or the width
-    # of its saturated core, whichever dominates
-    gamma_px = doppler_px * np.hypot(10.0**log_a, WIDTH_PER_COG * cog)
-    return width_px, gamma_px
+    return line_widths(su, depth[None, :])
 
 
 def _template_amplitudes(width_px, gamma_px, model: LineModel,
