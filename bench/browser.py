@@ -487,13 +487,7 @@ def run(args) -> dict:
                     res["load"] = load(browser, url, stars, args.sessions, pid)
                 browser.close()
         finally:
-            if proc is not None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                fh.close()
+            bl.stop_server(proc, fh)
         size = _store_bytes(store)
     return {
         "bench": "browser", "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

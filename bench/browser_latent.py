@@ -133,6 +133,18 @@ def _serve(store: Path, model: Path, home: Path, log: Path):
     raise RuntimeError("the dashboard did not come up in 600 s")
 
 
+def stop_server(proc, log_handle) -> None:
+    """Stop a server started by :func:`_serve` (if any) and close its log."""
+    if proc is None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log_handle.close()
+
+
 def _pct(values, q) -> float | None:
     return round(float(np.percentile(values, q)), 1) if len(values) else None
 
@@ -274,13 +286,7 @@ def main(argv=None) -> dict:
                     page.screenshot(path=args.screenshot, full_page=True)
                 browser.close()
         finally:
-            if proc is not None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                fh.close()
+            stop_server(proc, fh)
     result = {
         "bench": "browser_latent", "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
