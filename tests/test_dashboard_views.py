@@ -367,3 +367,69 @@ def test_a_rejected_upload_is_not_shown_as_loaded(session):
     assert session.context.message.startswith("Upload rejected: notes.txt")
     picker._upload_failed(TypeError("'NoneType' object is not subscriptable"))
     assert "NoneType" not in picker.upload_status.object
+
+
+def test_star_view_warns_when_the_vae_does_not_apply(tmp_path):
+    """Percentiles from the VAE columns this model wrote in the store; a normal star shows no
+    warning, an upload with lines eight times deeper (latents and χ²_ν far out) does."""
+    store = write_store(tmp_path / "store", n=30, seed=5)
+    vae = TinyVAE()
+    vae.model_dir = str(tmp_path / "tiny-vae")  # no config.json: the store's columns are used
+    session = Session(context=AppContext(store=store, models={"vae": vae}))
+    view = StarView(focus=session.focus, context=session.context)
+    chi2, mu = [], []
+    for i in range(len(store)):
+        session.select_star(i)
+        assert not view.applicability.visible  # no reference yet: nothing said
+        chi2.append(session.focus.outputs["VAE χ²_ν"])
+        mu.append(session.focus.encoding["mu"])
+    mu = np.array(mu)
+    cols = {"VAE_CHI2": np.array(chi2), **{f"VAE_Z{k:02d}": mu[:, k] for k in range(4)}}
+    store.add_columns(cols, note={"model": vae.model_dir})  # as `stellarscope infer vae` does
+
+    session.select_star(3)
+    assert session.focus.outputs["VAE χ²_ν"] == pytest.approx(chi2[3])
+    assert not view.applicability.visible and view.applicability_reasons() == []
+    normal = session.focus.spectrum
+    odd = normal.copy(flux=(1.0 - 8.0 * (1.0 - normal.flux)).astype(np.float32),
+                      meta={"APOGEE_ID": "UPLOAD-1"})
+    session.show(odd, source="upload", **session.model_outputs(odd))
+    assert view.applicability.visible
+    text = view.applicability.object
+    assert "outside the VAE's training distribution" in text
+    assert "VAE χ²_ν" in text and "99.9th percentile" in text and "latent z0" in text
+    session.select_star(4)
+    assert not view.applicability.visible
+
+
+def test_fit_view_warns_when_the_emulator_does_not_apply(tmp_path, monkeypatch):
+    """No percentiles known: MODEL_MISMATCH (χ²_ν > 3) decides; a star the emulator made fits
+    without a warning, one with a strong ripple added gets one naming its χ²_ν."""
+    import torch
+    from toy_emulator import spectrum_like_store
+
+    from core.store import SpectraStore
+    from dashboard import data
+    from dashboard.views.fit import FitView
+
+    torch.set_num_threads(1)
+    emu, _ = spectrum_like_store(tmp_path / "store", ["2M-A", "2M-B"], [0.0, 10.0])
+    monkeypatch.setattr(data, "element_windows", lambda: pd.DataFrame(
+        columns=["element", "species", "start_vac", "end_vac"]))
+    store = SpectraStore.open(tmp_path / "store")
+    session = Session(context=AppContext(store=store, models={"emulator": emu}))
+    v = FitView(focus=session.focus, context=session.context)
+    page = v.__panel__()
+    assert v.applicability in list(page[0])  # beside the fit's summary
+    session.select_star("2M-A")
+    v.fit(sync=True)
+    assert v.result.chi2_nu < 3 and not v.applicability.visible
+    spec = session.focus.spectrum
+    ripple = 0.2 * np.sin(spec.wavelength / 3.0)
+    odd = spec.copy(flux=(spec.flux + ripple).astype(np.float32), meta={"APOGEE_ID": "UPLOAD-2"})
+    session.show(odd, source="upload")
+    assert not v.applicability.visible  # not fitted yet
+    v.fit(sync=True)
+    assert v.result.chi2_nu > 3 and v.applicability.visible
+    assert f"fit χ²_ν {v.result.chi2_nu:.0f}" in v.applicability.object.replace("−", "-")
+    assert "MODEL_MISMATCH" in v.applicability.object

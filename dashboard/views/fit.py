@@ -8,6 +8,9 @@
   other labels held at the full fit.
 * Drag across the spectrum to mask (or unmask) a wavelength range, then refit.
 * The mask and the fit can be downloaded (CSV / JSON).
+* A fit whose χ²_ν lies outside the emulator's training distribution
+  (:mod:`core.models.applicability`; MODEL_MISMATCH, χ²_ν > 3, when the model and the store
+  know none) gets an amber warning beside the result.
 
 The emulator is the app's ``emulator`` model slot; the plot is the shared
 :class:`~dashboard.figures.spectrum.SpectrumFigure` with the fit's curves on top.
@@ -36,6 +39,7 @@ from core.fit.interactive import (
     set_range,
     window_span,
 )
+from core.models import applicability as AP
 
 from .. import data, fit_report
 from ..fit_jobs import FitJobs
@@ -86,6 +90,9 @@ class FitView(pn.viewable.Viewer):
         self._explorer = None
         self.figure = build_figure(self)
         build_widgets(self)
+        self.applicability = pn.pane.Alert("", alert_type="warning", visible=False,
+                                           sizing_mode="stretch_width", margin=(0, 5),
+                                           css_classes=["ss-fit-applicability"])
         self.jobs = FitJobs(self.progress, self.status, lambda b: setattr(self, "busy", b),
                             self._idle, self.context.fail)
         self._throttled_draw = Throttle(self._draw_slider_model, interval=0.05)
@@ -121,6 +128,7 @@ class FitView(pn.viewable.Viewer):
             self.figure.set_spans("windows", [], [])
             self.table.value = pd.DataFrame()
             self.summary.object = self.element_info.object = self.command.object = ""
+            self.applicability.visible = False
             self.progress.visible = False
             for w in (self.json_download, self.csv_download, self.reset_sliders,
                       self.element_button):
@@ -226,6 +234,7 @@ class FitView(pn.viewable.Viewer):
             self.table.value = fit_report.result_table(result)
             self.summary.object = fit_report.summary_text(
                 result, bool(self.emulator.config.error_floor))
+            self._show_applicability(result)
             self.status.object = f"Fitted {html.escape(spec.label)}."  # an upload's own name
             self._show_command()
             self._explorer = LabelExplorer(self.emulator, CONTINUUM_CHOICES[self.continuum],
@@ -235,6 +244,26 @@ class FitView(pn.viewable.Viewer):
         if focus_spec is not None and focus_spec.grid == self.emulator.grid.name:
             self.focus.add_model(MODEL_NAME, result.model, fit_report.model_outputs(result))
         self.busy = False  # last: whoever waits on ``busy`` sees the finished view
+
+    def applicability_reasons(self, result: FitResult | None = None) -> list[str]:
+        """Why the emulator does not apply to the fitted star ([] when it does)."""
+        result = self.result if result is None else result
+        if result is None:
+            return []
+        ref = AP.reference(self.model_dir or None, self.context.store)
+        return AP.judge(ref, fit_chi2=float(result.chi2_nu))
+
+    def _show_applicability(self, result: FitResult) -> None:
+        try:
+            reasons = self.applicability_reasons(result)
+        except (StellarscopeError, OSError, ValueError) as exc:  # the fit still shows
+            self.context.fail(exc)
+            reasons = []
+        self.applicability.visible = bool(reasons)
+        if reasons:
+            self.applicability.object = (
+                "**This star lies outside the emulator's training distribution**: "
+                + html.escape(AP.summary(reasons), quote=False) + ".")
 
     # -- element mode -------------------------------------------------------------------------
     def _on_line_click(self, index: int) -> None:
@@ -402,4 +431,8 @@ class FitView(pn.viewable.Viewer):
         return []
 
     def __panel__(self):
-        return layout(self)
+        page = layout(self)
+        if self.emulator is not None:  # the warning goes right under the fit's summary
+            main = page[0]
+            main.insert(list(main).index(self.summary) + 1, self.applicability)
+        return page

@@ -4,13 +4,16 @@ The plot is one :class:`~dashboard.figures.spectrum.SpectrumFigure`, built once 
 a new star or a toggled overlay only swaps its sources' data.  Model overlays are drawn under
 the data, half transparent; the flux axis keeps the deepest line cores
 (:func:`~dashboard.spectra.flux_range`); an element's windows are visited one at a time
-(previous/next).  The view's settings are
+(previous/next).  A star the VAE was not trained for (χ²_ν or latents outside the training
+distribution, :mod:`core.models.applicability`) gets an amber warning above the plot.
+The view's settings are
 ``param`` parameters (saved in session files under the same names); the widgets are bound
 to them.
 """
 
 from __future__ import annotations
 
+import html
 import io
 
 import numpy as np
@@ -18,8 +21,10 @@ import pandas as pd
 import panel as pn
 import param
 
+from core.errors import StellarscopeError
 from core.grid import get_grid
 from core.labels import display_name
+from core.models import applicability as AP
 from core.models import get_family
 
 from .. import data
@@ -177,6 +182,9 @@ class StarView(pn.viewable.Viewer):
             "upload a FITS file, or click a star in the Catalog tab.", alert_type="info",
             sizing_mode="stretch_width")
         self.res_info = pn.pane.Markdown("", css_classes=["ss-residual-info"], margin=(0, 10))
+        self.applicability = pn.pane.Alert("", alert_type="warning", visible=False,
+                                           sizing_mode="stretch_width", margin=(0, 5),
+                                           css_classes=["ss-applicability"])
 
     def _line_names(self) -> list[str]:
         if self._lines is None:
@@ -247,6 +255,31 @@ class StarView(pn.viewable.Viewer):
             self.overlay_buttons.visible = bool(names)
             self._update_models()
             self._update_tables()
+            self._update_applicability()
+
+    def applicability_reasons(self) -> list[str]:
+        """Why the VAE does not apply to the focused star ([] when it does, or unknown)."""
+        if self.focus.spectrum is None:
+            return []
+        chi2 = self.focus.outputs.get("VAE χ²_ν")
+        mu = (self.focus.encoding or {}).get("mu")
+        if not isinstance(chi2, (int, float)) and mu is None:
+            return []
+        ref = AP.reference(self.context.slot("vae").model, self.context.store)
+        return AP.judge(ref, vae_chi2=chi2 if isinstance(chi2, (int, float)) else None,
+                        latents=mu)
+
+    def _update_applicability(self) -> None:
+        try:
+            reasons = self.applicability_reasons()
+        except (StellarscopeError, OSError, ValueError) as exc:  # the spectrum still shows
+            self.context.fail(exc)
+            reasons = []
+        self.applicability.visible = bool(reasons)
+        if reasons:
+            self.applicability.object = (
+                "**This star lies outside the VAE's training distribution**: "
+                + html.escape(AP.summary(reasons), quote=False) + ".")
 
     def _update_models(self) -> None:
         spec = self.focus.spectrum
@@ -414,5 +447,6 @@ class StarView(pn.viewable.Viewer):
                       self.latent_table, width=360),
             gap="0px 16px", sizing_mode="stretch_width")
         items = [lines_note] if lines_note is not None else []
-        return pn.Column(*items, controls, self.empty, self.figure.pane, self.res_info, more,
+        return pn.Column(*items, controls, self.empty, self.applicability, self.figure.pane,
+                         self.res_info, more,
                          tables, sizing_mode="stretch_width")
