@@ -89,6 +89,22 @@ def test_short_training_lowers_validation_loss_and_writes_a_run(store, tmp_path)
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["training"]["n_train"] == summary["n_train"]
     assert config["decorrelation"]["max_abs_corr_after"] < 1e-3
+    # the validation stars' χ²_ν and latent percentiles, as the catalog columns would hold them
+    from core.inference.predictor import SpectraBatch
+    from core.inference.vae import VAEPredictor
+    from core.models.applicability import judge, reference
+
+    app = config["training"]["applicability"]
+    assert app["n_stars"] == summary["n_validation"] and len(app["latents"]) == 28
+    assert app["vae_chi2"] == sorted(app["vae_chi2"]) and app["vae_chi2"][2] > 0
+    pred = VAEPredictor.load(tmp_path / "run")
+    rows = np.arange(len(store))
+    chi2 = pred.predict_batch(SpectraBatch.from_store(store, store.read(rows))).columns["VAE_CHI2"]
+    assert app["vae_chi2"][0] >= chi2.min() - 1e-6 and app["vae_chi2"][-1] <= chi2.max() + 1e-6
+    ref = reference(tmp_path / "run")
+    assert ref["source"] == "saved with the model"
+    assert judge(ref, vae_chi2=app["vae_chi2"][2]) == []
+    assert any("χ²_ν" in r for r in judge(ref, vae_chi2=50 * app["vae_chi2"][-1]))
     with pytest.raises(TrainingSetupError, match="--resume"):
         train_vae(settings(store, tmp_path / "run"))
     with pytest.raises(TrainingSetupError, match="batch-size"):

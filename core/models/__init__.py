@@ -44,6 +44,8 @@ MODEL_TYPES: dict[str, type | str] = {
 
 #: Keys of config.json that ``extra_config`` may not replace.
 _RESERVED = ("format", "version", "model_type", "architecture", "weights_dtype")
+#: Every config key :func:`save` writes itself (the reserved ones plus its time and version).
+RESERVED_CONFIG_KEYS = (*_RESERVED, "saved", "stellarscope_version")
 
 
 def register_model_type(name: str, cls: type | str) -> None:

@@ -177,8 +177,9 @@ class TrainTask:
         """Last changes to a copy of the best model before it is saved (may edit ``extra``)."""
 
     def after_training(self, model: torch.nn.Module, config: dict, summary: dict) -> dict | None:
-        """Called with the saved best model and its config.json once the run ends; return an
-        extra config to save the (possibly changed) model again, or None."""
+        """Called with the saved best model and its config.json once the run ends; return the
+        config keys to change (the others are kept) to save the (possibly changed) model
+        again, or None."""
         return None
 
     def facts(self) -> dict:
@@ -386,7 +387,9 @@ def _run(task: TrainTask, info: DistInfo, out: Path, ck: dict | None) -> dict:
             saved, config = models.load_with_config(out, info.device)
             extra = task.after_training(saved, config, summary)
             if extra is not None:
-                models.save(saved, out, extra, weights_dtype=s.weights_dtype)
+                # the hook returns what changes; everything else the config held is kept
+                kept = {k: v for k, v in config.items() if k not in models.RESERVED_CONFIG_KEYS}
+                models.save(saved, out, {**kept, **extra}, weights_dtype=s.weights_dtype)
     info.barrier()
     summary.update(task.facts())
     return summary

@@ -286,6 +286,14 @@ class VAETask(TrainTask):
             extra["decorrelation"] = decorrelate_latents(model, batches,
                                                          self.settings.decorrelate_rows)
 
+    def after_training(self, model, config: dict, summary: dict) -> dict:
+        """Percentiles of χ²_ν and of each latent μ over the validation stars, saved with the
+        model: the app warns when a star lies outside them (:mod:`core.models.applicability`)."""
+        record = {**config.get("training", {}),
+                  "applicability": validation_percentiles(self.settings.out, self.store,
+                                                          self.split.validation)}
+        return {"training": record}
+
     def facts(self) -> dict:
         return {"in_memory": getattr(self, "in_memory", None), "n_train": len(self.split.train),
                 "n_validation": len(self.split.validation)}
@@ -302,6 +310,34 @@ class VAETask(TrainTask):
 
 #: The family registry's training task (core.models.families: "core.train.vae:task").
 task = VAETask
+
+
+def validation_percentiles(model_dir, store: SpectraStore, rows: np.ndarray,
+                           max_rows: int = 5000, chunk: int = 512) -> dict:
+    """VAE_CHI2 and VAE_Z.. percentiles (as the catalog columns would hold them) of up to
+    ``max_rows`` of ``rows``, for ``training.applicability``."""
+    from ..inference.predictor import SpectraBatch
+    from ..inference.vae import VAEPredictor
+    from ..models.applicability import PERCENTILES
+
+    predictor = VAEPredictor.load(model_dir)
+    rows = np.sort(np.random.default_rng(0).permutation(np.asarray(rows))[:max_rows])
+    chi2, latents = [], []
+    names = [f"{predictor.prefix}_Z{k:02d}" for k in range(predictor.n_latent)]
+    for start in range(0, rows.size, chunk):
+        batch = SpectraBatch.from_store(store, store.read(rows[start:start + chunk]))
+        cols = predictor.predict_batch(batch).columns
+        chi2.append(cols[f"{predictor.prefix}_CHI2"])
+        latents.append(np.column_stack([cols[n] for n in names]))
+    chi2, latents = np.concatenate(chi2), np.vstack(latents)
+
+    def pct(v):
+        v = v[np.isfinite(v)]
+        return np.percentile(v, PERCENTILES).round(5).tolist() if v.size else None
+
+    return {"vae_chi2": pct(chi2), "latents": [pct(latents[:, k]) for k in range(len(names))],
+            "percentiles": list(PERCENTILES), "n_stars": int(rows.size),
+            "stars": "validation stars of the training store"}
 
 
 def model_extra_config(model: SpectrumVAE, s: VAETrainSettings, store: SpectraStore,
