@@ -106,11 +106,10 @@ def test_noise_threshold_keeps_noise_out_and_lines_in():
     assert match_fraction(CENTRES, found) > 0.9
 
 
-def test_bench_measures_a_single_visit_dr17_file(tmp_path):
-    """bench/realism.py end to end on a synthetic DR17 single-visit apStar: header labels from
-    RV_TEFF…, every chip measured, JSON written."""
+def _bench_and_single_visit(tmp_path):
+    """bench/realism.py as a module, and a folder holding one synthetic DR17 single-visit
+    apStar with Doppler header labels 4650 K / 2.3 / −0.2."""
     import importlib.util
-    import json
 
     from fits_fixtures import write_apstar_dr17
 
@@ -124,6 +123,15 @@ def test_bench_measures_a_single_visit_dr17_file(tmp_path):
     data.mkdir()
     write_apstar_dr17(data / "apStar-dr17-2M00000000+0000000.fits", n_visits=1,
                       rv_labels=(4650.0, 2.3, -0.2))
+    return bench, data
+
+
+def test_bench_measures_a_single_visit_dr17_file(tmp_path):
+    """bench/realism.py end to end on a synthetic DR17 single-visit apStar: header labels from
+    RV_TEFF…, every chip measured, JSON written."""
+    import json
+
+    bench, data = _bench_and_single_visit(tmp_path)
     out = tmp_path / "realism.json"
     assert bench.main(["--data", str(data), "--out", str(out)]) == 0
     res = json.loads(out.read_text())["files"][0]
@@ -141,21 +149,9 @@ def test_bench_measures_a_single_visit_dr17_file(tmp_path):
 def test_bench_synth_mode_adds_a_synth_section_and_keeps_the_emulator_one(tmp_path):
     """bench/realism.py --synth: the synthesiser at the header labels and its direct fit, per
     physics, written beside (not over) the emulator section of an earlier run."""
-    import importlib.util
     import json
 
-    from fits_fixtures import write_apstar_dr17
-
-    from core.paths import PROJECT_ROOT
-
-    spec = importlib.util.spec_from_file_location("bench_realism",
-                                                  PROJECT_ROOT / "bench" / "realism.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    data = tmp_path / "real"
-    data.mkdir()
-    write_apstar_dr17(data / "apStar-dr17-2M00000000+0000000.fits", n_visits=1,
-                      rv_labels=(4650.0, 2.3, -0.2))
+    bench, data = _bench_and_single_visit(tmp_path)
     out = tmp_path / "realism.json"
     out.write_text(json.dumps({"what": "emulator", "files": [{"file": "x"}]}))
     assert bench.main(["--data", str(data), "--out", str(out), "--synth",

@@ -31,7 +31,7 @@ import pandas as pd
 from ..labels import LABELS, clean, display_name
 from ..paths import home
 from ..store.atomic import write_json_atomic
-from .probe import cross_fit_r2
+from .probe import cross_fit_r2, split_halves
 
 #: Bumped when the content of the cached result changes meaning.
 VERSION = 1
@@ -167,9 +167,7 @@ def per_latent_r2(latents: np.ndarray, targets: np.ndarray, seed: int = 0) -> np
     n = len(latents)
     if n < 40:
         raise ValueError(f"per-latent R² needs at least 40 stars, got {n}")
-    rng = np.random.default_rng(seed)
-    perm = rng.permutation(n)
-    halves = (np.sort(perm[: n // 2]), np.sort(perm[n // 2:]))
+    halves = split_halves(np.random.default_rng(seed), n)
     return np.stack([cross_fit_r2(latents[:, [k]], targets, halves, "knn").mean(0)
                      for k in range(latents.shape[1])])
 

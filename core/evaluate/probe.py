@@ -185,6 +185,12 @@ REGRESSORS = {"mlp": mlp_regress, "knn": knn_regress, "linear": linear_regress}
 
 # -- the probe ----------------------------------------------------------------------------------
 
+def split_halves(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two random halves of ``range(n)`` (sorted): fit on one, score on the other."""
+    perm = rng.permutation(n)
+    return np.sort(perm[: n // 2]), np.sort(perm[n // 2:])
+
+
 def cross_fit_r2(x: np.ndarray, y: np.ndarray, halves: Sequence[np.ndarray], method: str,
                  settings: ProbeSettings = ProbeSettings()) -> np.ndarray:
     """R² per target and half (2 × T): fitted on one half, scored on the other, both ways."""
@@ -224,8 +230,7 @@ def latent_probe(latents: np.ndarray, targets: np.ndarray, controls: np.ndarray 
     if n < 40:
         raise ValueError(f"the probe needs at least 40 stars with finite values, got {n}")
     rng = np.random.default_rng(seed)
-    perm = rng.permutation(n)
-    halves = (np.sort(perm[: n // 2]), np.sort(perm[n // 2:]))
+    halves = split_halves(rng, n)
     shuffled = latents[rng.permutation(n)]  # same values, association with the stars broken
     features = {"latents": latents, "controls": controls,
                 "controls_latents": np.column_stack([controls, latents]),
