@@ -250,6 +250,7 @@ def test_a_session_file_with_nan_or_infinity_is_refused_whole(store):
     app = _shared_app(store)
     star = store.catalog["APOGEE_ID"].iloc[4]
     app.session.select_star(store.catalog["APOGEE_ID"].iloc[1])
+    app.tab = "star"  # the shared app may be on any tab after earlier tests
     before = persist.view_state(app.views["star"])
     for bad, where in ((b'"latent": {"z": [0.5, NaN]}', "views.latent.z[1]"),
                        (b'"star": {"zoom_window": Infinity}', "views.star.zoom_window"),
