@@ -51,6 +51,24 @@ OBJECTIVES = {
                            ["--adversary", "30000", "--adversary-controls", "measured"]),
     "adversary": ("+ adversary λ=3e4 on μ + controls (TRUE_* on a mock)",
                   ["--adversary", "30000"]),
+    "hsic-controls-3e5": ("+ HSIC λ=3e5 between μ and the label residuals after a quadratic "
+                          "fit on the controls (TRUE_* on a mock)",
+                          ["--hsic", "3e5", "--hsic-controls", "auto"]),
+    "hsic-joint-3e5": ("+ HSIC λ=3e5 between [μ, controls] and the label residuals after a "
+                       "quadratic fit on the controls (TRUE_* on a mock)",
+                       ["--hsic", "3e5", "--hsic-controls", "auto", "--hsic-joint"]),
+    "hsic-3e5-ms": ("hsic-3e5 with the latent kernel at 0.1× and 1× the median bandwidth²",
+                    ["--hsic", "3e5", "--hsic-scales", "0.1,1"]),
+    "hsic-3e5-pl-3e5": ("hsic-3e5 + per-latent HSIC λ=3e5 (mean over latents of the HSIC "
+                        "between one latent mean and the labels)",
+                        ["--hsic", "3e5", "--hsic-per-latent", "3e5"]),
+    "hsic-3e5-pl-1e6": ("hsic-3e5 + per-latent HSIC λ=1e6",
+                        ["--hsic", "3e5", "--hsic-per-latent", "1e6"]),
+    "pl-1e6": ("per-latent HSIC λ=1e6 alone", ["--hsic-per-latent", "1e6"]),
+    "noredraw": ("plain, decoding with the catalog labels as they are (no re-draw from "
+                 "their errors)", ["--no-label-redraw"]),
+    "noredraw-hsic-3e5": ("hsic-3e5 without the label re-draw",
+                          ["--hsic", "3e5", "--no-label-redraw"]),
 }
 
 
