@@ -78,8 +78,8 @@ class RangeFilterTable(pn.widgets.Tabulator):
                 except SubsetError:
                     masks.append(np.zeros(len(df), dtype=bool))
             else:
-                masks.append(values.astype(str).str.contains(str(text), case=False,
-                                                             regex=False).to_numpy())
+                masks.append(np.array(values.astype(str).str.contains(  # a writable copy
+                    str(text), case=False, regex=False), dtype=bool))
         return masks
 
 
