@@ -65,6 +65,11 @@ OBJECTIVES = {
     "hsic-3e5-pl-1e6": ("hsic-3e5 + per-latent HSIC λ=1e6",
                         ["--hsic", "3e5", "--hsic-per-latent", "1e6"]),
     "pl-1e6": ("per-latent HSIC λ=1e6 alone", ["--hsic-per-latent", "1e6"]),
+    "true-noredraw": ("diagnostic: plain without re-draw on a copy of the stores whose "
+                      "TEFF/LOGG/FE_H are the TRUE_* values (exact injected labels)",
+                      ["--no-label-redraw"]),
+    "true-noredraw-hsic-3e5": ("diagnostic: hsic-3e5 without re-draw on the exact-label copies",
+                               ["--hsic", "3e5", "--no-label-redraw"]),
     "noredraw": ("plain, decoding with the catalog labels as they are (no re-draw from "
                  "their errors)", ["--no-label-redraw"]),
     "noredraw-hsic-3e5": ("hsic-3e5 without the label re-draw",
@@ -147,7 +152,8 @@ def main() -> int:
         t = train(name, OBJECTIVES[name][1], args, env)
         e = evaluate(name, args, env)
         rows.append({**row(name, t, e, args.tag), "epochs_cap": args.epochs,
-                     "max_minutes": args.max_minutes})
+                     "max_minutes": args.max_minutes, "train_store": args.train_store,
+                     "eval_store": args.eval_store})
         print(json.dumps(rows[-1]), flush=True)
     if RESULTS.is_file():  # keep the other rounds
         old = json.loads(RESULTS.read_text()).get("rows", [])

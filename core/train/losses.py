@@ -150,5 +150,19 @@ def with_per_latent_penalty(terms: dict, mu: torch.Tensor, y: torch.Tensor, weig
             "hsic_latent_term": weight * dep}
 
 
+#: Smallest prior spread of a label correction δy (z-score units): a star whose catalog
+#: error is 0 or missing still gets a proper prior.
+OFFSET_PRIOR_FLOOR = 1e-3
+
+
+def offset_kl(mu: torch.Tensor, logvar: torch.Tensor, prior_sd: torch.Tensor) -> torch.Tensor:
+    """KL(N(μ, σ²) ‖ N(0, s²)) of the label corrections, summed over labels, per spectrum
+    (mean over the batch): ½ Σ [(σ² + μ²)/s² − 1 − log σ² + log s²]."""
+    mu, logvar = mu.float(), logvar.float()
+    var_p = prior_sd.float().clamp_min(OFFSET_PRIOR_FLOOR).pow(2)
+    kl = 0.5 * ((logvar.exp() + mu**2) / var_p - 1.0 - logvar + var_p.log())
+    return kl.sum(dim=-1).mean()
+
+
 #: Loss terms written to the training log, in column order.
 LOG_TERMS = ("total", "recon", "kl", "mi", "kl_term", "sep_term", "chi2_nu")

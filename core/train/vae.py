@@ -31,6 +31,7 @@ from .decorrelate import decorrelate_latents
 from .losses import (
     ERROR_FLOOR,
     LOG_TERMS,
+    offset_kl,
     vae_loss,
     with_dependence_penalty,
     with_per_latent_penalty,
@@ -89,6 +90,9 @@ class VAETrainSettings(TrainSettings):
     #: weight of the mean over latents of the normalised HSIC between one latent mean and
     #: the injected labels (0: off)
     hsic_per_latent: float = 0.0
+    #: label-correction latents δy (core.models.vae.VAEConfig.label_offsets): the decoder
+    #: gets y + δy, δy with prior N(0, catalog error²) and weight 1 on its KL
+    label_offsets: bool = False
     #: weight λ of the adversarial label predictor on the free latents (gradient reversal,
     #: core.train.adversary; 0: off)
     adversary: float = 0.0
@@ -159,6 +163,11 @@ class VAETask(TrainTask):
         p.add_argument("--no-label-redraw", dest="redraw_labels", action="store_const",
                        const=False, default=None, help="decode with the catalog labels as "
                        "they are instead of re-drawing them from their errors on every pass")
+        p.add_argument("--label-offsets", dest="label_offsets", action="store_const",
+                       const=True, default=None, help="give the encoder one label-correction "
+                       "latent δy per injected label (prior N(0, catalog error²)) and decode with "
+                       "labels + δy in training, so that the free latents need not carry the "
+                       "catalog's label errors; inference decodes the labels as given (δy = 0)")
         p.add_argument("--hsic", type=float, default=None,
                        help="weight of a normalised-HSIC penalty between latent means and "
                        "injected labels (non-linear dependence; default 0 = off; 3e5 "
@@ -236,7 +245,7 @@ class VAETask(TrainTask):
     def new_model(self, info) -> SpectrumVAE:
         s, store = self.settings, self.store
         overrides = {"n_pix": store.grid.n_pix, "grid": store.grid.name, "n_latent": s.n_latent,
-                     "label_names": tuple(s.labels)}
+                     "label_names": tuple(s.labels), "label_offsets": bool(s.label_offsets)}
         if s.encoder_widths:
             overrides["encoder_widths"] = tuple(s.encoder_widths)
         if s.decoder_widths:
@@ -264,7 +273,8 @@ class VAETask(TrainTask):
         # the starting model fixes the architecture: record it, not the preset's widths
         self.settings = dataclasses.replace(
             s, encoder_widths=list(model.config.encoder_widths),
-            decoder_widths=list(model.config.decoder_shape), n_latent=model.config.n_latent)
+            decoder_widths=list(model.config.decoder_shape), n_latent=model.config.n_latent,
+            label_offsets=model.config.label_offsets)
         return model
 
     def sources(self, info):
@@ -295,6 +305,8 @@ class VAETask(TrainTask):
             terms = (*terms, "hsic", "hsic_term")
         if settings.hsic_per_latent:
             terms = (*terms, "hsic_latent", "hsic_latent_term")
+        if settings.label_offsets:
+            terms = (*terms, "kl_offset")
         if settings.adversary:
             terms = (*terms, "adv_r2", "adv_excess", "adv_term")
         self.terms = terms
@@ -305,6 +317,10 @@ class VAETask(TrainTask):
         out = model(batch["flux"], batch["weight"] > 0, batch["labels"], err, sample=True)
         terms = vae_loss(out, batch["flux"], batch["weight"], s.beta, s.gamma)
         raw = model.module if hasattr(model, "module") else model  # DDP wraps it
+        if raw.config.label_offsets:
+            kl = offset_kl(out["offset_mu"], out["offset_logvar"],
+                           raw.scale_label_errors(batch["label_err"]))
+            terms = {**terms, "total": terms["total"] + kl, "kl_offset": kl}
         if s.hsic:
             target = (raw.scale_labels(batch["labels"]) if s.hsic_controls == "none"
                       else self.hsic_target.index_select(0, batch["rows"]))
