@@ -65,6 +65,10 @@ OBJECTIVES = {
     "hsic-3e5-pl-1e6": ("hsic-3e5 + per-latent HSIC λ=1e6",
                         ["--hsic", "3e5", "--hsic-per-latent", "1e6"]),
     "pl-1e6": ("per-latent HSIC λ=1e6 alone", ["--hsic-per-latent", "1e6"]),
+    "offsets": ("label-correction latents δy (prior N(0, catalog error²), decoder gets y + δy), "
+                "no re-draw", ["--label-offsets", "--no-label-redraw"]),
+    "offsets-hsic-3e5": ("offsets + HSIC λ=3e5 between μ and the labels",
+                         ["--label-offsets", "--no-label-redraw", "--hsic", "3e5"]),
     "true-noredraw": ("diagnostic: plain without re-draw on a copy of the stores whose "
                       "TEFF/LOGG/FE_H are the TRUE_* values (exact injected labels)",
                       ["--no-label-redraw"]),
