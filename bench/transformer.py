@@ -211,9 +211,15 @@ def _whole_store(args) -> dict:
         torch.set_num_threads(before)
         n = len(store)
     return {"when": _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat(),
-            "machine": platform.machine(), "cpus": os.cpu_count(), "model": str(model_dir),
+            "machine": platform.machine(), "cpus": os.cpu_count(), "model": _shown(model_dir),
             "store": args.infer_store or f"mock survey, {n} stars, seed 5", "n_spectra": n,
             "repeats": args.repeats, "reference_n": args.reference_n, "threads": per_threads}
+
+
+def _shown(path) -> str:
+    """A path inside the repository relative to it (results stay comparable across clones)."""
+    p = Path(path).resolve()
+    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p)
 
 
 def _reference_rate(pred, store, n: int) -> tuple[float, float]:
