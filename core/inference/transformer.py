@@ -9,6 +9,12 @@ log-variance, and the patches are combined by inverse predicted variance.  Catal
   the star and the model's errors, so they are not independent measurements);
 * ``TF_NPIX`` — good pixels read (0: none, every other column NaN).
 
+Speed: every star's patches are batched with other stars' into passes of ``patch_batch``
+patches through the model's inference plan (:class:`~core.models.transformer.InferencePlan`,
+equal to the forward to float rounding), the wavelength encoding of the grid is computed
+once, and on the CPU the passes run on ``threads`` worker threads (default: torch's count)
+with one torch thread each.
+
 A model fine-tuned with ``--wave-range A B`` reads only that range here too (its config
 records it); ``wave_range=`` when loading chooses another.
 
