@@ -69,6 +69,12 @@ OBJECTIVES = {
                 "no re-draw", ["--label-offsets", "--no-label-redraw"]),
     "offsets-hsic-3e5": ("offsets + HSIC λ=3e5 between μ and the labels",
                          ["--label-offsets", "--no-label-redraw", "--hsic", "3e5"]),
+    "hsic-3e5-wide": ("hsic-3e5 with a wider decoder (256, 256 hidden instead of 64, 128): "
+                      "room to model the labels' effect without the latents' help",
+                      ["--hsic", "3e5", "--decoder-widths", "256,256"]),
+    "hsic-3e5-beta3": ("hsic-3e5 with β=3 (less prior pull on the latent means, whose "
+                       "label-dependent shrinkage can give the labels away)",
+                       ["--hsic", "3e5", "--beta", "3"]),
     "true-noredraw": ("diagnostic: plain without re-draw on a copy of the stores whose "
                       "TEFF/LOGG/FE_H are the TRUE_* values (exact injected labels)",
                       ["--no-label-redraw"]),
