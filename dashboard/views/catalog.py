@@ -15,8 +15,11 @@ LOGG < 2``, checked and evaluated by :mod:`core.subsets`, never run as Python), 
 earlier subsets, can be combined (union, intersection, difference of the ticked ones), are
 drawn in every panel in their own colours (datashaded, like the rest) and can limit the
 table.  They live in :class:`~dashboard.state.SubsetState`, apart from the brushed selection
-and the focused star, and are saved in session files (:mod:`dashboard.persist`).  The
-table's numeric header filters read ranges (``4000..4500``, ``>4500``, ``<2``), on the server.
+and the focused star, and are saved in session files (:mod:`dashboard.persist`).  Numeric
+table columns are filtered by ranges typed in boxes above the table (``4000..4500``,
+``>4500``, ``<2``; :func:`core.subsets.range_mask`, on the server), text columns by the
+header boxes ('contains').  Tabulator's own header filters cannot do ranges: the browser
+filters each page again with the same function, and a custom one cannot be sent back.
 
 Why not ``hv.link_selections``: on this 2-core machine one selection event over a 4-column
 corner of 20k stars took 25-43 s through HoloViews (every stream refreshed every panel), and
@@ -33,7 +36,6 @@ import pandas as pd
 import panel as pn
 import param
 from bokeh.models import NumberFormatter
-from panel.io.model import JSCode
 
 from core.subsets import SubsetError, make_subset, range_expression, range_mask, references
 
@@ -56,33 +58,6 @@ COMBINE = {"union": " | ", "intersection": " & ", "difference": " & ~"}
 RANGE_HINT = "4000..4500, >4500"
 
 
-class RangeFilterTable(pn.widgets.Tabulator):
-    """A Tabulator whose header boxes filter on the server: numeric columns by ranges
-    (``4000..4500``, ``>4500``, ``<=2``, or a number: what rounds to it, see
-    :func:`core.subsets.range_mask`), text columns by 'contains'.  Text that is not a range
-    matches nothing (the view says why).  The browser's own filtering is switched off
-    (a filter function that keeps every row): the server sends the filtered page."""
-
-    def _get_header_filters(self, df: pd.DataFrame) -> list[np.ndarray]:
-        masks = []
-        for filt in self.filters or []:
-            col, text = filt.get("field"), filt.get("value")
-            if isinstance(text, list):
-                text = text[0] if len(text) == 1 else ""
-            if col not in df.columns or text is None or not str(text).strip():
-                continue
-            values = df[col]
-            if is_number_column(values):
-                try:
-                    masks.append(range_mask(values.to_numpy(), str(text)))
-                except SubsetError:
-                    masks.append(np.zeros(len(df), dtype=bool))
-            else:
-                masks.append(np.array(values.astype(str).str.contains(  # a writable copy
-                    str(text), case=False, regex=False), dtype=bool))
-        return masks
-
-
 def is_number_column(values: pd.Series) -> bool:
     return pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
 
@@ -102,6 +77,8 @@ class CatalogView(pn.viewable.Viewer):
     color_by = param.Selector(default="count", objects=["count"], check_on_set=True)
     cnorm = param.Selector(default="eq_hist", objects=["eq_hist", "log", "linear"])
     mode = param.Selector(default=next(iter(SELECT_MODES)), objects=list(SELECT_MODES))
+    range_filters = param.Dict(default={}, doc="numeric table column → range text "
+                                               "('4000..4500', '>4500', '<2')")
 
     #: saved in session files (the keys of the old per-widget state)
     session_params = ("axes", "color_by", "cnorm", "mode")
@@ -140,19 +117,26 @@ class CatalogView(pn.viewable.Viewer):
         cat = store.catalog
         self.table_columns = [c for c in TABLE_FIRST if c in cat.columns]
         self._table_frame = cat[self.table_columns]
-        keep_all = JSCode("function(){ return true; }")  # the server filters (see the class)
-        self.table = RangeFilterTable(
+        self.number_columns = [c for c in self.table_columns if is_number_column(cat[c])]
+        self.table = pn.widgets.Tabulator(
             self._table_frame, pagination="remote", page_size=12, show_index=False,
-            header_filters={c: {"type": "input", "func": keep_all,
-                                "placeholder": RANGE_HINT if is_number_column(cat[c])
-                                else "contains"} for c in self.table_columns},
+            header_filters={c: {"type": "input", "func": "like", "placeholder": "contains"}
+                            for c in self.table_columns if c not in self.number_columns},
             disabled=True, selectable=1, sizing_mode="stretch_width",
             height=430, theme="simple", layout="fit_data_stretch", css_classes=["ss-table"],
             formatters={c: NumberFormatter(format="0" if c in ("TEFF", "SNR") else "0.000")
                         for c in self.table_columns if pd.api.types.is_float_dtype(cat[c])},
         )
         self.table.param.watch(self._on_table_select, "selection")
-        self.table.param.watch(lambda e: self._on_table_filters(), "filters")
+        self.table.add_filter(pn.bind(self._range_mask, texts=self.param.range_filters))
+        self.range_inputs = {}
+        for c in self.number_columns:
+            box = pn.widgets.TextInput(label=short_label(c), placeholder=RANGE_HINT, width=118,
+                                       css_classes=["ss-range-filter", f"ss-range-{c}"])
+            box.param.watch(lambda e, c=c: self._on_range_input(c, e.new), "value")
+            self.range_inputs[c] = box
+        self.param.watch(lambda e: self._on_table_filters(), "range_filters")
+        self.table.param.watch(lambda e: self._update_table_title(), "filters")
         self.table_title = pn.pane.Markdown("", css_classes=["ss-table-title"],
                                             margin=(10, 10, 0, 10))
         self.filter_message = pn.pane.Alert("", alert_type="warning", visible=False,
@@ -445,33 +429,41 @@ class CatalogView(pn.viewable.Viewer):
         return True
 
     def expression_from_filters(self) -> str:
-        """Put the table's numeric header filters in the expression box, as a subset
+        """Put the table's range filters in the expression box, as a subset
         expression (``TEFF >= 4000 & TEFF <= 4500 & LOGG < 2``) to name and add."""
         parts = []
-        for col, text in self._header_filters():
-            if is_number_column(self._table_frame[col]):
-                try:
-                    parts.append(range_expression(col, text))
-                except SubsetError:
-                    continue
+        for col, text in self._range_texts():
+            try:
+                parts.append(range_expression(col, text))
+            except SubsetError:
+                continue
         if not parts:
-            self._subset_problem("no numeric header filter to turn into a subset: type a range "
-                                 "such as 4000..4500 in a number column's header box")
+            self._subset_problem("no range filter to turn into a subset: type a range such as "
+                                 "4000..4500 in a box above the table")
             return ""
         self._subset_problem(None)
         text = " & ".join(parts)
         self.expr_input.param.update(value=text, value_input=text)
         return text
 
-    def _header_filters(self) -> list[tuple[str, str]]:
-        out = []
-        for filt in self.table.filters or []:
-            col, text = filt.get("field"), filt.get("value")
-            if isinstance(text, list):
-                text = text[0] if len(text) == 1 else ""
-            if col in self._table_frame.columns and text is not None and str(text).strip():
-                out.append((col, str(text)))
-        return out
+    def _range_texts(self) -> list[tuple[str, str]]:
+        return [(c, str(t)) for c, t in self.range_filters.items()
+                if c in self.number_columns and str(t).strip()]
+
+    def _range_mask(self, df: pd.DataFrame, texts: dict) -> np.ndarray:
+        """The table's range filters as a row mask (Tabulator's function filter); text that
+        is not a range matches nothing (the view says why)."""
+        mask = np.ones(len(df), dtype=bool)
+        for col, text in texts.items():
+            if col in df.columns and str(text).strip():
+                try:
+                    mask &= range_mask(df[col].to_numpy(), str(text))
+                except SubsetError:
+                    mask[:] = False
+        return mask
+
+    def _on_range_input(self, col: str, text: str) -> None:
+        self.range_filters = {**self.range_filters, col: text or ""}
 
     def _on_subsets(self) -> None:
         """The subsets changed (made, deleted, shown, restored): legend, widgets, plot, table."""
@@ -514,7 +506,7 @@ class CatalogView(pn.viewable.Viewer):
 
     # -- table ----------------------------------------------------------------------------
     def table_rows(self) -> np.ndarray | None:
-        """Catalog rows the table lists before its header filters: the brushed selection,
+        """Catalog rows the table lists before its own filters: the brushed selection,
         narrowed to the table's subset; None for every row."""
         rows = self.selection.rows if self.selection.active else None
         subset = self.subsets.get(self.subsets.table)
@@ -529,12 +521,11 @@ class CatalogView(pn.viewable.Viewer):
 
     def _on_table_filters(self) -> None:
         problems = []
-        for col, text in self._header_filters():
-            if is_number_column(self._table_frame[col]):
-                try:
-                    range_expression(col, text)
-                except SubsetError as exc:
-                    problems.append(f"{col}: {exc}")
+        for col, text in self._range_texts():
+            try:
+                range_expression(col, text)
+            except SubsetError as exc:
+                problems.append(f"{col}: {exc}")
         self.filter_message.object = html.escape("; ".join(problems))
         self.filter_message.visible = bool(problems)
         self._update_table_title()
@@ -546,15 +537,16 @@ class CatalogView(pn.viewable.Viewer):
         if self.selection.active:
             limits.append("the selection")
         n = len(self.table.value)
-        if self._header_filters():
-            limits.append("header filters")
+        if self._range_texts() or any(str(f.get("value") or "").strip()
+                                      for f in self.table.filters or []):
+            limits.append("table filters")
             n = len(self.table.current_view)
         total = len(self._table_frame)
         what = f"**{n:,}** of {total:,} stars" if limits else f"all **{total:,}** stars"
         self.table_title.object = (
             f"#### Catalog table: {what}" + (f" ({' ∩ '.join(limits)})" if limits else "")
-            + "\n\nHeader boxes filter: numbers by range (`4000..4500`, `>4500`, `<2`), text "
-              "by 'contains'. Click a row to open the star.")
+            + "\n\nFilter numbers by range in the boxes below (`4000..4500`, `>4500`, `<2`, "
+              "then Enter), text in the header boxes ('contains'). Click a row to open the star.")
 
     # -- layout ---------------------------------------------------------------------------
     def __panel__(self):
@@ -576,4 +568,5 @@ class CatalogView(pn.viewable.Viewer):
             sizing_mode="stretch_width", css_classes=["ss-subsets"])
         return pn.Column(
             controls, subsets, self.count, self.corner_pane, self.table_title,
+            pn.FlexBox(*self.range_inputs.values(), gap="0px 8px", sizing_mode="stretch_width"),
             self.filter_message, self.table, sizing_mode="stretch_width")
