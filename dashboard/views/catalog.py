@@ -55,7 +55,7 @@ SUBSET_COLOURS = ("#1f77b4", "#2ca02c", "#9467bd", "#17becf", "#8c564b", "#e377c
                   "#bcbd22", "#7f7f7f")
 ALL_ROWS = "all stars"
 COMBINE = {"union": " | ", "intersection": " & ", "difference": " & ~"}
-RANGE_HINT = "4000..4500, >4500"
+RANGE_HINT = "e.g. 4000..4500"
 
 
 def is_number_column(values: pd.Series) -> bool:

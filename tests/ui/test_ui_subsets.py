@@ -17,7 +17,10 @@ EXPRESSION = "TEFF < 4800 & LOGG < 3"
 
 
 def open_catalog(page, url: str):
-    page.goto(url + "?tab=catalog", timeout=LOAD_MS)
+    """The app, then its Catalog tab, as a user gets there."""
+    page.goto(url, timeout=LOAD_MS)
+    page.wait_for_selector(".ss-spectrum-plot", timeout=LOAD_MS)
+    page.locator(".bk-tab", has_text="Catalog").first.click()
     count = page.locator(".ss-selection-count")
     expect(count).to_contain_text("No selection", timeout=LOAD_MS)
     page.locator(".ss-corner .bk-Figure").nth(1).wait_for(timeout=LOAD_MS)
