@@ -135,7 +135,8 @@ class CatalogView(pn.viewable.Viewer):
                                        css_classes=["ss-range-filter", f"ss-range-{c}"])
             box.param.watch(lambda e, c=c: self._on_range_input(c, e.new), "value")
             self.range_inputs[c] = box
-        self.param.watch(lambda e: self._on_table_filters(), "range_filters")
+        self.param.watch(lambda e: (self._show_range_filters(), self._on_table_filters()),
+                         "range_filters")
         self.table.param.watch(lambda e: self._update_table_title(), "filters")
         self.table_title = pn.pane.Markdown("", css_classes=["ss-table-title"],
                                             margin=(10, 10, 0, 10))
@@ -463,7 +464,35 @@ class CatalogView(pn.viewable.Viewer):
         return mask
 
     def _on_range_input(self, col: str, text: str) -> None:
-        self.range_filters = {**self.range_filters, col: text or ""}
+        if str(self.range_filters.get(col, "")) != (text or ""):
+            self.range_filters = {**self.range_filters, col: text or ""}
+
+    def extra_state(self) -> dict:
+        """The table's range filters, when any (so older session files compare equal)."""
+        texts = dict(self._range_texts()) if self.available else {}
+        return {"range_filters": texts} if texts else {}
+
+    def restore_extra(self, state: dict, sync: bool = False) -> list[str]:
+        if not self.available:
+            return []
+        saved = state.get("range_filters", {})
+        if not isinstance(saved, dict):
+            return ["range_filters: not restored (not a JSON object)"]
+        keep, notes = {}, []
+        for col, text in saved.items():
+            if col in self.number_columns and isinstance(text, str) and len(text) <= 100:
+                keep[col] = text
+            else:
+                notes.append(f"range filter on {str(col)[:40]!r} not restored")
+        self.range_filters = keep
+        return notes
+
+    def _show_range_filters(self) -> None:
+        """Range filters set elsewhere (a restored session) appear in their boxes."""
+        for col, box in self.range_inputs.items():
+            text = str(self.range_filters.get(col, ""))
+            if box.value != text:
+                box.value = text
 
     def _on_subsets(self) -> None:
         """The subsets changed (made, deleted, shown, restored): legend, widgets, plot, table."""

@@ -102,5 +102,6 @@ def test_make_a_subset_see_it_in_the_table_and_restore_it(page, dashboard, artif
     expect(legend).to_contain_text(f"{expected:,} stars")
     expect(table_title(page)).to_contain_text(re.compile(
         rf"{expected:,} of {n:,} stars \(subset cool_giants"), timeout=SHORT_MS)
+    expect(page.locator(".ss-selection-count")).to_contain_text("No selection", timeout=LOAD_MS)
     page.wait_for_timeout(1500)
     page.screenshot(path=artifacts / "21-catalog-subset-restored.png", full_page=True)
