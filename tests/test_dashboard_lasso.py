@@ -412,3 +412,18 @@ def test_the_app_view_shares_the_sessions_subsets(store):
     view.add_subset("TEFF < 4500", "cool")
     assert [s.name for s in session.subsets.subsets] == ["cool"]
     assert not session.selection.active and session.focus.star_id == ""  # kept apart
+
+
+def test_a_box_selection_becomes_a_subset_expression_but_a_lasso_does_not(view):
+    assert view.expression_from_selection() == "" and "nothing is selected" in \
+        view.subset_message.object
+    view.select_box("TEFF", "LOGG", (4200, 5000, 1.5, 3.0))
+    view.mode = "new shape narrows"
+    view.select_box("FE_H", None, (-0.5, 0.4))
+    text = view.expression_from_selection()
+    assert text == ("TEFF >= 4200 & TEFF <= 5000 & LOGG >= 1.5 & LOGG <= 3 & "
+                    "FE_H >= -0.5 & FE_H <= 0.4") == view.expr_input.value
+    subset = view.add_subset(name="boxed")
+    np.testing.assert_array_equal(subset.rows, view.selection.rows)
+    view.select_lasso("TEFF", "LOGG", [4100.0, 5400.0, 4300.0], [1.2, 2.0, 3.4])
+    assert view.expression_from_selection() == "" and "lasso" in view.subset_message.object

@@ -114,6 +114,8 @@ class CatalogView(pn.viewable.Viewer):
         self.clear_button.on_click(lambda e: self.clear_selection())
         self.corner_pane = pn.pane.Bokeh(None, css_classes=["ss-corner"])
         self.constraints: list[str] = []
+        #: the selection as subset expressions, one per shape (None for a lasso)
+        self.constraint_exprs: list[str | None] = []
         cat = store.catalog
         self.table_columns = [c for c in TABLE_FIRST if c in cat.columns]
         self._table_frame = cat[self.table_columns]
@@ -198,9 +200,11 @@ class CatalogView(pn.viewable.Viewer):
         """Select the stars in a box of panel (xcol, ycol), or an x span of a histogram."""
         mask = corner.box_mask(self.frame, xcol, box[:2], ycol, box[2:] if ycol else None)
         text = self._describe(xcol, box[:2])
+        expr = self._between(xcol, box[:2])
         if ycol:
             text += " and " + self._describe(ycol, box[2:])
-        self._select(mask, text, (xcol, ycol or xcol), box=box)
+            expr += " & " + self._between(ycol, box[2:])
+        self._select(mask, text, (xcol, ycol or xcol), box=box, expr=expr)
 
     def select_lasso(self, xcol: str, ycol: str, xs, ys) -> None:
         """Select the stars inside a lasso polygon (vertices xs, ys) of panel (xcol, ycol)."""
@@ -208,7 +212,13 @@ class CatalogView(pn.viewable.Viewer):
         text = f"lasso on {short_label(xcol)}–{short_label(ycol)} ({len(xs)} vertices)"
         self._select(mask, text, (xcol, ycol), lasso=(xs, ys))
 
-    def _select(self, mask: np.ndarray, text: str, panel, box=None, lasso=None) -> None:
+    @staticmethod
+    def _between(col: str, span) -> str:
+        lo, hi = sorted(map(float, span))
+        return f"{col} >= {lo:.9g} & {col} <= {hi:.9g}"
+
+    def _select(self, mask: np.ndarray, text: str, panel, box=None, lasso=None,
+                expr: str | None = None) -> None:
         """Make the rows in ``mask`` the selection, or narrow the current one to them, as the
         select mode says; ``text`` describes the new shape."""
         narrow = SELECT_MODES[self.mode] == "intersect" and self.selection.active
@@ -217,8 +227,10 @@ class CatalogView(pn.viewable.Viewer):
             keep[self.selection.rows] = True
             mask &= keep
             self.constraints.append(text)
+            self.constraint_exprs.append(expr)
         else:
             self.constraints = [text]
+            self.constraint_exprs = [expr]
         rows = np.flatnonzero(mask)
         self._own_selection = True
         try:
@@ -269,6 +281,7 @@ class CatalogView(pn.viewable.Viewer):
             return
         rows = event.new
         self.constraints = [] if rows is None else [self.selection.description]
+        self.constraint_exprs = [] if rows is None else [None]  # rows only, no shapes
         self._update_table()
         if self.plot is not None:
             self.plot.set_selection(rows)
@@ -276,6 +289,7 @@ class CatalogView(pn.viewable.Viewer):
 
     def _reset_selection(self) -> None:
         self.constraints = []
+        self.constraint_exprs = []
         self._own_selection = True
         try:
             self.selection.clear()
@@ -321,6 +335,9 @@ class CatalogView(pn.viewable.Viewer):
         self.from_filters_button = W.Button(label="From table filters", width=150,
                                             css_classes=["ss-subset-from-filters"])
         self.from_filters_button.on_click(lambda e: self.expression_from_filters())
+        self.from_selection_button = W.Button(label="From box selection", width=150,
+                                              css_classes=["ss-subset-from-selection"])
+        self.from_selection_button.on_click(lambda e: self.expression_from_selection())
         self.subset_message = pn.pane.Alert("", alert_type="danger", visible=False,
                                             css_classes=["ss-subset-problem"])
         self.subset_legend = pn.pane.HTML("", css_classes=["ss-subset-legend"], margin=(0, 10))
@@ -444,6 +461,21 @@ class CatalogView(pn.viewable.Viewer):
             return ""
         self._subset_problem(None)
         text = " & ".join(parts)
+        self.expr_input.param.update(value=text, value_input=text)
+        return text
+
+    def expression_from_selection(self) -> str:
+        """Put the box selection in the expression box (``TEFF >= 4040 & TEFF <= 4620 &
+        LOGG >= 1.1 & LOGG <= 2.4``), to name and add; a lasso cannot be written so."""
+        if not self.selection.active or not self.constraint_exprs:
+            self._subset_problem("nothing is selected: drag a box in a panel first")
+            return ""
+        if any(e is None for e in self.constraint_exprs):
+            self._subset_problem("this selection holds a lasso (or came from a session), which "
+                                 "an expression cannot describe: select with boxes")
+            return ""
+        self._subset_problem(None)
+        text = " & ".join(self.constraint_exprs)
         self.expr_input.param.update(value=text, value_input=text)
         return text
 
@@ -592,6 +624,7 @@ class CatalogView(pn.viewable.Viewer):
             pn.FlexBox(self.expr_input, self.name_input,
                        pn.Column(pn.Spacer(height=W), self.add_button),
                        pn.Column(pn.Spacer(height=W), self.from_filters_button),
+                       pn.Column(pn.Spacer(height=W), self.from_selection_button),
                        gap="0px 10px", sizing_mode="stretch_width"),
             self.subset_message, self.subset_legend, self.subset_tools,
             sizing_mode="stretch_width", css_classes=["ss-subsets"])
