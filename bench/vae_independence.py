@@ -72,6 +72,8 @@ OBJECTIVES = {
     "hsic-3e5-wide": ("hsic-3e5 with a wider decoder (256, 256 hidden instead of 64, 128): "
                       "room to model the labels' effect without the latents' help",
                       ["--hsic", "3e5", "--decoder-widths", "256,256"]),
+    "wide": ("plain with the wider decoder (256, 256): does decoder capacity set the leak?",
+             ["--decoder-widths", "256,256"]),
     "hsic-3e5-beta3": ("hsic-3e5 with β=3 (less prior pull on the latent means, whose "
                        "label-dependent shrinkage can give the labels away)",
                        ["--hsic", "3e5", "--beta", "3"]),
