@@ -13,6 +13,12 @@ On a synthetic store (``core.train.synthetic``, 7514-pixel grid):
 * attention: ``core.inference.attention.star_attention`` (every label, decoder layer and head
   and the rollout, over all the spectrum's patches), median ms per star over ``--stars``
   stars (one warm-up call excluded), with torch's default threads and with one thread;
+* whole-store inference of a trained model (default: the shipped demo) over a mock survey
+  (``--infer-n`` stars, or ``--infer-store``) with ``--threads`` 1 and 2: the runner's
+  spectra/s, median over ``--repeats``, beside the previous path (every star's patches
+  through the model's standard forward, 256 patches per pass on torch's own threads) on
+  ``--reference-n`` stars, and the load average; ``--whole-store-only`` runs just this part
+  (result key ``cpu/whole-store``);
 * the Attention view's star switch (server side): ``Session.select_star`` until the view has
   recomputed and redrawn, median ms (``AttentionView.last_redraw_ms``); a label switch too;
 * with ``--eval-model DIR --eval-store DIR``: ``stellarscope evaluate transformer``'s label
@@ -33,6 +39,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "bench" / "results" / "transformer.json"
@@ -51,7 +59,18 @@ def main(argv=None) -> dict:
     p.add_argument("--eval-store", default=None, help="the store to evaluate it on")
     p.add_argument("--eval-stars", type=int, default=1000)
     p.add_argument("--eval-attention-stars", type=int, default=100)
+    p.add_argument("--whole-store-only", action="store_true",
+                   help="only the whole-store inference figures")
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2],
+                   help="torch thread counts of the whole-store inference")
+    p.add_argument("--infer-model", default=None, help="default: the shipped demo transformer")
+    p.add_argument("--infer-store", default=None, help="default: a fresh mock survey")
+    p.add_argument("--infer-n", type=int, default=400, help="stars of that mock survey")
+    p.add_argument("--reference-n", type=int, default=48,
+                   help="stars run through the previous path (0: skip it)")
     args = p.parse_args(argv)
+    if args.whole_store_only:
+        return _save("cpu/whole-store", _whole_store(args))
 
     import numpy as np
     import pandas as pd
@@ -60,7 +79,6 @@ def main(argv=None) -> dict:
     from core.inference.predictor import SpectraBatch
     from core.inference.runner import run_store
     from core.inference.transformer import TransformerPredictor
-    from core.store.atomic import write_json_atomic
     from core.train import trainer as T
     from core.train.synthetic import synthetic_store
     from core.train.transformer import TransformerTask, TransformerTrainSettings
@@ -120,11 +138,115 @@ def main(argv=None) -> dict:
     }
     if args.eval_model and args.eval_store:
         result["evaluate"] = _evaluate(args)
+    _save(f"{device.type}/{args.preset}", result)
+    if device.type == "cpu":
+        _save("cpu/whole-store", _whole_store(args))
+    return result
+
+
+def _save(key: str, result: dict) -> dict:
+    from core.store.atomic import write_json_atomic
+
     print(json.dumps(result, indent=1))
     old = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    old[f"{device.type}/{args.preset}"] = result
+    old[key] = result
     write_json_atomic(RESULTS, old)
     return result
+
+
+def _whole_store(args) -> dict:
+    """Whole-store inference spectra/s of a trained model per thread count (medians), and
+    of the previous path on a few stars, with the load average around each measurement."""
+    import os
+
+    import torch
+
+    from core.inference.runner import run_store
+    from core.inference.transformer import TransformerPredictor
+    from core.models.families import get_family
+    from core.paths import SHIPPED_MODELS
+    from core.store import SpectraStore
+
+    model_dir = args.infer_model or str(SHIPPED_MODELS / get_family("transformer").demo)
+    before = torch.get_num_threads()
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.infer_store:
+            store = SpectraStore.open(args.infer_store)
+        else:
+            from core.mock import generate_mock_survey
+
+            generate_mock_survey(Path(tmp) / "mock", n_stars=args.infer_n, seed=5,
+                                 progress=False)
+            store = SpectraStore.open(Path(tmp) / "mock")
+        pred = TransformerPredictor.load(model_dir)
+        run_store(pred, store, rows=np.arange(min(16, len(store))), write=False,
+                  progress=False)                                 # warm-up
+        per_threads = {}
+        for threads in args.threads:
+            torch.set_num_threads(threads)
+            load = [os.getloadavg()[0]]
+            rates, cpu_rates = [], []
+            for _ in range(args.repeats):
+                cpu = time.process_time()
+                rates.append(run_store(pred, store, write=False, progress=False)["spectra_per_s"])
+                cpu_rates.append(round(len(store) / (time.process_time() - cpu), 1))
+            load.append(os.getloadavg()[0])
+            # spectra per CPU-second (all threads): what the CPU time allows when the
+            # threads are not starved by other work (threads × this bounds an idle machine)
+            entry = {"spectra_per_s_median": round(statistics.median(rates), 1),
+                     "spectra_per_s": rates,
+                     "spectra_per_cpu_s_median": statistics.median(cpu_rates),
+                     "spectra_per_cpu_s": cpu_rates, "load_1min": load}
+            if args.reference_n:
+                ref = [_reference_rate(pred, store, args.reference_n)
+                       for _ in range(args.repeats)]
+                load.append(os.getloadavg()[0])
+                entry["previous_path_spectra_per_s_median"] = round(
+                    statistics.median(r[0] for r in ref), 2)
+                entry["previous_path_spectra_per_s"] = [round(r[0], 2) for r in ref]
+                entry["previous_path_spectra_per_cpu_s_median"] = round(
+                    statistics.median(r[1] for r in ref), 1)
+            per_threads[str(threads)] = entry
+            print(f"whole-store inference, {threads} thread(s): {entry}", file=sys.stderr)
+        torch.set_num_threads(before)
+        n = len(store)
+    return {"when": _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat(),
+            "machine": platform.machine(), "cpus": os.cpu_count(), "model": _shown(model_dir),
+            "store": args.infer_store or f"mock survey, {n} stars, seed 5", "n_spectra": n,
+            "repeats": args.repeats, "reference_n": args.reference_n, "threads": per_threads}
+
+
+def _shown(path) -> str:
+    """A path inside the repository relative to it (results stay comparable across clones)."""
+    p = Path(path).resolve()
+    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p)
+
+
+def _reference_rate(pred, store, n: int) -> tuple[float, float]:
+    """spectra/s and spectra per CPU-second of the previous whole-store path: every star's
+    patches through the model's standard forward, 256 patches per pass, torch's own
+    threads, the wavelength encoding evaluated for every token."""
+    import torch
+
+    from core.inference.predictor import SpectraBatch
+    from core.inference.transformer import patch_arrays
+
+    rows = np.arange(min(n, len(store)))
+    t, cpu = time.perf_counter(), time.process_time()
+    for k in range(0, len(rows), 64):
+        batch = SpectraBatch.from_store(store, store.read(rows[k:k + 64]))
+        good = pred._good(batch)
+        f, e, w, mask, owner, _ = patch_arrays(batch.flux, batch.error, pred.grid.wavelength,
+                                               good, pred.model.config.context)
+        means, logvars = [], []
+        with torch.inference_mode():
+            for j in range(0, len(f), 256):
+                mean, logvar = pred.model(*(torch.from_numpy(a[j:j + 256])
+                                            for a in (f, e, w, mask)))
+                means.append(mean)
+                logvars.append(logvar)
+        pred._combine(torch.cat(means).numpy(), torch.cat(logvars).numpy(), owner, len(batch))
+    return len(rows) / (time.perf_counter() - t), len(rows) / (time.process_time() - cpu)
 
 
 def _view_figures(pred, store, rows) -> dict:

@@ -51,6 +51,33 @@ OBJECTIVES = {
                            ["--adversary", "30000", "--adversary-controls", "measured"]),
     "adversary": ("+ adversary λ=3e4 on μ + controls (TRUE_* on a mock)",
                   ["--adversary", "30000"]),
+    "hsic-controls-3e5": ("+ HSIC λ=3e5 between μ and the label residuals after a quadratic "
+                          "fit on the controls (TRUE_* on a mock)",
+                          ["--hsic", "3e5", "--hsic-controls", "auto"]),
+    "hsic-joint-3e5": ("+ HSIC λ=3e5 between [μ, controls] and the label residuals after a "
+                       "quadratic fit on the controls (TRUE_* on a mock)",
+                       ["--hsic", "3e5", "--hsic-controls", "auto", "--hsic-joint"]),
+    "hsic-3e5-ms": ("hsic-3e5 with the latent kernel at 0.1× and 1× the median bandwidth²",
+                    ["--hsic", "3e5", "--hsic-scales", "0.1,1"]),
+    "hsic-3e5-pl-3e5": ("hsic-3e5 + per-latent HSIC λ=3e5 (mean over latents of the HSIC "
+                        "between one latent mean and the labels)",
+                        ["--hsic", "3e5", "--hsic-per-latent", "3e5"]),
+    "hsic-3e5-pl-1e6": ("hsic-3e5 + per-latent HSIC λ=1e6",
+                        ["--hsic", "3e5", "--hsic-per-latent", "1e6"]),
+    "pl-1e6": ("per-latent HSIC λ=1e6 alone", ["--hsic-per-latent", "1e6"]),
+    "offsets": ("label-correction latents δy (prior N(0, catalog error²), decoder gets y + δy), "
+                "no re-draw", ["--label-offsets", "--no-label-redraw"]),
+    "offsets-hsic-3e5": ("offsets + HSIC λ=3e5 between μ and the labels",
+                         ["--label-offsets", "--no-label-redraw", "--hsic", "3e5"]),
+    "true-noredraw": ("diagnostic: plain without re-draw on a copy of the stores whose "
+                      "TEFF/LOGG/FE_H are the TRUE_* values (exact injected labels)",
+                      ["--no-label-redraw"]),
+    "true-noredraw-hsic-3e5": ("diagnostic: hsic-3e5 without re-draw on the exact-label copies",
+                               ["--hsic", "3e5", "--no-label-redraw"]),
+    "noredraw": ("plain, decoding with the catalog labels as they are (no re-draw from "
+                 "their errors)", ["--no-label-redraw"]),
+    "noredraw-hsic-3e5": ("hsic-3e5 without the label re-draw",
+                          ["--hsic", "3e5", "--no-label-redraw"]),
 }
 
 
@@ -129,7 +156,8 @@ def main() -> int:
         t = train(name, OBJECTIVES[name][1], args, env)
         e = evaluate(name, args, env)
         rows.append({**row(name, t, e, args.tag), "epochs_cap": args.epochs,
-                     "max_minutes": args.max_minutes})
+                     "max_minutes": args.max_minutes, "train_store": args.train_store,
+                     "eval_store": args.eval_store})
         print(json.dumps(rows[-1]), flush=True)
     if RESULTS.is_file():  # keep the other rounds
         old = json.loads(RESULTS.read_text()).get("rows", [])

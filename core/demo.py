@@ -20,12 +20,13 @@ DEMO_N_STARS = 20_000
 DEMO_SEED = 42
 
 #: Families whose shipped demo runs over the demo store when it is built (through the shared
-#: runner).  The emulator's would be a fit of every star (minutes of CPU): `infer emulator`
-#: or the Fit view's "Fit N selected" adds those columns on demand.  The transformer reads
-#: every pixel in 128-pixel patches: 6.2 spectra/s on one core of the shared 2-core CPU, so
-#: the 20,000 stars would take ~54 min; its TF_* columns come from `infer transformer` on
-#: demand (the Attention view works per star without them).
-DEMO_FAMILIES = ("vae",)
+#: runner, with a progress bar), in this order.  The emulator's would be a fit of every star
+#: (minutes of CPU): `infer emulator` or the Fit view's "Fit N selected" adds those columns on
+#: demand.  The transformer reads every good pixel in 128-pixel patches (~59 per star,
+#: ~0.9 GFLOP each): 28 spectra per CPU-second (bench/transformer.py --whole-store-only), so
+#: ~55 spectra/s on two idle cores, ~6 min for the 20,000 stars (13 spectra/s, ~25 min, on the
+#: 2-core CPU while other trainings kept it at load 6).
+DEMO_FAMILIES = ("vae", "transformer")
 
 
 @dataclass

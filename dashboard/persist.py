@@ -1,8 +1,9 @@
 """Save and restore a dashboard session as JSON.
 
 A session file records what a user set up, not data: the store it belongs to, the focused
-star and tab, the brushed catalog rows (a packed bitmask, so 733,901 rows cost ~120 kB), and
-each registered view's settings (its ``session_params`` and ``extra_state()``: overlays, zoom,
+star and tab, the brushed catalog rows (a packed bitmask, so 733,901 rows cost ~120 kB), the
+named subsets (name and expression only: each is re-evaluated on restore, and refused with a
+plain note when it no longer can be), and each registered view's settings (its ``session_params`` and ``extra_state()``: overlays, zoom,
 line filters, latent slider values, the Fit view's options and drawn mask).  Restoring
 re-reads everything through ``core``; the file is plain JSON, checked field by field (each
 value through its param's own checks), never executed or unpickled.
@@ -20,6 +21,7 @@ import numpy as np
 import param
 
 from core.errors import BadFileError
+from core.subsets import SubsetError, make_subset
 
 FORMAT = "stellarscope-session"
 #: 2: ``tab`` is the view's name ("fit"); version 1 files (a tab number) are still read.
@@ -151,6 +153,40 @@ def restore_view(view, state: dict, *, sync: bool = False) -> list[str]:
     return notes
 
 
+def subsets_document(subsets) -> dict | None:
+    """A :class:`~dashboard.state.SubsetState` as JSON: names and expressions, in order."""
+    if not subsets.subsets:
+        return None
+    return {"items": [{"name": s.name, "expression": s.expression} for s in subsets.subsets],
+            "shown": list(subsets.shown), "table": subsets.table}
+
+
+def restore_subsets(subsets, saved, catalog) -> list[str]:
+    """Re-evaluate saved subsets over ``catalog`` and put them in ``subsets`` (replacing the
+    ones there); returns notes on the subsets refused (a column that is gone, a changed
+    syntax, a subset built on a refused one) and why."""
+    if not isinstance(saved, dict) or not isinstance(saved.get("items"), list):
+        return ["subsets: not restored (the saved list is unreadable)"]
+    made, notes = [], []
+    for i, item in enumerate(saved["items"]):
+        if not (isinstance(item, dict) and isinstance(item.get("name"), str)
+                and isinstance(item.get("expression"), str)):
+            notes.append(f"subset {i + 1}: not restored (needs a name and an expression)")
+            continue
+        try:
+            made.append(make_subset(item["name"], item["expression"], catalog,
+                                    {s.name: s.mask for s in made}))
+        except SubsetError as exc:
+            notes.append(f"subset {item['name'][:40]!r} ({item['expression'][:200]}) not "
+                         f"restored: {exc}")
+    names = [s.name for s in made]
+    shown = saved.get("shown", names)
+    shown = [n for n in shown if n in names] if isinstance(shown, list) else names
+    table = saved.get("table") if saved.get("table") in names else ""
+    subsets.param.update(subsets=made, shown=shown, table=table)
+    return notes
+
+
 def session_document(app) -> dict:
     """What ``app`` (a :class:`dashboard.app.DashboardApp`) shows, as a JSON-ready dict."""
     ctx, session = app.context, app.session
@@ -165,6 +201,7 @@ def session_document(app) -> dict:
         "uploaded_star": focus.label if focus.source == "upload" else "",
         "tab": app.tab,
         "selection": None,
+        "subsets": subsets_document(session.subsets),
         "views": {name: view_state(view) for name, view in app.views.items()
                   if getattr(view, "session_params", ()) or hasattr(view, "extra_state")},
     }
@@ -195,7 +232,8 @@ def read_session(raw: bytes, name: str = "session.json") -> dict:
                            f"Stellarscope understands ({VERSION})")
     tab_kind = int if version < 2 else str
     for key, kinds in (("star", str), ("uploaded_star", str), ("tab", tab_kind), ("views", dict),
-                       ("store", (dict, type(None))), ("selection", (dict, type(None)))):
+                       ("store", (dict, type(None))), ("selection", (dict, type(None))),
+                       ("subsets", (dict, type(None)))):
         if key in doc and (not isinstance(doc[key], kinds) or isinstance(doc[key], bool)):
             expected = kinds.__name__ if isinstance(kinds, type) else f"{kinds[0].__name__} or null"
             raise BadFileError(name, f"field {key!r} should be {expected}")
@@ -245,6 +283,9 @@ def apply_session(app, doc: dict, name: str = "session.json", *, sync: bool = Fa
             notes += [f"{key} view: {n}" for n in restore_view(view, state, sync=sync)]
         except (KeyError, TypeError, ValueError) as exc:
             notes.append(f"{key} view settings skipped ({exc})")
+    if "subsets" in doc:  # a file saved without subsets clears the ones on screen
+        notes += restore_subsets(session.subsets, doc["subsets"] or {"items": []},
+                                 store.catalog)
     if doc.get("selection"):  # after the catalog view's columns, which redraw the corner plot
         for view in app.views.values():  # a view first built later starts its selection afresh
             if hasattr(view, "ensure_built"):

@@ -3,6 +3,7 @@
 * :class:`FocusState` — the one star on screen (``?star=APOGEE_ID``), its spectrum and the
   model spectra drawn over it.
 * :class:`SelectionState` — the catalog rows brushed in the corner plot.
+* :class:`SubsetState` — named subsets (``TEFF < 4500 & LOGG < 2``), apart from both.
 * :class:`ModelSlot` — one model family's loaded predictor, or why there is none.
 * :class:`AppContext` — the store, one slot per model family, and the messages meant for the
   user.
@@ -84,6 +85,30 @@ class SelectionState(param.Parameterized):
         return self.rows is not None
 
 
+class SubsetState(param.Parameterized):
+    """Named catalog subsets (``core.subsets.Subset``, in the order made: a subset may name
+    earlier ones), kept apart from the brushed selection and the focused star."""
+
+    subsets = param.List(default=[], doc="core.subsets.Subset objects, oldest first")
+    shown = param.List(default=[], doc="names drawn over the corner plot")
+    table = param.String(default="", doc="the subset the table is limited to ('' none)")
+
+    def masks(self) -> dict:
+        return {s.name: s.mask for s in self.subsets}
+
+    def get(self, name: str):
+        return next((s for s in self.subsets if s.name == name), None)
+
+    def add(self, subset, show: bool = True) -> None:
+        self.param.update(subsets=[*self.subsets, subset],
+                          shown=[*self.shown, subset.name] if show else self.shown)
+
+    def remove(self, name: str) -> None:
+        self.param.update(subsets=[s for s in self.subsets if s.name != name],
+                          shown=[n for n in self.shown if n != name],
+                          table="" if self.table == name else self.table)
+
+
 class ModelSlot(param.Parameterized):
     """One model family's place in the app: its loaded predictor, or why there is none."""
 
@@ -150,10 +175,12 @@ class Session(param.Parameterized):
     focus = param.ClassSelector(class_=FocusState)
     selection = param.ClassSelector(class_=SelectionState)
     context = param.ClassSelector(class_=AppContext)
+    subsets = param.ClassSelector(class_=SubsetState)
 
     def __init__(self, **params):
         params.setdefault("focus", FocusState())
         params.setdefault("selection", SelectionState())
+        params.setdefault("subsets", SubsetState())
         params.setdefault("context", AppContext())
         super().__init__(**params)
         if self.context.store is not None:

@@ -239,3 +239,163 @@ def test_a_finished_lasso_event_selects_and_other_events_do_not(view):
     np.testing.assert_array_equal(view.selection.rows, np.flatnonzero(expected))
     plot._on_geometry("TEFF", None, event(**square))  # a histogram has no lasso
     assert view.selection.description == "lasso on Teff–log g (4 vertices)"
+
+
+# -- named subsets in the catalog view ---------------------------------------------------------
+
+
+def rgb(colour: str) -> tuple[int, int, int]:
+    return tuple(int(colour[i:i + 2], 16) for i in (1, 3, 5))
+
+
+def pixel_colours(panel) -> tuple[np.ndarray, np.ndarray]:
+    """(the x of each column, the RGB of each opaque pixel per column) of a subsets image."""
+    data = panel["subsets"].data
+    img = np.asarray(data["image"][0], dtype=np.uint32)
+    x = data["x"][0] + (np.arange(img.shape[1]) + 0.5) * data["dw"][0] / img.shape[1]
+    return x, img
+
+
+def test_subsets_are_drawn_in_every_panel_in_their_own_colours(view):
+    teff = teff_logg(view)[0]
+    cool = view.add_subset("TEFF < 4500", "cool")
+    hot = view.add_subset("TEFF > 5000", "hot")
+    assert cool.count == (teff < 4500).sum() > 0 and hot.count == (teff > 5000).sum() > 0
+    blue, green = view._colour_of("cool"), view._colour_of("hot")
+    assert blue != green and "#e6550d" not in (blue, green)  # not the selection's orange
+    x, img = pixel_colours(view.plot.panels[("TEFF", "LOGG")])
+    alpha = img >> 24
+    opaque = alpha > 0
+    colours = np.stack([img & 0xFF, (img >> 8) & 0xFF, (img >> 16) & 0xFF], axis=-1)
+    left, right = opaque & (x < 4450)[None, :], opaque & (x > 5050)[None, :]
+    assert left.any() and right.any()
+    assert (colours[left] == rgb(blue)).all() and (colours[right] == rgb(green)).all()
+    assert not opaque[:, (x > 4550) & (x < 4950)].any()  # neither subset lives there
+    for key, p in view.plot.panels.items():  # every panel shows both
+        if p["y"] is None:
+            lines = p["subsets"].data
+            assert lines["color"] == [blue, green]
+            sums = [int(sum(ys[::2])) for ys in lines["ys"]]
+            assert sums == [cool.count, hot.count], key
+        else:
+            assert (np.asarray(p["subsets"].data["image"][0]) >> 24).any(), key
+    # the whole catalog turns grey under the subsets, which carry the colour
+    assert view.plot.panels[("TEFF", "LOGG")]["base_map"].palette[0] != "#440154"
+    legend = view.subset_legend.object
+    assert "<b>cool</b>" in legend and f"{cool.count:,}</span> stars" in legend
+    assert "TEFF &lt; 4500" in legend  # the user's text, escaped
+
+
+def test_hiding_a_subset_takes_it_off_the_plot_and_a_rebuild_keeps_it(view):
+    view.add_subset("LOGG < 2", "giants")
+    panel = view.plot.panels[("TEFF", "LOGG")]
+    assert len(panel["subsets"].data["image"]) == 1
+    view.show_choice.value = []
+    assert view.subsets.shown == [] and len(panel["subsets"].data["image"]) == 0
+    assert "(hidden)" in view.subset_legend.object
+    view.show_choice.value = ["giants"]
+    view.axes = ["LOGG", "FE_H"]  # a new corner plot draws the shown subsets at once
+    assert [n for n, _, _ in view.plot.subset_items] == ["giants"]
+    assert len(view.plot.panels[("LOGG", "FE_H")]["subsets"].data["image"]) == 1
+
+
+def test_a_subset_limits_the_table_and_combines_with_the_selection(view):
+    teff, logg = teff_logg(view)
+    cool = view.add_subset("TEFF < 4800", "cool")
+    assert len(view.table.value) == 60  # drawn, but the table still lists every star
+    view.table_choice.value = "cool"
+    assert view.subsets.table == "cool" and len(view.table.value) == cool.count
+    assert f"**{cool.count:,}** of 60 stars (subset cool)" in view.table_title.object
+    view.select_box("TEFF", "LOGG", (4000, 5500, 1.0, 2.5))
+    both = (teff < 4800) & (logg >= 1.0) & (logg <= 2.5)
+    np.testing.assert_array_equal(view.table.value.index, np.flatnonzero(both))
+    assert "(subset cool ∩ the selection)" in view.table_title.object
+    assert view.selection.count == ((logg >= 1.0) & (logg <= 2.5)).sum()  # selection unchanged
+    view.clear_selection()
+    view.table_choice.value = "all stars"
+    assert len(view.table.value) == 60 and view.subsets.table == ""
+
+
+def test_a_bad_expression_or_name_says_why_and_adds_nothing(view):
+    view.expr_input.value_input = "TEF < 4500 & LOGG < 2"
+    assert view.add_subset() is None
+    assert view.subset_message.visible and "unknown column or subset" in view.subset_message.object
+    assert "did you mean TEFF" in view.subset_message.object
+    assert view.add_subset("__import__('os').system('true')", "x") is None
+    assert "not allowed" in view.subset_message.object or "unknown function" in \
+        view.subset_message.object
+    assert view.add_subset("TEFF < 4500", "TEFF") is None
+    assert "is a catalog column" in view.subset_message.object
+    assert view.subsets.subsets == [] and not view.subset_tools.visible
+    view.expr_input.value_input = "TEFF < 4500"
+    assert view.add_subset().name == "s1" and not view.subset_message.visible
+    assert view.subset_tools.visible
+
+
+def test_union_intersection_difference_and_delete(view):
+    teff, logg = teff_logg(view)
+    a = view.add_subset("TEFF < 4800", "a")
+    b = view.add_subset("LOGG < 2", "b")
+    union = view.combine("union")
+    view.show_choice.value = ["a", "b"]
+    inter = view.combine("intersection")
+    view.show_choice.value = ["a", "b"]
+    diff = view.combine("difference")
+    assert (union.name, union.expression) == ("a_or_b", "a | b")
+    assert (inter.name, diff.expression) == ("a_and_b", "a & ~b")
+    np.testing.assert_array_equal(union.mask, a.mask | b.mask)
+    np.testing.assert_array_equal(inter.mask, (teff < 4800) & (logg < 2))
+    np.testing.assert_array_equal(diff.mask, a.mask & ~b.mask)
+    view.show_choice.value = ["a"]
+    assert view.combine("union") is None and "two or more" in view.subset_message.object
+    assert not view.delete_subset("a") and "used by a_or_b, a_and_b, a_not_b" in \
+        view.subset_message.object
+    for name in ("a_or_b", "a_and_b", "a_not_b", "a"):
+        assert view.delete_subset(name)
+    assert [s.name for s in view.subsets.subsets] == ["b"]
+    assert view.delete_choice.options == ["b"] and view.table_choice.options == ["all stars", "b"]
+
+
+def header_filter(view, **filters):
+    view.table.filters = [{"field": c, "type": "like", "value": v} for c, v in filters.items()]
+    return view.table.current_view
+
+
+def test_numeric_header_filters_read_ranges(view, store):
+    cat = store.catalog
+    shown = header_filter(view, TEFF="4200..4800")
+    np.testing.assert_array_equal(shown.index, np.flatnonzero(cat.TEFF.between(4200, 4800)))
+    shown = header_filter(view, TEFF=">4800", LOGG="<2")
+    assert len(shown) == ((cat.TEFF > 4800) & (cat.LOGG < 2)).sum() > 0
+    assert "header filters" in view.table_title.object and f"**{len(shown):,}**" in \
+        view.table_title.object
+    snr = round(float(cat.SNR.iloc[4]))  # "45" finds 45.3: what the user sees rounded
+    shown = header_filter(view, SNR=str(snr))
+    assert 4 in shown.index and len(shown) == ((cat.SNR >= snr - 0.5) & (cat.SNR < snr + 0.5)).sum()
+    shown = header_filter(view, APOGEE_ID=str(cat.APOGEE_ID.iloc[7])[2:8])  # text: contains
+    assert 7 in shown.index
+    assert not view.filter_message.visible
+    shown = header_filter(view, TEFF="hot")
+    assert len(shown) == 0 and view.filter_message.visible
+    assert "TEFF: filter &#x27;hot&#x27; not understood" in view.filter_message.object
+    # the filters become a subset expression, linked to the plot
+    header_filter(view, TEFF="4200..4800", LOGG="<2", APOGEE_ID="2M")
+    text = view.expression_from_filters()
+    assert text == "TEFF >= 4200 & TEFF <= 4800 & LOGG < 2" == view.expr_input.value
+    subset = view.add_subset(name="box")
+    assert subset.count == ((cat.TEFF >= 4200) & (cat.TEFF <= 4800) & (cat.LOGG < 2)).sum()
+    header_filter(view)
+    assert view.expression_from_filters() == "" and "no numeric header filter" in \
+        view.subset_message.object
+
+
+def test_the_app_view_shares_the_sessions_subsets(store):
+    from dashboard.views.registry import registered
+
+    session = Session(context=AppContext(store=store))
+    spec = next(s for s in registered() if s.name == "catalog")
+    view = spec.build(session)
+    assert view.subsets is session.subsets
+    view.add_subset("TEFF < 4500", "cool")
+    assert [s.name for s in session.subsets.subsets] == ["cool"]
+    assert not session.selection.active and session.focus.star_id == ""  # kept apart

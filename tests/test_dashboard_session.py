@@ -217,11 +217,12 @@ def test_any_session_bytes_parse_or_give_a_named_error(raw):
         assert doc["format"] == "stellarscope-session"
 
 
-SESSION_KEYS = ["star", "tab", "views", "selection", "store", "uploaded_star"]
+SESSION_KEYS = ["star", "tab", "views", "selection", "store", "uploaded_star", "subsets"]
 
 
 @given(st.dictionaries(st.sampled_from(SESSION_KEYS), json_values | st.dictionaries(
-    st.sampled_from(["path", "n_rows", "bitmask", "star", "latent", "fit", "catalog"]),
+    st.sampled_from(["path", "n_rows", "bitmask", "star", "latent", "fit", "catalog", "items",
+                     "shown", "table"]),
     json_values, max_size=4), max_size=6))
 @settings(max_examples=150, deadline=None)
 def test_restoring_odd_documents_never_crashes(store, fields):
@@ -288,3 +289,70 @@ def test_an_element_window_zoom_is_saved_and_restored(store):
     doc["views"]["star"]["zoom_window"] = "three"
     notes = persist.apply_session(app, doc, "w.json")
     assert "star view: zoom_window: 'three' is not a window number" in notes
+
+
+# -- named subsets ----------------------------------------------------------------------------
+
+
+def test_subsets_are_saved_by_expression_and_re_evaluated_on_restore(store):
+    app = make_app(store)
+    catalog = app.views["catalog"]
+    cool = catalog.add_subset("TEFF < 4600", "cool")
+    catalog.add_subset("LOGG < 2", "giants")
+    catalog.add_subset("cool & ~giants", "cool_dwarfs")
+    catalog.show_choice.value = ["cool", "cool_dwarfs"]
+    catalog.table_choice.value = "cool_dwarfs"
+    doc = json.loads(persist.dumps(persist.session_document(app)))
+    assert doc["subsets"] == {
+        "items": [{"name": "cool", "expression": "TEFF < 4600"},
+                  {"name": "giants", "expression": "LOGG < 2"},
+                  {"name": "cool_dwarfs", "expression": "cool & ~giants"}],
+        "shown": ["cool", "cool_dwarfs"], "table": "cool_dwarfs"}
+
+    fresh = make_app(store)
+    notes = persist.apply_session(fresh, persist.read_session(json.dumps(doc).encode()), "s.json")
+    assert notes == []
+    state = fresh.session.subsets
+    assert [s.name for s in state.subsets] == ["cool", "giants", "cool_dwarfs"]
+    assert state.shown == ["cool", "cool_dwarfs"] and state.table == "cool_dwarfs"
+    np.testing.assert_array_equal(state.get("cool").mask, cool.mask)
+    cat = store.catalog
+    np.testing.assert_array_equal(state.get("cool_dwarfs").mask,
+                                  (cat.TEFF < 4600) & ~(cat.LOGG < 2))
+    view = fresh.views["catalog"]  # the view shows what was restored
+    assert "<b>cool_dwarfs</b>" in view.subset_legend.object
+    assert len(view.table.value) == state.get("cool_dwarfs").count
+    # a session saved without subsets clears them
+    bare = persist.session_document(make_app(store))
+    assert bare["subsets"] is None
+    persist.apply_session(fresh, bare, "bare.json")
+    assert fresh.session.subsets.subsets == [] and view.subset_legend.object == ""
+
+
+def test_bad_saved_subsets_are_refused_with_a_plain_note(store):
+    app = _shared_app(store)
+    saved = {"items": [
+        {"name": "ok", "expression": "TEFF > 4000"},
+        {"name": "gone", "expression": "VAE_Z99 > 1"},          # a column this store lacks
+        {"name": "on_gone", "expression": "gone & ok"},          # built on a refused one
+        {"name": "evil", "expression": "__import__('os').system('true') == 0"},
+        {"name": "TEFF", "expression": "LOGG < 2"},              # a column's name
+        {"name": "ok", "expression": "LOGG < 2"},                # taken
+        {"expression": "LOGG < 2"}, "not an object",
+    ], "shown": ["ok", "gone", 7], "table": "gone"}
+    notes = persist.restore_subsets(app.session.subsets, saved, store.catalog)
+    text = " | ".join(notes)
+    assert "subset 'gone' (VAE_Z99 > 1) not restored: unknown column or subset 'VAE_Z99'" in text
+    assert "'on_gone' (gone & ok) not restored: unknown column or subset 'gone'" in text
+    assert "'evil'" in text and "'TEFF'" in text and "already a subset named 'ok'" in text
+    assert "subset 7: not restored (needs a name and an expression)" in text
+    assert "subset 8: not restored" in text and len(notes) == 7
+    state = app.session.subsets
+    assert [s.name for s in state.subsets] == ["ok"] and state.shown == ["ok"]
+    assert state.table == ""
+    assert persist.restore_subsets(state, ["not", "a", "dict"], store.catalog) == [
+        "subsets: not restored (the saved list is unreadable)"]
+    with pytest.raises(BadFileError, match="'subsets' should be dict or null"):
+        persist.read_session(b'{"format": "stellarscope-session", "version": 2, '
+                             b'"subsets": [1]}', "s.json")
+    persist.restore_subsets(state, {"items": []}, store.catalog)

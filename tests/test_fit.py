@@ -404,6 +404,12 @@ def test_calibrated_floor_is_saved_and_widens_later_fits(emulator, tmp_path, cap
     calibrated = load_emulator(model)
     assert calibrated.config.error_floor == pytest.approx(saved["error_floor"])
     assert calibrated.config.training["error_calibration"]["n_stars"] == 60
+    # the fits' χ²_ν percentiles become the model's "does it apply" reference for the app
+    from core.models.applicability import reference
+
+    p = calibrated.config.training["applicability"]["fit_chi2"]
+    assert p == pytest.approx(saved["fit_chi2_percentiles"]) and p == sorted(p) and p[0] > 0
+    assert reference(model)["fit_chi2"] == pytest.approx(p)
     flux_one, err_one = flux[:3], np.full_like(flux[:3], 1 / 300)
     good = np.ones(flux_one.shape, bool)
     formal = fit_batch(calibrated, flux_one, err_one, good,

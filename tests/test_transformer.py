@@ -14,7 +14,7 @@ from core.chi2 import ERROR_FLOOR
 from core.cli.main import main as cli
 from core.errors import BadDataError
 from core.inference.predictor import SpectraBatch
-from core.inference.transformer import TransformerPredictor, patches
+from core.inference.transformer import TransformerPredictor, patch_arrays, patches
 from core.models.transformer import SpectralTransformer, TransformerConfig
 from core.store import SpectraStore
 from core.train import trainer as T
@@ -95,6 +95,40 @@ def test_explicit_attention_sums_to_one_and_matches_the_fast_path():
     torch.testing.assert_close(fast[1], logvar, atol=1e-5, rtol=1e-5)
     for w in maps:
         torch.testing.assert_close(w.sum(-1), torch.ones(w.shape[:-1]))
+
+
+def scrambled(m: SpectralTransformer, seed: int = 3) -> SpectralTransformer:
+    """``m`` with every bias, layer-norm gain and shift made non-trivial (fresh ones are 1
+    and 0, which would hide a wrongly folded gain or shift)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if name.endswith("bias") or "norm" in name:
+                p.copy_(p + 0.3 * torch.randn(p.shape, generator=g))
+    return m
+
+
+def test_inference_plan_agrees_with_the_forward_and_explicit_paths():
+    m = scrambled(tiny(label_names=("TEFF", "LOGG", "FE_H", "MG_FE"), context=48))
+    m.set_scaling(0.95, 0.07, [4800.0, 2.5, -0.2, 0.1], [400.0, 0.9, 0.3, 0.1])
+    flux, error, wave, mask = tokens(b=5, n=48, seed=2)
+    plan = m.inference_plan()
+    with torch.inference_mode():
+        for partial in (False, True):
+            if partial:
+                mask[1, 7:] = False
+                mask[4, :40] = False
+            ref = m(flux, error, wave, mask)
+            explicit = m.attention_weights(flux, error, wave, mask)[:2]
+            fast = plan(flux, error, wave, mask)
+            coded = plan(flux, error, None, mask, wave_code=m.wave_encoding(wave))
+            for got in (fast, coded):
+                for a, b, c in zip(got, ref, explicit, strict=True):
+                    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+                    torch.testing.assert_close(a, c, atol=1e-5, rtol=1e-5)
+        # masked pixels still do not count
+        flux[1, 7:] = 50.0
+        torch.testing.assert_close(plan(flux, error, wave, mask)[0], fast[0])
 
 
 def test_bad_inputs_get_clear_errors():
@@ -294,6 +328,71 @@ def test_patches_are_combined_by_inverse_variance(tmp_path):
     assert np.isclose(out.columns["TF_TEFF"][0], expect, rtol=1e-5)
     assert np.isclose(out.columns["TF_TEFF_ERR"][0], np.sqrt(3 / inv.sum()) * 400, rtol=1e-4)
     assert out.columns["TF_NPIX"][0] == 40
+
+
+def _per_star_reference(pred: TransformerPredictor, batch: SpectraBatch):
+    """Labels ± σ the way the predictor computed them before its fast path: each star's
+    patches through the model's standard forward, combined."""
+    good = pred._good(batch)
+    out = np.full((len(batch), len(pred.label_names)), np.nan), \
+        np.full((len(batch), len(pred.label_names)), np.nan)
+    for i in range(len(batch)):
+        f, e, w, mask, owner, _ = patch_arrays(batch.flux[i:i + 1], batch.error[i:i + 1],
+                                               pred.grid.wavelength, good[i:i + 1],
+                                               pred.model.config.context)
+        with torch.no_grad():
+            mean, logvar = pred.model(*(torch.from_numpy(a) for a in (f, e, w, mask)))
+        lab, err = pred._combine(mean.numpy(), logvar.numpy(), owner, 1)
+        out[0][i], out[1][i] = lab[0], err[0]
+    return out
+
+
+def test_batched_fast_inference_equals_the_per_star_path_on_any_thread_count(store):
+    m = scrambled(tiny(context=64))
+    m.set_scaling(1.0, 0.1, [4800.0, 2.5, -0.2], [400.0, 0.9, 0.3])
+    s = SpectraStore.open(store.path)
+    b = s.read(np.arange(12))
+    pixmask = b.pixmask.copy()
+    pixmask[3, 100:2000] |= 1          # stars with fewer good pixels: other patch counts
+    pixmask[7, ::3] |= 1
+    batch = SpectraBatch(b.rows, b.flux, b.error, pixmask, s.catalog.iloc[:12], s.grid.name)
+    ref_labels, ref_err = _per_star_reference(TransformerPredictor(m), batch)
+    before = torch.get_num_threads()
+    outs = []
+    for threads in (1, 2, 3):
+        pred = TransformerPredictor(m, threads=threads, patch_batch=7)
+        outs.append(pred.predict_batch(batch))
+        assert torch.get_num_threads() == before          # restored after the workers
+    for out in outs:
+        std = m.label_std.numpy()
+        assert np.allclose(out.outputs["labels"] / std, ref_labels / std, rtol=0, atol=1e-5)
+        assert np.allclose(out.outputs["labels_err"], ref_err, rtol=1e-5)
+        # the threads share the same passes: the same numbers, not merely close ones
+        assert np.array_equal(out.outputs["labels"], outs[0].outputs["labels"])
+    assert outs[0].columns["TF_NPIX"][3] == outs[0].outputs["good"][3].sum() < 6000
+
+
+def test_shipped_model_fast_path_agrees_with_the_explicit_path(store):
+    """The demo weights (whatever training produced them) through the fast path and through
+    the explicit path that returns attention maps: the same labels to float rounding."""
+    from core.models.families import get_family
+    from core.paths import SHIPPED_MODELS
+
+    model_dir = SHIPPED_MODELS / get_family("transformer").demo
+    if not (model_dir / "config.json").is_file():
+        pytest.skip(f"no shipped transformer weights in {model_dir}")
+    pred = TransformerPredictor.load(model_dir)
+    s = SpectraStore.open(store.path)
+    batch = SpectraBatch.from_store(s, s.read(np.arange(3)))
+    fast = pred.predict_batch(batch).outputs
+    good = pred._good(batch)
+    f, e, w, mask, owner, _ = patch_arrays(batch.flux, batch.error, pred.grid.wavelength, good,
+                                           pred.model.config.context)
+    mean, logvar, _, _ = pred._run(f, e, w, mask, attention=True)
+    labels, labels_err = pred._combine(mean, logvar, owner, len(batch))
+    std = pred.model.label_std.numpy()
+    assert np.allclose(fast["labels"] / std, labels / std, rtol=0, atol=1e-5)
+    assert np.allclose(fast["labels_err"], labels_err, rtol=1e-5)
 
 
 def test_cli_errors_name_the_problem(store, tmp_path, capsys):

@@ -52,13 +52,16 @@ BASE = {"epochs": 8, "batch_size": 64, "encoder_widths": [32, 16], "n_latent": 6
 
 def test_hsic_penalty_lowers_the_excess_r2_against_the_plain_objective(store, tmp_path):
     base = {"store": str(store.path), **BASE}
-    train_vae(VAETrainSettings(out=str(tmp_path / "plain"), **base))
+    reference = train_vae(VAETrainSettings(out=str(tmp_path / "plain"), **base))
     summary = train_vae(VAETrainSettings(out=str(tmp_path / "hsic"), hsic=1e5, **base))
     assert "val_hsic" in summary["best"]  # the penalty is logged
     plain, hsic = _excess(store, tmp_path / "plain"), _excess(store, tmp_path / "hsic")
-    print("excess R² plain", plain.round(3), "HSIC", hsic.round(3))
+    chi2 = reference["best"]["val_chi2_nu"], summary["best"]["val_chi2_nu"]
+    print("excess R² plain", plain.round(3), "HSIC", hsic.round(3), "val χ²_ν", chi2)
     assert plain.mean() > 0.25  # the plain objective leaks: the test can tell
     assert hsic.max() < 0.1 and hsic.mean() < plain.mean() - 0.2, (plain, hsic)
+    # … and the reconstructions stay close to the plain objective's
+    assert chi2[1] < 1.5 * chi2[0], chi2
 
 
 def test_adversary_trains_logs_its_terms_and_refuses_bad_controls(store, tmp_path):

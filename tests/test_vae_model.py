@@ -239,3 +239,54 @@ def test_absorbing_the_label_trend_keeps_reconstructions_and_decorrelates_the_me
     corr = np.corrcoef(np.column_stack([after["mu"].numpy(), y]).T)[:28, 28:]
     assert stats["max_abs_corr_before"] > 0.3 and np.abs(corr).max() < 1e-4
     assert stats["max_abs_corr_after"] < 1e-4
+
+
+# -- label-correction latents (opt-in) ----------------------------------------------------------
+
+def test_label_offsets_decode_the_corrected_labels_and_keep_the_free_latent_interface(tmp_path):
+    from core.train.losses import offset_kl
+
+    model = small_vae(label_offsets=True).eval()
+    plain = small_vae()
+    assert "to_offset" not in dict(plain.named_children())  # off: no extra weights
+    with pytest.raises(ValueError, match="no label-correction latents"):
+        plain.encode_offsets(torch.zeros(1, N_PIX), torch.ones(1, N_PIX, dtype=torch.bool),
+                             torch.zeros(1, 3))
+    b, labels, errs = batch_arrays(n=4)
+    t = {k: torch.as_tensor(v) for k, v in D.prepare_arrays(b, labels, errs).items()}
+    good, y = t["weight"] > 0, model.scale_labels(t["labels"])
+    torch.nn.init.normal_(model.to_offset.weight, std=0.01)  # a non-zero correction
+    with torch.no_grad():
+        mu, logvar = model.encode(t["flux"], good, y)
+        d_mu, d_logvar = model.encode_offsets(t["flux"], good, y)
+        out = model(t["flux"], good, t["labels"], sample=False)
+    # the free latents keep their shape; δy are extra, one per label, in the forward dict
+    assert mu.shape == (4, model.config.n_latent) and d_mu.shape == (4, 3)
+    assert d_mu.abs().max() > 0
+    assert torch.equal(out["mu"], mu) and torch.equal(out["offset_mu"], d_mu)
+    assert torch.allclose(out["recon"], model.decode(mu, y + d_mu))  # decodes y + δy …
+    assert not torch.allclose(out["recon"], model.decode(mu, y))  # … not the catalog y
+    # the architecture records the option and a save/load round trip keeps the outputs
+    models.save(model, tmp_path / "m", {"label_names": ["TEFF", "LOGG", "FE_H"]})
+    assert json.loads((tmp_path / "m" / "config.json").read_text())[
+        "architecture"]["label_offsets"] is True
+    with torch.no_grad():
+        again = models.load(tmp_path / "m")(t["flux"], good, t["labels"], sample=False)
+    assert torch.equal(again["recon"], out["recon"])
+    # the prior's KL: 0 at the prior, positive elsewhere, larger for a narrower prior
+    sd = torch.full((4, 3), 0.1)
+    assert float(offset_kl(torch.zeros(4, 3), (sd**2).log(), sd)) == pytest.approx(0, abs=1e-5)
+    assert float(offset_kl(d_mu, d_logvar, sd)) > 0
+    assert float(offset_kl(torch.ones(4, 3), (sd**2).log(), sd / 2)) > \
+        float(offset_kl(torch.ones(4, 3), (sd**2).log(), sd))
+
+
+def test_the_shipped_demo_vae_loads_without_label_offsets():
+    from pathlib import Path
+
+    demo = Path(__file__).resolve().parents[1] / "assets" / "models" / "vae-demo"
+    if not (demo / "config.json").is_file():
+        pytest.skip(f"no shipped demo VAE at {demo}")
+    model = models.load(demo)
+    assert isinstance(model, SpectrumVAE) and model.config.label_offsets is False
+    assert not any(n.startswith("to_offset") for n, _ in model.named_parameters())

@@ -251,3 +251,42 @@ def test_opt_in_label_redraw_and_hsic_options_train_and_log(store, tmp_path):
     saved = json.loads((run / "config.json").read_text())["training"]["settings"]
     assert saved["hsic"] == 100.0 and saved["redraw_labels"] is False
     assert np.isfinite(summary["best"]["val_total"]) and np.isfinite(default["best"]["val_total"])
+
+
+def test_per_latent_dependence_singles_out_a_label_held_by_one_latent_of_many():
+    from core.train.losses import kernel_dependence, per_latent_dependence
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.randn(256, 3, generator=g)
+    leaky = torch.cat([torch.sin(2 * y[:, :1]), torch.randn(256, 27, generator=g)], dim=1)
+    noise = torch.randn(256, 28, generator=g)
+    # the kernel on all 28 latents hardly tells the leaky set from noise …
+    assert abs(float(kernel_dependence(leaky, y)) - float(kernel_dependence(noise, y))) < 0.05
+    # … the one-latent kernel does: 0.2 for the leaky latent against ~0.02 for noise
+    assert float(per_latent_dependence(leaky[:, :1], y)) > 0.15
+    assert float(per_latent_dependence(noise, y)) < 0.03
+    assert float(per_latent_dependence(leaky, y)) > float(per_latent_dependence(noise, y)) + 0.005
+    # the fast formula is the normalised HSIC of each column (bandwidth² = 2 × variance)
+    col = leaky[:, :1].double()
+    n = 256
+    h = torch.eye(n, dtype=torch.float64) - 1.0 / n
+    k = h @ torch.exp(-torch.cdist(col, col).pow(2) / (2 * col.var())) @ h
+    d2 = torch.cdist(y.double(), y.double()).pow(2)
+    med = d2[~torch.eye(n, dtype=torch.bool)].median()
+    ell = h @ torch.exp(-d2 / med) @ h
+    ref = (k * ell).sum() / torch.sqrt((k * k).sum() * (ell * ell).sum())
+    assert float(per_latent_dependence(leaky[:, :1], y)) == pytest.approx(float(ref), rel=1e-4)
+    # a narrower latent bandwidth is an option of the full kernel; 1 is the default
+    assert float(kernel_dependence(leaky, y, (1.0,))) == float(kernel_dependence(leaky, y))
+
+
+def test_hsic_variants_train_log_and_refuse_a_joint_kernel_without_controls(store, tmp_path):
+    run = tmp_path / "pl"
+    train_vae(settings(store, run, hsic=100.0, hsic_per_latent=100.0, hsic_scales=[0.1, 1.0]))
+    log = pd.read_csv(run / "training_log.csv")
+    assert {"train_hsic_latent", "val_hsic_latent", "val_hsic_latent_term"} <= set(log.columns)
+    assert np.isfinite(log["val_hsic_latent"]).all() and (log["val_hsic_latent"] >= 0).all()
+    saved = json.loads((run / "config.json").read_text())["training"]["settings"]
+    assert saved["hsic_per_latent"] == 100.0 and saved["hsic_scales"] == [0.1, 1.0]
+    with pytest.raises(TrainingSetupError, match="--hsic-joint needs"):
+        train_vae(settings(store, tmp_path / "j", hsic=100.0, hsic_joint=True))

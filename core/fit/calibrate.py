@@ -21,6 +21,7 @@ import numpy as np
 
 from ..errors import BadDataError, BadFileError
 from ..labels import clean
+from ..models.applicability import PERCENTILES
 from ..models.emulator import Emulator
 from ..store import SpectraStore
 from ..store.atomic import write_json_atomic
@@ -152,10 +153,16 @@ def calibrate_errors(emulator: Emulator, store: SpectraStore, *, n_stars: int = 
         after[name] = robust_width(
             diff / np.sqrt(sigma[:, k] ** 2 + ref_err[:, k] ** 2 + floor[name] ** 2))
     snr = store.catalog["SNR"].to_numpy(float)[rows] if "SNR" in store.catalog else None
+    chi2 = table[f"{PREFIX}CHI2"].to_numpy(float)
+    chi2 = chi2[np.isfinite(chi2)]
     diff = fitted - ref
     pulls = diff / np.sqrt(sigma**2 + ref_err**2)
     return {"error_floor": floor, "pull_width_before": before, "pull_width_after": after,
             "accuracy": accuracy_table(diff, pulls, snr, names),
+            # the fits' χ²_ν distribution: what "this model applies" looks like (the app warns
+            # beyond its 99.9th percentile, core.models.applicability)
+            "fit_chi2_percentiles": ([float(v) for v in np.percentile(chi2, PERCENTILES)]
+                                     if chi2.size >= 10 else None),
             "n_stars": int(len(rows)), "reference": source, "store": str(store.path),
             "median_snr": float(np.nanmedian(snr)) if snr is not None else None}
 
@@ -171,6 +178,8 @@ def save_error_floor(model_dir, record: dict) -> None:
     except (OSError, ValueError, KeyError) as exc:
         raise BadFileError(path, f"not a saved emulator config ({exc})") from exc
     arch["error_floor"] = {k: float(v) for k, v in record["error_floor"].items()}
-    config.setdefault("training", {})["error_calibration"] = {
-        k: v for k, v in record.items() if k != "error_floor"}
+    training = config.setdefault("training", {})
+    training["error_calibration"] = {k: v for k, v in record.items() if k != "error_floor"}
+    if record.get("fit_chi2_percentiles"):
+        training.setdefault("applicability", {})["fit_chi2"] = record["fit_chi2_percentiles"]
     write_json_atomic(path, config)

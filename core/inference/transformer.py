@@ -9,6 +9,12 @@ log-variance, and the patches are combined by inverse predicted variance.  Catal
   the star and the model's errors, so they are not independent measurements);
 * ``TF_NPIX`` — good pixels read (0: none, every other column NaN).
 
+Speed: every star's patches are batched with other stars' into passes of ``patch_batch``
+patches through the model's inference plan (:class:`~core.models.transformer.InferencePlan`,
+equal to the forward to float rounding), the wavelength encoding of the grid is computed
+once, and on the CPU the passes run on ``threads`` worker threads (default: torch's count)
+with one torch thread each.
+
 A model fine-tuned with ``--wave-range A B`` reads only that range here too (its config
 records it); ``wave_range=`` when loading chooses another.
 
@@ -19,6 +25,7 @@ over a spectrum's pixels (for the Attention view).
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -35,6 +42,9 @@ from .prepare import autocast, choose_device, good_pixels
 PREFIX = "TF"
 #: seed of the pixel shuffle that cuts a spectrum into patches
 PATCH_SEED = 0
+#: patches per forward pass on the CPU (4096 tokens: matmuls big enough to be efficient,
+#: activations small enough to stay in cache); on a GPU
+CPU_PATCH_BATCH, GPU_PATCH_BATCH = 32, 1024
 
 
 def patches(good: np.ndarray, context: int, seed: int = PATCH_SEED) -> list[np.ndarray]:
@@ -88,13 +98,18 @@ class TransformerPredictor(Predictor):
     column_prefix = PREFIX
 
     def __init__(self, model: SpectralTransformer, model_dir: str = "", config: dict | None = None,
-                 bad_bits: str = "astronn", amp: bool = False, patch_batch: int = 256,
-                 wave_range=None):
+                 bad_bits: str = "astronn", amp: bool = False, patch_batch: int | None = None,
+                 wave_range=None, threads: int | None = None):
         self.model = model.eval()
         self.model_dir = str(model_dir)
         self.device = model.device
         self.config = config or {"model_type": model.model_type}
-        self.bad_bits, self.amp, self.patch_batch = bad_bits, amp, patch_batch
+        self.bad_bits, self.amp = bad_bits, amp
+        self.patch_batch = patch_batch or (CPU_PATCH_BATCH if self.device.type == "cpu"
+                                           else GPU_PATCH_BATCH)
+        #: CPU worker threads of whole-spectrum inference (None: torch's thread count)
+        self.threads = threads
+        self._wave_table: torch.Tensor | None = None
         c = model.config
         lo, hi = wave_range if wave_range is not None else (c.wave_min, c.wave_max)
         self.wave_range = (max(float(lo), c.wave_min), min(float(hi), c.wave_max))
@@ -152,29 +167,75 @@ class TransformerPredictor(Predictor):
         return patch_arrays(batch.flux, batch.error, self.grid.wavelength, good,
                             self.model.config.context)
 
+    def prepare(self, batch: SpectraBatch) -> SpectraBatch:
+        """Good pixels and patches, on the runner's read-ahead thread."""
+        good = self._good(batch)
+        batch.prepared = {"good": good, "patches": _full_first(self._patch_arrays(batch, good))}
+        return batch
+
+    def wave_table(self) -> torch.Tensor:
+        """(P, width) wavelength encoding of the model grid's pixels, computed once: whole-store
+        inference gathers it instead of evaluating sines for every token."""
+        if self._wave_table is None:
+            wave = torch.from_numpy(self.grid.wavelength.astype(np.float32)).to(self.device)
+            with torch.inference_mode():
+                self._wave_table = self.model.wave_encoding(wave)
+        return self._wave_table
+
+    def _forward(self, flux, error, wave, mask, pix=None) -> tuple[np.ndarray, np.ndarray]:
+        """Standardised (mean, logvar) of every patch through the model's fast path
+        (:class:`~core.models.transformer.InferencePlan`), ``patch_batch`` patches per pass;
+        with ``pix`` (pixel indices on the model grid) the wavelength encoding comes from
+        :meth:`wave_table`.  On the CPU the passes are spread over worker threads."""
+        if not len(flux):
+            n_lab = len(self.label_names)
+            return np.zeros((0, n_lab), np.float32), np.zeros((0, n_lab), np.float32)
+        self.model.check_inputs(torch.from_numpy(wave), torch.from_numpy(mask))
+        plan = self.model.inference_plan()
+        table = None if pix is None else self.wave_table()
+        dev, size = self.device, self.patch_batch
+
+        @torch.inference_mode()  # thread-local: entered in each worker
+        def one(k: int):
+            t = [torch.from_numpy(a[k:k + size]).to(dev) for a in (flux, error, wave, mask)]
+            idx = None if table is None else torch.from_numpy(pix[k:k + size]).to(dev)
+            code = None if idx is None else table.index_select(0, idx.flatten()).view(
+                *idx.shape, -1)
+            with autocast(dev, self.amp):
+                mean, logvar = plan(*t, wave_code=code)
+            return mean.float().cpu(), logvar.float().cpu()
+
+        starts = range(0, len(flux), size)
+        if dev.type == "cpu":
+            parts = _threaded(one, starts, min(self.threads or torch.get_num_threads(),
+                                               len(starts)))
+        else:
+            parts = [one(k) for k in starts]
+        return (torch.cat([p[0] for p in parts]).numpy(),
+                torch.cat([p[1] for p in parts]).numpy())
+
     @torch.inference_mode()
     def _run(self, flux, error, wave, mask, attention: bool = False):
         """Standardised (mean, logvar) per patch; with ``attention`` also the encoder's and
-        the decoder's attention maps per layer (numpy, patches stacked)."""
+        the decoder's attention maps per layer (numpy, patches stacked) from the model's
+        explicit path."""
+        if not attention:
+            return self._forward(flux, error, wave, mask)
         dev, means, logvars, enc, dec = self.device, [], [], [], []
         for k in range(0, len(flux), self.patch_batch):
             t = [torch.from_numpy(a[k:k + self.patch_batch]).to(dev)
                  for a in (flux, error, wave, mask)]
             with autocast(dev, self.amp):
-                if attention:
-                    mean, logvar, e, d = self.model.attention_weights(*t)
-                    enc.append([w.float().cpu() for w in e])
-                    dec.append([w.float().cpu() for w in d])
-                else:
-                    mean, logvar = self.model(*t)
+                mean, logvar, e, d = self.model.attention_weights(*t)
+            enc.append([w.float().cpu() for w in e])
+            dec.append([w.float().cpu() for w in d])
             means.append(mean.float().cpu())
             logvars.append(logvar.float().cpu())
         mean, logvar = torch.cat(means).numpy(), torch.cat(logvars).numpy()
-        if attention:
-            def stack(parts):
-                return [torch.cat([m[j] for m in parts]).numpy() for j in range(len(parts[0]))]
-            return mean, logvar, stack(enc) if enc[0] else [], stack(dec)
-        return mean, logvar
+
+        def stack(parts):
+            return [torch.cat([m[j] for m in parts]).numpy() for j in range(len(parts[0]))]
+        return mean, logvar, stack(enc) if enc[0] else [], stack(dec)
 
     def _combine(self, mean, logvar, owner, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Physical labels and σ per spectrum from its patches, by inverse predicted variance
@@ -197,14 +258,16 @@ class TransformerPredictor(Predictor):
         return labels, labels_err
 
     def predict_batch(self, batch: SpectraBatch) -> Prediction:
-        good = self._good(batch)
+        prepared = batch.prepared if batch.prepared and "patches" in batch.prepared \
+            else self.prepare(batch).prepared
+        good = prepared["good"]
         n_good = good.sum(axis=1)
         n, n_lab = len(batch), len(self.label_names)
         labels = np.full((n, n_lab), np.nan)
         labels_err = np.full((n, n_lab), np.nan)
         if n_good.any():
-            flux, error, wave, mask, owner, _ = self._patch_arrays(batch, good)
-            mean, logvar = self._run(flux, error, wave, mask)
+            flux, error, wave, mask, owner, pix = prepared["patches"]
+            mean, logvar = self._forward(flux, error, wave, mask, pix)
             labels, labels_err = self._combine(mean, logvar, owner, n)
         columns = {}
         for j, name in enumerate(self.label_names):
@@ -232,7 +295,7 @@ class TransformerPredictor(Predictor):
         flux, error, wave, mask, owner, _ = patch_arrays(
             spectrum.flux[None], spectrum.error[None], spectrum.wavelength, good[None],
             self.model.config.context)
-        mean, logvar = self._run(flux, error, wave, mask)
+        mean, logvar = self._forward(flux, error, wave, mask)
         labels, labels_err = self._combine(mean, logvar, owner, 1)
         return {"labels": labels[0], "labels_err": labels_err[0], "good": good,
                 "n_good": int(good.sum()), "spectrum": spectrum,
@@ -264,3 +327,28 @@ class TransformerPredictor(Predictor):
             raise BadDataError(f"{spectrum.label}: this model works on APOGEE grids; the spectrum "
                                f"is on its own wavelengths")
         return spectrum
+
+
+def _full_first(arrays):
+    """Patch arrays reordered so that full patches come first: passes over full patches need
+    no key mask (only a spectrum's last patch is partial)."""
+    mask = arrays[3]
+    order = np.argsort(~mask.all(axis=1), kind="stable")
+    return tuple(a[order] for a in arrays)
+
+
+def _threaded(fn, items, workers: int) -> list:
+    """``fn`` over ``items`` on ``workers`` threads (inline for one) with one torch thread
+    each: torch's own threads meet at a barrier in every op, so on a shared CPU one
+    descheduled thread stalls them all (measured 5–10× slower than one thread under load);
+    independent workers don't wait for each other.  Torch's thread count is restored."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        if workers <= 1:
+            return [fn(k) for k in items]
+        with ThreadPoolExecutor(workers, initializer=torch.set_num_threads,
+                                initargs=(1,)) as pool:
+            return list(pool.map(fn, items))
+    finally:
+        torch.set_num_threads(before)

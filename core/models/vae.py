@@ -56,6 +56,10 @@ class VAEConfig:
     #: degree of the polynomial label trend that :meth:`SpectrumVAE.absorb_label_trend`
     #: can take out of the latent means
     label_trend_degree: int = 3
+    #: label-correction latents: the encoder also gives a posterior δy for each injected
+    #: label (z-score units, prior N(0, catalog error²)) and training decodes with y + δy, so
+    #: the free latents need not carry what the spectrum says of the labels beyond the catalog
+    label_offsets: bool = False
 
     def __post_init__(self):
         if self.output_activation not in _ACTIVATIONS:
@@ -128,6 +132,13 @@ class SpectrumVAE(nn.Module):
         self.encoder = _mlp(enc, "gelu")
         self.to_mu = nn.Linear(enc[-1], config.n_latent)
         self.to_logvar = nn.Linear(enc[-1], config.n_latent)
+        if config.label_offsets:
+            self.to_offset = nn.Linear(enc[-1], config.n_labels)
+            self.to_offset_logvar = nn.Linear(enc[-1], config.n_labels)
+            # start at δy = 0 with a narrow posterior: the first passes decode the catalog labels
+            for layer, bias in ((self.to_offset, 0.0), (self.to_offset_logvar, -8.0)):
+                nn.init.zeros_(layer.weight)
+                nn.init.constant_(layer.bias, bias)
         self.decoder = _mlp([config.n_joint, *config.decoder_shape, config.n_pix],
                             config.output_activation)
         if config.residual_output:
@@ -184,9 +195,26 @@ class SpectrumVAE(nn.Module):
     def encode(self, flux: torch.Tensor, good: torch.Tensor, y: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor]:
         """μ and log σ² of the free latents from flux, good-pixel mask and z-scored labels."""
-        h = self.encoder(torch.cat([self.standardise_flux(flux, good), y], dim=-1))
+        return self._free_latents(self._trunk(flux, good, y), y)
+
+    def _trunk(self, flux, good, y) -> torch.Tensor:
+        return self.encoder(torch.cat([self.standardise_flux(flux, good), y], dim=-1))
+
+    def _free_latents(self, h, y) -> tuple[torch.Tensor, torch.Tensor]:
         lo, hi = self.config.logvar_range
         return self.to_mu(h) - self.label_trend(y), self.to_logvar(h).clamp(lo, hi)
+
+    def _offsets(self, h) -> tuple[torch.Tensor, torch.Tensor]:
+        lo, hi = self.config.logvar_range
+        return self.to_offset(h), self.to_offset_logvar(h).clamp(lo, hi)
+
+    def encode_offsets(self, flux: torch.Tensor, good: torch.Tensor, y: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior mean and log variance of the label corrections δy (z-score units) of a
+        model with ``label_offsets``: the labels the spectrum points to are y + δy."""
+        if not self.config.label_offsets:
+            raise ValueError("this VAE has no label-correction latents (label_offsets off)")
+        return self._offsets(self._trunk(flux, good, y))
 
     def trend_features(self, y: torch.Tensor) -> torch.Tensor:
         """φ(y): every monomial of the z-scored labels up to ``label_trend_degree``."""
@@ -260,15 +288,24 @@ class SpectrumVAE(nn.Module):
     def forward(self, flux: torch.Tensor, good: torch.Tensor, labels: torch.Tensor,
                 label_err: torch.Tensor | None = None, sample: bool = True) -> dict:
         """One pass.  ``labels``/``label_err`` in physical units; with ``sample`` False the
-        decoder gets μ and the labels themselves (what inference uses)."""
+        decoder gets μ and the labels themselves (plus the posterior-mean δy of a model with
+        ``label_offsets``).  ``label_err`` given: the labels are re-drawn from them."""
         y = self.scale_labels(labels)
-        mu, logvar = self.encode(flux, good, y)
+        h = self._trunk(flux, good, y)
+        mu, logvar = self._free_latents(h, y)
+        extra = {}
+        if self.config.label_offsets:
+            # the decoder gets the corrected labels y + δy (δy sampled in training)
+            d_mu, d_logvar = self._offsets(h)
+            d = d_mu + torch.exp(0.5 * d_logvar) * torch.randn_like(d_mu) if sample else d_mu
+            extra = {"offset_mu": d_mu, "offset_logvar": d_logvar}
+            y = y + d
         if sample:
             z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
             u = y if label_err is None else y + self.scale_label_errors(label_err) * torch.randn_like(y)
         else:
             z, u = mu, y
-        return {"recon": self.decode(z, u), "mu": mu, "logvar": logvar, "z": z, "u": u}
+        return {"recon": self.decode(z, u), "mu": mu, "logvar": logvar, "z": z, "u": u, **extra}
 
 
 def build_vae(preset: str = "compact", **overrides) -> SpectrumVAE:

@@ -1,10 +1,13 @@
 """The catalog's corner plot: datashaded panels sharing one range per column, a linked
-box / lasso selection, the focused star marked in every panel.
+box / lasso selection, named subsets in their own colours, the focused star marked in every
+panel.
 
 Each off-diagonal panel is a datashader aggregate of every star (counts, or the mean of a
 chosen column) drawn as a Bokeh image that the browser colour-maps; no star is sent to the
 browser.  Zooming a column anywhere zooms it everywhere and re-aggregates the affected panels
-on the server (:mod:`dashboard.corner` holds the numerics).
+on the server (:mod:`dashboard.corner` holds the numerics).  Subsets are datashaded too: one
+RGBA image per panel holds every shown subset (each in its colour), and each histogram gets
+one outline per subset, so a subset of 700,000 stars costs what the base layer costs.
 """
 
 from __future__ import annotations
@@ -76,10 +79,13 @@ class CornerPlot:
     """One corner plot's Bokeh models and the server-side work behind them."""
 
     def __init__(self, frame: pd.DataFrame, cols: list[str], color: str | None, cnorm: str,
-                 on_box, on_tap, on_lasso=None):
+                 on_box, on_tap, on_lasso=None, subsets=None):
         self.frame, self.cols, self.color, self.cnorm = frame, cols, color, cnorm
         self.on_box, self.on_tap, self.on_lasso = on_box, on_tap, on_lasso
         self.rows: np.ndarray | None = None
+        #: shown subsets: (name, row mask, colour), drawn in this order
+        self.subset_items: list[tuple[str, np.ndarray, str]] = list(subsets or [])
+        self._subset_cache: dict[str, tuple[np.ndarray, pd.DataFrame]] = {}
         self.ranges: dict[str, Range1d] = {}
         for c in cols:
             lo, hi = corner.finite_range(frame[c].to_numpy())
@@ -155,6 +161,9 @@ class CornerPlot:
                              fill_color="#8aa5c4", line_color="#6b8fb5")
                     fig.quad(left="left", right="right", top="top", bottom=0, source=p["sel"],
                              fill_color="#e6550d", line_color="#c44a0b", fill_alpha=0.8)
+                    p["subsets"] = ColumnDataSource({"xs": [], "ys": [], "color": []})
+                    fig.multi_line(xs="xs", ys="ys", line_color="color", line_width=2.2,
+                                   source=p["subsets"])
                     fig.yaxis.axis_label = "stars"
                 else:
                     p["base"] = ColumnDataSource(dict(EMPTY_IMAGE))
@@ -162,6 +171,9 @@ class CornerPlot:
                     p["base_map"], p["sel_map"] = self._mapper(False), self._mapper(True)
                     r = fig.image(image="image", x="x", y="y", dw="dw", dh="dh", source=p["base"],
                                   color_mapper=p["base_map"])
+                    p["subsets"] = ColumnDataSource(dict(EMPTY_IMAGE))
+                    fig.image_rgba(image="image", x="x", y="y", dw="dw", dh="dh",
+                                   source=p["subsets"])
                     fig.image(image="image", x="x", y="y", dw="dw", dh="dh", source=p["sel"],
                               color_mapper=p["sel_map"])
                     what = f"mean {axis_label(self.color)}" if self.color else "stars"
@@ -205,43 +217,85 @@ class CornerPlot:
         used = list(dict.fromkeys(self.cols + ([self.color] if self.color else [])))
         return self.frame[used].take(self.rows)
 
-    def refresh(self, columns=None, base: bool = True) -> None:
-        """Re-aggregate the panels that involve ``columns`` (all when None)."""
-        sel = self._selected_frame()
+    def _subset_frames(self) -> list[pd.DataFrame]:
+        """The shown subsets' rows (the plotted columns only), cached per subset mask."""
+        used = list(self.cols)
+        frames = []
+        for name, mask, _ in self.subset_items:
+            cached = self._subset_cache.get(name)
+            if cached is None or cached[0] is not mask:
+                cached = (mask, self.frame[used].take(np.flatnonzero(mask)))
+                self._subset_cache[name] = cached
+            frames.append(cached[1])
+        return frames
+
+    def refresh(self, columns=None, base: bool = True, selection: bool = True,
+                subsets: bool = True) -> None:
+        """Re-aggregate the panels that involve ``columns`` (all when None): the ``base``
+        layer, the ``selection`` and the ``subsets``, as asked."""
+        sel = self._selected_frame() if selection else None
+        subs = self._subset_frames() if subsets else None
         with pn.io.hold():
             for (xcol, ycol), p in self.panels.items():
                 if columns is not None and xcol not in columns and ycol not in columns:
                     continue
                 if p["y"] is None:
-                    self._draw_hist(p, xcol, sel, base)
+                    self._draw_hist(p, xcol, sel, base, selection, subs)
                 else:
-                    self._draw_image(p, xcol, ycol, sel, base)
+                    self._draw_image(p, xcol, ycol, sel, base, selection, subs)
 
-    def _draw_image(self, p, xcol, ycol, sel, base) -> None:
+    def _draw_image(self, p, xcol, ycol, sel, base, selection, subs) -> None:
         xr, yr = self._span(xcol), self._span(ycol)
         if base:
             a = corner.aggregate(self.frame, xcol, ycol, xr, yr, color=self.color)
             p["base"].data = {"image": [a.image], "x": [a.x0], "y": [a.y0], "dw": [a.dw],
                               "dh": [a.dh]}
-        if sel is None:
-            p["sel"].data = dict(EMPTY_IMAGE)
-        else:
-            a = corner.aggregate(sel, xcol, ycol, xr, yr, color=self.color)
-            p["sel"].data = {"image": [a.image], "x": [a.x0], "y": [a.y0], "dw": [a.dw],
-                             "dh": [a.dh]}
-        p["base_map"].palette = LIGHT_GREYS if sel is not None else Viridis256
+        if selection:
+            if sel is None:
+                p["sel"].data = dict(EMPTY_IMAGE)
+            else:
+                a = corner.aggregate(sel, xcol, ycol, xr, yr, color=self.color)
+                p["sel"].data = {"image": [a.image], "x": [a.x0], "y": [a.y0], "dw": [a.dw],
+                                 "dh": [a.dh]}
+        if subs is not None:
+            if not subs:
+                p["subsets"].data = dict(EMPTY_IMAGE)
+            else:
+                a = corner.subset_image(subs, [c for _, _, c in self.subset_items], xcol, ycol,
+                                        xr, yr)
+                p["subsets"].data = {"image": [a.image], "x": [a.x0], "y": [a.y0],
+                                     "dw": [a.dw], "dh": [a.dh]}
+        # the whole catalog turns grey under a selection or subsets, which carry the colour
+        overlay = self.rows is not None or bool(self.subset_items)
+        p["base_map"].palette = LIGHT_GREYS if overlay else Viridis256
 
-    def _draw_hist(self, p, col, sel, base) -> None:
+    def _draw_hist(self, p, col, sel, base, selection, subs) -> None:
         xr = self._span(col)
-        counts, edges = corner.histogram(self.frame[col].to_numpy(), xr)
         if base:
+            counts, edges = corner.histogram(self.frame[col].to_numpy(), xr)
             p["base"].data = {"left": edges[:-1], "right": edges[1:], "top": counts}
             p["fig"].y_range.update(start=0, end=float(max(counts.max(), 1)) * 1.08)
-        if sel is None:
-            p["sel"].data = {"left": [], "right": [], "top": []}
-        else:
-            c, e = corner.histogram(sel[col].to_numpy(), xr)
-            p["sel"].data = {"left": e[:-1], "right": e[1:], "top": c}
+        if selection:
+            if sel is None:
+                p["sel"].data = {"left": [], "right": [], "top": []}
+            else:
+                c, e = corner.histogram(sel[col].to_numpy(), xr)
+                p["sel"].data = {"left": e[:-1], "right": e[1:], "top": c}
+        if subs is not None:
+            xs, ys, colours = [], [], []
+            for frame, (_, _, colour) in zip(subs, self.subset_items, strict=True):
+                c, e = corner.histogram(frame[col].to_numpy(), xr)
+                xs.append(np.repeat(e, 2)[1:-1].tolist())  # a step outline of the bins
+                ys.append(np.repeat(c, 2).astype(float).tolist())
+                colours.append(colour)
+            p["subsets"].data = {"xs": xs, "ys": ys, "color": colours}
+
+    def set_subsets(self, items: list[tuple[str, np.ndarray, str]]) -> None:
+        """Draw these subsets ((name, row mask, colour), later ones on top) in every panel."""
+        self.subset_items = list(items)
+        keep = {name for name, _, _ in self.subset_items}
+        self._subset_cache = {k: v for k, v in self._subset_cache.items() if k in keep}
+        self.refresh(base=False, selection=False)
 
     def _refresh_changed(self) -> None:
         changed = [c for c in self.cols if self._span(c) != self._seen[c]]
@@ -273,7 +327,7 @@ class CornerPlot:
                                    ys=[float(v) for v in lasso[1]])
                 elif not keep:
                     outline.visible = False
-            self.refresh(base=False)
+            self.refresh(base=False, subsets=False)
 
     def mark_star(self, row: int | None) -> None:
         for p in self.panels.values():

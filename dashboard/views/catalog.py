@@ -10,6 +10,14 @@ stars inside being found on the server (:mod:`dashboard.corner`); every panel th
 the count says how many.  Clicking a panel opens the nearest star; clicking a row opens that
 row's star; the focused star is marked in every panel.
 
+Named subsets (TOPCAT's "row subsets") are made from an expression (``TEFF < 4500 &
+LOGG < 2``, checked and evaluated by :mod:`core.subsets`, never run as Python), may name
+earlier subsets, can be combined (union, intersection, difference of the ticked ones), are
+drawn in every panel in their own colours (datashaded, like the rest) and can limit the
+table.  They live in :class:`~dashboard.state.SubsetState`, apart from the brushed selection
+and the focused star, and are saved in session files (:mod:`dashboard.persist`).  The
+table's numeric header filters read ranges (``4000..4500``, ``>4500``, ``<2``), on the server.
+
 Why not ``hv.link_selections``: on this 2-core machine one selection event over a 4-column
 corner of 20k stars took 25-43 s through HoloViews (every stream refreshed every panel), and
 rendering a 6-column corner took ~30 s.  Direct datashader aggregation into Bokeh sources keeps
@@ -25,10 +33,13 @@ import pandas as pd
 import panel as pn
 import param
 from bokeh.models import NumberFormatter
+from panel.io.model import JSCode
+
+from core.subsets import SubsetError, make_subset, range_expression, range_mask, references
 
 from .. import corner, data
 from ..figures.corner_plot import CornerPlot, axis_label, short_label
-from ..state import AppContext, FocusState, SelectionState
+from ..state import AppContext, FocusState, SelectionState, Session, SubsetState
 
 __all__ = ["CatalogView", "axis_label"]
 
@@ -37,6 +48,43 @@ TABLE_FIRST = ("APOGEE_ID", "TELESCOPE", "FIELD", "SNR", "TEFF", "LOGG", "M_H", 
                "MG_FE", "POPULATION", "VAE_CHI2")
 #: How a new box or lasso combines with the current selection.
 SELECT_MODES = {"new shape replaces": "replace", "new shape narrows": "intersect"}
+#: Subset colours, apart from the selection's orange and the focused star's red.
+SUBSET_COLOURS = ("#1f77b4", "#2ca02c", "#9467bd", "#17becf", "#8c564b", "#e377c2",
+                  "#bcbd22", "#7f7f7f")
+ALL_ROWS = "all stars"
+COMBINE = {"union": " | ", "intersection": " & ", "difference": " & ~"}
+RANGE_HINT = "4000..4500, >4500"
+
+
+class RangeFilterTable(pn.widgets.Tabulator):
+    """A Tabulator whose header boxes filter on the server: numeric columns by ranges
+    (``4000..4500``, ``>4500``, ``<=2``, or a number: what rounds to it, see
+    :func:`core.subsets.range_mask`), text columns by 'contains'.  Text that is not a range
+    matches nothing (the view says why).  The browser's own filtering is switched off
+    (a filter function that keeps every row): the server sends the filtered page."""
+
+    def _get_header_filters(self, df: pd.DataFrame) -> list[np.ndarray]:
+        masks = []
+        for filt in self.filters or []:
+            col, text = filt.get("field"), filt.get("value")
+            if isinstance(text, list):
+                text = text[0] if len(text) == 1 else ""
+            if col not in df.columns or text is None or not str(text).strip():
+                continue
+            values = df[col]
+            if is_number_column(values):
+                try:
+                    masks.append(range_mask(values.to_numpy(), str(text)))
+                except SubsetError:
+                    masks.append(np.zeros(len(df), dtype=bool))
+            else:
+                masks.append(np.array(values.astype(str).str.contains(  # a writable copy
+                    str(text), case=False, regex=False), dtype=bool))
+        return masks
+
+
+def is_number_column(values: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
 
 
 class CatalogView(pn.viewable.Viewer):
@@ -45,6 +93,9 @@ class CatalogView(pn.viewable.Viewer):
     focus = param.ClassSelector(class_=FocusState)
     selection = param.ClassSelector(class_=SelectionState)
     context = param.ClassSelector(class_=AppContext)
+    session = param.ClassSelector(class_=Session, default=None)
+    subsets = param.ClassSelector(class_=SubsetState, default=None,
+                                  doc="the session's subsets (its own when built alone)")
 
     axes = param.ListSelector(default=[], objects=[], check_on_set=True,
                               doc="the corner plot's columns (2 to 6)")
@@ -57,6 +108,8 @@ class CatalogView(pn.viewable.Viewer):
 
     def __init__(self, **params):
         super().__init__(**params)
+        if self.subsets is None:
+            self.subsets = self.session.subsets if self.session is not None else SubsetState()
         store = self.context.store
         self.available = store is not None
         self.message = pn.pane.Alert(self.context.store_problem or "", alert_type="warning",
@@ -87,20 +140,32 @@ class CatalogView(pn.viewable.Viewer):
         cat = store.catalog
         self.table_columns = [c for c in TABLE_FIRST if c in cat.columns]
         self._table_frame = cat[self.table_columns]
-        self.table = pn.widgets.Tabulator(
+        keep_all = JSCode("function(){ return true; }")  # the server filters (see the class)
+        self.table = RangeFilterTable(
             self._table_frame, pagination="remote", page_size=12, show_index=False,
-            header_filters=True, disabled=True, selectable=1, sizing_mode="stretch_width",
+            header_filters={c: {"type": "input", "func": keep_all,
+                                "placeholder": RANGE_HINT if is_number_column(cat[c])
+                                else "contains"} for c in self.table_columns},
+            disabled=True, selectable=1, sizing_mode="stretch_width",
             height=430, theme="simple", layout="fit_data_stretch", css_classes=["ss-table"],
             formatters={c: NumberFormatter(format="0" if c in ("TEFF", "SNR") else "0.000")
                         for c in self.table_columns if pd.api.types.is_float_dtype(cat[c])},
         )
         self.table.param.watch(self._on_table_select, "selection")
+        self.table.param.watch(lambda e: self._on_table_filters(), "filters")
+        self.table_title = pn.pane.Markdown("", css_classes=["ss-table-title"],
+                                            margin=(10, 10, 0, 10))
+        self.filter_message = pn.pane.Alert("", alert_type="warning", visible=False,
+                                            css_classes=["ss-filter-problem"])
+        self._build_subset_widgets()
         self.param.watch(lambda e: self.built and self.rebuild(), ["axes", "color_by", "cnorm"])
         self.focus.param.watch(lambda e: self._mark_focus(), "spectrum")
         self.context.param.watch(lambda e: self.reload_columns(), "catalog_version")
         self._own_selection = False
         self.selection.param.watch(self._on_selection, "rows")
+        self.subsets.param.watch(lambda *e: self._on_subsets(), ["subsets", "shown", "table"])
         self.built = False
+        self._on_subsets()
 
     def reload_columns(self) -> None:
         """Offer columns added to the store (e.g. FIT_* from a fit of the selection); the plot
@@ -138,7 +203,8 @@ class CatalogView(pn.viewable.Viewer):
         color = None if self.color_by == "count" else self.color_by
         self.cnorm_select.visible = color is None  # a mean has its own scale and colour bar
         self.plot = CornerPlot(self.frame, cols, color, self.cnorm, self.select_box,
-                               self.open_nearest, self.select_lasso)
+                               self.open_nearest, self.select_lasso,
+                               subsets=self._shown_items())
         self.corner_pane.object = self.plot.layout
         self._mark_focus()
         self._update_count()
@@ -174,7 +240,7 @@ class CatalogView(pn.viewable.Viewer):
             self.selection.select(rows, description="; ".join(self.constraints))
         finally:
             self._own_selection = False
-        self.table.value = self._table_frame.iloc[rows]
+        self._update_table()
         if self.plot is not None:
             self.plot.set_selection(rows, panel, box, keep_boxes=narrow, lasso=lasso)
         self._update_count()
@@ -218,7 +284,7 @@ class CatalogView(pn.viewable.Viewer):
             return
         rows = event.new
         self.constraints = [] if rows is None else [self.selection.description]
-        self.table.value = self._table_frame if rows is None else self._table_frame.iloc[rows]
+        self._update_table()
         if self.plot is not None:
             self.plot.set_selection(rows)
         self._update_count()
@@ -230,7 +296,7 @@ class CatalogView(pn.viewable.Viewer):
             self.selection.clear()
         finally:
             self._own_selection = False
-        self.table.value = self._table_frame
+        self._update_table()
 
     def clear_selection(self) -> None:
         self._reset_selection()
@@ -255,6 +321,241 @@ class CatalogView(pn.viewable.Viewer):
         self.focus.star_id = star
         self._opened(star)
 
+    # -- subsets --------------------------------------------------------------------------
+    def _build_subset_widgets(self) -> None:
+        W = pn.widgets
+        self.expr_input = W.TextInput(label="Subset expression", width=420,
+                                      placeholder="TEFF < 4500 & LOGG < 2",
+                                      css_classes=["ss-subset-expr"])
+        self.name_input = W.TextInput(label="Subset name", placeholder="(automatic: s1, s2 …)",
+                                      width=170, css_classes=["ss-subset-name"])
+        self.add_button = W.Button(label="Add subset", color="primary", width=110,
+                                   css_classes=["ss-subset-add"])
+        self.add_button.on_click(lambda e: self.add_subset())
+        self.expr_input.param.watch(lambda e: self.add_subset(), "enter_pressed")
+        self.from_filters_button = W.Button(label="From table filters", width=150,
+                                            css_classes=["ss-subset-from-filters"])
+        self.from_filters_button.on_click(lambda e: self.expression_from_filters())
+        self.subset_message = pn.pane.Alert("", alert_type="danger", visible=False,
+                                            css_classes=["ss-subset-problem"])
+        self.subset_legend = pn.pane.HTML("", css_classes=["ss-subset-legend"], margin=(0, 10))
+        self.show_choice = W.CheckButtonGroup(options=[], value=[],
+                                              css_classes=["ss-subset-show"])
+        self.show_choice.param.watch(self._on_show_choice, "value")
+        self.table_choice = W.Select(label="Table shows", options=[ALL_ROWS], value=ALL_ROWS,
+                                     width=170, css_classes=["ss-subset-table"])
+        self.table_choice.param.watch(self._on_table_choice, "value")
+        self.combine_buttons = []
+        for kind in COMBINE:
+            button = W.Button(label=kind, width=100, css_classes=[f"ss-subset-{kind}"])
+            button.on_click(lambda e, k=kind: self.combine(k))
+            self.combine_buttons.append(button)
+        self.delete_choice = W.Select(label="Delete subset", options=[], width=150,
+                                      css_classes=["ss-subset-delete-choice"])
+        self.delete_button = W.Button(label="Delete", width=80, css_classes=["ss-subset-delete"])
+        self.delete_button.on_click(lambda e: self.delete_subset(self.delete_choice.value))
+        self._colours: dict[str, str] = {}
+        self._syncing = False
+        label = pn.pane.Markdown
+        self.subset_tools = pn.FlexBox(
+            pn.Column(label("Drawn in the plot (click to hide / show)", margin=(0, 10, -8, 10)),
+                      self.show_choice),
+            self.table_choice,
+            pn.Column(label("Combine the drawn subsets", margin=(0, 10, -8, 10)),
+                      pn.Row(*self.combine_buttons)),
+            self.delete_choice, pn.Column(pn.Spacer(height=20), self.delete_button),
+            gap="0px 10px", sizing_mode="stretch_width", visible=False)
+
+    def _colour_of(self, name: str) -> str:
+        if name not in self._colours:
+            used = set(self._colours.values())
+            free = [c for c in SUBSET_COLOURS if c not in used]
+            self._colours[name] = free[0] if free else SUBSET_COLOURS[len(used) % len(
+                SUBSET_COLOURS)]
+        return self._colours[name]
+
+    def _shown_items(self) -> list[tuple[str, np.ndarray, str]]:
+        return [(s.name, s.mask, self._colour_of(s.name)) for s in self.subsets.subsets
+                if s.name in self.subsets.shown]
+
+    def _free_name(self) -> str:
+        taken = {s.name for s in self.subsets.subsets} | {str(c).lower() for c in
+                                                           self.context.store.catalog.columns}
+        k = 1
+        while f"s{k}" in taken:
+            k += 1
+        return f"s{k}"
+
+    def _subset_problem(self, problem) -> None:
+        self.subset_message.object = "" if problem is None else (
+            "**Subset not made:** " + html.escape(str(problem)))  # the user's own text
+        self.subset_message.visible = problem is not None
+
+    def add_subset(self, expression: str | None = None, name: str | None = None):
+        """Make a subset of ``expression`` (default: the expression box) named ``name``
+        (default: the name box, else s1, s2 …); None, with a message shown, when the
+        expression or the name is refused."""
+        if expression is None:
+            expression = self.expr_input.value_input
+            if expression is None:
+                expression = self.expr_input.value
+        if name is None:
+            name = self.name_input.value_input
+            if name is None:
+                name = self.name_input.value
+        name = (name or "").strip() or self._free_name()
+        try:
+            subset = make_subset(name, expression or "", self.context.store.catalog,
+                                 self.subsets.masks())
+        except SubsetError as exc:
+            self._subset_problem(exc)
+            return None
+        self._subset_problem(None)
+        self.subsets.add(subset)
+        self.name_input.param.update(value="", value_input="")
+        return subset
+
+    def combine(self, kind: str):
+        """A new subset: the union, intersection or difference (the first minus the others)
+        of the subsets drawn in the plot."""
+        names = [s.name for s in self.subsets.subsets if s.name in self.subsets.shown]
+        if len(names) < 2:
+            self._subset_problem(f"the {kind} needs two or more subsets drawn in the plot "
+                                 "(click their names to show them)")
+            return None
+        expression = names[0] + COMBINE[kind] + COMBINE[kind].join(names[1:])
+        word = {"union": "or", "intersection": "and", "difference": "not"}[kind]
+        name = f"_{word}_".join(names)
+        if len(name) > 40 or self.subsets.get(name) is not None:
+            name = self._free_name()
+        return self.add_subset(expression, name)
+
+    def delete_subset(self, name: str | None) -> bool:
+        """Delete a subset, unless a later one is made from it (that is named instead)."""
+        if not name or self.subsets.get(name) is None:
+            return False
+        users = [s.name for s in self.subsets.subsets
+                 if s.name != name and references(s.expression, [name])]
+        if users:
+            self._subset_problem(f"'{name}' is used by {', '.join(users)}: delete "
+                                 f"{'that' if len(users) == 1 else 'those'} first")
+            return False
+        self._subset_problem(None)
+        self.subsets.remove(name)
+        return True
+
+    def expression_from_filters(self) -> str:
+        """Put the table's numeric header filters in the expression box, as a subset
+        expression (``TEFF >= 4000 & TEFF <= 4500 & LOGG < 2``) to name and add."""
+        parts = []
+        for col, text in self._header_filters():
+            if is_number_column(self._table_frame[col]):
+                try:
+                    parts.append(range_expression(col, text))
+                except SubsetError:
+                    continue
+        if not parts:
+            self._subset_problem("no numeric header filter to turn into a subset: type a range "
+                                 "such as 4000..4500 in a number column's header box")
+            return ""
+        self._subset_problem(None)
+        text = " & ".join(parts)
+        self.expr_input.param.update(value=text, value_input=text)
+        return text
+
+    def _header_filters(self) -> list[tuple[str, str]]:
+        out = []
+        for filt in self.table.filters or []:
+            col, text = filt.get("field"), filt.get("value")
+            if isinstance(text, list):
+                text = text[0] if len(text) == 1 else ""
+            if col in self._table_frame.columns and text is not None and str(text).strip():
+                out.append((col, str(text)))
+        return out
+
+    def _on_subsets(self) -> None:
+        """The subsets changed (made, deleted, shown, restored): legend, widgets, plot, table."""
+        subsets = self.subsets.subsets
+        names = [s.name for s in subsets]
+        self._colours = {n: c for n, c in self._colours.items() if n in names}
+        self._syncing = True
+        try:
+            self.show_choice.param.update(options=names,
+                                          value=[n for n in names if n in self.subsets.shown])
+            self.table_choice.param.update(options=[ALL_ROWS, *names],
+                                           value=self.subsets.table if self.subsets.table in
+                                           names else ALL_ROWS)
+            self.delete_choice.options = names
+        finally:
+            self._syncing = False
+        items = []
+        for s in subsets:
+            shown = s.name in self.subsets.shown
+            colour = self._colour_of(s.name)
+            items.append(
+                f'<div class="ss-subset-item" style="opacity:{1 if shown else 0.55}">'
+                f'<span style="display:inline-block;width:12px;height:12px;margin-right:6px;'
+                f'border-radius:2px;background:{colour}"></span><b>{html.escape(s.name)}</b>: '
+                f'<span class="ss-subset-count">{s.count:,}</span> stars '
+                f'<code>{html.escape(s.expression)}</code>{"" if shown else " (hidden)"}</div>')
+        self.subset_legend.object = "".join(items)
+        self.subset_tools.visible = bool(names)
+        if self.plot is not None:
+            self.plot.set_subsets(self._shown_items())
+        self._update_table()
+
+    def _on_show_choice(self, event) -> None:
+        if not self._syncing:
+            self.subsets.shown = list(event.new)
+
+    def _on_table_choice(self, event) -> None:
+        if not self._syncing:
+            self.subsets.table = "" if event.new == ALL_ROWS else event.new
+
+    # -- table ----------------------------------------------------------------------------
+    def table_rows(self) -> np.ndarray | None:
+        """Catalog rows the table lists before its header filters: the brushed selection,
+        narrowed to the table's subset; None for every row."""
+        rows = self.selection.rows if self.selection.active else None
+        subset = self.subsets.get(self.subsets.table)
+        if subset is None:
+            return rows
+        return subset.rows if rows is None else rows[subset.mask[rows]]
+
+    def _update_table(self) -> None:
+        rows = self.table_rows()
+        self.table.value = self._table_frame if rows is None else self._table_frame.iloc[rows]
+        self._update_table_title()
+
+    def _on_table_filters(self) -> None:
+        problems = []
+        for col, text in self._header_filters():
+            if is_number_column(self._table_frame[col]):
+                try:
+                    range_expression(col, text)
+                except SubsetError as exc:
+                    problems.append(f"{col}: {exc}")
+        self.filter_message.object = html.escape("; ".join(problems))
+        self.filter_message.visible = bool(problems)
+        self._update_table_title()
+
+    def _update_table_title(self) -> None:
+        limits = []
+        if self.subsets.get(self.subsets.table) is not None:
+            limits.append(f"subset {self.subsets.table}")
+        if self.selection.active:
+            limits.append("the selection")
+        n = len(self.table.value)
+        if self._header_filters():
+            limits.append("header filters")
+            n = len(self.table.current_view)
+        total = len(self._table_frame)
+        what = f"**{n:,}** of {total:,} stars" if limits else f"all **{total:,}** stars"
+        self.table_title.object = (
+            f"#### Catalog table: {what}" + (f" ({' ∩ '.join(limits)})" if limits else "")
+            + "\n\nHeader boxes filter: numbers by range (`4000..4500`, `>4500`, `<2`), text "
+              "by 'contains'. Click a row to open the star.")
+
     # -- layout ---------------------------------------------------------------------------
     def __panel__(self):
         if not self.available:
@@ -265,8 +566,14 @@ class CatalogView(pn.viewable.Viewer):
                       self.mode_buttons),
             pn.Column(pn.Spacer(height=20), self.clear_button), gap="0px 10px",
             sizing_mode="stretch_width")
+        W = 20
+        subsets = pn.Column(
+            pn.FlexBox(self.expr_input, self.name_input,
+                       pn.Column(pn.Spacer(height=W), self.add_button),
+                       pn.Column(pn.Spacer(height=W), self.from_filters_button),
+                       gap="0px 10px", sizing_mode="stretch_width"),
+            self.subset_message, self.subset_legend, self.subset_tools,
+            sizing_mode="stretch_width", css_classes=["ss-subsets"])
         return pn.Column(
-            controls, self.count, self.corner_pane,
-            pn.pane.Markdown("#### Catalog: filter with the header boxes; click a row to open "
-                             "the star", margin=(10, 10, 0, 10)),
-            self.table, sizing_mode="stretch_width")
+            controls, subsets, self.count, self.corner_pane, self.table_title,
+            self.filter_message, self.table, sizing_mode="stretch_width")
