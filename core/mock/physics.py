@@ -67,7 +67,7 @@ _SHIFT = dict(gf_sigma=0.10, extra_line_fraction=0.04, lsf_broadening=0.08,
               ripple_amplitude=0.004)
 PHYSICS = {
     "classic": Physics("classic", "classic", "original one-layer mock synthesis (lines far too deep)"),
-    "apogee": Physics("apogee", "apogee", "APOGEE-like synthesis (default): H- continuum, Planck depth "
+    "apogee": Physics("apogee", "apogee", "APOGEE-like synthesis: H- continuum, Planck depth "
                       "limit, dense CN/OH/CO forest with band structure"),
     "shifted": Physics("shifted", "classic", "classic physics with perturbed log gf (0.1 dex), "
                        "4 % extra unidentified lines, an 8 % broader LSF and continuum ripples",
