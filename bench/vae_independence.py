@@ -69,6 +69,12 @@ OBJECTIVES = {
                 "no re-draw", ["--label-offsets", "--no-label-redraw"]),
     "offsets-hsic-3e5": ("offsets + HSIC λ=3e5 between μ and the labels",
                          ["--label-offsets", "--no-label-redraw", "--hsic", "3e5"]),
+    "hsic-3e5-wide": ("hsic-3e5 with a wider decoder (256, 256 hidden instead of 64, 128): "
+                      "room to model the labels' effect without the latents' help",
+                      ["--hsic", "3e5", "--decoder-widths", "256,256"]),
+    "hsic-3e5-beta3": ("hsic-3e5 with β=3 (less prior pull on the latent means, whose "
+                       "label-dependent shrinkage can give the labels away)",
+                       ["--hsic", "3e5", "--beta", "3"]),
     "true-noredraw": ("diagnostic: plain without re-draw on a copy of the stores whose "
                       "TEFF/LOGG/FE_H are the TRUE_* values (exact injected labels)",
                       ["--no-label-redraw"]),
@@ -159,9 +165,11 @@ def main() -> int:
                      "max_minutes": args.max_minutes, "train_store": args.train_store,
                      "eval_store": args.eval_store})
         print(json.dumps(rows[-1]), flush=True)
-    if RESULTS.is_file():  # keep the other rounds
-        old = json.loads(RESULTS.read_text()).get("rows", [])
-        rows = [r for r in old if r.get("round", "") != args.tag] + rows
+    note = None
+    if RESULTS.is_file():  # keep the other rounds (and the note on them)
+        previous = json.loads(RESULTS.read_text())
+        note = previous.get("note")
+        rows = [r for r in previous.get("rows", []) if r.get("round", "") != args.tag] + rows
     result = {
         "benchmark": "VAE objectives vs label leakage into the free latents "
                      "(bench/vae_independence.py)",
@@ -174,6 +182,7 @@ def main() -> int:
         "figures": "excess/partial R²: MLP probe of evaluate vae (controls = the evaluation "
                    "store's TRUE_* VMICRO and [X/Fe]); χ²_ν: median over the evaluation "
                    "store; swap slope: core.evaluate.swap",
+        **({"note": note} if note else {}),
         "rows": rows,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -356,36 +356,49 @@ def test_union_intersection_difference_and_delete(view):
     assert view.delete_choice.options == ["b"] and view.table_choice.options == ["all stars", "b"]
 
 
-def header_filter(view, **filters):
-    view.table.filters = [{"field": c, "type": "like", "value": v} for c, v in filters.items()]
+def table_filter(view, **filters):
+    """Type ranges in the boxes above the table (number columns) or text in the header boxes."""
+    numbers = {c: v for c, v in filters.items() if c in view.number_columns}
+    for c, box in view.range_inputs.items():
+        box.value = numbers.get(c, "")
+    view.table.filters = [{"field": c, "type": "like", "value": v} for c, v in filters.items()
+                          if c not in numbers]
     return view.table.current_view
 
 
-def test_numeric_header_filters_read_ranges(view, store):
+def test_numeric_table_filters_read_ranges(view, store):
     cat = store.catalog
-    shown = header_filter(view, TEFF="4200..4800")
+    assert {"TEFF", "LOGG", "SNR"} <= set(view.range_inputs) and "APOGEE_ID" not in view.range_inputs
+    shown = table_filter(view, TEFF="4200..4800")
     np.testing.assert_array_equal(shown.index, np.flatnonzero(cat.TEFF.between(4200, 4800)))
-    shown = header_filter(view, TEFF=">4800", LOGG="<2")
+    assert view.range_filters["TEFF"] == "4200..4800"
+    shown = table_filter(view, TEFF=">4800", LOGG="<2")
     assert len(shown) == ((cat.TEFF > 4800) & (cat.LOGG < 2)).sum() > 0
-    assert "header filters" in view.table_title.object and f"**{len(shown):,}**" in \
+    assert "table filters" in view.table_title.object and f"**{len(shown):,}**" in \
         view.table_title.object
     snr = round(float(cat.SNR.iloc[4]))  # "45" finds 45.3: what the user sees rounded
-    shown = header_filter(view, SNR=str(snr))
+    shown = table_filter(view, SNR=str(snr))
     assert 4 in shown.index and len(shown) == ((cat.SNR >= snr - 0.5) & (cat.SNR < snr + 0.5)).sum()
-    shown = header_filter(view, APOGEE_ID=str(cat.APOGEE_ID.iloc[7])[2:8])  # text: contains
+    shown = table_filter(view, APOGEE_ID=str(cat.APOGEE_ID.iloc[7])[2:8])  # text: contains
     assert 7 in shown.index
     assert not view.filter_message.visible
-    shown = header_filter(view, TEFF="hot")
+    shown = table_filter(view, TEFF="hot")
     assert len(shown) == 0 and view.filter_message.visible
     assert "TEFF: filter &#x27;hot&#x27; not understood" in view.filter_message.object
+    # a range filter narrows a table limited to a subset too
+    view.add_subset("LOGG < 2.5", "low")
+    view.table_choice.value = "low"
+    shown = table_filter(view, TEFF="4200..4800")
+    assert len(shown) == (cat.TEFF.between(4200, 4800) & (cat.LOGG < 2.5)).sum()
+    assert "(subset low ∩ table filters)" in view.table_title.object
     # the filters become a subset expression, linked to the plot
-    header_filter(view, TEFF="4200..4800", LOGG="<2", APOGEE_ID="2M")
+    table_filter(view, TEFF="4200..4800", LOGG="<2", APOGEE_ID="2M")
     text = view.expression_from_filters()
     assert text == "TEFF >= 4200 & TEFF <= 4800 & LOGG < 2" == view.expr_input.value
     subset = view.add_subset(name="box")
     assert subset.count == ((cat.TEFF >= 4200) & (cat.TEFF <= 4800) & (cat.LOGG < 2)).sum()
-    header_filter(view)
-    assert view.expression_from_filters() == "" and "no numeric header filter" in \
+    table_filter(view)
+    assert view.expression_from_filters() == "" and "no range filter" in \
         view.subset_message.object
 
 
@@ -399,3 +412,18 @@ def test_the_app_view_shares_the_sessions_subsets(store):
     view.add_subset("TEFF < 4500", "cool")
     assert [s.name for s in session.subsets.subsets] == ["cool"]
     assert not session.selection.active and session.focus.star_id == ""  # kept apart
+
+
+def test_a_box_selection_becomes_a_subset_expression_but_a_lasso_does_not(view):
+    assert view.expression_from_selection() == "" and "nothing is selected" in \
+        view.subset_message.object
+    view.select_box("TEFF", "LOGG", (4200, 5000, 1.5, 3.0))
+    view.mode = "new shape narrows"
+    view.select_box("FE_H", None, (-0.5, 0.4))
+    text = view.expression_from_selection()
+    assert text == ("TEFF >= 4200 & TEFF <= 5000 & LOGG >= 1.5 & LOGG <= 3 & "
+                    "FE_H >= -0.5 & FE_H <= 0.4") == view.expr_input.value
+    subset = view.add_subset(name="boxed")
+    np.testing.assert_array_equal(subset.rows, view.selection.rows)
+    view.select_lasso("TEFF", "LOGG", [4100.0, 5400.0, 4300.0], [1.2, 2.0, 3.4])
+    assert view.expression_from_selection() == "" and "lasso" in view.subset_message.object

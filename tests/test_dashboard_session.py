@@ -302,6 +302,7 @@ def test_subsets_are_saved_by_expression_and_re_evaluated_on_restore(store):
     catalog.add_subset("cool & ~giants", "cool_dwarfs")
     catalog.show_choice.value = ["cool", "cool_dwarfs"]
     catalog.table_choice.value = "cool_dwarfs"
+    catalog.range_inputs["SNR"].value = ">100"
     doc = json.loads(persist.dumps(persist.session_document(app)))
     assert doc["subsets"] == {
         "items": [{"name": "cool", "expression": "TEFF < 4600"},
@@ -322,6 +323,9 @@ def test_subsets_are_saved_by_expression_and_re_evaluated_on_restore(store):
     view = fresh.views["catalog"]  # the view shows what was restored
     assert "<b>cool_dwarfs</b>" in view.subset_legend.object
     assert len(view.table.value) == state.get("cool_dwarfs").count
+    assert view.range_inputs["SNR"].value == ">100" and view.range_filters["SNR"] == ">100"
+    shown = ((cat.TEFF < 4600) & ~(cat.LOGG < 2) & (cat.SNR > 100)).sum()
+    assert len(view.table.current_view) == shown and f"**{shown:,}**" in view.table_title.object
     # a session saved without subsets clears them
     bare = persist.session_document(make_app(store))
     assert bare["subsets"] is None
@@ -356,3 +360,12 @@ def test_bad_saved_subsets_are_refused_with_a_plain_note(store):
         persist.read_session(b'{"format": "stellarscope-session", "version": 2, '
                              b'"subsets": [1]}', "s.json")
     persist.restore_subsets(state, {"items": []}, store.catalog)
+    catalog = app.views["catalog"]
+    notes = persist.restore_view(catalog, {"range_filters": {"TEFF": ">4000", "NOPE": "1",
+                                                             "LOGG": 5}})
+    assert notes == ["range filter on 'NOPE' not restored", "range filter on 'LOGG' not restored"]
+    assert catalog.range_filters == {"TEFF": ">4000"} and catalog.range_inputs["TEFF"].value == ">4000"
+    assert persist.restore_view(catalog, {"range_filters": "x"}) == [
+        "range_filters: not restored (not a JSON object)"]
+    persist.restore_view(catalog, {})  # saved without range filters: none
+    assert catalog.range_filters == {} and catalog.range_inputs["TEFF"].value == ""

@@ -181,7 +181,8 @@ class VAETask(TrainTask):
         p.add_argument("--hsic-scales", type=_scales, default=None, metavar="S1,S2,…",
                        help="bandwidths² of the HSIC's latent kernel as multiples of the median "
                        "squared distance between latent means (default 1; several average "
-                       "their kernels, e.g. 0.1,1)")
+                       "their kernels, e.g. 0.1,1; with --hsic 3e5, 0.1,1 did worse than 1 in "
+                       "bench/vae_independence.py: Teff excess 0.24, χ²_ν 1.21)")
         p.add_argument("--hsic-controls", choices=CONTROL_MODES, default=None,
                        help="penalise the HSIC between latent means and the label residuals "
                        "after a quadratic fit on the catalog's other labels (auto: a mock's "

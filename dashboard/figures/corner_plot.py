@@ -48,6 +48,9 @@ UNITS = {"RA": "deg", "DEC": "deg"}
 TRANSPARENT = "rgba(0, 0, 0, 0)"
 EMPTY_IMAGE = {"image": [], "x": [], "y": [], "dw": [], "dh": []}
 LIGHT_GREYS = list(reversed(Greys256[40:230]))
+HIST_FILL, HIST_LINE = "#8aa5c4", "#6b8fb5"
+#: histogram bars under subset outlines: grey, so a blue subset stands out
+HIST_FILL_UNDER, HIST_LINE_UNDER = "#d4d4d4", "#bdbdbd"
 SELECTED_COUNT = list(reversed(Oranges256[:200]))
 #: How the box or lasso behind the selection stays drawn in its panel.
 OUTLINE_STYLE = {"fill_color": "#e6550d", "fill_alpha": 0.08, "line_color": "#e6550d",
@@ -157,8 +160,9 @@ class CornerPlot:
                 if diag:
                     p["base"] = ColumnDataSource({"left": [], "right": [], "top": []})
                     p["sel"] = ColumnDataSource({"left": [], "right": [], "top": []})
-                    fig.quad(left="left", right="right", top="top", bottom=0, source=p["base"],
-                             fill_color="#8aa5c4", line_color="#6b8fb5")
+                    p["bars"] = fig.quad(left="left", right="right", top="top", bottom=0,
+                                         source=p["base"], fill_color=HIST_FILL,
+                                         line_color=HIST_LINE).glyph
                     fig.quad(left="left", right="right", top="top", bottom=0, source=p["sel"],
                              fill_color="#e6550d", line_color="#c44a0b", fill_alpha=0.8)
                     p["subsets"] = ColumnDataSource({"xs": [], "ys": [], "color": []})
@@ -289,6 +293,9 @@ class CornerPlot:
                 ys.append(np.repeat(c, 2).astype(float).tolist())
                 colours.append(colour)
             p["subsets"].data = {"xs": xs, "ys": ys, "color": colours}
+            under = bool(self.subset_items)
+            p["bars"].update(fill_color=HIST_FILL_UNDER if under else HIST_FILL,
+                             line_color=HIST_LINE_UNDER if under else HIST_LINE)
 
     def set_subsets(self, items: list[tuple[str, np.ndarray, str]]) -> None:
         """Draw these subsets ((name, row mask, colour), later ones on top) in every panel."""

@@ -15,8 +15,11 @@ LOGG < 2``, checked and evaluated by :mod:`core.subsets`, never run as Python), 
 earlier subsets, can be combined (union, intersection, difference of the ticked ones), are
 drawn in every panel in their own colours (datashaded, like the rest) and can limit the
 table.  They live in :class:`~dashboard.state.SubsetState`, apart from the brushed selection
-and the focused star, and are saved in session files (:mod:`dashboard.persist`).  The
-table's numeric header filters read ranges (``4000..4500``, ``>4500``, ``<2``), on the server.
+and the focused star, and are saved in session files (:mod:`dashboard.persist`).  Numeric
+table columns are filtered by ranges typed in boxes above the table (``4000..4500``,
+``>4500``, ``<2``; :func:`core.subsets.range_mask`, on the server), text columns by the
+header boxes ('contains').  Tabulator's own header filters cannot do ranges: the browser
+filters each page again with the same function, and a custom one cannot be sent back.
 
 Why not ``hv.link_selections``: on this 2-core machine one selection event over a 4-column
 corner of 20k stars took 25-43 s through HoloViews (every stream refreshed every panel), and
@@ -33,7 +36,6 @@ import pandas as pd
 import panel as pn
 import param
 from bokeh.models import NumberFormatter
-from panel.io.model import JSCode
 
 from core.subsets import SubsetError, make_subset, range_expression, range_mask, references
 
@@ -53,34 +55,7 @@ SUBSET_COLOURS = ("#1f77b4", "#2ca02c", "#9467bd", "#17becf", "#8c564b", "#e377c
                   "#bcbd22", "#7f7f7f")
 ALL_ROWS = "all stars"
 COMBINE = {"union": " | ", "intersection": " & ", "difference": " & ~"}
-RANGE_HINT = "4000..4500, >4500"
-
-
-class RangeFilterTable(pn.widgets.Tabulator):
-    """A Tabulator whose header boxes filter on the server: numeric columns by ranges
-    (``4000..4500``, ``>4500``, ``<=2``, or a number: what rounds to it, see
-    :func:`core.subsets.range_mask`), text columns by 'contains'.  Text that is not a range
-    matches nothing (the view says why).  The browser's own filtering is switched off
-    (a filter function that keeps every row): the server sends the filtered page."""
-
-    def _get_header_filters(self, df: pd.DataFrame) -> list[np.ndarray]:
-        masks = []
-        for filt in self.filters or []:
-            col, text = filt.get("field"), filt.get("value")
-            if isinstance(text, list):
-                text = text[0] if len(text) == 1 else ""
-            if col not in df.columns or text is None or not str(text).strip():
-                continue
-            values = df[col]
-            if is_number_column(values):
-                try:
-                    masks.append(range_mask(values.to_numpy(), str(text)))
-                except SubsetError:
-                    masks.append(np.zeros(len(df), dtype=bool))
-            else:
-                masks.append(np.array(values.astype(str).str.contains(  # a writable copy
-                    str(text), case=False, regex=False), dtype=bool))
-        return masks
+RANGE_HINT = "e.g. 4000..4500"
 
 
 def is_number_column(values: pd.Series) -> bool:
@@ -102,6 +77,8 @@ class CatalogView(pn.viewable.Viewer):
     color_by = param.Selector(default="count", objects=["count"], check_on_set=True)
     cnorm = param.Selector(default="eq_hist", objects=["eq_hist", "log", "linear"])
     mode = param.Selector(default=next(iter(SELECT_MODES)), objects=list(SELECT_MODES))
+    range_filters = param.Dict(default={}, doc="numeric table column → range text "
+                                               "('4000..4500', '>4500', '<2')")
 
     #: saved in session files (the keys of the old per-widget state)
     session_params = ("axes", "color_by", "cnorm", "mode")
@@ -137,22 +114,32 @@ class CatalogView(pn.viewable.Viewer):
         self.clear_button.on_click(lambda e: self.clear_selection())
         self.corner_pane = pn.pane.Bokeh(None, css_classes=["ss-corner"])
         self.constraints: list[str] = []
+        #: the selection as subset expressions, one per shape (None for a lasso)
+        self.constraint_exprs: list[str | None] = []
         cat = store.catalog
         self.table_columns = [c for c in TABLE_FIRST if c in cat.columns]
         self._table_frame = cat[self.table_columns]
-        keep_all = JSCode("function(){ return true; }")  # the server filters (see the class)
-        self.table = RangeFilterTable(
+        self.number_columns = [c for c in self.table_columns if is_number_column(cat[c])]
+        self.table = pn.widgets.Tabulator(
             self._table_frame, pagination="remote", page_size=12, show_index=False,
-            header_filters={c: {"type": "input", "func": keep_all,
-                                "placeholder": RANGE_HINT if is_number_column(cat[c])
-                                else "contains"} for c in self.table_columns},
+            header_filters={c: {"type": "input", "func": "like", "placeholder": "contains"}
+                            for c in self.table_columns if c not in self.number_columns},
             disabled=True, selectable=1, sizing_mode="stretch_width",
             height=430, theme="simple", layout="fit_data_stretch", css_classes=["ss-table"],
             formatters={c: NumberFormatter(format="0" if c in ("TEFF", "SNR") else "0.000")
                         for c in self.table_columns if pd.api.types.is_float_dtype(cat[c])},
         )
         self.table.param.watch(self._on_table_select, "selection")
-        self.table.param.watch(lambda e: self._on_table_filters(), "filters")
+        self.table.add_filter(pn.bind(self._range_mask, texts=self.param.range_filters))
+        self.range_inputs = {}
+        for c in self.number_columns:
+            box = pn.widgets.TextInput(label=short_label(c), placeholder=RANGE_HINT, width=118,
+                                       css_classes=["ss-range-filter", f"ss-range-{c}"])
+            box.param.watch(lambda e, c=c: self._on_range_input(c, e.new), "value")
+            self.range_inputs[c] = box
+        self.param.watch(lambda e: (self._show_range_filters(), self._on_table_filters()),
+                         "range_filters")
+        self.table.param.watch(lambda e: self._update_table_title(), "filters")
         self.table_title = pn.pane.Markdown("", css_classes=["ss-table-title"],
                                             margin=(10, 10, 0, 10))
         self.filter_message = pn.pane.Alert("", alert_type="warning", visible=False,
@@ -213,9 +200,11 @@ class CatalogView(pn.viewable.Viewer):
         """Select the stars in a box of panel (xcol, ycol), or an x span of a histogram."""
         mask = corner.box_mask(self.frame, xcol, box[:2], ycol, box[2:] if ycol else None)
         text = self._describe(xcol, box[:2])
+        expr = self._between(xcol, box[:2])
         if ycol:
             text += " and " + self._describe(ycol, box[2:])
-        self._select(mask, text, (xcol, ycol or xcol), box=box)
+            expr += " & " + self._between(ycol, box[2:])
+        self._select(mask, text, (xcol, ycol or xcol), box=box, expr=expr)
 
     def select_lasso(self, xcol: str, ycol: str, xs, ys) -> None:
         """Select the stars inside a lasso polygon (vertices xs, ys) of panel (xcol, ycol)."""
@@ -223,7 +212,13 @@ class CatalogView(pn.viewable.Viewer):
         text = f"lasso on {short_label(xcol)}–{short_label(ycol)} ({len(xs)} vertices)"
         self._select(mask, text, (xcol, ycol), lasso=(xs, ys))
 
-    def _select(self, mask: np.ndarray, text: str, panel, box=None, lasso=None) -> None:
+    @staticmethod
+    def _between(col: str, span) -> str:
+        lo, hi = sorted(map(float, span))
+        return f"{col} >= {lo:.9g} & {col} <= {hi:.9g}"
+
+    def _select(self, mask: np.ndarray, text: str, panel, box=None, lasso=None,
+                expr: str | None = None) -> None:
         """Make the rows in ``mask`` the selection, or narrow the current one to them, as the
         select mode says; ``text`` describes the new shape."""
         narrow = SELECT_MODES[self.mode] == "intersect" and self.selection.active
@@ -232,8 +227,10 @@ class CatalogView(pn.viewable.Viewer):
             keep[self.selection.rows] = True
             mask &= keep
             self.constraints.append(text)
+            self.constraint_exprs.append(expr)
         else:
             self.constraints = [text]
+            self.constraint_exprs = [expr]
         rows = np.flatnonzero(mask)
         self._own_selection = True
         try:
@@ -284,6 +281,7 @@ class CatalogView(pn.viewable.Viewer):
             return
         rows = event.new
         self.constraints = [] if rows is None else [self.selection.description]
+        self.constraint_exprs = [] if rows is None else [None]  # rows only, no shapes
         self._update_table()
         if self.plot is not None:
             self.plot.set_selection(rows)
@@ -291,6 +289,7 @@ class CatalogView(pn.viewable.Viewer):
 
     def _reset_selection(self) -> None:
         self.constraints = []
+        self.constraint_exprs = []
         self._own_selection = True
         try:
             self.selection.clear()
@@ -336,6 +335,9 @@ class CatalogView(pn.viewable.Viewer):
         self.from_filters_button = W.Button(label="From table filters", width=150,
                                             css_classes=["ss-subset-from-filters"])
         self.from_filters_button.on_click(lambda e: self.expression_from_filters())
+        self.from_selection_button = W.Button(label="From box selection", width=150,
+                                              css_classes=["ss-subset-from-selection"])
+        self.from_selection_button.on_click(lambda e: self.expression_from_selection())
         self.subset_message = pn.pane.Alert("", alert_type="danger", visible=False,
                                             css_classes=["ss-subset-problem"])
         self.subset_legend = pn.pane.HTML("", css_classes=["ss-subset-legend"], margin=(0, 10))
@@ -445,33 +447,84 @@ class CatalogView(pn.viewable.Viewer):
         return True
 
     def expression_from_filters(self) -> str:
-        """Put the table's numeric header filters in the expression box, as a subset
+        """Put the table's range filters in the expression box, as a subset
         expression (``TEFF >= 4000 & TEFF <= 4500 & LOGG < 2``) to name and add."""
         parts = []
-        for col, text in self._header_filters():
-            if is_number_column(self._table_frame[col]):
-                try:
-                    parts.append(range_expression(col, text))
-                except SubsetError:
-                    continue
+        for col, text in self._range_texts():
+            try:
+                parts.append(range_expression(col, text))
+            except SubsetError:
+                continue
         if not parts:
-            self._subset_problem("no numeric header filter to turn into a subset: type a range "
-                                 "such as 4000..4500 in a number column's header box")
+            self._subset_problem("no range filter to turn into a subset: type a range such as "
+                                 "4000..4500 in a box above the table")
             return ""
         self._subset_problem(None)
         text = " & ".join(parts)
         self.expr_input.param.update(value=text, value_input=text)
         return text
 
-    def _header_filters(self) -> list[tuple[str, str]]:
-        out = []
-        for filt in self.table.filters or []:
-            col, text = filt.get("field"), filt.get("value")
-            if isinstance(text, list):
-                text = text[0] if len(text) == 1 else ""
-            if col in self._table_frame.columns and text is not None and str(text).strip():
-                out.append((col, str(text)))
-        return out
+    def expression_from_selection(self) -> str:
+        """Put the box selection in the expression box (``TEFF >= 4040 & TEFF <= 4620 &
+        LOGG >= 1.1 & LOGG <= 2.4``), to name and add; a lasso cannot be written so."""
+        if not self.selection.active or not self.constraint_exprs:
+            self._subset_problem("nothing is selected: drag a box in a panel first")
+            return ""
+        if any(e is None for e in self.constraint_exprs):
+            self._subset_problem("this selection holds a lasso (or came from a session), which "
+                                 "an expression cannot describe: select with boxes")
+            return ""
+        self._subset_problem(None)
+        text = " & ".join(self.constraint_exprs)
+        self.expr_input.param.update(value=text, value_input=text)
+        return text
+
+    def _range_texts(self) -> list[tuple[str, str]]:
+        return [(c, str(t)) for c, t in self.range_filters.items()
+                if c in self.number_columns and str(t).strip()]
+
+    def _range_mask(self, df: pd.DataFrame, texts: dict) -> np.ndarray:
+        """The table's range filters as a row mask (Tabulator's function filter); text that
+        is not a range matches nothing (the view says why)."""
+        mask = np.ones(len(df), dtype=bool)
+        for col, text in texts.items():
+            if col in df.columns and str(text).strip():
+                try:
+                    mask &= range_mask(df[col].to_numpy(), str(text))
+                except SubsetError:
+                    mask[:] = False
+        return mask
+
+    def _on_range_input(self, col: str, text: str) -> None:
+        if str(self.range_filters.get(col, "")) != (text or ""):
+            self.range_filters = {**self.range_filters, col: text or ""}
+
+    def extra_state(self) -> dict:
+        """The table's range filters, when any (so older session files compare equal)."""
+        texts = dict(self._range_texts()) if self.available else {}
+        return {"range_filters": texts} if texts else {}
+
+    def restore_extra(self, state: dict, sync: bool = False) -> list[str]:
+        if not self.available:
+            return []
+        saved = state.get("range_filters", {})
+        if not isinstance(saved, dict):
+            return ["range_filters: not restored (not a JSON object)"]
+        keep, notes = {}, []
+        for col, text in saved.items():
+            if col in self.number_columns and isinstance(text, str) and len(text) <= 100:
+                keep[col] = text
+            else:
+                notes.append(f"range filter on {str(col)[:40]!r} not restored")
+        self.range_filters = keep
+        return notes
+
+    def _show_range_filters(self) -> None:
+        """Range filters set elsewhere (a restored session) appear in their boxes."""
+        for col, box in self.range_inputs.items():
+            text = str(self.range_filters.get(col, ""))
+            if box.value != text:
+                box.value = text
 
     def _on_subsets(self) -> None:
         """The subsets changed (made, deleted, shown, restored): legend, widgets, plot, table."""
@@ -514,7 +567,7 @@ class CatalogView(pn.viewable.Viewer):
 
     # -- table ----------------------------------------------------------------------------
     def table_rows(self) -> np.ndarray | None:
-        """Catalog rows the table lists before its header filters: the brushed selection,
+        """Catalog rows the table lists before its own filters: the brushed selection,
         narrowed to the table's subset; None for every row."""
         rows = self.selection.rows if self.selection.active else None
         subset = self.subsets.get(self.subsets.table)
@@ -529,12 +582,11 @@ class CatalogView(pn.viewable.Viewer):
 
     def _on_table_filters(self) -> None:
         problems = []
-        for col, text in self._header_filters():
-            if is_number_column(self._table_frame[col]):
-                try:
-                    range_expression(col, text)
-                except SubsetError as exc:
-                    problems.append(f"{col}: {exc}")
+        for col, text in self._range_texts():
+            try:
+                range_expression(col, text)
+            except SubsetError as exc:
+                problems.append(f"{col}: {exc}")
         self.filter_message.object = html.escape("; ".join(problems))
         self.filter_message.visible = bool(problems)
         self._update_table_title()
@@ -546,15 +598,16 @@ class CatalogView(pn.viewable.Viewer):
         if self.selection.active:
             limits.append("the selection")
         n = len(self.table.value)
-        if self._header_filters():
-            limits.append("header filters")
+        if self._range_texts() or any(str(f.get("value") or "").strip()
+                                      for f in self.table.filters or []):
+            limits.append("table filters")
             n = len(self.table.current_view)
         total = len(self._table_frame)
         what = f"**{n:,}** of {total:,} stars" if limits else f"all **{total:,}** stars"
         self.table_title.object = (
             f"#### Catalog table: {what}" + (f" ({' ∩ '.join(limits)})" if limits else "")
-            + "\n\nHeader boxes filter: numbers by range (`4000..4500`, `>4500`, `<2`), text "
-              "by 'contains'. Click a row to open the star.")
+            + "\n\nFilter numbers by range in the boxes below (`4000..4500`, `>4500`, `<2`, "
+              "then Enter), text in the header boxes ('contains'). Click a row to open the star.")
 
     # -- layout ---------------------------------------------------------------------------
     def __panel__(self):
@@ -571,9 +624,11 @@ class CatalogView(pn.viewable.Viewer):
             pn.FlexBox(self.expr_input, self.name_input,
                        pn.Column(pn.Spacer(height=W), self.add_button),
                        pn.Column(pn.Spacer(height=W), self.from_filters_button),
+                       pn.Column(pn.Spacer(height=W), self.from_selection_button),
                        gap="0px 10px", sizing_mode="stretch_width"),
             self.subset_message, self.subset_legend, self.subset_tools,
             sizing_mode="stretch_width", css_classes=["ss-subsets"])
         return pn.Column(
             controls, subsets, self.count, self.corner_pane, self.table_title,
+            pn.FlexBox(*self.range_inputs.values(), gap="0px 8px", sizing_mode="stretch_width"),
             self.filter_message, self.table, sizing_mode="stretch_width")
