@@ -54,6 +54,24 @@ def _store_complete(path: Path) -> bool:
         return False
 
 
+def _stale_mock(path: Path) -> str | None:
+    """Why an existing demo store no longer matches the shipped models (None if it does).
+
+    The shipped models are trained on the default mock physics and population; a demo store
+    made by an older release (classic physics) would show them spectra of another universe."""
+    from .mock import DEFAULT_PHYSICS, DEFAULT_POPULATION, store_physics, store_population
+    from .store import SpectraStore
+
+    store = SpectraStore.open(path)
+    if not store.is_mock:
+        return None
+    have = (store_physics(store), store_population(store))
+    if have != (DEFAULT_PHYSICS, DEFAULT_POPULATION):
+        return (f"{path} holds a mock with {have[0]} physics and the {have[1]} population; the "
+                f"shipped models are trained on {DEFAULT_PHYSICS} / {DEFAULT_POPULATION}")
+    return None
+
+
 def build_demo(store_path=None, n_stars: int = DEMO_N_STARS, seed: int = DEMO_SEED,
                force: bool = False, progress: bool = True, log=print) -> DemoStatus:
     """Make sure the demo store exists and carries the shipped models' columns."""
@@ -63,7 +81,10 @@ def build_demo(store_path=None, n_stars: int = DEMO_N_STARS, seed: int = DEMO_SE
 
     store_path = Path(store_path) if store_path else paths.demo_store()
     status = DemoStatus(store=store_path)
-    if force or not _store_complete(store_path):
+    stale = None if force or not _store_complete(store_path) else _stale_mock(store_path)
+    if stale:
+        log(f"Rebuilding the demo store: {stale}")
+    if force or stale or not _store_complete(store_path):
         from .mock import generate_mock_survey
 
         log(f"Generating the mock survey ({n_stars} stars, seed {seed}) in {store_path}")

@@ -31,3 +31,20 @@ def test_demo_builds_once_and_carries_the_shipped_vae_and_transformer_columns(tm
     assert "spectral transformer inference" in err and "spectra/s" in err
     again = build_demo(path, n_stars=40, progress=False, log=lambda *_: None)
     assert not again.generated and again.inferred == []
+
+
+def test_demo_rebuilds_a_store_of_an_older_mock(tmp_path):
+    """A demo store left by a release whose mock had classic physics is regenerated, since the
+    shipped models are trained on today's default physics and population."""
+    from core.mock import DEFAULT_PHYSICS, DEFAULT_POPULATION, generate_mock_survey, store_physics
+
+    path = tmp_path / "demo"
+    generate_mock_survey(path, n_stars=12, seed=42, progress=False, physics="classic",
+                         population="classic")
+    said = []
+    status = build_demo(path, n_stars=12, progress=False, log=said.append)
+    assert status.generated
+    assert any("classic physics" in line and DEFAULT_PHYSICS in line for line in said)
+    store = SpectraStore.open(path)
+    assert store_physics(store) == DEFAULT_PHYSICS
+    assert store.manifest["provenance"]["population"] == DEFAULT_POPULATION

@@ -22,7 +22,11 @@ from core.spectrum import Spectrum
 
 torch.set_num_threads(1)
 DEMO = SHIPPED_MODELS / "emulator-demo"
-THRESHOLDS = {"TEFF": 50.0, "LOGG": 0.1, "FE_H": 0.05}
+#: 90 % of the held-out stars within these (and the median error within a third of them). The
+#: dr17 population spans Teff 3000–7000 K and log g −0.5 to 5.5 with realistic (weak) dwarf
+#: lines: the demo emulator's log g errors reach 0.2–0.4 dex for a few metal-poor giants and
+#: dwarfs (it was 0.1 at 90 % on the narrower classic mock).
+THRESHOLDS = {"TEFF": 60.0, "LOGG": 0.2, "FE_H": 0.06}
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +53,15 @@ def test_demo_fit_recovers_teff_logg_feh_at_high_snr(demo):
         k = demo.label_names.index(name)
         within = np.abs(fit.labels[:, k] - pick[f"TRUE_{name}"].to_numpy()) <= tol
         assert within.mean() >= 0.9, f"{name}: only {within.mean():.0%} within {tol}"
-    assert np.median(np.abs(fit.rv)) < 0.5  # rest-frame spectra
+        median = np.median(np.abs(fit.labels[:, k] - pick[f"TRUE_{name}"].to_numpy()))
+        assert median <= tol / 3, f"{name}: median error {median:.3g}"
+    assert np.nanmedian(np.abs(fit.rv)) < 0.5  # rest-frame spectra
+    # a hot dwarf's few weak lines may give no cross-correlation peak: RV NaN, flagged as such
+    from core.fit.flags import FLAG_NO_RV_SIGNAL
+
+    no_rv = ~np.isfinite(fit.rv)
+    assert no_rv.mean() <= 0.05 and np.all(fit.flags[no_rv] & FLAG_NO_RV_SIGNAL)
+    assert pick["TRUE_TEFF"].to_numpy()[no_rv].min(initial=np.inf) > 6000
 
 
 @pytest.mark.parametrize("rv", [-60.0, 60.0])

@@ -25,7 +25,7 @@ WL = APOGEE_7514.wavelength
 
 @pytest.fixture(scope="module")
 def labels() -> pd.DataFrame:
-    return draw_labels(400, seed=11)
+    return draw_labels(400, seed=11, population="classic")  # dr17: tests/test_populations.py
 
 
 def _star(**changes) -> pd.DataFrame:
@@ -50,9 +50,9 @@ def _only(*species) -> pd.DataFrame:
 # --- labels ---------------------------------------------------------------------------------
 
 def test_labels_are_deterministic_and_complete(labels):
-    again = draw_labels(400, seed=11)
+    again = draw_labels(400, seed=11, population="classic")
     pd.testing.assert_frame_equal(labels, again)
-    other = draw_labels(400, seed=12)
+    other = draw_labels(400, seed=12, population="classic")
     assert not np.allclose(labels["TRUE_TEFF"], other["TRUE_TEFF"])
     for name in MOCK_LABEL_COLUMNS:
         for col in (name, f"{name}_ERR", f"TRUE_{name}"):
@@ -113,11 +113,12 @@ def test_alpha_bimodality_and_errors(labels):
 # --- line physics ---------------------------------------------------------------------------
 
 def test_mg_lines_deepen_with_mg_abundance_and_saturate():
+    """The classic synthesis' curve of growth (apogee's: tests/test_mock_physics.py)."""
     mg_line = float(air_to_vac(15954.477))
     p = int(APOGEE_7514.pixel_of(mg_line))
     steps = np.arange(-3.0, 1.01, 0.5)
     stars = pd.concat([_star(MG_FE=x) for x in steps], ignore_index=True)
-    flux = noiseless_flux(stars, linelist=_only("Mg I"))
+    flux = noiseless_flux(stars, linelist=_only("Mg I"), physics="classic")
     depth = np.array([_depth(f, mg_line) for f in flux])
     assert np.all(np.diff(depth) > 0)
     # curve of growth: EW ∝ abundance for weak lines, flat once the core saturates
@@ -241,7 +242,8 @@ def test_generate_mock_survey_writes_a_store_independent_of_chunk(tmp_path):
     assert prov["seed"] == 5 and prov["n_stars"] == 25
     assert re.fullmatch(r"[0-9a-f]{64}", prov["linelist_sha256"])
     assert prov["generator_version"]
-    assert prov["physics"] == "classic"  # the default physics, recorded
+    # the default physics and population, recorded (stores without a record are classic)
+    assert prov["physics"] == "apogee" and prov["population"] == "dr17"
     assert sa.manifest["title"] == "Mock APOGEE survey (seed 5)"
     ba, bb = sa.read_all(), sb.read_all()
     for name in ("flux", "error", "pixmask"):

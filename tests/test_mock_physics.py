@@ -78,15 +78,13 @@ def _star(teff, logg, fe_h, **more) -> pd.DataFrame:
 
 # --- classic stays bit-for-bit what it was --------------------------------------------------
 
-@pytest.mark.parametrize("physics", [None, "classic"])
-def test_classic_output_is_unchanged(physics):
-    kw = {} if physics is None else {"physics": physics}
-    f = noiseless_flux(GOLDEN_STARS, **kw)
+def test_classic_output_is_unchanged():
+    f = noiseless_flux(GOLDEN_STARS, physics="classic")
     assert f.astype(np.float64).sum(axis=1) == pytest.approx(GOLDEN_ROW_SUMS, rel=1e-7)
     assert f.min(axis=1) == pytest.approx(GOLDEN_ROW_MIN, rel=1e-6, abs=1e-7)
     for pix, values in GOLDEN_AT.items():
         assert f[:, pix] == pytest.approx(values, rel=1e-6, abs=1e-7), pix
-    flux, error, pixmask = synthesize(GOLDEN_STARS, seed=7, **kw)
+    flux, error, pixmask = synthesize(GOLDEN_STARS, seed=7, physics="classic")
     assert flux.astype(np.float64).sum(axis=1) == pytest.approx(GOLDEN_NOISY_SUMS, rel=1e-7)
     assert error.astype(np.float64).sum(axis=1) == pytest.approx(GOLDEN_ERROR_SUMS, rel=1e-7)
     assert pixmask.astype(np.int64).sum(axis=1).tolist() == GOLDEN_MASK_SUMS
@@ -94,7 +92,7 @@ def test_classic_output_is_unchanged(physics):
 
 def test_physics_names_and_errors():
     assert set(PHYSICS) >= {"classic", "apogee", "shifted", "shifted-apogee"}
-    assert get_physics(None).name == "classic"
+    assert get_physics(None).name == "apogee"  # the default since the demo rebuild
     assert get_physics("Shifted").name == "shifted"
     assert get_physics("shifted").synthesis == "classic"
     assert get_physics("shifted-apogee").synthesis == "apogee"
@@ -119,7 +117,7 @@ def test_variants_are_deterministic_per_seed_and_batch_independent(physics):
     f3 = noiseless_flux(GOLDEN_STARS, physics=physics)
     assert np.all(np.isfinite(f3)) and f3.min() > 0.0
     # ... the noiseless spectra do not, and differ from classic
-    assert not np.allclose(f3, noiseless_flux(GOLDEN_STARS), atol=1e-3)
+    assert not np.allclose(f3, noiseless_flux(GOLDEN_STARS, physics="classic"), atol=1e-3)
 
 
 # --- the shifted physics differs from its base by the stated amounts ------------------------
@@ -169,7 +167,7 @@ def test_broader_lsf_and_ripples():
 
 
 def test_shifted_spectra_differ_modestly_from_classic():
-    f0 = noiseless_flux(GOLDEN_STARS)
+    f0 = noiseless_flux(GOLDEN_STARS, physics="classic")
     f1 = noiseless_flux(GOLDEN_STARS, physics="shifted")
     diff = np.abs(f1 - f0).mean(axis=1)
     assert np.all(diff > 0.002) and np.all(diff < 0.05)
@@ -193,7 +191,8 @@ def test_manifest_records_physics_and_reads_back(tmp_path):
     prov_b = SpectraStore.open(b).manifest["provenance"]
     assert store_physics(b) == "apogee"
     assert prov_b["forest_file"] == "apogee_hband_forest.csv" and len(prov_b["forest_sha256"]) == 64
-    c = generate_mock_survey(tmp_path / "c", n_stars=3, seed=2, progress=False)
+    c = generate_mock_survey(tmp_path / "c", n_stars=3, seed=2, progress=False,
+                             physics="classic")
     assert store_physics(c) == "classic"
     # stores written before physics variants existed have no record: classic
     m = json.loads((c / "manifest.json").read_text())

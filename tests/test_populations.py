@@ -53,12 +53,12 @@ def _giants(df):
 
 # --- classic ----------------------------------------------------------------------------------
 
-def test_classic_is_the_default_and_unchanged():
+def test_classic_is_unchanged_and_dr17_the_default():
     assert POPULATIONS[0] == "classic" and "dr17" in POPULATIONS
     for (n, seed), digest in CLASSIC_GOLDEN.items():
         assert _digest(draw_labels(n, seed, population="classic")) == digest, (n, seed)
-    assert _digest(draw_labels(500)) == CLASSIC_GOLDEN[(500, 42)]  # the default is classic
-    pd.testing.assert_frame_equal(draw_labels(25, 5), draw_labels(25, 5, "classic"))
+    assert _digest(draw_labels(500)) != CLASSIC_GOLDEN[(500, 42)]  # the default is dr17
+    pd.testing.assert_frame_equal(draw_labels(25, 5), draw_labels(25, 5, "dr17"))
 
 
 def test_unknown_population_is_named():
@@ -73,7 +73,7 @@ def test_dr17_is_deterministic_complete_and_keeps_the_classic_columns(dr17):
     pd.testing.assert_frame_equal(dr17, again)
     other = draw_labels(2000, seed=4, population="dr17")
     assert not np.allclose(dr17["TRUE_TEFF"][:2000], other["TRUE_TEFF"])
-    classic_cols = list(draw_labels(10, 1).columns)
+    classic_cols = list(draw_labels(10, 1, population="classic").columns)
     assert [c for c in dr17.columns if c in classic_cols] == classic_cols
     assert set(dr17.columns) - set(classic_cols) == {"COMPONENT", "ALPHA_M", "ALPHA_M_ERR",
                                                      "TRUE_ALPHA_M"}
@@ -143,7 +143,7 @@ def test_dr17_alpha_plane_has_two_sequences_with_a_dip(dr17):
         dip = h[(mid > 0.10) & (mid < 0.20)].min()
         assert dip < 0.4 * min(low_peak, high_peak), (lo, h)
     # the classic draw has no such dip (one broad peak)
-    c = draw_labels(20_000, 3)
+    c = draw_labels(20_000, 3, population="classic")
     a = alpha_m(c)[c["FE_H"].between(-0.5, -0.3)]
     h, edges = np.histogram(a, bins=np.arange(-0.05, 0.36, 0.02))
     mid = 0.5 * (edges[1:] + edges[:-1])
@@ -185,7 +185,7 @@ def test_dr17_matches_the_real_giants_and_classic_does_not():
     assert r["density_share"]["teff_logg_over3x"] <= bench.DENSITY_TARGET, r["density_share"]
     assert r["density_share"]["feh_alpha_over3x"] <= bench.DENSITY_TARGET, r["density_share"]
     assert r["locus"]["rms_K"] < 80
-    old = bench.compare(draw_labels(60_000, seed=11), ref)
+    old = bench.compare(draw_labels(60_000, seed=11, population="classic"), ref)
     assert max(old["ks"].values()) > 0.1 and old["density_share"]["teff_logg_over3x"] > 0.2
 
 
@@ -206,14 +206,20 @@ def test_mock_cli_records_the_population(tmp_path, capsys):
 
     out = tmp_path / "dr17-mock"
     assert main(["mock", "--n-stars", "40", "--seed", "4", "--population", "dr17",
-                 "--out", str(out), "--json"]) == 0
+                 "--physics", "classic", "--out", str(out), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["population"] == "dr17"
     store = SpectraStore.open(out)
     assert store_population(store) == "dr17" and store_physics(store) == "classic"
-    assert "dr17 population" in store.title
+    assert "classic physics" in store.title and "population" not in store.title
     expected = draw_labels(40, 4, population="dr17")
     assert list(store.catalog["APOGEE_ID"]) == list(expected["APOGEE_ID"])
     assert store.catalog["TRUE_TEFF"].to_numpy() == pytest.approx(expected["TRUE_TEFF"].to_numpy())
     default = tmp_path / "default"
     assert main(["mock", "--n-stars", "5", "--out", str(default), "--json"]) == 0
-    assert store_population(SpectraStore.open(default)) == "classic"
+    d = SpectraStore.open(default)
+    assert store_population(d) == "dr17" and store_physics(d) == "apogee"
+    assert d.title == "Mock APOGEE survey (seed 42)"
+    # stores written before populations existed have no record: classic
+    m = json.loads((default / "manifest.json").read_text())
+    del m["provenance"]["population"]
+    assert store_population(m) == "classic"

@@ -24,15 +24,16 @@ def register(sub, groups) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing store (only a Stellarscope store is replaced; the "
                    "old one is removed once the new one is complete)")
-    p.add_argument("--physics", default="classic",
-                   help="named physics set of the synthesis: classic (default, the one the "
-                   "shipped models were trained on), apogee (APOGEE-like line depths and "
-                   "molecular forest), shifted / shifted-apogee (perturbed log gf, extra "
+    p.add_argument("--physics", default="apogee",
+                   help="named physics set of the synthesis: apogee (default, the one the "
+                   "shipped models were trained on: APOGEE-like line depths and molecular "
+                   "forest), classic (the original synthesis, lines far too deep), shifted / "
+                   "shifted-apogee (perturbed log gf, extra "
                    "unidentified lines, broader LSF, continuum ripples); recorded in the "
                    "store's manifest")
-    p.add_argument("--population", default="classic", choices=["classic", "dr17"],
-                   help="label population: classic (default, the one the shipped models were "
-                   "trained on) or dr17 (shaped like APOGEE DR17: giant branch, red clump, two "
+    p.add_argument("--population", default="dr17", choices=["classic", "dr17"],
+                   help="label population: dr17 (default, the one the shipped models were "
+                   "trained on; shaped like APOGEE DR17: giant branch, red clump, two "
                    "α sequences, M giants and dwarfs, subgiants, low-α halo; Teff 3000–7000 K, "
                    "log g −0.5 to 5.5); recorded in the store's manifest")
     p.add_argument("--json", action="store_true", help="print figures as JSON")

@@ -1,10 +1,10 @@
 """A deterministic mock APOGEE survey: population labels, fast line-by-line synthesis, noise
 and PIXMASK bits, written through :mod:`core.store` like ingested data (kind "mock survey").
 
-The synthesis comes in named physics sets (:mod:`.physics`): ``classic`` (the default),
-``apogee``, ``shifted`` and ``shifted-apogee``; a store's manifest records which one made it
-(:func:`store_physics`).  Labels come from named populations (:data:`POPULATIONS`:
-``classic``, the default, and ``dr17``), also recorded (:func:`store_population`).
+The synthesis comes in named physics sets (:mod:`.physics`): ``apogee`` (the default),
+``classic``, ``shifted`` and ``shifted-apogee``; a store's manifest records which one made it
+(:func:`store_physics`).  Labels come from named populations (:data:`POPULATIONS`: ``dr17``,
+the default, and ``classic``), also recorded (:func:`store_population`).
 """
 
 from .physics import DEFAULT_PHYSICS, PHYSICS, get_physics, store_physics

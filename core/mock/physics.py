@@ -1,9 +1,10 @@
 """Named physics sets of the mock synthesiser, and how a store says which one made it.
 
-* ``classic`` — the original one-layer synthesis (the default; the shipped demo models were
-  trained on it, so its output must not change).
-* ``apogee`` — the APOGEE-like synthesis of :mod:`.apogee`: H⁻ continuous opacity, a
-  Planck source-function depth limit, a dense molecular forest with band structure.
+* ``apogee`` (the default) — the APOGEE-like synthesis of :mod:`.apogee`: H⁻ continuous
+  opacity, a Planck source-function depth limit, a dense molecular forest with band structure.
+  The shipped demo models are trained on it.
+* ``classic`` — the original one-layer synthesis (lines 3–10× too deep in dwarfs; kept
+  bit-for-bit, and what stores written before physics variants existed hold).
 * ``shifted`` / ``shifted-apogee`` — a base physics seen "through a different code": every
   line's log gf perturbed (seeded, σ = 0.1 dex), a few per cent extra unidentified lines, a
   slightly broader line-spread function and small continuum ripples.  It stands in for
@@ -25,7 +26,10 @@ from scipy.ndimage import gaussian_filter1d
 
 from ..errors import BadDataError
 
-DEFAULT_PHYSICS = "classic"
+#: The physics of a new mock survey (the shipped demo models are trained on it).
+DEFAULT_PHYSICS = "apogee"
+#: What a store without a physics record was made with (written before variants existed).
+LEGACY_PHYSICS = "classic"
 #: Seed of the fixed perturbations of the shifted physics (one alternative "universe").
 PERTURB_SEED = 0x5F1F7ED
 
@@ -62,7 +66,7 @@ class Physics:
 _SHIFT = dict(gf_sigma=0.10, extra_line_fraction=0.04, lsf_broadening=0.08,
               ripple_amplitude=0.004)
 PHYSICS = {
-    "classic": Physics("classic", "classic", "original one-layer mock synthesis (default)"),
+    "classic": Physics("classic", "classic", "original one-layer mock synthesis (lines far too deep)"),
     "apogee": Physics("apogee", "apogee", "APOGEE-like synthesis: H- continuum, Planck depth "
                       "limit, dense CN/OH/CO forest with band structure"),
     "shifted": Physics("shifted", "classic", "classic physics with perturbed log gf (0.1 dex), "
@@ -88,7 +92,7 @@ def store_physics(store) -> str:
     """The physics name a store's mock spectra were made with ('classic' when not recorded:
     stores written before physics variants existed used it).  ``store`` is a store directory,
     an open store (anything with a ``manifest`` dict) or a manifest dict."""
-    return str(_provenance(store).get("physics", DEFAULT_PHYSICS))
+    return str(_provenance(store).get("physics", LEGACY_PHYSICS))
 
 
 def _provenance(store) -> dict:

@@ -2,10 +2,10 @@
 
 Two named populations (:data:`POPULATIONS`, ``draw_labels(..., population=)``):
 
-* "classic" (default; the demo models were trained on it, so it never changes): red-giant
+* "classic" (the original population, kept unchanged; older stores hold it): red-giant
   branch (a metallicity-dependent Teff–log g relation), red clump and dwarfs/subgiants; thin
   disc, thick disc (high-α sequence) and halo metallicities in Teff 3500–6500 K, log g 0.5–4.8.
-* "dr17": like the DR17 allStar over Teff 3000–7000 K, log g −0.5 to 5.5: an isochrone-like
+* "dr17" (the default; the shipped demo models are trained on it): like the DR17 allStar over Teff 3000–7000 K, log g −0.5 to 5.5: an isochrone-like
   giant branch up to a metallicity-dependent tip (M giants), red clump / red horizontal branch,
   early AGB; dwarfs, M dwarfs and subgiants; thin and thick disc (two α sequences with a dip),
   bulge, in-situ halo, a low-α accreted halo and the Magellanic Clouds, each seen along the
@@ -24,7 +24,7 @@ from .synth import XFE_LABELS, vmicro_from_logg
 
 #: Catalog label columns of a mock survey (each has a ``_ERR`` and a ``TRUE_`` column).
 MOCK_LABEL_COLUMNS = ("TEFF", "LOGG", "M_H", "FE_H", "VMICRO") + tuple(XFE_LABELS)
-#: Named label populations :func:`draw_labels` can draw ("classic" is the default).
+#: Named label populations :func:`draw_labels` can draw ("dr17" is the default).
 POPULATIONS = ("classic", "dr17")
 #: Stellar classes of the classic population and their shares.
 CLASSIC_CLASSES = ("RGB", "RC", "dwarf")
@@ -415,12 +415,12 @@ def _dr17_stars(rng, n: int):
     return cls.astype(str), comp.astype(str), feh, alpha, teff, logg
 
 
-def draw_labels(n: int, seed: int = 42, population: str = "classic") -> pd.DataFrame:
+def draw_labels(n: int, seed: int = 42, population: str = "dr17") -> pd.DataFrame:
     """A mock allStar-like catalog of ``n`` stars: catalog labels, errors and TRUE_* labels.
 
-    ``population`` names the label population (:data:`POPULATIONS`): "classic" (the default,
-    unchanged since the demo models were trained on it) or "dr17" (DR17-like giants, dwarfs,
-    M dwarfs, subgiants and an accreted halo over a wider box; see :func:`_dr17_stars`).
+    ``population`` names the label population (:data:`POPULATIONS`): "dr17" (the default:
+    DR17-like giants, dwarfs, M dwarfs, subgiants and an accreted halo over a wider box; see
+    :func:`_dr17_stars`) or "classic" (the original population, unchanged).
     """
     if n < 0:
         raise ValueError(f"n must be ≥ 0, got {n}")

@@ -12,8 +12,10 @@ from .physics import DEFAULT_PHYSICS, get_physics
 from .populations import POPULATIONS, draw_labels
 from .synth import synthesize
 
-#: The label population of the default mock (the one the shipped demo models were trained on).
-DEFAULT_POPULATION = "classic"
+#: The label population of a new mock survey (the shipped demo models are trained on it).
+DEFAULT_POPULATION = "dr17"
+#: What a store without a population record was drawn from (written before populations existed).
+LEGACY_POPULATION = "classic"
 
 #: Bumped whenever the same seed would give different spectra or labels.
 MOCK_VERSION = "1.0"
@@ -32,7 +34,7 @@ def store_population(store) -> str:
     """The named label population a mock store was drawn from ('classic' for older stores)."""
     from .physics import _provenance
 
-    return str(_provenance(store).get("population", DEFAULT_POPULATION))
+    return str(_provenance(store).get("population", LEGACY_POPULATION))
 
 
 def generate_mock_survey(out_dir, n_stars: int = 20_000, seed: int = 42, dtype: str = "float32",
@@ -90,8 +92,7 @@ def generate_mock_survey(out_dir, n_stars: int = 20_000, seed: int = 42, dtype: 
         out_dir, grid=g, kind="mock survey", title=title or _title(seed, phys.name, population),
         dtype=dtype, normalized=True, provenance=provenance,
         sources=[f"core.mock {MOCK_VERSION} seed={seed}"
-                 + ("" if phys.name == DEFAULT_PHYSICS else f" physics={phys.name}")
-                 + ("" if population == DEFAULT_POPULATION else f" population={population}")],
+                 + f" physics={phys.name} population={population}"],
         overwrite=overwrite,
         rows_per_part=max(chunk, ROWS_PER_PART),
     )

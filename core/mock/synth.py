@@ -311,7 +311,7 @@ _PHYSICS_MODELS: dict[tuple[str, str], LineModel] = {}
 
 def _physics_model(phys: Physics, linelist: pd.DataFrame | None, grid: Grid | str) -> LineModel:
     """The line model of a physics set: its base list, perturbed when the physics is shifted."""
-    if linelist is None and phys.name != DEFAULT_PHYSICS:
+    if linelist is None and phys.name != "classic":
         # the shipped lists do not change within a run: skip re-reading and re-hashing them
         key = (phys.name, grid.name if isinstance(grid, Grid) else str(grid))
         if key not in _PHYSICS_MODELS:
@@ -339,7 +339,7 @@ def noiseless_flux(labels: pd.DataFrame, grid: Grid | str = APOGEE_7514,
                    physics: str | Physics = DEFAULT_PHYSICS) -> np.ndarray:
     """Noiseless continuum-normalised rest-frame flux (N × grid pixels, float32).
 
-    ``physics`` names the physics set (:mod:`.physics`; default ``"classic"``).
+    ``physics`` names the physics set (:mod:`.physics`; default ``"apogee"``).
     """
     phys = get_physics(physics)
     model = _physics_model(phys, linelist, grid)
@@ -380,7 +380,7 @@ def synthesize(labels_df: pd.DataFrame, grid: Grid | str = APOGEE_7514, seed: in
     TRUE_* columns when present (else TEFF, LOGG, FE_H, [M_H, VMICRO, X_FE]); SNR, TELESCOPE
     and VHELIO_AVG shape the noise and mask.  Each star's noise depends only on ``seed`` and
     its APOGEE_ID, so results do not depend on how stars are batched.  ``physics`` names the
-    physics set (:mod:`.physics`; default ``"classic"``).
+    physics set (:mod:`.physics`; default ``"apogee"``).
     """
     g = grid if isinstance(grid, Grid) else get_grid(grid)
     if len(labels_df) == 0:
