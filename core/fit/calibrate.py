@@ -153,7 +153,8 @@ def calibrate_errors(emulator: Emulator, store: SpectraStore, *, n_stars: int = 
         after[name] = robust_width(
             diff / np.sqrt(sigma[:, k] ** 2 + ref_err[:, k] ** 2 + floor[name] ** 2))
     snr = store.catalog["SNR"].to_numpy(float)[rows] if "SNR" in store.catalog else None
-    chi2 = table[f"{PREFIX}CHI2"].to_numpy(float)
+    chi2 = (table[f"{PREFIX}CHI2"].to_numpy(float) if f"{PREFIX}CHI2" in table
+            else np.array([]))
     chi2 = chi2[np.isfinite(chi2)]
     diff = fitted - ref
     pulls = diff / np.sqrt(sigma**2 + ref_err**2)
