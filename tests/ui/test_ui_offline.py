@@ -57,3 +57,29 @@ def test_no_request_leaves_localhost(page, dashboard, artifacts):
     assert not outside, "requests left localhost:\n" + "\n".join(outside)
     assert sockets and all(urllib.parse.urlsplit(s).hostname in LOCAL for s in sockets), sockets
     assert not [f for f in failed if urllib.parse.urlsplit(f).hostname in LOCAL], failed
+
+
+def test_a_first_page_on_another_tab_stays_offline(page, dashboard_server, tmp_path, artifacts):
+    """The first page a fresh (warmed) server renders opens on the Catalog tab: its widgets'
+    stylesheets (Tabulator, file drop, icons) must come from the server too."""
+    from core.mock import generate_mock_survey
+
+    store = generate_mock_survey(tmp_path / "mock", n_stars=60, seed=3, progress=False)
+    env = {"STELLARSCOPE_STORE": str(store), "STELLARSCOPE_HOME": str(tmp_path / "home")}
+    outside: list[str] = []
+
+    def route(r):
+        parts = urllib.parse.urlsplit(r.request.url)
+        if parts.scheme in ("data", "blob") or parts.hostname in LOCAL:
+            r.continue_()
+        else:
+            outside.append(r.request.url)
+            r.abort()
+
+    page.context.route("**/*", route)
+    with dashboard_server(env, tmp_path / "server.log") as url:
+        page.goto(f"{url}?tab=catalog", timeout=LOAD_MS)
+        page.wait_for_selector(".ss-tab-catalog .tabulator", timeout=LOAD_MS)
+        page.wait_for_load_state("networkidle", timeout=LOAD_MS)
+        page.screenshot(path=artifacts / "offline-first-catalog.png")
+    assert not outside, "requests left localhost:\n" + "\n".join(outside)
