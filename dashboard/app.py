@@ -166,6 +166,8 @@ class DashboardApp(param.Parameterized):
         self.specs = {spec.name: spec for spec in registered()}
         self.views = {name: spec.build(session) for name, spec in self.specs.items()}
         self._showing: dict[str, str] = {}
+        #: tabs the user has opened: their bodies stay filled, so going back is instant
+        self._opened: set[str] = set()
         self.bodies = {name: pn.Column(sizing_mode="stretch_width", css_classes=[f"ss-tab-{name}"])
                        for name in self.specs}
         for name, spec in self.specs.items():
@@ -176,8 +178,11 @@ class DashboardApp(param.Parameterized):
         for view in self.views.values():  # a star opened in a list or plot is shown
             if isinstance(getattr(view, "on_open", None), list) and "star" in self.specs:
                 view.on_open.append(lambda star: self.show_tab("star"))
+        # not dynamic: a tab once opened stays rendered in the page (switching back is done by
+        # the browser alone); a tab not yet opened has an empty body (_fill_body), so the first
+        # page still builds only what its first tab shows
         self.tabs = pn.Tabs(*((spec.title, self.bodies[name]) for name, spec in self.specs.items()),
-                            dynamic=True, sizing_mode="stretch_width")
+                            dynamic=False, sizing_mode="stretch_width")
         self.picker = StarPicker(session=session)
         focus = session.focus
         selected = pn.pane.Markdown(
@@ -238,7 +243,10 @@ class DashboardApp(param.Parameterized):
 
     # -- tabs ---------------------------------------------------------------------------------
     def _fill_body(self, name: str) -> None:
-        """The view, or, while a model it needs is missing, why it cannot work yet."""
+        """The view, or, while a model it needs is missing, why it cannot work yet; nothing
+        until the tab is first opened."""
+        if name not in self._opened:
+            return
         why = missing_models(self.specs[name], self.context)
         body = self.bodies[name]
         if why:
@@ -272,6 +280,9 @@ class DashboardApp(param.Parameterized):
         self._on_shown(name)
 
     def _on_shown(self, name: str) -> None:
+        if name not in self._opened:
+            self._opened.add(name)
+            self._fill_body(name)
         for other, view in self.views.items():
             if "active" in getattr(view, "param", ()):
                 view.active = other == name

@@ -149,6 +149,7 @@ def test_a_view_whose_model_is_missing_says_why(store, tiny_family):
     app = make_app(store)  # no tiny model saved
     slot = app.context.slot("tiny")
     assert slot.model is None and "no tiny model found" in slot.problem
+    app.tab = "tiny"  # a tab's body is filled when it is first opened
     alert = app.bodies["tiny"].objects[0]
     assert isinstance(alert, pn.pane.Alert) and "The Tiny view needs a tiny model" in alert.object
     assert "stellarscope train tiny" in alert.object
@@ -243,6 +244,25 @@ def test_app_tabs_by_name_and_old_numbers(store, tiny_family):
     assert app.tab == "fit"
     app.tabs.active = 1  # a click on the tab
     assert app.tab == "latent"
+
+
+def test_tabs_are_built_when_first_opened_and_then_kept(store, tiny_family):
+    """A new page fills only its first tab; a tab once opened keeps its view in the page, so
+    switching back is the browser's work alone (the Tabs are not dynamic)."""
+    models.save(TinyNet(2.0), tiny_family)
+    app = make_app(store)
+    assert not app.tabs.dynamic
+    star_body = list(app.bodies["star"].objects)
+    assert len(star_body) == 1
+    assert all(app.bodies[n].objects == [] for n in app.specs if n != "star")
+    app.tab = "tiny"
+    view = app.bodies["tiny"].objects
+    assert view == [app.views["tiny"].text]
+    app.tab = "star"
+    app.tab = "tiny"
+    assert app.bodies["tiny"].objects is view or app.bodies["tiny"].objects == view
+    assert app.bodies["star"].objects == star_body  # still there while hidden
+    assert app.bodies["latent"].objects == []  # never opened
 
 
 # -- the VAE's numbers ----------------------------------------------------------------------------
