@@ -45,25 +45,17 @@ def weights_sha256(model_dir: Path) -> str:
     return h.hexdigest()
 
 
-def _store_complete(path: Path) -> bool:
-    from .store import SpectraStore
-
-    try:
-        SpectraStore.open(path)
-        return True
-    except StoreError:
-        return False
-
-
-def _stale_mock(path: Path) -> str | None:
-    """Why an existing demo store no longer matches the shipped models (None if it does).
-
-    The shipped models are trained on the default mock physics and population; a demo store
-    made by an older release (classic physics) would show them spectra of another universe."""
+def _why_regenerate(path: Path) -> str | None:
+    """Why the demo store at ``path`` must be (re)generated: missing or incomplete, or made
+    with another mock physics or population than the shipped models are trained on (a store
+    of an older release would show them spectra of another universe).  None: keep it."""
     from .mock import DEFAULT_PHYSICS, DEFAULT_POPULATION, store_physics, store_population
     from .store import SpectraStore
 
-    store = SpectraStore.open(path)
+    try:
+        store = SpectraStore.open(path)
+    except StoreError:
+        return "missing"
     if not store.is_mock:
         return None
     have = (store_physics(store), store_population(store))
@@ -82,10 +74,10 @@ def build_demo(store_path=None, n_stars: int = DEMO_N_STARS, seed: int = DEMO_SE
 
     store_path = Path(store_path) if store_path else paths.demo_store()
     status = DemoStatus(store=store_path)
-    stale = None if force or not _store_complete(store_path) else _stale_mock(store_path)
-    if stale:
-        log(f"Rebuilding the demo store: {stale}")
-    if force or stale or not _store_complete(store_path):
+    why = "forced" if force else _why_regenerate(store_path)
+    if why not in (None, "missing", "forced"):
+        log(f"Rebuilding the demo store: {why}")
+    if why:
         from .mock import generate_mock_survey
 
         log(f"Generating the mock survey ({n_stars} stars, seed {seed}) in {store_path}")
