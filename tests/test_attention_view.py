@@ -114,3 +114,153 @@ def test_an_upload_and_no_model(setup):
     empty.active = True
     s2.select_star(0)
     assert "no transformer model" in empty.status.object or "transformer" in empty.status.object
+
+
+# -- an uploaded apVisit read on its own pixels -------------------------------------------------
+
+def _demo_transformer() -> TransformerPredictor:
+    """The shipped demo transformer (the labels of both readings are compared on its σ)."""
+    from core.paths import SHIPPED_MODELS
+
+    demo = SHIPPED_MODELS / "transformer-demo"
+    if not (demo / "config.json").is_file():
+        pytest.skip(f"{demo} is absent (the shipped demo transformer)")
+    return TransformerPredictor.load(demo)
+
+
+def _mock_apvisit(path, spec, vrad=-30.0):
+    """An apVisit whose observed pixels carry a mock star's spectrum shifted by ``vrad``."""
+    from fits_fixtures import apvisit_wavelength, write_apvisit
+
+    from core.grid import doppler_factor
+
+    rest = apvisit_wavelength(True) / float(doppler_factor(vrad))
+    good = spec.good()
+    flux = np.interp(rest, spec.wavelength[good], spec.flux[good]) * 300.0
+    error = np.interp(rest, spec.wavelength[good], spec.error[good]) * 300.0
+    return write_apvisit(path, vrad=vrad, bc=0.0, flux=flux, error=error,
+                         pixmask=np.zeros(rest.shape, np.int16), n_bad=0)
+
+
+def _upload(session, path):
+    """The app's upload path: bytes parsed by core, then shown as an upload."""
+    from dashboard.views.upload import read_upload
+
+    spec = read_upload(path.name, path.read_bytes())
+    session.show(spec, source="upload")
+    return spec
+
+
+def _check_own_pixels(session, view, path) -> np.ndarray:
+    """Upload ``path`` (an apVisit), switch to its own pixels and back; the |Δ|/σ per label."""
+    from core.grid import get_grid
+    from core.inference.attention import own_pixels
+
+    spec = _upload(session, path)
+    own = own_pixels(spec)
+    assert own is not None and own.grid is None and spec.grid is not None
+    assert view.own_row.visible and not view.own_box.disabled
+    assert "rest frame" in view.own_box.name
+    grid = get_grid(spec.grid).wavelength
+    heat = view.heat_src
+    fig_id = id(view.figure.fig)
+    assert len(heat.data["value"]) == grid.size and view.reading() == "grid"
+    grid_table = view.table.value.copy()
+    grid_score = view.score.object
+    assert view.compare.object == ""                      # one reading so far
+
+    view.own = True
+    att = view.att
+    assert view.reading() == "own" and att is view.readings["own"]
+    # the map lives on the visit's own rest-frame wavelengths, not on the grid
+    assert np.array_equal(att.wavelength, own.wavelength) and att.wavelength.size != grid.size
+    assert len(heat.data["value"]) == own.n_pix and view.heat_src is heat
+    assert id(view.figure.fig) == fig_id                   # redrawn in place
+    left, right = np.asarray(heat.data["left"]), np.asarray(heat.data["right"])
+    assert np.all((left <= own.wavelength) & (own.wavelength <= right))
+    flux_wave = np.asarray(view.figure.spec_src.data["wave"])
+    assert np.array_equal(flux_wave[np.isfinite(flux_wave)], own.wavelength.astype(np.float32))
+    top = view.table.value["λ (Å)"].to_numpy()
+    nearest_own = np.abs(own.wavelength[:, None] - top[None]).min(axis=0)
+    assert np.all(nearest_own < 0.006)                      # the visit's own pixels …
+    nearest_grid = np.abs(grid[:, None] - top[None]).min(axis=0)
+    assert np.any(nearest_grid > 0.01)                     # … which are not the grid's
+    assert not view.table.value.equals(grid_table)
+    assert "own pixels" in view.score.object and view.score.object != grid_score
+    assert "catalog mean" in view.status.object
+
+    # both readings side by side; the own-pixel labels are core's own-pixel prediction
+    pred = view.predictor
+    direct = pred.predict_spectrum(own)
+    assert np.allclose(att.labels, direct["labels"], rtol=1e-3, atol=1e-3)
+    cmp = view.compare.object
+    assert "resampled grid" in cmp and "own pixels" in cmp and cmp.count("<tr>") == \
+        1 + len(pred.label_names)
+    z = (att.labels - view.readings["grid"].labels) / np.hypot(
+        att.labels_err, view.readings["grid"].labels_err)
+    if np.all(np.abs(z) < 1):
+        assert "agree within 1σ" in cmp
+
+    # the label selector redraws the own-pixel reading
+    view.label = "LOGG"
+    assert len(heat.data["value"]) == own.n_pix and "LOGG" in view.score.object
+    view.label = "FE_H"
+    # and back to the grid: the same objects, the grid's pixels again
+    view.own = False
+    assert len(heat.data["value"]) == grid.size and view.att is view.readings["grid"]
+    assert view.table.value.equals(grid_table) and view.score.object == grid_score
+    assert "own pixels" in view.compare.object             # the comparison stays
+    assert np.isfinite(view.last_redraw_ms)
+    return z
+
+
+def test_uploaded_apvisit_on_its_own_pixels_agrees_with_the_grid_reading(tmp_path):
+    """A mock star written as an apVisit (fresh clone: no ../shared needed): the switch reads
+    the visit's own pixels, and its labels agree with the resampled upload's within σ."""
+    from core.mock import generate_mock_survey
+    from core.store import SpectraStore
+
+    pred = _demo_transformer()
+    store = SpectraStore.open(generate_mock_survey(tmp_path / "mock", n_stars=3, seed=5,
+                                                   progress=False))
+    session, view = _view(store, pred)
+    zs = [_check_own_pixels(session, view, _mock_apvisit(tmp_path / f"apVisit-mock-{row}.fits",
+                                                         store.spectrum(row)))
+          for row in range(len(store))]
+    assert np.all(np.abs(zs) < 1.0), zs
+    # the switch state carries over to the next upload, and a store star hides it
+    view.own = True
+    _upload(session, tmp_path / "apVisit-mock-0.fits")
+    assert view.reading() == "own" and view.att.wavelength.size == 12288
+    assert "agree within 1σ" in view.compare.object
+    session.select_star(1)
+    assert not view.own_row.visible and view.reading() == "grid"
+    assert len(view.heat_src.data["value"]) == store.grid.n_pix
+
+
+def test_real_apvisit_upload_on_its_own_pixels():
+    from reference import shared_path
+
+    path = shared_path("data", "apogee_real", "apVisit-r13-5095-55844-128.fits")
+    pred = _demo_transformer()
+    ctx = AppContext(models={"transformer": pred})
+    session = Session(context=ctx)
+    view = AttentionView(focus=session.focus, context=ctx)
+    view.active = True
+    z = _check_own_pixels(session, view, path)
+    assert np.all(np.abs(z) < 1.0), z
+    assert "agree within 1σ" in view.compare.object
+
+
+def test_an_apstar_upload_has_no_own_pixels(setup, tmp_path):
+    """An apStar is on the grid already: the switch is shown, disabled, and says why."""
+    from fits_fixtures import write_apstar
+
+    store, pred = setup
+    session, view = _view(store, pred)
+    spec = _upload(session, write_apstar(tmp_path / "apStar-test.fits"))
+    assert view.own_row.visible and view.own_box.disabled
+    assert "already on the APOGEE grid" in view.own_note.object
+    view.own = True
+    assert view.reading() == "grid" and len(view.heat_src.data["value"]) == spec.n_pix
+    assert view.compare.object == ""

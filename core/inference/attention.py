@@ -383,3 +383,49 @@ def resample_own_pixels(spectrum: Spectrum, grid="apogee7514") -> Spectrum:
     return Spectrum(target.wavelength, target.from_apstar(flux), target.from_apstar(err),
                     target.from_apstar(mask) & 0xFFFF, dict(spectrum.meta), grid=target.name,
                     normalized=spectrum.normalized)
+
+
+# -- an uploaded file's own pixels -------------------------------------------------------------
+
+#: meta key of a file's resampled spectrum under which its own rest-frame pixels travel
+#: (a :class:`Spectrum` on the file's wavelengths; only apVisits have pixels of their own)
+OWN_PIXELS = "OWN_PIXELS"
+#: meta key saying why an apVisit's own pixels could not be read (its resampled reading stands)
+OWN_PIXELS_PROBLEM = "OWN_PIXELS_PROBLEM"
+
+
+def with_own_pixels(spectrum: Spectrum, path, source=None) -> Spectrum:
+    """``spectrum`` (a file read and resampled onto a grid) with the file's own rest-frame
+    pixels under ``meta[OWN_PIXELS]`` when the file is an apVisit (:func:`apvisit_rest_pixels`),
+    so a later reading needs neither the file nor a second parse.  An apStar or aspcapStar is
+    already on the grid: returned as it is.  An apVisit whose own pixels cannot be read keeps
+    its resampled reading, with the reason under ``meta[OWN_PIXELS_PROBLEM]``."""
+    from ..errors import StellarscopeError
+
+    if spectrum.meta.get("READER") != "apvisit":
+        return spectrum
+    try:
+        own = apvisit_rest_pixels(path, source=source)
+    except (StellarscopeError, OSError, ValueError) as exc:
+        # the file's problem, not its (perhaps temporary) path
+        problem = getattr(exc, "problem", None) or str(exc)
+        return spectrum.copy(meta={**spectrum.meta, OWN_PIXELS_PROBLEM: problem})
+    return spectrum.copy(meta={**spectrum.meta, OWN_PIXELS: own})
+
+
+def own_pixels(spectrum: Spectrum | None) -> Spectrum | None:
+    """The own-pixel reading that :func:`with_own_pixels` attached to ``spectrum``, or None."""
+    own = None if spectrum is None else spectrum.meta.get(OWN_PIXELS)
+    return own if isinstance(own, Spectrum) else None
+
+
+def compare_readings(names, a_labels, a_err, b_labels, b_err) -> pd.DataFrame:
+    """Two readings of one star side by side, per label: value and σ of each and their
+    difference in units of the combined σ, ``z = (b − a) / √(σ_a² + σ_b²)`` (|z| < 1: they
+    agree within their σ)."""
+    a, b = np.asarray(a_labels, np.float64), np.asarray(b_labels, np.float64)
+    sa, sb = np.asarray(a_err, np.float64), np.asarray(b_err, np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = (b - a) / np.hypot(sa, sb)
+    return pd.DataFrame({"label": list(names), "a": a, "a_err": sa, "b": b, "b_err": sb,
+                         "z": z})

@@ -10,6 +10,11 @@ of the SpectraFM paper; a table of the most attended wavelengths with the neares
 alignment score.  Every number comes from :mod:`core.inference.attention` and
 :mod:`core.evaluate.transformer`; the view only draws.
 
+An uploaded apVisit can be read on its own pixels (their wavelengths shifted to the rest
+frame, no resampling: the upload keeps them, :func:`core.inference.attention.own_pixels`);
+the switch redraws map, labels and table at those wavelengths and shows the labels of both
+readings side by side.
+
 A star's maps are computed once per star (every label, layer and head in one pass), so
 switching label, layer or head only swaps the plot's data.  The catalog mean is computed
 in a worker thread on the first visit (and cached by core for later sessions).
@@ -28,7 +33,16 @@ from bokeh.models import ColumnDataSource, LinearColorMapper, Range1d
 
 from core.errors import StellarscopeError
 from core.evaluate import transformer as ev
-from core.inference.attention import ROLLOUT, catalog_mean, star_attention, top_attended
+from core.inference.attention import (
+    OWN_PIXELS_PROBLEM,
+    ROLLOUT,
+    catalog_mean,
+    compare_readings,
+    own_pixels,
+    star_attention,
+    top_attended,
+)
+from core.labels import display_name
 
 from .. import data
 from ..figures.lines import filter_lines
@@ -42,6 +56,7 @@ HEAT = ("#000004", "#1b0c41", "#4a0c6b", "#781c6d", "#a52c60", "#cf4446", "#ed69
 DIVERGING = ("#2166ac", "#4393c3", "#92c5de", "#d1e5f0", "#f7f7f7", "#fddbc7", "#f4a582",
              "#d6604d", "#b2182b")
 TOP_N = 12
+OWN_TEXT = "read the upload on its own pixels (rest frame, no resampling)"
 
 
 class AttentionView(pn.viewable.Viewer):
@@ -60,12 +75,16 @@ class AttentionView(pn.viewable.Viewer):
     notable = param.Boolean(default=False, doc="mark the fourteen notable lines")
     all_lines = param.Boolean(default=False, doc="every line of the line list, not only the "
                                                   "label's informing elements")
+    own = param.Boolean(default=False, doc="an uploaded apVisit read on its own rest-frame "
+                                           "pixels instead of resampled onto the grid")
 
-    session_params = ("label", "layer", "head", "show", "group", "notable", "all_lines")
+    session_params = ("label", "layer", "head", "show", "group", "notable", "all_lines", "own")
 
     def __init__(self, **params):
         super().__init__(**params)
-        self.att = None          # StarAttention of the focused star
+        self.att = None          # StarAttention of the focused star (the reading shown)
+        self.readings = {}       # "grid" / "own" → StarAttention of the focused spectrum
+        self.own_spectrum = None  # the focused upload's own-pixel Spectrum, if it has one
         self.mean = None         # MeanAttention of the store (when computed)
         self.predictor = None
         self.problem = ""
@@ -76,6 +95,7 @@ class AttentionView(pn.viewable.Viewer):
         self.context.slot("transformer").param.watch(self._on_model, ["model"])
         self.param.watch(self._redraw, ["label", "layer", "head", "show", "group", "notable",
                                         "all_lines"])
+        self.param.watch(self._on_own, ["own"])
         self.param.watch(self._on_active, ["active"])
 
     # -- building -----------------------------------------------------------------------------
@@ -129,6 +149,14 @@ class AttentionView(pn.viewable.Viewer):
             self.param.notable, name="14 notable lines (SpectraFM)", disabled=self._notable is None,
             css_classes=["ss-att-notable"])
         self.lines_box = W.Checkbox.from_param(self.param.all_lines, name="all lines")
+        self.own_box = W.Checkbox.from_param(self.param.own, name=OWN_TEXT,
+                                             css_classes=["ss-att-own"])
+        self.own_note = pn.pane.Markdown("", css_classes=["ss-att-own-note"], margin=(0, 10),
+                                         styles={"font-size": "85%", "color": "#555"})
+        self.own_row = pn.Row(self.own_box, self.own_note, visible=False,
+                              sizing_mode="stretch_width")
+        self.compare = pn.pane.HTML("", css_classes=["ss-att-compare"], margin=(0, 10),
+                                    sizing_mode="stretch_width")
         self.status = pn.pane.Markdown("", css_classes=["ss-att-status"], margin=(0, 10),
                                        sizing_mode="stretch_width")
         self.score = pn.pane.Markdown("", css_classes=["ss-att-score"], margin=(0, 10),
@@ -150,9 +178,9 @@ class AttentionView(pn.viewable.Viewer):
                           self.show_buttons,
                           self.group_select, pn.Column(self.notable_box, self.lines_box),
                           sizing_mode="stretch_width")
-        below = pn.Row(pn.Column(self.score, self.help, width=440), self.table,
+        below = pn.Row(pn.Column(self.score, self.compare, self.help, width=440), self.table,
                        sizing_mode="stretch_width")
-        self._layout.objects = [controls, self.status, self.figure.pane, below]
+        self._layout.objects = [controls, self.own_row, self.status, self.figure.pane, below]
 
     # -- model and star -----------------------------------------------------------------------
     def _on_model(self, *events) -> None:
@@ -198,7 +226,11 @@ class AttentionView(pn.viewable.Viewer):
             return
         t0 = time.perf_counter()
         self.att = None
+        self.readings = {}
         spec = self.focus.spectrum
+        upload = spec is not None and self.focus.source == "upload"
+        self.own_spectrum = own_pixels(spec) if upload else None
+        self._show_own_control(spec, upload)
         if self.predictor is None:
             self._clear(f"⚠ {self.problem}")
             return
@@ -206,12 +238,88 @@ class AttentionView(pn.viewable.Viewer):
             self._clear("Choose a star (sidebar) or upload a FITS file.")
             return
         try:
-            self.att = star_attention(self.predictor, spec)
+            self.readings["grid"] = star_attention(self.predictor, spec)
         except (StellarscopeError, ValueError) as exc:
             self._clear(f"⚠ no attention for this spectrum: {html.escape(str(exc))}")
             return
-        self.figure.set_spectrum(spec, f"{self.focus.label}: attention")
-        self._redraw(t0=t0)
+        self._show_reading(t0)
+
+    def _show_own_control(self, spec, upload: bool) -> None:
+        """The own-pixel switch: shown for uploads, usable for those with pixels of their own
+        (an apVisit); an apStar or aspcapStar is on the grid already."""
+        self.own_row.visible = upload
+        self.own_box.disabled = self.own_spectrum is None
+        if not upload:
+            self.own_note.object = ""
+        elif self.own_spectrum is not None:
+            own = self.own_spectrum
+            self.own_note.object = (
+                f"apVisit: {own.n_pix:,} pixels at their own wavelengths, shifted to the rest "
+                f"frame by RV {float(own.meta.get('RV_USED', np.nan)):+.1f} km/s "
+                f"({html.escape(str(own.meta.get('RV_SOURCE') or '?'))}); off: the same visit "
+                f"resampled onto the {html.escape(str(spec.grid))} grid.")
+        elif spec.meta.get(OWN_PIXELS_PROBLEM):
+            self.own_note.object = ("⚠ its own pixels could not be read: "
+                                    f"{html.escape(str(spec.meta[OWN_PIXELS_PROBLEM]))}")
+        else:
+            self.own_note.object = (f"This upload is already on the APOGEE grid "
+                                    f"({html.escape(str(spec.meta.get('READER') or 'apStar'))}, "
+                                    f"{spec.n_pix:,} pixels): it has no pixels of its own to "
+                                    f"read; only an apVisit has.")
+
+    def _on_own(self, *events) -> None:
+        if self.built and self.readings:
+            self._show_reading(time.perf_counter())
+
+    def reading(self) -> str:
+        """'own' when the focused upload is read on its own pixels, else 'grid'."""
+        return "own" if self.own and self.own_spectrum is not None else "grid"
+
+    def _show_reading(self, t0: float) -> None:
+        """Draw the reading the switch asks for (computed once per spectrum, then kept)."""
+        mode = self.reading()
+        if mode == "own" and "own" not in self.readings:
+            try:
+                self.readings["own"] = star_attention(self.predictor, self.own_spectrum)
+            except (StellarscopeError, ValueError) as exc:
+                self.own_note.object = ("⚠ no attention on its own pixels: "
+                                        f"{html.escape(str(exc))}")
+                mode = "grid"
+        self.att = self.readings[mode]
+        spec = self.own_spectrum if mode == "own" else self.focus.spectrum
+        where = ("own pixels, rest frame, not resampled" if mode == "own"
+                 else "on the grid" if self.focus.source == "upload" else "")
+        with pn.io.hold():
+            self.figure.set_spectrum(spec, f"{self.focus.label}: attention"
+                                     + (f" ({where})" if where else ""))
+            self._draw_compare()
+            self._redraw(t0=t0)
+
+    def _draw_compare(self) -> None:
+        """The labels of both readings side by side, once both exist."""
+        grid, own = self.readings.get("grid"), self.readings.get("own")
+        if grid is None or own is None:
+            self.compare.object = ""
+            return
+        cmp = compare_readings(grid.label_names, grid.labels, grid.labels_err, own.labels,
+                               own.labels_err)
+        rows = "".join(
+            f"<tr><td>{html.escape(display_name(r.label))}</td>"
+            f"<td>{_pm(r.a, r.a_err)}</td><td>{_pm(r.b, r.b_err)}</td>"
+            f"<td style='text-align:right'>{r.z:+.2f}</td></tr>"
+            for r in cmp.itertuples())
+        z = np.abs(cmp["z"].to_numpy())
+        off = cmp["label"][~(z < 1)].tolist()
+        verdict = (f"All {len(cmp)} labels agree within 1σ (largest |Δ|/σ {np.nanmax(z):.2f})."
+                   if not off else
+                   f"⚠ {', '.join(map(display_name, off))} differ by more than 1σ.")
+        self.compare.object = (
+            "<table class='ss-att-compare-table' style='font-size:85%;border-collapse:"
+            "collapse'><thead><tr><th style='text-align:left'>label</th>"
+            f"<th>resampled grid ({grid.n_read:,} px)</th>"
+            f"<th>own pixels ({own.n_read:,} px)</th><th>Δ/σ</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table><div class='ss-att-verdict'>{html.escape(verdict)}"
+            "</div>")
 
     def _clear(self, text: str) -> None:
         with pn.io.hold():
@@ -323,8 +431,10 @@ class AttentionView(pn.viewable.Viewer):
         els = ", ".join(ev.informing_elements(self.label)) or "none"
         frac = (window & att.good).sum() / max(att.n_read, 1)
         j = att.label_index(self.label)
+        what = ("own pixels (rest frame, not resampled)" if self.att is self.readings.get("own")
+                else "pixels")
         text = (f"**{html.escape(self.label)} = {att.labels[j]:.4g} ± {att.labels_err[j]:.2g}** "
-                f"from {att.n_read:,} pixels<br>**Alignment: {star:.2f}× chance** "
+                f"from {att.n_read:,} {what}<br>**Alignment: {star:.2f}× chance** "
                 f"(attention within ±{ev.HALF_WIDTH:g} Å of the lines of {html.escape(els)}, "
                 f"{100 * frac:.1f} % of the pixels read)")
         if maps["mean"] is not None:
@@ -337,6 +447,9 @@ class AttentionView(pn.viewable.Viewer):
         self.score.object = text
 
     def _status_text(self) -> str:
+        if self.att is not None and self.att is self.readings.get("own"):
+            return ("Read on the upload's own pixels: the catalog mean lies on the model's grid "
+                    "and is not drawn here.")
         if self.mean is None and self.context.store is not None:
             return "Computing the catalog mean (once per model and store) …"
         if self.mean is not None:
@@ -356,6 +469,14 @@ class AttentionView(pn.viewable.Viewer):
 
     def __panel__(self):
         return self._layout
+
+
+def _pm(value: float, sigma: float) -> str:
+    """'4.12 ± 0.27': the value to the σ's second significant digit."""
+    if not (np.isfinite(value) and np.isfinite(sigma) and sigma > 0):
+        return f"{value:.4g} ± {sigma:.2g}"
+    d = int(max(0, 1 - np.floor(np.log10(sigma))))
+    return f"{value:.{d}f} ± {sigma:.{d}f}"
 
 
 def _cells(wave: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -57,10 +57,12 @@ def read_upload(name: str, payload: bytes) -> Spectrum:
         except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
             # a reader tripping over a malformed file: still the user's file, not our crash
             raise BadFileError(name, f"could not be read as an APOGEE spectrum ({exc})") from None
-    from core.preprocess.policy import prepare_file_spectrum
+        from core.inference.attention import with_own_pixels
+        from core.preprocess.policy import prepare_file_spectrum
 
-    # core's one policy for files, so `stellarscope fit --file` repeats the view's fit exactly
-    return prepare_file_spectrum(spectrum, source=name)
+        # core's one policy for files, so `stellarscope fit --file` repeats the view's fit
+        # exactly; an apVisit also keeps its own rest-frame pixels (read while the file exists)
+        return with_own_pixels(prepare_file_spectrum(spectrum, source=name), path, source=name)
 
 
 class StarPicker(pn.viewable.Viewer):
