@@ -11,9 +11,10 @@ alignment score.  Every number comes from :mod:`core.inference.attention` and
 :mod:`core.evaluate.transformer`; the view only draws.
 
 An uploaded apVisit can be read on its own pixels (their wavelengths shifted to the rest
-frame, no resampling: the upload keeps them, :func:`core.inference.attention.own_pixels`);
-the switch redraws map, labels and table at those wavelengths and shows the labels of both
-readings side by side.
+frame, no resampling: the upload keeps them, :func:`core.inference.attention.own_pixels`).
+That reading runs in a worker thread as soon as the upload is shown, so the labels of both
+readings appear side by side at once and the switch only redraws map, labels and table at
+the visit's own wavelengths.
 
 A star's maps are computed once per star (every label, layer and head in one pass), so
 switching label, layer or head only swaps the plot's data.  The catalog mean is computed
@@ -152,7 +153,8 @@ class AttentionView(pn.viewable.Viewer):
         self.own_box = W.Checkbox.from_param(self.param.own, name=OWN_TEXT,
                                              css_classes=["ss-att-own"])
         self.own_note = pn.pane.Markdown("", css_classes=["ss-att-own-note"], margin=(0, 10),
-                                         styles={"font-size": "85%", "color": "#555"})
+                                         styles={"font-size": "85%", "color": "#555"},
+                                         sizing_mode="stretch_width")
         self.own_row = pn.Row(self.own_box, self.own_note, visible=False,
                               sizing_mode="stretch_width")
         self.compare = pn.pane.HTML("", css_classes=["ss-att-compare"], margin=(0, 10),
@@ -243,6 +245,25 @@ class AttentionView(pn.viewable.Viewer):
             self._clear(f"⚠ no attention for this spectrum: {html.escape(str(exc))}")
             return
         self._show_reading(t0)
+        self._read_own_pixels_later()
+
+    def _read_own_pixels_later(self) -> None:
+        """An apVisit upload's own-pixel reading in a worker thread, so the labels of both
+        readings show at once and the switch only draws (a switch before it is done reads
+        there and then; this result is then dropped)."""
+        spec, own, pred = self.focus.spectrum, self.own_spectrum, self.predictor
+        if own is None or pred is None or "own" in self.readings:
+            return
+
+        def done(att):
+            if (self.focus.spectrum is spec and self.predictor is pred
+                    and "own" not in self.readings):
+                self.readings["own"] = att
+                self._draw_compare()
+
+        # a failure is reported when the switch reads the pixels itself
+        self.jobs.submit(lambda: star_attention(pred, own), key="own", on_done=done,
+                         on_error=lambda exc: None)
 
     def _show_own_control(self, spec, upload: bool) -> None:
         """The own-pixel switch: shown for uploads, usable for those with pixels of their own
@@ -316,8 +337,8 @@ class AttentionView(pn.viewable.Viewer):
         self.compare.object = (
             "<table class='ss-att-compare-table' style='font-size:85%;border-collapse:"
             "collapse'><thead><tr><th style='text-align:left'>label</th>"
-            f"<th>resampled grid ({grid.n_read:,} px)</th>"
-            f"<th>own pixels ({own.n_read:,} px)</th><th>Δ/σ</th></tr></thead>"
+            f"<th>resampled grid ({grid.n_read:,} px read)</th>"
+            f"<th>own pixels ({own.n_read:,} px read)</th><th>Δ/σ</th></tr></thead>"
             f"<tbody>{rows}</tbody></table><div class='ss-att-verdict'>{html.escape(verdict)}"
             "</div>")
 

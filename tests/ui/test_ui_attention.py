@@ -105,3 +105,77 @@ def test_attention_view_changes_with_the_label(served_app, page, artifacts):
         for (const m of doc.all_models) { if (m.type === 'Range1d' || m.constructor.name === 'Range1d') {
           if (m.start > 10000 && m.end - m.start < 100) return [m.start, m.end]; } } } return null; }""")
     assert xr is not None and xr[0] < lam < xr[1]
+
+
+HEAT_LEN = """() => { for (const doc of Bokeh.documents) {
+    const src = doc.get_model_by_name('ss-attention-heat');
+    if (src) return src.data.value.length; } return null; }"""
+
+
+def _mock_apvisit(path: Path, spec, vrad: float = -30.0) -> Path:
+    """An apVisit whose observed pixels carry a mock star's spectrum shifted by ``vrad``."""
+    import numpy as np
+    from fits_fixtures import apvisit_wavelength, write_apvisit
+
+    from core.grid import doppler_factor
+
+    rest = apvisit_wavelength(True) / float(doppler_factor(vrad))
+    good = spec.good()
+    flux = np.interp(rest, spec.wavelength[good], spec.flux[good]) * 300.0
+    error = np.interp(rest, spec.wavelength[good], spec.error[good]) * 300.0
+    return write_apvisit(path, vrad=vrad, bc=0.0, flux=flux, error=error,
+                         pixmask=np.zeros(rest.shape, np.int16), n_bad=0)
+
+
+def test_an_uploaded_apvisit_read_on_its_own_pixels(served_app, page, artifacts, tmp_path):
+    """Upload an apVisit, switch the Attention view to its own pixels: the heat strip holds
+    one cell per own pixel, the table and labels change, both readings' labels side by side."""
+    from playwright.sync_api import expect
+
+    url, store = served_app
+    page.set_viewport_size({"width": 1600, "height": 1200})
+    page.set_default_timeout(LOAD_MS)
+    star = store.catalog["APOGEE_ID"].iloc[5]
+    visit = _mock_apvisit(tmp_path / "apVisit-mock-5.fits", store.spectrum(5))
+    page.goto(f"{url}?star={star.replace('+', '%2B')}&tab=attention", timeout=LOAD_MS)
+    table = page.locator(".ss-att-table")
+    expect(table.locator(".tabulator-row").first).to_be_visible(timeout=LOAD_MS)
+    expect(page.locator(".ss-att-own")).to_be_hidden()        # a store star: no switch
+    page.locator(".ss-upload input[type=file]").first.set_input_files(str(visit))
+    expect(page.locator(".ss-upload-status")).to_contain_text("Showing", timeout=LOAD_MS)
+    own_box = page.locator(".ss-att-own")
+    expect(own_box).to_be_visible(timeout=LOAD_MS)
+    expect(own_box).to_contain_text("own pixels (rest frame, no resampling)")
+    expect(page.locator(".ss-att-own-note")).to_contain_text("apVisit")
+    n_grid = store.grid.n_pix
+    page.wait_for_function(f"() => ({HEAT_LEN})() === {n_grid}")
+    page.wait_for_function(f"() => ({HEAT_SUM})() && ({HEAT_SUM})()[0] > 1000")
+    before_heat = page.evaluate(HEAT_SUM)
+    page.wait_for_timeout(1500)
+    before_rows = table.locator(".tabulator-row").all_inner_texts()
+    before_score = page.locator(".ss-att-score p").first.inner_text()
+    assert "own pixels" not in before_score
+    page.screenshot(path=artifacts / "attention-upload-grid.png", full_page=True)
+
+    own_box.locator("input").check()
+    expect(page.locator(".ss-att-score")).to_contain_text("own pixels", timeout=LOAD_MS)
+    page.wait_for_function(f"() => ({HEAT_LEN})() === 12288")   # one cell per visit pixel
+    compare = page.locator(".ss-att-compare")
+    expect(compare).to_contain_text("resampled grid", timeout=LOAD_MS)
+    expect(compare).to_contain_text("own pixels")
+    after_heat = page.evaluate(HEAT_SUM)
+    page.wait_for_timeout(1500)
+    after_rows = table.locator(".tabulator-row").all_inner_texts()
+    assert after_heat[0] != before_heat[0]          # another set of pixels read
+    assert after_rows != before_rows
+    assert page.locator(".ss-att-score p").first.inner_text() != before_score
+    # one row per label, each with a value ± σ for both readings
+    rows = compare.locator("tbody tr")
+    assert rows.count() >= 3 and rows.first.inner_text().count("±") == 2
+    page.screenshot(path=artifacts / "attention-upload-own-pixels.png", full_page=True)
+
+    own_box.locator("input").uncheck()
+    page.wait_for_function(f"() => ({HEAT_LEN})() === {n_grid}")
+    expect(page.locator(".ss-att-score")).not_to_contain_text("own pixels", timeout=LOAD_MS)
+    page.wait_for_timeout(1500)
+    assert table.locator(".tabulator-row").all_inner_texts() == before_rows
