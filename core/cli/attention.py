@@ -30,7 +30,8 @@ def register(sub, groups) -> None:
     p.add_argument("--model", default=None, help="transformer model directory (default: found)")
     p.add_argument("--label", required=True, help="label whose query to show (FE_H, MG_FE …)")
     p.add_argument("--own-pixels", action="store_true",
-                   help="read an apVisit --file on its own rest-frame pixels (no resampling)")
+                   help="read an apVisit --file on its own rest-frame pixels (no resampling); "
+                   "the labels of the resampled reading are printed beside them")
     p.add_argument("--mean", action="store_true",
                    help="add the catalog mean map of --store (computed once, then cached)")
     p.add_argument("--top", type=int, default=10, help="top-attended wavelengths listed (10)")
@@ -82,6 +83,7 @@ def run_attention(args) -> int:
     from ..inference.attention import (
         apvisit_rest_pixels,
         catalog_mean,
+        compare_readings,
         star_attention,
         top_attended,
     )
@@ -117,6 +119,18 @@ def run_attention(args) -> int:
               "alignment_rollout": align["rollout"], "elements": align["elements"],
               "window_fraction": align["window_fraction"],
               "top": top.to_dict("records"), "units": "relative attention (1 = uniform)"}
+    both = None
+    if args.file and args.own_pixels:
+        # the same file resampled onto the grid (what the app and `fit --file` read): do the
+        # labels of the two readings agree within their σ?
+        from ..preprocess.policy import prepare_file_spectrum
+
+        grid = pred.predict_spectrum(prepare_file_spectrum(args.file))
+        both = compare_readings(pred.label_names, grid["labels"], grid["labels_err"],
+                                att.labels, att.labels_err)
+        result["resampled"] = {r.label: {"value": r.a, "sigma": r.a_err, "own_pixels": r.b,
+                                         "own_pixels_sigma": r.b_err, "z": r.z}
+                               for r in both.itertuples()}
     if args.csv:
         _write_csv(args.csv, att, args.label, mean)
     if args.png:
@@ -131,6 +145,15 @@ def run_attention(args) -> int:
     for r in top.itertuples():
         print(f"{r.wavelength:10.2f} {r.attention:9.2f}  {r.line} ({r.element}) "
               f"{r.line_wavelength:.2f} Å, {r.distance:+.2f} Å")
+    if both is not None:
+        print(f"{'label':>8s} {'resampled grid':>22s} {'own pixels':>22s} {'Δ/σ':>6s}")
+        for r in both.itertuples():
+            print(f"{r.label:>8s} {r.a:12.4g} ± {r.a_err:<7.3g} {r.b:12.4g} ± {r.b_err:<7.3g} "
+                  f"{r.z:+6.2f}")
+        z = np.abs(both["z"].to_numpy())
+        print(f"largest |Δ|/σ {np.nanmax(z):.2f}: " + (
+            "the two readings agree within 1σ for every label" if np.all(z < 1) else
+            f"{int((~(z < 1)).sum())} label(s) differ by more than 1σ"))
     return 0
 
 
