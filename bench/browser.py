@@ -11,7 +11,9 @@ already served, and times in the page itself (``performance.now()``), over ``--r
 * latent slider step → decoded plot changed (``browser_latent.measure``);
 * revisiting a tab (Star → Catalog → Star …) → its content shown;
 * ``--sessions N``: N browser contexts opened at once: time-to-usable per session, server CPU
-  seconds per session (/proc/<pid>/stat) and the server's RSS before, at peak and after closing.
+  seconds per session (/proc/<pid>/stat) and the server's RSS before, at peak and after closing
+  (sampled until it settles: Bokeh discards a closed session up to ~30 s after its websocket
+  goes).  ``--load-only`` runs this alone and replaces just the ``load`` section of ``--out``.
 
 "Drawn" is detected in the page (see ``DRAWN`` in the JSON): a Bokeh document change event
 (``Document.on_change``) on the model that shows the result, then the next
@@ -188,6 +190,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--sessions", type=int, default=3, help="sessions of the load mode")
     ap.add_argument("--skip-load", action="store_true", help="no load mode")
+    ap.add_argument("--load-only", action="store_true",
+                    help="only the load mode; replaces the 'load' section of --out, keeping "
+                         "the rest")
     ap.add_argument("--latent-steps", type=int, default=15)
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--screenshots", default=str(REPO / "test-artifacts" / "bench-browser"),
@@ -195,6 +200,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if args.repeats < 1 or args.sessions < 1:
         ap.error("--repeats and --sessions must be at least 1")
+    if args.skip_load and args.load_only:
+        ap.error("--skip-load and --load-only exclude each other")
     if args.url and not args.store:
         ap.error("--url needs --store (the star IDs to open)")
     return args
@@ -230,6 +237,12 @@ def _mock_store(tmp: Path, n_stars: int) -> Path:
 
 def _store_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+def _store_note(args, store: Path, ids) -> dict:
+    return {"path": str(store) if args.store else
+            f"built here: stellarscope mock --n-stars {args.n_stars} (temporary)",
+            "stars": len(ids), "bytes": _store_bytes(store)}
 
 
 def _quoted(star: str) -> str:
@@ -342,9 +355,16 @@ def tab_revisits(page, repeats: int) -> dict:
     return out
 
 
+#: After closing the load mode's sessions: how long the server's RSS is watched (Bokeh
+#: discards a session whose websocket went after --unused-session-lifetime, 15 s, checked
+#: every 17 s) and when it counts as settled (no change over this many seconds).
+CLOSE_WATCH_S, SETTLED_S = 75, 20
+
+
 def load(browser, url: str, stars: list[str], n: int, pid: int | None) -> dict:
     """N contexts opened at once (each on its own star): time-to-usable per session, the
-    server's CPU seconds per session and its RSS before, at peak and some seconds after close."""
+    server's CPU seconds per session and its RSS before, at peak and after close."""
+    load_start = [round(x, 2) for x in os.getloadavg()]
     rss_before, cpu0 = rss_mb(pid), bl.process_cpu_s(pid)
     peak = [rss_before or 0.0]
     stop = threading.Event()
@@ -356,6 +376,7 @@ def load(browser, url: str, stars: list[str], n: int, pid: int | None) -> dict:
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
+    t_open = time.perf_counter()
     pages = [_new_page(browser) for _ in range(n)]
     for i, (_, page) in enumerate(pages):
         page.goto(f"{url}?star={_quoted(stars[(7 * i + 3) % len(stars)])}", wait_until="commit",
@@ -366,21 +387,48 @@ def load(browser, url: str, stars: list[str], n: int, pid: int | None) -> dict:
             usable.append(_wait_usable(page, 600_000) / 1000)
         except Exception:  # noqa: BLE001 — a session that never became usable is counted
             failed += 1
+    all_usable_s = time.perf_counter() - t_open
     time.sleep(2)  # the sessions' deferred work (plots after the first paint)
     cpu1 = bl.process_cpu_s(pid)
+    rss_open = rss_mb(pid)
+    load_open = [round(x, 2) for x in os.getloadavg()]
     for ctx, _ in pages:
         ctx.close()
-    time.sleep(15)  # Panel drops a closed session's state when its websocket goes
     stop.set()
     sampler.join()
-    rss_after = rss_mb(pid)
+    timeline = watch_rss(pid)
+    rss_after = timeline[-1][1] if timeline else None
     cpu = (cpu1 - cpu0) / n if cpu0 is not None and cpu1 is not None else None
     return {"sessions": n, "failed": failed, "time_to_usable_s": summary(usable),
+            "all_usable_after_s": round(all_usable_s, 1),
             "server_cpu_s_per_session": round(cpu, 2) if cpu is not None else None,
             "server_rss_mb": {"before": rss_before, "peak": peak[0] if pid else None,
-                              "after_close_15s": rss_after,
+                              "all_open": rss_open,
+                              "after_close": rss_after,
+                              "after_close_s": timeline[-1][0] if timeline else None,
                               "after_vs_before": (round(rss_after / rss_before - 1, 3)
-                                                  if rss_before and rss_after else None)}}
+                                                  if rss_before and rss_after else None),
+                              "after_close_timeline": timeline},
+            "machine_load_average": {"start": load_start, "all_open": load_open,
+                                     "end": [round(x, 2) for x in os.getloadavg()]}}
+
+
+def watch_rss(pid: int | None, watch_s: float = CLOSE_WATCH_S,
+              settled_s: float = SETTLED_S) -> list[tuple[float, float]]:
+    """[(seconds since close, RSS MB)] every 5 s until the RSS has not moved by 1 % for
+    ``settled_s`` (after at least 35 s: a closed session lives that long) or ``watch_s``."""
+    if pid is None:
+        return []
+    t0, out = time.perf_counter(), []
+    while True:
+        time.sleep(5)
+        t, rss = round(time.perf_counter() - t0), rss_mb(pid)
+        if rss is None:
+            return out
+        out.append((t, rss))
+        old = [r for s, r in out if s <= t - settled_s]
+        if t >= watch_s or (t >= 35 and old and abs(old[-1] - rss) <= 0.01 * rss):
+            return out
 
 
 def _table(res: dict) -> str:
@@ -405,14 +453,30 @@ def _table(res: dict) -> str:
     drag = lat.get("drag", {})
     lines.append(f"{'latent drag redraws/s':34s} {drag.get('redraws_per_s', '-')!s:>9s} "
                  f"{'':>9s} {'':>3s}  ≥ {t['latent_drag_redraws_per_s']}")
-    ld = res.get("load")
-    if ld:
-        u = ld["time_to_usable_s"]
-        lines.append(f"{ld['sessions']} sessions: usable median {u['median']} s, p90 {u['p90']} s, "
-                     f"max {u['max']} s (target ≤ {t['session_usable_s']} s); server CPU "
-                     f"{ld['server_cpu_s_per_session']} s/session (≤ 1 s); RSS MB "
-                     f"{ld['server_rss_mb']}; failed {ld['failed']}")
+    if res.get("load"):
+        lines.append(_load_line(res["load"]))
     return "\n".join(lines)
+
+
+def _load_line(ld: dict) -> str:
+    u, t = ld["time_to_usable_s"], TARGETS
+    rss = {k: v for k, v in ld["server_rss_mb"].items() if not k.endswith("timeline")}
+    return (f"{ld['sessions']} sessions: usable median {u['median']} s, p90 {u['p90']} s, "
+            f"max {u['max']} s (target ≤ {t['session_usable_s']} s); server CPU "
+            f"{ld['server_cpu_s_per_session']} s/session (≤ 1 s); RSS MB {rss}; "
+            f"failed {ld['failed']}")
+
+
+def merge_load(path: Path, result: dict) -> dict:
+    """The JSON at ``path`` with its ``load`` section replaced by ``result``'s (the store and
+    time of the load run go inside it); ``result`` alone when there is no such file."""
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        old = {}
+    section = {**result["load"], "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "store": result.get("store")}
+    return {**old, "load": section} if old else {"bench": "browser", "load": section}
 
 
 def run(args) -> dict:
@@ -448,6 +512,10 @@ def run(args) -> dict:
                 # the server's memory with one session served (the load mode's "before" comes
                 # after all the sessions this bench opened earlier)
                 res["server_rss_mb_after_first_session"] = rss_mb(pid)
+                if args.load_only:
+                    res["load"] = load(browser, url, stars, args.sessions, pid)
+                    browser.close()
+                    return {"store": _store_note(args, store, ids), **res}
                 res["cold_star_ms"] = summary(cold_star(browser, url, stars, args.repeats, shots))
 
                 ctx, page = _new_page(browser)
@@ -488,15 +556,12 @@ def run(args) -> dict:
                 browser.close()
         finally:
             bl.stop_server(proc, fh)
-        size = _store_bytes(store)
     return {
         "bench": "browser", "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "load_average_start": load_start,
                     "load_average_end": [round(x, 2) for x in os.getloadavg()]},
-        "store": {"path": str(store) if args.store else
-                  f"built here: stellarscope mock --n-stars {args.n_stars} (temporary)",
-                  "stars": len(ids), "bytes": size},
+        "store": _store_note(args, store, ids),
         "served_by": args.url or "panel serve dashboard/app.py (started by this bench)",
         "repeats": args.repeats, "viewport": VIEWPORT, "drawn_means": DRAWN,
         "targets": TARGETS, **res,
@@ -513,8 +578,12 @@ def main(argv=None) -> dict:
               "temporary STELLARSCOPE_HOME")
     result = run(args)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    if args.load_only:
+        result = merge_load(Path(args.out), result)
+        print(_load_line(result["load"]))
+    else:
+        print(_table(result))
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(_table(result))
     print(f"written {args.out}")
     return result
 

@@ -4,16 +4,19 @@ The store comes from ``$STELLARSCOPE_STORE`` (else the demo store under
 ``$STELLARSCOPE_HOME``); each registered model family gets one model slot, filled from
 ``$STELLARSCOPE_MODELS`` (model directories named on the command line) or else found by
 :func:`core.models.find`.  The tabs are the registered views (:mod:`dashboard.views`).  Each
-browser session builds its own state and views; stores and models are shared, cached.
+browser session builds its own state, and a view only when its tab is first opened; stores,
+models, catalog frames and indexes are shared by all sessions of the process, cached.
 """
 
 from __future__ import annotations
 
 import html
+import importlib
 import io
 import logging
 import os
 import time
+from collections.abc import Mapping
 
 import panel as pn
 import param
@@ -148,6 +151,54 @@ def missing_models(spec: ViewSpec, ctx: AppContext) -> str:
     return "\n\n".join(out)
 
 
+def view_type(spec: ViewSpec) -> type | None:
+    """The class a ``"module:Class"`` view spec builds (imported, not built); None for a
+    ``make(session)`` callable, whose view is known only once built."""
+    if callable(spec.make):
+        return None
+    module, _, attr = spec.make.partition(":")
+    return getattr(importlib.import_module(module), attr, None)
+
+
+def url_argument(name: str) -> str:
+    """The value of ``?name=`` in the URL that opened this session ('' outside a server)."""
+    try:
+        values = (pn.state.session_args or {}).get(name) or []
+    except (AttributeError, RuntimeError):  # no request behind this document
+        return ""
+    value = values[0] if values else b""
+    return (value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)).strip()
+
+
+class SessionViews(Mapping):
+    """One session's views by name, each built the first time it is asked for (a new page
+    builds only the view of the tab it shows; the others cost nothing until opened)."""
+
+    def __init__(self, specs: dict[str, ViewSpec], build):
+        self._specs, self._build, self._views = specs, build, {}
+
+    def __getitem__(self, name: str):
+        if name not in self._views:
+            if name not in self._specs:
+                raise KeyError(name)
+            self._views[name] = self._build(name)
+        return self._views[name]
+
+    def __iter__(self):
+        return iter(self._specs)
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+    def __contains__(self, name) -> bool:
+        return name in self._specs
+
+    @property
+    def built(self) -> dict:
+        """The views built so far (name → view), in tab order."""
+        return {n: self._views[n] for n in self._specs if n in self._views}
+
+
 class DashboardApp(param.Parameterized):
     """One session's page: sidebar (dataset, models, star) and one tab per registered view."""
 
@@ -164,7 +215,8 @@ class DashboardApp(param.Parameterized):
         ctx = self.context = data.make_context(store_path, models)
         session = self.session = Session(context=ctx)
         self.specs = {spec.name: spec for spec in registered()}
-        self.views = {name: spec.build(session) for name, spec in self.specs.items()}
+        #: built on first use: ``self.views[name]`` builds that view; ``.built`` lists them
+        self.views = SessionViews(self.specs, self._build_view)
         self._showing: dict[str, str] = {}
         #: tabs the user has opened: their bodies stay filled, so going back is instant
         self._opened: set[str] = set()
@@ -175,9 +227,6 @@ class DashboardApp(param.Parameterized):
             for family in spec.needs:
                 ctx.slot(family).param.watch(lambda *_, n=name: self._fill_body(n),
                                              ["model", "problem", "training"])
-        for view in self.views.values():  # a star opened in a list or plot is shown
-            if isinstance(getattr(view, "on_open", None), list) and "star" in self.specs:
-                view.on_open.append(lambda star: self.show_tab("star"))
         # not dynamic: a tab once opened stays rendered in the page (switching back is done by
         # the browser alone); a tab not yet opened has an empty body (_fill_body), so the first
         # page still builds only what its first tab shows
@@ -207,7 +256,7 @@ class DashboardApp(param.Parameterized):
         ctx.param.watch(self._notify, "message_count")
         self.tabs.param.watch(self._on_active, "active")
         self.param.watch(self._on_tab, "tab")
-        self.tab = next(iter(self.specs), "")  # shows the first view (see _on_tab)
+        self._show_first_tab()
         self._poll = None
         if pn.state.location is not None:
             self._refused_star, self._url_busy = "", False
@@ -242,6 +291,29 @@ class DashboardApp(param.Parameterized):
             self.star = focus.star_id
 
     # -- tabs ---------------------------------------------------------------------------------
+    def _build_view(self, name: str):
+        view = self.specs[name].build(self.session)
+        if isinstance(getattr(view, "on_open", None), list) and "star" in self.specs:
+            view.on_open.append(lambda star: self.show_tab("star"))  # a star opened in a list
+        if "active" in getattr(view, "param", ()):
+            view.active = name == self.tab
+        return view
+
+    def _show_first_tab(self) -> None:
+        """Show the tab the page was asked for (``DashboardApp(tab=…)``, else the URL's
+        ``?tab=``, else the first view), building that tab alone: the URL's tab is read from
+        the request here, before any view is built, not when the URL is synced later."""
+        names = list(self.specs)
+        first = (tab_name(self.tab, names) or tab_name(url_argument("tab"), names)
+                 or next(iter(names), ""))
+        if not first:
+            return
+        if self.tab != first:
+            self.tab = first  # _on_tab shows it
+        else:
+            self.tabs.active = names.index(first)
+            self._on_shown(first)
+
     def _fill_body(self, name: str) -> None:
         """The view, or, while a model it needs is missing, why it cannot work yet; nothing
         until the tab is first opened."""
@@ -283,10 +355,10 @@ class DashboardApp(param.Parameterized):
         if name not in self._opened:
             self._opened.add(name)
             self._fill_body(name)
-        for other, view in self.views.items():
+        for other, view in self.views.built.items():
             if "active" in getattr(view, "param", ()):
                 view.active = other == name
-        view = self.views.get(name)
+        view = self.views.built.get(name)  # None while a model it needs is missing
         if view is not None and hasattr(view, "ensure_built") and not getattr(view, "built", True):
             body = self.bodies[name]
             body.loading = True
@@ -307,7 +379,7 @@ class DashboardApp(param.Parameterized):
             "p": ("previous", lambda: session.step_star(-1)),
             "r": ("random star", session.random_star),
         }
-        if any(callable(getattr(v, "fit", None)) for v in self.views.values()):
+        if self._fit_view():
             actions["f"] = ("fit", self._fit_key)
         for name, spec in self.specs.items():
             if spec.key:
@@ -315,11 +387,27 @@ class DashboardApp(param.Parameterized):
         self.shortcuts = Shortcuts(actions)
         return self.shortcuts
 
+    def _fit_view(self) -> str:
+        """The first view that fits a star (has ``fit()``), known from its class without
+        building it; '' if none."""
+        for name, spec in self.specs.items():
+            kind = view_type(spec)
+            if kind is None and name in self.views.built:
+                kind = type(self.views[name])
+            if callable(getattr(kind, "fit", None)):
+                return name
+        return ""
+
     def _fit_key(self) -> None:
         """Show the first view that fits, and fit the focused star with it."""
-        name, view = next((n, v) for n, v in self.views.items() if callable(getattr(v, "fit", None)))
+        name = self._fit_view()
+        if not name:
+            return
         self.show_tab(name)
-        if not missing_models(self.specs[name], self.context) and not getattr(view, "busy", False):
+        if missing_models(self.specs[name], self.context):
+            return
+        view = self.views[name]
+        if not getattr(view, "busy", False):
             view.fit()
 
     def _session_card(self) -> pn.viewable.Viewable:

@@ -6,7 +6,10 @@ Catalog view computes on every zoom and brush.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+import weakref
+from collections import OrderedDict
+from dataclasses import dataclass, replace
 
 import datashader as ds
 import datashader.transfer_functions as tf
@@ -45,12 +48,62 @@ class Aggregate:
     dh: float
 
 
+# -- aggregates of shared frames, cached per process ----------------------------------------
+#: Frames every session reads (a store's catalog frame, :func:`dashboard.data.catalog_frame`):
+#: id → weak reference.  Their aggregates are cached, so the first corner plot of every later
+#: session (same columns and ranges) costs no aggregation.
+_SHARED: dict[int, weakref.ref] = {}
+_CACHE: OrderedDict = OrderedDict()
+CACHE_SIZE = 512  # aggregates (a 180×180 float32 image each: ~130 kB; 512 → ≤ 66 MB)
+_LOCK = threading.Lock()
+
+
+def share(frame: pd.DataFrame) -> pd.DataFrame:
+    """Mark ``frame`` as shared by sessions and never modified: its aggregates are cached
+    until it is garbage collected."""
+    key = id(frame)
+
+    def forget(_ref, key=key):
+        with _LOCK:
+            if _SHARED.get(key) is _ref:
+                del _SHARED[key]
+            for k in [k for k in _CACHE if k[0] == key]:
+                del _CACHE[k]
+
+    with _LOCK:
+        _SHARED[key] = weakref.ref(frame, forget)
+    return frame
+
+
+def cache_info() -> dict:
+    return {"shared_frames": len(_SHARED), "aggregates": len(_CACHE)}
+
+
 def aggregate(frame: pd.DataFrame, xcol: str, ycol: str, x_range, y_range,
               width: int = PANEL_BINS, height: int = PANEL_BINS, color: str | None = None,
               ) -> Aggregate:
-    """Star counts (``color`` None) or the mean of ``color`` per pixel; empty pixels are NaN."""
+    """Star counts (``color`` None) or the mean of ``color`` per pixel; empty pixels are NaN.
+    Cached for a :func:`share`d frame (each caller gets its own copy of the image)."""
     x0, x1 = sorted(map(float, x_range))
     y0, y1 = sorted(map(float, y_range))
+    ref = _SHARED.get(id(frame))
+    if ref is None or ref() is not frame:
+        return _aggregate(frame, xcol, ycol, x0, x1, y0, y1, width, height, color)
+    key = (id(frame), xcol, ycol, x0, x1, y0, y1, int(width), int(height), color)
+    with _LOCK:
+        hit = _CACHE.get(key)
+        if hit is not None:
+            _CACHE.move_to_end(key)
+    if hit is None:
+        hit = _aggregate(frame, xcol, ycol, x0, x1, y0, y1, width, height, color)
+        with _LOCK:
+            _CACHE[key] = hit
+            while len(_CACHE) > CACHE_SIZE:
+                _CACHE.popitem(last=False)
+    return replace(hit, image=hit.image.copy())
+
+
+def _aggregate(frame, xcol, ycol, x0, x1, y0, y1, width, height, color) -> Aggregate:
     cvs = ds.Canvas(plot_width=int(width), plot_height=int(height), x_range=(x0, x1),
                     y_range=(y0, y1))
     agg = cvs.points(frame, xcol, ycol, agg=ds.count() if color is None else ds.mean(color))

@@ -59,19 +59,52 @@ def open_store(path) -> SpectraStore:
     return pn.state.as_cached(f"stellarscope-store:{path}:{stamp}", SpectraStore.open, path=path)
 
 
+def shared(kind: str, store: SpectraStore, build):
+    """``build()``, once per process for this store as it is now: cached under the store's
+    path and its manifest's modification time (every catalog update rewrites the manifest,
+    so a rewritten store is never served stale), the copy for an older stamp dropped."""
+    prefix = f"stellarscope-{kind}:{store.path}:"
+    key = f"{prefix}{_mtime(store.path / MANIFEST)}"
+    value = pn.state.as_cached(key, build)
+    for old in [k for k in list(pn.state.cache) if isinstance(k, tuple) and k
+                and str(k[0]).startswith(prefix) and k[0] != key]:
+        pn.state.cache.pop(old, None)
+    return value
+
+
 def catalog_frame(store: SpectraStore) -> pd.DataFrame:
-    """Numeric catalog columns as float32 (plus ``ROW``), for datashader and nearest-star picks."""
-    def build(path, stamp):
+    """Numeric catalog columns as float32 (plus ``ROW``), for datashader and nearest-star
+    picks; one per process, shared by every session (its corner aggregates are cached too)."""
+    def build():
+        from . import corner
+
         cat = store.catalog
         cols = {c: cat[c].to_numpy(dtype=np.float32, na_value=np.nan)
                 for c in cat.columns if pd.api.types.is_numeric_dtype(cat[c])
                 and not pd.api.types.is_bool_dtype(cat[c])}
         frame = pd.DataFrame(cols)
         frame["ROW"] = np.arange(len(cat), dtype=np.int64)
+        corner.share(frame)
         return frame
 
-    return pn.state.as_cached(f"stellarscope-frame:{store.path}:{_mtime(store.path / MANIFEST)}",
-                              build, path=str(store.path), stamp=_mtime(store.path / MANIFEST))
+    return shared("frame", store, build)
+
+
+def catalog_ids(store: SpectraStore) -> pd.Series:
+    """The catalog's APOGEE_IDs as str, shared by every session."""
+    return shared("id-strings", store, lambda: store.catalog["APOGEE_ID"].astype(str))
+
+
+def store_axis_columns(store: SpectraStore) -> list[str]:
+    """:func:`axis_columns` of the store's :func:`catalog_frame`, shared (a copy per call)."""
+    return list(shared("axes", store, lambda: tuple(axis_columns(catalog_frame(store)))))
+
+
+def table_frame(store: SpectraStore, columns) -> pd.DataFrame:
+    """The catalog's ``columns`` for the table, shared by every session (never modified:
+    a session's table shows it or a filtered copy)."""
+    columns = list(columns)
+    return shared("table:" + ",".join(columns), store, lambda: store.catalog[columns])
 
 
 def axis_columns(frame: pd.DataFrame) -> list[str]:
@@ -107,9 +140,8 @@ class IdIndex:
 
 
 def id_index(store: SpectraStore) -> IdIndex:
-    return pn.state.as_cached(f"stellarscope-ids:{store.path}:{_mtime(store.path / MANIFEST)}",
-                              lambda **_: IdIndex(store.catalog["APOGEE_ID"].astype(str)),
-                              path=str(store.path))
+    """The store's :class:`IdIndex`, shared by every session."""
+    return shared("ids", store, lambda: IdIndex(catalog_ids(store)))
 
 
 def nearest_row(frame: pd.DataFrame, xcol: str, ycol: str, x: float, y: float,

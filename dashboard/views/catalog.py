@@ -98,9 +98,10 @@ class CatalogView(pn.viewable.Viewer):
         self.on_open: list = []
         if not self.available:
             return
+        # the frame, IDs, axis columns and table frame are shared by every session
         self.frame = data.catalog_frame(store)
-        self.ids = store.catalog["APOGEE_ID"].astype(str)
-        columns = data.axis_columns(self.frame)
+        self.ids = data.catalog_ids(store)
+        columns = data.store_axis_columns(store)
         default = [c for c in data.PREFERRED_AXES if c in columns][:MAX_AXES] or columns[:4]
         self._offer_columns(columns)
         self.axes = default
@@ -118,7 +119,7 @@ class CatalogView(pn.viewable.Viewer):
         self.constraint_exprs: list[str | None] = []
         cat = store.catalog
         self.table_columns = [c for c in TABLE_FIRST if c in cat.columns]
-        self._table_frame = cat[self.table_columns]
+        self._table_frame = data.table_frame(store, self.table_columns)
         self.number_columns = [c for c in self.table_columns if is_number_column(cat[c])]
         self.table = pn.widgets.Tabulator(
             self._table_frame, pagination="remote", page_size=12, show_index=False,
@@ -159,7 +160,7 @@ class CatalogView(pn.viewable.Viewer):
         and the selection stay as they are until the user picks new columns."""
         self.frame = data.catalog_frame(self.context.store)
         with pn.io.hold():
-            self._offer_columns(data.axis_columns(self.frame))
+            self._offer_columns(data.store_axis_columns(self.context.store))
 
     def _offer_columns(self, columns: list[str]) -> None:
         self.param.axes.objects = columns

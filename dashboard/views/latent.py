@@ -149,7 +149,7 @@ class LatentView(pn.viewable.Viewer):
         self.directions_table.on_click(self._on_table_click)
         self._build_sliders()
         self.context.slot("vae").param.watch(lambda e: self._build_sliders(), "model")
-        self._stale = False
+        self._stale = self.focus.spectrum is not None  # built after a star was focused
         self.focus.param.watch(self._on_focus, ["spectrum", "encoding"])
         self.param.watch(self._on_active, "active")
 

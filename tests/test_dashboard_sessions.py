@@ -1,0 +1,143 @@
+"""Cheap sessions (no browser): a page builds only the tab it shows, and what is not per user
+(catalog frame, IDs, axis columns, table frame, corner aggregates) is built once per process
+and shared by every session, until the store is rewritten."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_dashboard_state import write_store
+
+from dashboard import corner, data
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return write_store(tmp_path_factory.mktemp("sessions") / "store", n=40, seed=5)
+
+
+def make_app(store, **kw):
+    from dashboard.app import DashboardApp
+
+    return DashboardApp(store_path=store.path, **kw)
+
+
+def test_a_new_page_builds_only_its_first_tab(store):
+    app = make_app(store)
+    assert app.tab == "star" and list(app.views.built) == ["star"]
+    assert all(app.bodies[n].objects == [] for n in app.specs if n != "star")
+    assert list(app.views) == list(app.specs) and "catalog" in app.views  # names, unbuilt
+    assert list(app.views.built) == ["star"]
+
+
+def test_a_page_asked_for_a_tab_builds_that_tab_not_the_star_tab(store):
+    app = make_app(store, tab="catalog")
+    assert app.tab == "catalog" and app.tabs.active == list(app.specs).index("catalog")
+    assert list(app.views.built) == ["catalog"] and app.views["catalog"].built
+    assert app.bodies["star"].objects == []
+    app.tab = "star"  # opened later, as a click does
+    assert set(app.views.built) == {"catalog", "star"}
+    assert len(app.bodies["star"].objects) == 1  # the Star view, filled
+
+
+def test_the_urls_tab_is_read_before_any_view_is_built(store, monkeypatch):
+    from dashboard import app as app_module
+
+    monkeypatch.setattr(app_module, "url_argument", lambda name: {"tab": "catalog"}.get(name, ""))
+    app = make_app(store)
+    assert app.tab == "catalog" and list(app.views.built) == ["catalog"]
+    assert app.bodies["star"].objects == []
+    # an old numbered link (?tab=3) and an unknown name
+    monkeypatch.setattr(app_module, "url_argument", lambda name: {"tab": "2"}.get(name, ""))
+    assert make_app(store).tab == "catalog"
+    monkeypatch.setattr(app_module, "url_argument", lambda name: {"tab": "nope"}.get(name, ""))
+    app = make_app(store)
+    assert app.tab == "star" and list(app.views.built) == ["star"]
+
+
+def test_url_argument_outside_a_server_is_empty():
+    from dashboard.app import url_argument
+
+    assert url_argument("tab") == ""
+
+
+def test_views_built_after_a_star_was_focused_show_that_star(store):
+    app = make_app(store, tab="catalog")
+    star = store.catalog["APOGEE_ID"].iloc[7]
+    assert app.session.select_star(star)
+    app.tab = "star"
+    n_pix = store.spectrum(star).n_pix
+    assert len(app.views["star"].figure.spec_src.data["flux"]) >= n_pix  # + chip-gap breaks
+    if app.context.vae is None:
+        pytest.skip("no VAE found for the latent view")
+    app.tab = "latent"  # built now, with the star already focused
+    latent = app.views["latent"]
+    assert len(latent.star_src.data["flux"]) > 0 and latent.decoded is not None
+
+
+def test_the_f_key_is_known_without_building_the_fit_view(store):
+    app = make_app(store)
+    assert ("f" in app.shortcuts.actions) == ("fit" in app.specs)
+    assert "fit" not in app.views.built
+
+
+def test_sessions_share_what_is_not_per_user(store):
+    a, b = make_app(store, tab="catalog"), make_app(store, tab="catalog")
+    ca, cb = a.views["catalog"], b.views["catalog"]
+    assert ca.frame is cb.frame and ca.ids is cb.ids
+    assert ca._table_frame is cb._table_frame
+    assert a.picker._ids is b.picker._ids
+    assert ca.param.axes.objects == cb.param.axes.objects
+    # per user: each session keeps its own selection and focus
+    assert a.session.selection is not b.session.selection
+    ca.select_box("TEFF", "LOGG", (4000, 4800, 1, 2.5))
+    assert a.session.selection.active and not b.session.selection.active
+
+
+def test_a_rewritten_store_is_not_served_stale(tmp_path):
+    store = write_store(tmp_path / "store", n=20, seed=6)
+    frame, ids = data.catalog_frame(store), data.id_index(store)
+    assert data.catalog_frame(store) is frame and data.id_index(store) is ids
+    store.add_columns({"NEW_COL": np.arange(20, dtype=np.float64)})
+    fresh = data.catalog_frame(store)
+    assert fresh is not frame and "NEW_COL" in fresh.columns
+    assert "NEW_COL" in data.store_axis_columns(store)
+    assert data.id_index(store) is not ids
+    # the old copies are dropped from the process cache
+    import panel as pn
+
+    frames = [k for k in pn.state.cache if isinstance(k, tuple)
+              and str(k[0]).startswith(f"stellarscope-frame:{store.path}:")]
+    assert len(frames) == 1
+
+
+def test_corner_aggregates_of_a_shared_frame_are_cached_and_private():
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame({c: rng.random(500, dtype=np.float32) for c in "xyc"})
+    plain = corner.aggregate(frame, "x", "y", (0, 1), (0, 1))
+    corner.share(frame)
+    first = corner.aggregate(frame, "x", "y", (0, 1), (0, 1))
+    n = corner.cache_info()["aggregates"]
+    again = corner.aggregate(frame, "x", "y", (0, 1), (0, 1))
+    assert corner.cache_info()["aggregates"] == n  # a hit: nothing new cached
+    np.testing.assert_array_equal(first.image, plain.image)
+    np.testing.assert_array_equal(again.image, plain.image)
+    again.image[:] = -1  # a caller's copy: the cache is untouched
+    np.testing.assert_array_equal(corner.aggregate(frame, "x", "y", (0, 1), (0, 1)).image,
+                                  plain.image)
+    mean = corner.aggregate(frame, "x", "y", (0, 1), (0, 1), color="c")
+    assert corner.cache_info()["aggregates"] == n + 1
+    np.testing.assert_array_equal(
+        np.isnan(mean.image),
+        np.isnan(corner.aggregate(frame.copy(), "x", "y", (0, 1), (0, 1), color="c").image))
+    # a subset (another frame) is not cached; a collected frame's entries go with it
+    corner.aggregate(frame.take(np.arange(0, 500, 2)), "x", "y", (0, 1), (0, 1))
+    assert corner.cache_info()["aggregates"] == n + 1
+    key = id(frame)
+    assert len([k for k in corner._CACHE if k[0] == key]) == 2
+    del frame, first, again, mean
+    import gc
+
+    gc.collect()
+    assert not [k for k in corner._CACHE if k[0] == key]
