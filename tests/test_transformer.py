@@ -429,3 +429,180 @@ def test_fine_tune_with_frozen_encoder_and_wave_range(store, tmp_path):
     wave = pred.grid.wavelength
     assert out.outputs["good"][0].any() and (wave[out.outputs["good"][0]] <= 15800).all()
     assert out.columns["TF_NPIX"][0] < 0.5 * len(wave)
+
+
+# -- fine-tuning recipes: rehearsal, L2-SP, steadier validation ---------------------------------
+
+def _relabelled_store(path, n, seed, teff_shift):
+    """The synthetic spectra of (n, seed) under other star names, with TEFF moved by
+    ``teff_shift``: the same spectra now 'mean' another Teff (a stand-in for a physics shift)."""
+    arrays = synthetic_arrays(n, seed=seed)
+    cat = arrays["catalog"].copy()
+    cat["APOGEE_ID"] = [f"2MREL{seed:04d}{i:07d}" for i in range(n)]
+    cat["TEFF"] = cat["TEFF"] + teff_shift
+    with SpectraStore.create(path, kind="generic", title="relabelled") as w:
+        w.append(arrays["flux"], arrays["error"], arrays["pixmask"], cat)
+    return SpectraStore.open(path)
+
+
+def _info():
+    return type("Info", (), {"is_main": True, "device": torch.device("cpu"), "world": 1,
+                             "rank": 0})()
+
+
+def test_rehearsal_mixes_the_other_stores_stars_into_every_training_batch(store, tmp_path):
+    other = _relabelled_store(tmp_path / "other", 40, 9, 0.0)
+    task = TransformerTask(_settings(store, tmp_path / "r", batch_size=8,
+                                     rehearse_store=str(other.path), rehearse_fraction=0.75,
+                                     rehearse_rows=30))
+    task.prepare(type("Info", (), {"world": 1})())
+    assert task.rehearse_rows.size == 30 and (task.rehearse_rows < len(other)).all()
+    train_src, val_src = task.sources(_info())
+    steps = list(train_src.batches(0))
+    assert len(steps) == train_src.n_steps() == len(task.split.train) // 8
+    want = np.column_stack([other.catalog[n].to_numpy(np.float32) for n in task.settings.labels])
+    seen = []
+    for b in steps:
+        assert b["flux"].shape[0] == 8 + 24                 # 0.75 of each batch rehearses
+        rows = b["rows"][8:].numpy()
+        assert set(rows) <= set(task.rehearse_rows.tolist())
+        np.testing.assert_allclose(b["labels"][8:].numpy(), want[rows])
+        seen += rows.tolist()
+    assert len(set(seen)) == min(30, len(seen))             # dealt without repeats first
+    again = [b["rows"][8:] for b in train_src.batches(0)]    # an epoch mixes the same rows
+    assert all(torch.equal(a, b["rows"][8:]) for a, b in zip(again, steps, strict=True))
+    assert not torch.equal(next(train_src.batches(1))["rows"][8:], steps[0]["rows"][8:])
+    # validation stays on --store alone
+    assert sum(b["flux"].shape[0] for b in val_src.batches(0, False, False)) == \
+        len(task.split.validation)
+
+
+def test_rehearsal_keeps_what_the_model_knew(tmp_path):
+    """Fine-tuned on spectra whose Teff labels moved by +600 K, a model forgets the old
+    labels of those spectra; rehearsing the old stars keeps its answers much nearer them."""
+    old = synthetic_store(tmp_path / "old", n=96, seed=3)
+    new = _relabelled_store(tmp_path / "new", 96, 3, 600.0)
+    base = tmp_path / "base"
+    T.train(TransformerTask(_settings(old, base, epochs=3)))
+    common = {"epochs": 6, "lr": 3e-3, "warmup_steps": 2, "init_from": str(base)}
+    T.train(TransformerTask(_settings(new, tmp_path / "plain", **common)))
+    T.train(TransformerTask(_settings(new, tmp_path / "rehearsed", **common,
+                                      rehearse_store=str(old.path), rehearse_fraction=0.75)))
+    s = SpectraStore.open(old.path)
+    batch = SpectraBatch.from_store(s, s.read(np.arange(48)))
+
+    def mean_teff(run):
+        return float(np.mean(TransformerPredictor.load(run).predict_batch(batch)
+                             .columns["TF_TEFF"]))
+
+    start, plain, rehearsed = mean_teff(base), mean_teff(tmp_path / "plain"), \
+        mean_teff(tmp_path / "rehearsed")
+    assert plain - start > 300, (start, plain)               # it moved to the new labels
+    assert rehearsed - start < 0.6 * (plain - start), (start, plain, rehearsed)
+    config = json.loads((tmp_path / "rehearsed" / "config.json").read_text())
+    assert config["training"]["n_rehearse"] == 96
+    assert config["training"]["rehearse_store"] == str(old.path)
+
+
+def test_l2sp_holds_the_weights_near_the_starting_ones(store, tmp_path):
+    base = tmp_path / "base"
+    T.train(TransformerTask(_settings(store, base, epochs=1)))
+    start = dict(models.load(base).named_parameters())
+
+    def distance(run):
+        return sum(float((p - start[k]).detach().pow(2).sum())
+                   for k, p in models.load(run).named_parameters())
+
+    common = {"epochs": 3, "lr": 3e-3, "warmup_steps": 1, "init_from": str(base)}
+    T.train(TransformerTask(_settings(store, tmp_path / "free", **common)))
+    T.train(TransformerTask(_settings(store, tmp_path / "held", **common, l2sp=300.0)))
+    assert distance(tmp_path / "held") < 0.5 * distance(tmp_path / "free")
+    log = pd.read_csv(tmp_path / "held" / T.LOG_FILE)
+    assert "train_l2sp" in log and (log["train_l2sp"] > 0).all()
+    # validation judges the fit alone: its total leaves the penalty out
+    assert "train_l2sp" not in pd.read_csv(tmp_path / "free" / T.LOG_FILE)
+    with pytest.raises(T.TrainingSetupError, match="--init-from"):
+        _settings(store, tmp_path / "x", l2sp=1.0)
+
+
+def test_validation_draws_average_several_contexts(store, tmp_path):
+    task = TransformerTask(_settings(store, tmp_path / "r", val_draws=4))
+    task.prepare(type("Info", (), {"world": 1})())
+    model = task.new_model(_info()).eval()
+    _, val_src = task.sources(_info())
+    batch = next(val_src.batches(0, False, False))
+    with torch.no_grad():
+        torch.manual_seed(5)
+        mean = task.loss(model, batch)["total"]
+        torch.manual_seed(5)
+        each = [task._nll(model, batch)["total"] for _ in range(4)]
+    assert len({round(float(e), 6) for e in each}) == 4        # four different draws
+    assert torch.isclose(mean, torch.stack(each).mean())
+    model.train()  # training steps draw one context
+    torch.manual_seed(5)
+    one = task.loss(model, batch)["total"]
+    assert torch.isfinite(one)
+
+
+def test_cli_fine_tune_with_rehearsal_and_l2sp(store, tmp_path, capsys):
+    other = synthetic_store(tmp_path / "other", n=40, seed=8)
+    common = ["--store", str(store.path), "--no-progress", "--device", "cpu", "--epochs", "1",
+              "--batch-size", "16", "--context", "48"]
+    assert cli(["train", "transformer", *common, "--out", str(tmp_path / "base")]) == 0
+    assert cli(["train", "transformer", *common, "--out", str(tmp_path / "ft"), "--init-from",
+                str(tmp_path / "base"), "--rehearse-store", str(other.path),
+                "--rehearse-fraction", "0.5", "--l2sp", "0.01", "--val-draws", "3"]) == 0
+    assert "40 rehearsal stars" in capsys.readouterr().out
+    settings = json.loads((tmp_path / "ft" / "config.json").read_text())["training"]["settings"]
+    assert settings["rehearse_fraction"] == 0.5 and settings["l2sp"] == 0.01
+    assert settings["val_draws"] == 3
+    assert cli(["train", "transformer", *common, "--out", str(tmp_path / "bad"),
+                "--l2sp", "0.01"]) != 0
+    assert "--init-from" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli(["train", "transformer", *common, "--out", str(tmp_path / "b2"),
+             "--rehearse-store", str(other.path), "--rehearse-fraction", "1.5"])
+    assert "strictly between 0 and 1" in capsys.readouterr().err
+    arrays = synthetic_arrays(20, seed=1)
+    with SpectraStore.create(tmp_path / "nologg", kind="generic", title="no logg") as w:
+        w.append(arrays["flux"], arrays["error"], arrays["pixmask"],
+                 arrays["catalog"].drop(columns=["LOGG", "LOGG_ERR"]))
+    assert cli(["train", "transformer", *common, "--out", str(tmp_path / "b3"),
+                "--rehearse-store", str(tmp_path / "nologg")]) != 0
+    err = capsys.readouterr().err
+    assert "nologg" in err and "LOGG" in err
+
+
+def test_whole_spectrum_validation_scores_stars_as_inference_does(store, tmp_path):
+    base = tmp_path / "base"
+    T.train(TransformerTask(_settings(store, base, epochs=1)))
+    task = TransformerTask(_settings(store, tmp_path / "ft", init_from=str(base), val_whole=True,
+                                     batch_size=64))
+    task.prepare(type("Info", (), {"world": 1})())
+    model = task.adopt(T.load_init(str(base)), str(base)).eval()
+    _, val_src = task.sources(_info())
+    batch = next(val_src.batches(0, False, False))
+    assert batch["flux"].shape[0] == len(task.split.validation)   # one batch: the whole split
+    with torch.no_grad():
+        terms = task.loss(model, batch)
+        err2, present = task._whole_errors(model, batch)
+    # the starting model is the unit of the validation total
+    assert float(terms["total"]) == pytest.approx(1.0, rel=1e-5)
+    # each star's error is that of the predictor's whole-spectrum labels
+    pred = TransformerPredictor.load(base)
+    s = SpectraStore.open(store.path)
+    rows = batch["rows"].numpy()
+    out = pred.predict_batch(SpectraBatch.from_store(s, s.read(rows)))
+    labels = np.column_stack([out.columns[f"TF_{n}"] for n in pred.label_names])
+    std = model.label_std.numpy()
+    want = ((labels - batch["labels"].numpy()) / std) ** 2
+    assert present.all()
+    np.testing.assert_allclose(err2.numpy(), want, rtol=2e-3, atol=1e-6)
+    # a trained step away from the start changes it
+    model.train()
+    with torch.no_grad():
+        for p in model.head.parameters():
+            p.add_(0.05)
+    model.eval()
+    with torch.no_grad():
+        assert float(task.loss(model, batch)["total"]) != pytest.approx(1.0, rel=1e-3)

@@ -230,3 +230,33 @@ class StoreSource:
 
         for arrays in prefetched(read, chunks, self.prefetch):
             yield to_tensors(arrays, self.device)
+
+
+class MixedSource:
+    """Each batch of ``main`` with ``n_extra`` rows of ``extra`` appended (rehearsal).
+
+    The extra rows are dealt from a permutation seeded by (seed, epoch, rank), cycled when
+    an epoch needs more than there are, so a resumed run mixes the same rows.
+    """
+
+    def __init__(self, main: MemorySource, extra: MemorySource, n_extra: int, seed: int = 0,
+                 rank: int = 0):
+        self.main, self.extra, self.n_extra = main, extra, int(n_extra)
+        self.seed, self.rank = seed, rank
+
+    def n_steps(self, drop_last: bool = True) -> int:
+        return self.main.n_steps(drop_last)
+
+    def batches(self, epoch: int = 0, shuffle: bool = True, drop_last: bool = True
+                ) -> Iterator[dict[str, torch.Tensor]]:
+        rng = np.random.default_rng([self.seed, epoch, self.rank, 7])
+        n_steps = self.main.n_steps(drop_last)
+        reps = -(-n_steps * self.n_extra // max(1, self.extra.n))
+        order = np.concatenate([rng.permutation(self.extra.n) for _ in range(max(1, reps))])
+        for i, batch in enumerate(self.main.batches(epoch, shuffle, drop_last)):
+            pos = torch.from_numpy(order[i * self.n_extra:(i + 1) * self.n_extra]).to(
+                self.extra.device)
+            if self.extra.index is not None:
+                pos = self.extra.index.index_select(0, pos)
+            yield {k: torch.cat([v, self.extra.tensors[k].index_select(0, pos)])
+                   for k, v in batch.items()}

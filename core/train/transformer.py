@@ -5,8 +5,17 @@ batch shows each star a fresh random context of its good pixels (drawn with the 
 per-(epoch, rank) torch seed, so a resumed run draws the same), the loss is the Gaussian NLL
 of the predicted value and log-variance with the catalog label errors added to the variance,
 missing labels are masked, and scalings (flux centre/scale, label mean/std) come from the
-training rows only.  Fine-tuning: ``--init-from`` (shared), ``--freeze encoder`` and
-``--wave-range A B`` (read only pixels between A and B Å).
+training rows only.  Fine-tuning: ``--init-from`` (shared), ``--freeze encoder``,
+``--wave-range A B`` (read only pixels between A and B Å), rehearsal (``--rehearse-store DIR
+--rehearse-fraction F``: labelled stars of another store, e.g. the pre-training survey, mixed
+into every training batch so the model does not forget them) and L2-SP (``--l2sp W``: a
+penalty W/2·Σ(θ − θ₀)² on the distance from the ``--init-from`` weights θ₀).
+``--val-draws K`` averages the validation loss over K context draws per star, steadier on a
+small validation split; ``--val-whole`` instead judges each validation star as inference does
+(every good pixel in context-sized patches, combined by inverse predicted variance): the
+validation total is then the mean over labels of that prediction's squared error relative to
+the starting model's (1 = no better than where fine-tuning began), so early stopping
+(``--patience``; the best epoch's weights are kept) weighs every label alike.
 """
 
 from __future__ import annotations
@@ -48,6 +57,12 @@ class TransformerTrainSettings(TrainSettings):
     max_rows: int | None = None
     freeze: list[str] = field(default_factory=list)
     wave_range: list[float] | None = None
+    rehearse_store: str | None = None
+    rehearse_fraction: float = 0.5
+    rehearse_rows: int = 2000
+    l2sp: float = 0.0
+    val_draws: int = 1
+    val_whole: bool = False
 
     def __post_init__(self):
         super().__post_init__()
@@ -59,6 +74,16 @@ class TransformerTrainSettings(TrainSettings):
             if hi <= lo:
                 raise ValueError(f"--wave-range needs A < B, got {lo} {hi}")
             self.wave_range = [lo, hi]
+        if not 0.0 < self.rehearse_fraction < 1.0:
+            raise ValueError(f"--rehearse-fraction must lie in (0, 1), got "
+                             f"{self.rehearse_fraction}")
+        if self.rehearse_rows < 1 or self.val_draws < 1:
+            raise ValueError("--rehearse-rows and --val-draws must be at least 1")
+        if self.l2sp < 0:
+            raise ValueError(f"--l2sp must be ≥ 0, got {self.l2sp}")
+        if self.l2sp and not self.init_from:
+            raise TrainingSetupError("--l2sp penalises the distance from the --init-from "
+                                     "weights: pass --init-from MODEL_DIR")
 
 
 def _names(text: str) -> list[str]:
@@ -66,6 +91,27 @@ def _names(text: str) -> list[str]:
     if not names:
         raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
     return names
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must lie strictly between 0 and 1, got {text}")
+    return value
+
+
+def _nonnegative(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be ≥ 0, got {text}")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
 
 
 def _parts(text: str) -> list[str]:
@@ -115,6 +161,12 @@ class TransformerTask(TrainTask):
     terms = ("total", "mse")
     model_type = "transformer"
 
+    def __init__(self, settings):
+        super().__init__(settings)
+        # the distance from the starting weights is logged when it is penalised
+        self.terms = type(self).terms + (("l2sp",) if settings.l2sp else ())
+        self.reference: dict[str, torch.Tensor] = {}
+
     @classmethod
     def add_arguments(cls, p: argparse.ArgumentParser) -> None:
         p.add_argument("--preset", choices=sorted(PRESETS), default=None,
@@ -143,6 +195,29 @@ class TransformerTask(TrainTask):
                        help=f"parts not trained when fine-tuning: {', '.join(FREEZABLE)}")
         p.add_argument("--wave-range", type=float, nargs=2, metavar=("A", "B"), default=None,
                        help="read only pixels between A and B Å (vacuum)")
+        p.add_argument("--rehearse-store", default=None, metavar="DIR",
+                       help="rehearsal when fine-tuning: labelled stars of this store (same "
+                       "grid, e.g. the pre-training survey) are mixed into every training batch "
+                       "so the model keeps what it knew; validation stays on --store")
+        p.add_argument("--rehearse-fraction", type=_fraction, default=None, metavar="F",
+                       help="fraction of every training batch's spectra drawn from "
+                       "--rehearse-store (0.5): each --batch-size stars of --store get "
+                       "round(B·F/(1−F)) rehearsal stars")
+        p.add_argument("--rehearse-rows", type=_positive, default=None, metavar="N",
+                       help="rehearsal stars held in memory, a seeded sample of the store's "
+                       "labelled stars (2000)")
+        p.add_argument("--l2sp", type=_nonnegative, default=None, metavar="W",
+                       help="L2-SP: add W/2·Σ(θ−θ₀)² over the trained weights to the training "
+                       "loss, θ₀ the --init-from weights (0 = off); validation loss leaves it "
+                       "out")
+        p.add_argument("--val-draws", type=_positive, default=None, metavar="K",
+                       help="random pixel contexts per validation star, averaged (1); more "
+                       "makes early stopping on a small validation split steadier")
+        p.add_argument("--val-whole", action="store_const", const=True, default=None,
+                       help="validate on whole spectra as inference reads them (all good "
+                       "pixels in patches, combined by inverse variance): the validation total "
+                       "is the mean over labels of the squared error relative to the "
+                       "--init-from model's (to the label variance from scratch)")
 
     # -- data ---------------------------------------------------------------------------------
     def prepare(self, info) -> None:
@@ -164,6 +239,26 @@ class TransformerTask(TrainTask):
                 raise BadDataError(f"{store.path}: no pixel of the {store.grid.name} grid lies in "
                                    f"--wave-range {s.wave_range[0]} {s.wave_range[1]} Å")
         self.wave = wave
+        self.rehearse_rows = None
+        if s.rehearse_store:
+            self._prepare_rehearsal()
+
+    def _prepare_rehearsal(self) -> None:
+        s = self.settings
+        rs = self.rehearse = SpectraStore.open(resolve_store(s.rehearse_store))
+        if rs.grid.name != self.store.grid.name:
+            raise BadDataError(f"{rs.path}: rehearsal store on the {rs.grid.name} grid, "
+                               f"--store {self.store.path} on {self.store.grid.name}")
+        labels, err = D.label_arrays(rs.catalog, s.labels, where=str(rs.path))
+        labels[is_missing(labels)] = np.nan
+        err[is_missing(err)] = np.nan
+        rows = np.nonzero(np.isfinite(labels).any(axis=1))[0].astype(np.int64)
+        if rows.size == 0:
+            raise BadDataError(f"{rs.path}: no star with any of {', '.join(s.labels)} to "
+                               "rehearse")
+        rng = np.random.default_rng([s.seed, 11])
+        self.rehearse_rows = np.sort(rng.permutation(rows)[: s.rehearse_rows])
+        self.rehearse_labels, self.rehearse_err = labels, err
 
     def _flux_scaling(self) -> tuple[float, float]:
         """Median and spread of good training flux (a sample of rows).  The spread is the
@@ -216,22 +311,131 @@ class TransformerTask(TrainTask):
         freeze(model, self.settings.freeze)
         # pixels drawn per star: the run's --context, else the model's (a fine-tune may differ)
         self.context = self.settings.context or c.context
+        if self.settings.l2sp:
+            self._set_reference(model)
+        if self.settings.val_whole and self.settings.init_from:
+            self._set_val_reference()
         return model
+
+    def _set_val_reference(self) -> None:
+        """Per-label squared error of the starting (--init-from) model on the validation
+        stars: the unit of the --val-whole total."""
+        from .trainer import load_init
+
+        start = load_init(self.settings.init_from, self.model_type).eval()
+        src = D.MemorySource.from_store(self.store, self.split.validation, self.labels,
+                                        self.label_err, torch.device("cpu"),
+                                        self.settings.batch_size, self.settings.bad_bits)
+        self.wave_t = torch.from_numpy(self.wave)
+        self.use_t = torch.from_numpy(self.use)
+        sq, n = 0.0, 0.0
+        with torch.no_grad():
+            for batch in src.batches(0, shuffle=False, drop_last=False):
+                err2, present = self._whole_errors(start, batch)
+                sq = sq + err2.sum(0)
+                n = n + present.sum(0)
+        self.val_reference = (sq / n.clamp(min=1)).clamp(min=1e-12)
+
+    def _set_reference(self, model: SpectralTransformer) -> None:
+        """θ₀ of L2-SP: always the --init-from weights (a resumed run reloads them)."""
+        from .trainer import load_init
+
+        start = load_init(self.settings.init_from, self.model_type)
+        ref = dict(start.named_parameters())
+        self.reference = {name: ref[name].detach().clone() for name, p in
+                          model.named_parameters() if p.requires_grad}
+
+    def l2sp_distance(self, model) -> torch.Tensor:
+        """Σ(θ − θ₀)² over the trained weights."""
+        core = model.module if hasattr(model, "module") else model
+        total = torch.zeros((), device=core.device)
+        for name, p in core.named_parameters():
+            ref = self.reference.get(name)
+            if ref is not None:
+                if ref.device != p.device:
+                    ref = self.reference[name] = ref.to(p.device)
+                total = total + (p.float() - ref.float()).pow(2).sum()
+        return total
 
     def sources(self, info):
         s = self.settings
         self.wave_t = torch.from_numpy(self.wave).to(info.device)
         self.use_t = torch.from_numpy(self.use).to(info.device)
 
-        def source(rows):
-            return D.MemorySource.from_store(self.store, rows, self.labels, self.label_err,
-                                             info.device, s.batch_size, s.bad_bits, s.seed,
-                                             info.world, info.rank)
+        def source(rows, store=self.store, labels=self.labels, err=self.label_err):
+            return D.MemorySource.from_store(store, rows, labels, err, info.device,
+                                             s.batch_size, s.bad_bits, s.seed, info.world,
+                                             info.rank)
 
-        return source(self.split.train), source(self.split.validation)
+        train = source(self.split.train)
+        if self.rehearse_rows is not None:
+            extra = source(self.rehearse_rows, self.rehearse, self.rehearse_labels,
+                           self.rehearse_err)
+            f = s.rehearse_fraction
+            train = D.MixedSource(train, extra, max(1, round(s.batch_size * f / (1 - f))),
+                                  s.seed, info.rank)
+        return train, source(self.split.validation)
 
     # -- loss ---------------------------------------------------------------------------------
+    def _whole_errors(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Squared standardised error per star and label of the whole-spectrum prediction
+        (the inference path's patches and inverse-variance combination) and where a label
+        is present."""
+        from ..inference.transformer import patch_arrays
+
+        core = model.module if hasattr(model, "module") else model
+        good = ((batch["weight"] > 0) & self.use_t.to(batch["weight"].device)).cpu().numpy()
+        n = good.shape[0]
+        zeros = np.zeros(good.shape, np.float32)
+        *_, mask, owner, pix = patch_arrays(zeros, zeros, self.wave, good, self.context)
+        dev = batch["flux"].device
+        owner_t, pix_t = torch.from_numpy(owner).to(dev), torch.from_numpy(pix).to(dev)
+        mask_t = torch.from_numpy(mask).to(dev)
+        flux = batch["flux"][owner_t[:, None], pix_t]
+        error = batch["weight"][owner_t[:, None], pix_t].clamp(min=1e-12).rsqrt()
+        wave = self.wave_t.to(dev)[pix_t]
+        means, logvars = [], []
+        for k in range(0, len(owner), 256):
+            sl = slice(k, k + 256)
+            m, lv = model(flux[sl], error[sl], wave[sl], mask_t[sl])
+            means.append(m.float())
+            logvars.append(lv.float())
+        mean, inv = torch.cat(means), torch.exp(-torch.cat(logvars))
+        n_lab = mean.shape[1]
+        sum_inv = torch.zeros(n, n_lab, device=dev).index_add_(0, owner_t, inv)
+        sum_mean = torch.zeros(n, n_lab, device=dev).index_add_(0, owner_t, inv * mean)
+        z = sum_mean / sum_inv.clamp(min=1e-30)
+        y = core.scale_labels(batch["labels"])
+        has = torch.zeros(n, dtype=torch.bool, device=dev)
+        has[owner_t] = True
+        present = torch.isfinite(y) & has[:, None]
+        err2 = torch.where(present, (z - torch.nan_to_num(y)) ** 2, torch.zeros_like(z))
+        return err2, present
+
+    def _whole_terms(self, model, batch) -> dict:
+        err2, present = self._whole_errors(model, batch)
+        per_label = err2.sum(0) / present.sum(0).clamp(min=1)
+        ref = getattr(self, "val_reference", None)
+        ref = torch.ones_like(per_label) if ref is None else ref.to(per_label.device)
+        seen = present.any(0)
+        return {"total": (per_label / ref)[seen].mean(), "mse": per_label[seen].mean()}
+
     def loss(self, model, batch) -> dict:
+        if model.training:
+            terms = self._nll(model, batch)
+        elif self.settings.val_whole:
+            terms = self._whole_terms(model, batch)
+        else:  # validation: the mean over --val-draws context draws
+            draws = [self._nll(model, batch) for _ in range(self.settings.val_draws)]
+            terms = {k: torch.stack([d[k] for d in draws]).mean() for k in draws[0]}
+        if self.settings.l2sp:
+            dist = self.l2sp_distance(model)
+            terms["l2sp"] = dist.detach()
+            if model.training:
+                terms["total"] = terms["total"] + 0.5 * self.settings.l2sp * dist
+        return terms
+
+    def _nll(self, model, batch) -> dict:
         good = (batch["weight"] > 0) & self.use_t
         idx, mask = draw_context(good, self.context)
         flux = batch["flux"].gather(1, idx)
@@ -256,16 +460,25 @@ class TransformerTask(TrainTask):
                              "n_train": int(self.split.train.size),
                              "n_val": int(self.split.validation.size),
                              "train_ids_sha256": ids_sha256(self.store.catalog,
-                                                            self.split.train)}}
+                                                            self.split.train),
+                             **({"rehearse_store": str(self.rehearse.path),
+                                 "n_rehearse": int(self.rehearse_rows.size)}
+                                if self.rehearse_rows is not None else {})}}
 
     def facts(self) -> dict:
-        return {"labels": list(self.settings.labels), "n_train": int(self.split.train.size),
-                "n_val": int(self.split.validation.size)}
+        out = {"labels": list(self.settings.labels), "n_train": int(self.split.train.size),
+               "n_val": int(self.split.validation.size)}
+        if self.rehearse_rows is not None:
+            out["n_rehearse"] = int(self.rehearse_rows.size)
+        return out
 
     @classmethod
     def report(cls, summary: dict) -> list[str]:
-        return [f"{summary['n_train']} training / {summary['n_val']} validation stars, labels "
-                f"{', '.join(summary['labels'])}"]
+        lines = [f"{summary['n_train']} training / {summary['n_val']} validation stars, labels "
+                 f"{', '.join(summary['labels'])}"]
+        if "n_rehearse" in summary:
+            lines.append(f"{summary['n_rehearse']} rehearsal stars mixed into training batches")
+        return lines
 
 
 #: The family registry's training task (core.models.families: "core.train.transformer:task").
