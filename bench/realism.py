@@ -21,14 +21,14 @@ For every FITS file in ``../shared/data/apogee_real`` (or ``--data DIR``):
 
 With ``--synth`` it measures the mock synthesiser itself instead (the JSON's ``synth``
 section; the emulator section is kept): for each physics named by ``--physics`` (default
-classic and apogee), the noiseless spectrum at the header labels (VMICRO from log g, [α/M] = 0)
+classic, apogee and apogee2), the noiseless spectrum at the header labels (VMICRO from log g, [α/M] = 0)
 normalised the file's way, with the same per-chip measures and χ²_ν, and a direct fit of the
 file with the synthesiser as forward model (:func:`core.evaluate.realism.fit_with_synth`:
 Teff, log g, [Fe/H], vmicro, [α/M]; RV as the file gives it) against the header labels.
 
 Measurement only.  Prints a table and writes JSON (default bench/results/realism.json).  Run:
 ``python bench/realism.py [--data DIR] [--model DIR] [--out FILE]`` or
-``python bench/realism.py --synth [--physics classic,apogee]``.
+``python bench/realism.py --synth [--physics classic,apogee,apogee2]``.
 """
 
 from __future__ import annotations
@@ -447,8 +447,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "realism.json")
     ap.add_argument("--synth", action="store_true",
                     help="measure the mock synthesiser itself (the JSON's synth section)")
-    ap.add_argument("--physics", default="classic,apogee",
-                    help="with --synth: comma-separated physics names (default classic,apogee)")
+    ap.add_argument("--physics", default="classic,apogee,apogee2",
+                    help="with --synth: comma-separated physics names (default "
+                         "classic,apogee,apogee2)")
     args = ap.parse_args(argv)
     if not args.data.is_dir():
         print(f"no real data at {args.data} (a fresh clone has no ../shared); nothing measured",

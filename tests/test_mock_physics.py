@@ -104,7 +104,7 @@ def test_physics_names_and_errors():
 
 # --- determinism ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("physics", ["apogee", "shifted", "shifted-apogee"])
+@pytest.mark.parametrize("physics", ["apogee", "apogee2", "shifted", "shifted-apogee"])
 def test_variants_are_deterministic_per_seed_and_batch_independent(physics):
     a = synthesize(GOLDEN_STARS, seed=3, physics=physics)
     b = synthesize(GOLDEN_STARS, seed=3, physics=physics)

@@ -3,6 +3,10 @@
 * ``apogee`` (the default) — the APOGEE-like synthesis of :mod:`.apogee`: H⁻ continuous
   opacity, a Planck source-function depth limit, a dense molecular forest with band structure.
   The shipped demo models are trained on it.
+* ``apogee2`` — the ``apogee`` synthesis with the OH Meinel Δv = 2 and ¹²CO/¹³CO Δv = 3 band
+  systems computed from molecular constants, and molecular equilibrium and Boltzmann factors
+  at the temperature of the outer layers where molecular lines form (:mod:`.apogee2`).  Not
+  the default: the shipped models are trained on ``apogee``.
 * ``classic`` — the original one-layer synthesis (lines 3–10× too deep in dwarfs; kept
   bit-for-bit, and what stores written before physics variants existed hold).
 * ``shifted`` / ``shifted-apogee`` — a base physics seen "through a different code": every
@@ -39,7 +43,7 @@ class Physics:
     """One named physics set (see the module docstring)."""
 
     name: str
-    synthesis: str  # "classic" or "apogee": which line-strength model
+    synthesis: str  # "classic", "apogee" or "apogee2": which line-strength model
     description: str
     gf_sigma: float = 0.0  # dex, Gaussian perturbation of every line's log gf
     extra_line_fraction: float = 0.0  # extra unidentified lines / lines of the base list
@@ -69,6 +73,9 @@ PHYSICS = {
     "classic": Physics("classic", "classic", "original one-layer mock synthesis (lines far too deep)"),
     "apogee": Physics("apogee", "apogee", "APOGEE-like synthesis: H- continuum, Planck depth "
                       "limit, dense CN/OH/CO forest with band structure"),
+    "apogee2": Physics("apogee2", "apogee2", "apogee synthesis with OH (Meinel dv=2) and CO "
+                       "(dv=3, with 13CO) bands computed from molecular constants, molecules "
+                       "in equilibrium at the outer-layer temperature (0.84 Teff)"),
     "shifted": Physics("shifted", "classic", "classic physics with perturbed log gf (0.1 dex), "
                        "4 % extra unidentified lines, an 8 % broader LSF and continuum ripples",
                        **_SHIFT),

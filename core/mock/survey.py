@@ -67,6 +67,13 @@ def generate_mock_survey(out_dir, n_stars: int = 20_000, seed: int = 42, dtype: 
 
         linelist = apogee_linelist()  # the shipped list + the molecular forest
         lines_record.update(forest_file=FOREST_PATH.name, forest_sha256=file_sha256(FOREST_PATH))
+    elif phys.synthesis == "apogee2" and linelist_path is None:
+        from .apogee import FOREST_PATH
+        from .apogee2 import apogee2_linelist
+
+        linelist = apogee2_linelist()  # + the CN forest, computed OH/CO (core.mock.molecules)
+        lines_record.update(forest_file=FOREST_PATH.name, forest_sha256=file_sha256(FOREST_PATH),
+                            molecules="core.mock.molecules (computed OH, 12CO, 13CO)")
     if population not in POPULATIONS:
         raise ValueError(f"unknown population {population!r} (known: {', '.join(POPULATIONS)})")
     labels = draw_labels(n_stars, seed, population=population)

@@ -326,6 +326,10 @@ def _physics_model_uncached(phys: Physics, linelist: pd.DataFrame | None,
         from .apogee import apogee_linelist
 
         base = apogee_linelist() if linelist is None else linelist
+    elif phys.synthesis == "apogee2":
+        from .apogee2 import apogee2_linelist
+
+        base = apogee2_linelist() if linelist is None else linelist
     else:
         base = load_linelist() if linelist is None else linelist
     if not phys.shifted:
@@ -346,6 +350,9 @@ def noiseless_flux(labels: pd.DataFrame, grid: Grid | str = APOGEE_7514,
     if phys.synthesis == "apogee":
         from .apogee import DEPTH_CEILING as ceiling
         from .apogee import line_strengths as strengths
+    elif phys.synthesis == "apogee2":
+        from .apogee import DEPTH_CEILING as ceiling
+        from .apogee2 import line_strengths as strengths
     else:
         strengths, ceiling = line_strengths, DEPTH_CEILING
     lab = label_arrays(labels)
