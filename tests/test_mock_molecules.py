@@ -230,3 +230,19 @@ def test_oh_constants_are_the_refinement_on_measured_positions():
     # and stay close to the textbook ground state
     assert abs(c["be"] - mol.OH_TEXTBOOK["be"]) < 0.05
     assert abs(c["we"] - mol.OH_TEXTBOOK["we"]) < 3.0
+
+
+def test_apogee2_stays_close_to_apogee_across_the_hr_diagram():
+    grid_stars = ((6500, 4.2), (5777, 4.44), (5000, 3.5), (4500, 2.0), (4000, 1.5), (3700, 0.8),
+                  (3400, 0.3), (4500, 4.6), (3600, 4.8), (3200, 5.0))
+    stars = pd.DataFrame([dict(TEFF=t, LOGG=g, FE_H=0.0) for t, g in grid_stars])
+    depth = {}
+    for name in ("apogee", "apogee2"):
+        f = noiseless_flux(stars, physics=name)
+        assert np.all(np.isfinite(f)) and f.min() > 0.0 and f.max() <= 1.0 + 1e-6
+        depth[name] = 1.0 - f.mean(axis=1)
+    # the molecules' new physics changes mean depths by at most ~15 % anywhere in the box
+    assert np.all(np.abs(depth["apogee2"] / depth["apogee"] - 1.0) < 0.15)
+    # and giants still deepen monotonically as they cool
+    giants = depth["apogee2"][[2, 3, 4, 5, 6]]
+    assert np.all(np.diff(giants) > 0)
