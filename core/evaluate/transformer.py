@@ -6,8 +6,9 @@
   the mock's true label (``TRUE_<LABEL>``) when the store has one, else the catalog label.
 * **Alignment score** per label: the attention mass within ±2 Å of the lines of the elements
   that the line list (``assets/linelists``, its ``informs`` column) says inform that label,
-  divided by the fraction of the pixels read that lie in those windows; 1 = chance.  The
-  median over stars, for the last decoder layer (heads averaged) and the rollout.
+  divided by the fraction of the pixels read that lie in those windows; 1 = chance, and
+  1 ÷ that fraction is the ceiling (all attention inside the windows).  The median over
+  stars, for the last decoder layer (heads averaged) and the rollout.
 * The same ratio for each of the fourteen notable lines of the SpectraFM paper
   (``../shared/data/reference/notable_spectral_lines.csv``, read only when present).
 """
@@ -237,11 +238,15 @@ def report(result: dict) -> list[str]:
         out.append(f"{name:8s} {a['bias']:10.4g} {a['scatter']:11.4g} {a['pull_width']:10.3g}  "
                    f"{a['reference']} (n={a['n']})")
     out += ["", f"alignment (attention within ±{result['half_width_A']:g} Å of the lines of the "
-            "informing elements, ÷ their pixel fraction; 1 = chance)",
-            f"{'label':8s} {'last layer':>10s} {'rollout':>8s} {'window %':>9s}  elements"]
+            "informing elements, ÷ their pixel fraction; 1 = chance; the ceiling, every bit of "
+            "attention inside the windows, is 1 ÷ that fraction)",
+            f"{'label':8s} {'last layer':>10s} {'rollout':>8s} {'window %':>9s} {'ceiling':>8s}"
+            "  elements"]
     for name, a in result["alignment"].items():
+        ceiling = 1.0 / a["window_fraction"] if a["window_fraction"] > 0 else float("nan")
         out.append(f"{name:8s} {a['last']:10.2f} {a['rollout']:8.2f} "
-                   f"{100 * a['window_fraction']:8.1f}%  {','.join(a['elements'])}")
+                   f"{100 * a['window_fraction']:8.1f}% {ceiling:8.2f}  "
+                   f"{','.join(a['elements'])}")
     if result["notable_lines"] is None:
         out += ["", result["notable_note"]]
     else:

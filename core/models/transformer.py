@@ -34,6 +34,15 @@ class TransformerConfig:
     heads: int = 4
     encoder_layers: int = 1
     decoder_layers: int = 2
+    #: False: the encoder blocks are token-wise (FFN only, no self-attention), so the decoder's
+    #: cross-attention is the only place where pixels are pooled and its maps show where the
+    #: information comes from
+    encoder_mixing: bool = True
+    #: True: the decoder's values carry the pixel's flux and error only, not its wavelength
+    #: (keys and queries still see it), so a label can learn *which* pixels matter only by
+    #: where it attends: its attention weights are the whole of its wavelength selection.
+    #: Needs a token-wise encoder (``encoder_mixing`` False).
+    wave_blind_values: bool = False
     ffn: int = 128
     dropout: float = 0.05
     #: wavelength range (Å, vacuum) the encoding is declared for; others are refused
@@ -57,6 +66,9 @@ class TransformerConfig:
             raise ValueError("wave_max must exceed wave_min")
         if self.context < 1 or self.encoder_layers < 0 or self.decoder_layers < 1:
             raise ValueError("need context ≥ 1, encoder_layers ≥ 0, decoder_layers ≥ 1")
+        if self.wave_blind_values and self.encoder_mixing and self.encoder_layers:
+            raise ValueError("wave_blind_values needs a token-wise encoder (encoder_mixing "
+                             "False): self-attention would mix wavelength into the values")
 
     @classmethod
     def preset_config(cls, name: str, **overrides) -> TransformerConfig:
@@ -70,6 +82,15 @@ class TransformerConfig:
 PRESETS: dict[str, dict] = {
     "compact": {"context": 128, "width": 64, "heads": 4, "encoder_layers": 1,
                 "decoder_layers": 2, "ffn": 128, "dropout": 0.05},
+    # token-wise encoder: only the label queries pool pixels (attention = provenance)
+    "compact-local": {"context": 128, "width": 64, "heads": 4, "encoder_layers": 1,
+                      "encoder_mixing": False, "decoder_layers": 2, "ffn": 128,
+                      "dropout": 0.05},
+    # ... and values blind to wavelength: the attention weights are the wavelength selection
+    "compact-selector": {"context": 128, "width": 64, "heads": 8, "encoder_layers": 1,
+                         "encoder_mixing": False, "wave_blind_values": True,
+                         "decoder_layers": 2, "ffn": 128, "dropout": 0.05,
+                         "wave_turns": 12000.0},
     "spectrafm": {"context": 512, "width": 256, "heads": 8, "encoder_layers": 2,
                   "decoder_layers": 3, "ffn": 1024, "dropout": 0.05},
 }
@@ -89,10 +110,15 @@ class Attention(nn.Module):
         b, n, d = x.shape
         return x.view(b, n, self.heads, d // self.heads).transpose(1, 2)
 
-    def forward(self, query, keys, key_mask, need_weights: bool = False):
-        """``key_mask`` (B, N) True where a key may be attended to (None: every key)."""
+    def forward(self, query, keys, key_mask, need_weights: bool = False, values=None):
+        """``key_mask`` (B, N) True where a key may be attended to (None: every key);
+        ``values`` (B, N, width) the value tokens when they differ from ``keys``."""
         q = self._split(self.q(query))
-        k, v = (self._split(t) for t in self.kv(keys).chunk(2, dim=-1))
+        if values is None:
+            k, v = (self._split(t) for t in self.kv(keys).chunk(2, dim=-1))
+        else:
+            (wk, wv), (bk, bv) = self.kv.weight.chunk(2), self.kv.bias.chunk(2)
+            k, v = self._split(F.linear(keys, wk, bk)), self._split(F.linear(values, wv, bv))
         mask = None if key_mask is None else key_mask[:, None, None, :]
         p = self.dropout if self.training else 0.0
         weights = None
@@ -109,21 +135,27 @@ class Attention(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm block: attention of ``query`` to ``keys`` (itself in the encoder), then FFN."""
+    """Pre-norm block: attention of ``query`` to ``keys`` (itself in the encoder), then FFN;
+    with ``mixing=False`` the FFN alone (a token-wise block)."""
 
-    def __init__(self, cfg: TransformerConfig):
+    def __init__(self, cfg: TransformerConfig, mixing: bool = True):
         super().__init__()
-        self.norm_q = nn.LayerNorm(cfg.width)
-        self.norm_k = nn.LayerNorm(cfg.width)
-        self.attn = Attention(cfg.width, cfg.heads, cfg.dropout)
+        self.mixing = mixing
+        if mixing:
+            self.norm_q = nn.LayerNorm(cfg.width)
+            self.norm_k = nn.LayerNorm(cfg.width)
+            self.attn = Attention(cfg.width, cfg.heads, cfg.dropout)
         self.norm_f = nn.LayerNorm(cfg.width)
         self.ffn = nn.Sequential(nn.Linear(cfg.width, cfg.ffn), nn.GELU(), nn.Dropout(cfg.dropout),
                                  nn.Linear(cfg.ffn, cfg.width))
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, keys, key_mask, need_weights: bool = False):
+    def forward(self, x, keys, key_mask, need_weights: bool = False, values=None):
+        if not self.mixing:
+            return x + self.drop(self.ffn(self.norm_f(x))), None
         kv = self.norm_q(x) if keys is None else self.norm_k(keys)
-        a, w = self.attn(self.norm_q(x), kv, key_mask, need_weights)
+        vv = None if values is None else self.norm_k(values)
+        a, w = self.attn(self.norm_q(x), kv, key_mask, need_weights, vv)
         x = x + self.drop(a)
         return x + self.drop(self.ffn(self.norm_f(x))), w
 
@@ -138,8 +170,11 @@ class SpectralTransformer(nn.Module):
         self.config = cfg = config
         d = cfg.width
         self.value_embed = nn.Sequential(nn.Linear(2, d), nn.GELU(), nn.Linear(d, d))
+        if cfg.wave_blind_values:
+            self.value_only = nn.Sequential(nn.Linear(2, d), nn.GELU(), nn.Linear(d, d))
         self.label_queries = nn.Parameter(torch.randn(len(cfg.label_names), d) * 0.02)
-        self.encoder = nn.ModuleList(Block(cfg) for _ in range(cfg.encoder_layers))
+        self.encoder = nn.ModuleList(Block(cfg, cfg.encoder_mixing)
+                                     for _ in range(cfg.encoder_layers))
         self.decoder = nn.ModuleList(Block(cfg) for _ in range(cfg.decoder_layers))
         self.head_norm = nn.LayerNorm(d)
         self.head = nn.Linear(d, 2)
@@ -191,12 +226,22 @@ class SpectralTransformer(nn.Module):
         ang = x[..., None] * self.omega
         return torch.stack([ang.sin(), ang.cos()], dim=-1).flatten(-2)
 
-    def embed_pixels(self, flux, error, wave) -> torch.Tensor:
-        """(B, N, width) pixel tokens: value embedding + wavelength encoding."""
+    def _ze(self, flux, error) -> torch.Tensor:
         z = ((flux - self.flux_center) / self.flux_scale).clamp(-20.0, 20.0)
         e = (error / self.flux_scale).clamp(0.0, self.config.max_error_ratio)
-        value = self.value_embed(torch.stack([z, e], dim=-1).to(self.head.weight.dtype))
+        return torch.stack([z, e], dim=-1).to(self.head.weight.dtype)
+
+    def embed_pixels(self, flux, error, wave) -> torch.Tensor:
+        """(B, N, width) pixel tokens: value embedding + wavelength encoding."""
+        value = self.value_embed(self._ze(flux, error))
         return value + self.wave_encoding(wave).to(value.dtype)
+
+    def value_tokens(self, flux, error) -> torch.Tensor | None:
+        """(B, N, width) wavelength-blind value tokens, or None when values are the pixel
+        tokens themselves."""
+        if not self.config.wave_blind_values:
+            return None
+        return self.value_only(self._ze(flux, error))
 
     def label_tokens(self, batch: int) -> torch.Tensor:
         """(B, L, width) label queries (no wavelength term)."""
@@ -242,16 +287,18 @@ class SpectralTransformer(nn.Module):
         flux = torch.where(mask, flux, self.flux_center)
         error = torch.where(mask, error, torch.zeros((), device=error.device))
         x = self.embed_pixels(flux, error, wave)
+        values = self.value_tokens(flux, error)
         # a patch with every pixel read needs no mask: SDPA then takes its fused kernel
         key_mask = None if bool(mask.all()) else mask
         enc = []
         for block in self.encoder:
             x, w = block(x, None, key_mask, enc_weights)
-            enc.append(w)
+            if w is not None:  # token-wise blocks move nothing between pixels
+                enc.append(w)
         q = self.label_tokens(x.shape[0]).to(x.dtype)
         dec = []
         for block in self.decoder:
-            q, w = block(q, x, key_mask, dec_weights)
+            q, w = block(q, x, key_mask, dec_weights, values)
             dec.append(w)
         out = self.head(self.head_norm(q)).float()
         mean, logvar = out[..., 0], out[..., 1].clamp(-20.0, 20.0)
@@ -284,7 +331,8 @@ class InferencePlan:
         self.heads, self.width = h, d
         with torch.no_grad():
             self.encoder = [(b, torch.cat([b.attn.q.weight, b.attn.kv.weight]),
-                             torch.cat([b.attn.q.bias, b.attn.kv.bias])) for b in m.encoder]
+                             torch.cat([b.attn.q.bias, b.attn.kv.bias])) if b.mixing
+                            else (b, None, None) for b in m.encoder]
             self.decoder = []
             for b in m.decoder:
                 gain, shift = b.norm_k.weight, b.norm_k.bias
@@ -308,17 +356,23 @@ class InferencePlan:
             error = torch.where(mask, error, torch.zeros((), device=error.device))
         z = ((flux - m.flux_center) / m.flux_scale).clamp(-20.0, 20.0)
         e = (error / m.flux_scale).clamp(0.0, m.config.max_error_ratio)
-        x = m.value_embed(torch.stack([z, e], dim=-1).to(m.head.weight.dtype))
+        ze = torch.stack([z, e], dim=-1).to(m.head.weight.dtype)
+        x = m.value_embed(ze)
         x = x + (m.wave_encoding(wave) if wave_code is None else wave_code).to(x.dtype)
         b_n, n, _ = x.shape
         key_mask = None if full else mask[:, None, None, :]
         for block, w, bias in self.encoder:
+            if w is None:
+                x = x + block.ffn(block.norm_f(x))
+                continue
             qkv = F.linear(block.norm_q(x), w, bias).view(b_n, n, 3, h, d // h)
             qkv = qkv.permute(2, 0, 3, 1, 4)
             a = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=key_mask)
             x = x + block.attn.out(a.transpose(1, 2).reshape(b_n, n, d))
             x = x + block.ffn(block.norm_f(x))
         xhat = F.layer_norm(x, (d,))
+        vhat = xhat if not m.config.wave_blind_values else \
+            F.layer_norm(m.value_only(ze), (d,))
         q = m.label_tokens(b_n).to(x.dtype)
         n_lab = q.shape[1]
         for block, wk, wv, bv in self.decoder:
@@ -328,7 +382,7 @@ class InferencePlan:
             if not full:
                 scores = scores.masked_fill(~mask[:, None, :], float("-inf"))
             p = torch.softmax(scores.float(), dim=-1).to(xhat.dtype)
-            pooled = torch.bmm(p, xhat).view(b_n, n_lab, h, d)
+            pooled = torch.bmm(p, vhat).view(b_n, n_lab, h, d)
             a = torch.einsum("blhd,hed->blhe", pooled, wv.to(pooled.dtype)) + bv.to(pooled.dtype)
             q = q + block.attn.out(a.reshape(b_n, n_lab, d))
             q = q + block.ffn(block.norm_f(q))
