@@ -8,7 +8,7 @@
   that the line list (``assets/linelists``, its ``informs`` column) says inform that label,
   divided by the fraction of the pixels read that lie in those windows; 1 = chance, and
   1 ÷ that fraction is the ceiling (all attention inside the windows).  The median over
-  stars, for the last decoder layer (heads averaged) and the rollout.
+  stars, for the last decoder layer (heads averaged, and each head) and the rollout.
 * The same ratio for each of the fourteen notable lines of the SpectraFM paper
   (``../shared/data/reference/notable_spectral_lines.csv``, read only when present).
 """
@@ -95,6 +95,8 @@ def alignment(att, labels=None, notable: pd.DataFrame | None = None) -> dict:
         for kind in MAPS:
             m = att.map(label, -1 if kind == "last" else "rollout", relative=False)
             entry[kind] = score(m, good, window)
+        entry["heads"] = [score(att.map(label, -1, h, relative=False), good, window)
+                          for h in range(att.decoder.shape[2])]
         if notable is not None:
             m = att.map(label, -1, relative=False)
             entry["notable"] = {f"{r.wavelength:g}": score(m, good, near(wave, [r.wavelength]))
@@ -209,6 +211,8 @@ def evaluate(predictor, store, n_stars: int = 1000, attention_stars: int = 100, 
         entry = {"elements": per_star[0][name]["elements"] if per_star else []}
         for key in (*MAPS, "window_fraction"):
             entry[key] = _median([s[name][key] for s in per_star])
+        entry["heads"] = [_median([s[name]["heads"][h] for s in per_star])
+                          for h in range(len(per_star[0][name]["heads"]))] if per_star else []
         if notable is not None:
             entry["notable"] = {lam: _median([s[name]["notable"][lam] for s in per_star])
                                 for lam in per_star[0][name]["notable"]} if per_star else {}
@@ -240,11 +244,14 @@ def report(result: dict) -> list[str]:
     out += ["", f"alignment (attention within ±{result['half_width_A']:g} Å of the lines of the "
             "informing elements, ÷ their pixel fraction; 1 = chance; the ceiling, every bit of "
             "attention inside the windows, is 1 ÷ that fraction)",
-            f"{'label':8s} {'last layer':>10s} {'rollout':>8s} {'window %':>9s} {'ceiling':>8s}"
-            "  elements"]
+            f"{'label':8s} {'last layer':>10s} {'rollout':>8s} {'best head':>11s} "
+            f"{'window %':>9s} {'ceiling':>8s}  elements"]
     for name, a in result["alignment"].items():
         ceiling = 1.0 / a["window_fraction"] if a["window_fraction"] > 0 else float("nan")
-        out.append(f"{name:8s} {a['last']:10.2f} {a['rollout']:8.2f} "
+        heads = np.asarray(a.get("heads") or [np.nan], float)
+        best = (f"{np.nanmax(heads):6.2f} (h{int(np.nanargmax(heads))})"
+                if np.isfinite(heads).any() else f"{'–':>11s}")
+        out.append(f"{name:8s} {a['last']:10.2f} {a['rollout']:8.2f} {best:>11s} "
                    f"{100 * a['window_fraction']:8.1f}% {ceiling:8.2f}  "
                    f"{','.join(a['elements'])}")
     if result["notable_lines"] is None:
