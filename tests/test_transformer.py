@@ -577,17 +577,18 @@ def test_whole_spectrum_validation_scores_stars_as_inference_does(store, tmp_pat
     base = tmp_path / "base"
     T.train(TransformerTask(_settings(store, base, epochs=1)))
     task = TransformerTask(_settings(store, tmp_path / "ft", init_from=str(base), val_whole=True,
-                                     batch_size=64))
+                                     batch_size=4))
     task.prepare(type("Info", (), {"world": 1})())
     model = task.adopt(T.load_init(str(base)), str(base)).eval()
     _, val_src = task.sources(_info())
     batch = next(val_src.batches(0, False, False))
     assert batch["flux"].shape[0] == len(task.split.validation)   # one batch: the whole split
+    assert len(task.split.validation) > 4
     with torch.no_grad():
         terms = task.loss(model, batch)
         err2, present = task._whole_errors(model, batch)
-    # the starting model is the unit of the validation total
-    assert float(terms["total"]) == pytest.approx(1.0, rel=1e-5)
+    # the starting model is the unit of the validation total: log(1) = 0
+    assert abs(float(terms["total"])) < 1e-5
     # each star's error is that of the predictor's whole-spectrum labels
     pred = TransformerPredictor.load(base)
     s = SpectraStore.open(store.path)
@@ -605,4 +606,4 @@ def test_whole_spectrum_validation_scores_stars_as_inference_does(store, tmp_pat
             p.add_(0.05)
     model.eval()
     with torch.no_grad():
-        assert float(task.loss(model, batch)["total"]) != pytest.approx(1.0, rel=1e-3)
+        assert abs(float(task.loss(model, batch)["total"])) > 1e-3

@@ -12,10 +12,11 @@ into every training batch so the model does not forget them) and L2-SP (``--l2sp
 penalty W/2·Σ(θ − θ₀)² on the distance from the ``--init-from`` weights θ₀).
 ``--val-draws K`` averages the validation loss over K context draws per star, steadier on a
 small validation split; ``--val-whole`` instead judges each validation star as inference does
-(every good pixel in context-sized patches, combined by inverse predicted variance): the
-validation total is then the mean over labels of that prediction's squared error relative to
-the starting model's (1 = no better than where fine-tuning began), so early stopping
-(``--patience``; the best epoch's weights are kept) weighs every label alike.
+(every good pixel in context-sized patches, combined by inverse predicted variance), all
+validation stars in one batch: the validation total is then the mean over labels of
+log(mean squared error ÷ the starting model's) (0 = no better than where fine-tuning began),
+so early stopping (``--patience``; the best epoch's weights are kept) weighs every label
+alike and a large gain in one label cannot hide a loss in another as easily.
 """
 
 from __future__ import annotations
@@ -215,9 +216,10 @@ class TransformerTask(TrainTask):
                        "makes early stopping on a small validation split steadier")
         p.add_argument("--val-whole", action="store_const", const=True, default=None,
                        help="validate on whole spectra as inference reads them (all good "
-                       "pixels in patches, combined by inverse variance): the validation total "
-                       "is the mean over labels of the squared error relative to the "
-                       "--init-from model's (to the label variance from scratch)")
+                       "pixels in patches, combined by inverse variance), all validation stars "
+                       "in one batch: the validation total is the mean over labels of "
+                       "log(mean squared error / the --init-from model's), 0 = no gain (from "
+                       "scratch: / the label variance)")
 
     # -- data ---------------------------------------------------------------------------------
     def prepare(self, info) -> None:
@@ -374,6 +376,12 @@ class TransformerTask(TrainTask):
             f = s.rehearse_fraction
             train = D.MixedSource(train, extra, max(1, round(s.batch_size * f / (1 - f))),
                                   s.seed, info.rank)
+        if s.val_whole:  # one batch: its total is a function of every validation star
+            val = D.MemorySource.from_store(self.store, self.split.validation, self.labels,
+                                            self.label_err, info.device,
+                                            max(2, -(-len(self.split.validation) // info.world)),
+                                            s.bad_bits, s.seed, info.world, info.rank)
+            return train, val
         return train, source(self.split.validation)
 
     # -- loss ---------------------------------------------------------------------------------
@@ -418,7 +426,7 @@ class TransformerTask(TrainTask):
         ref = getattr(self, "val_reference", None)
         ref = torch.ones_like(per_label) if ref is None else ref.to(per_label.device)
         seen = present.any(0)
-        return {"total": (per_label / ref)[seen].mean(), "mse": per_label[seen].mean()}
+        return {"total": torch.log(per_label / ref)[seen].mean(), "mse": per_label[seen].mean()}
 
     def loss(self, model, batch) -> dict:
         if model.training:
