@@ -133,3 +133,26 @@ def test_leaving_the_tab_stops_the_traverse(view):
     v.start_traverse(3)
     v.active = False
     assert not v.traversing
+
+
+def test_reordering_the_sliders_keeps_their_rendered_models(view):
+    """The directions arrive after the page is drawn and re-order the sliders: each slider
+    must keep its browser model (a rebuilt one would drop the handle being dragged, and
+    the old one's events would no longer reach the server)."""
+    from bokeh.document import Document
+
+    _, v = view
+    doc = Document()
+    root = v.__panel__().get_root(doc)
+    ref = root.ref["id"]
+    before = {id(s): s._models[ref][0] for s in v.z_sliders}
+    res = dict(v.directions, order=list(reversed(v.order)))
+    v._show_directions(res)
+    assert slider_rows(v) == list(reversed([2, 1, 3, 0]))
+    for s in v.z_sliders:
+        assert ref in s._models, "a slider lost its rendered model"
+        assert s._models[ref][0] is before[id(s)]
+    # the browser's layout holds the very same slider models, in the new order
+    box = v.sliders_box._models[ref][0]
+    shown = [row.children[0] for row in box.children[3:]]
+    assert shown == [v.z_sliders[k]._models[ref][0] for k in v.order]

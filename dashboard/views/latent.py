@@ -136,6 +136,7 @@ class LatentView(pn.viewable.Viewer):
         self.traverse_select.param.watch(self._on_pick, "value")
         self.param.watch(lambda e: self._decode(), "diff_against")
         self.sliders_box = pn.Column(sizing_mode="stretch_width")
+        self._labels_title = pn.pane.Markdown("#### Injected labels", margin=(0, 8))
         self.message = pn.pane.Alert("", alert_type="warning", visible=False,
                                      sizing_mode="stretch_width")
         self.range_alert = pn.pane.Alert("", alert_type="warning", visible=False,
@@ -269,6 +270,13 @@ class LatentView(pn.viewable.Viewer):
                                        margin=(2, 8), format="0.00" if step < 1 else "0")
             self.y_sliders.append(s)
             self._y_default.append((lo, hi))
+        # the layout's pieces are made once per model: re-ordering the sliders then only moves
+        # them (Panel cleans up the models of a child that leaves a layout, so a fresh Row
+        # around an old slider would rebuild it and drop a handle the user may be dragging)
+        self.z_rows = [pn.Row(s, note, margin=(0, 0))
+                       for s, note in zip(self.z_sliders, self.z_notes, strict=True)]
+        self._y_grid = pn.GridBox(*self.y_sliders, ncols=2)
+        self._z_title = pn.pane.Markdown("", margin=(0, 8))
         for s in self.z_sliders + self.y_sliders:
             s.param.watch(self._on_slider, "value")
             s.param.watch(lambda e: self._sensitivity_later(), "value_throttled")
@@ -283,13 +291,12 @@ class LatentView(pn.viewable.Viewer):
         ordered = self.directions is not None
         title = (f"#### Free latents ({len(self.z_sliders)}, prior N(0, 1))"
                  + (" — the one that changes the spectrum most first" if ordered else ""))
-        rows = [pn.Row(self.z_sliders[k], self.z_notes[k], margin=(0, 0)) for k in self.order]
-        self.sliders_box.objects = [
-            pn.pane.Markdown("#### Injected labels", margin=(0, 8)),
-            pn.GridBox(*self.y_sliders, ncols=2),
-            pn.pane.Markdown(title, margin=(0, 8)),
-            *rows,
-        ]
+        self._z_title.object = title
+        objects = [self._labels_title, self._y_grid, self._z_title,
+                   *(self.z_rows[k] for k in self.order)]
+        old = self.sliders_box.objects
+        if len(old) != len(objects) or any(a is not b for a, b in zip(old, objects, strict=True)):
+            self.sliders_box.objects = objects
         keep = self.traverse_select.value
         self.traverse_select.options = {f"z{k:02d}": k for k in self.order}
         # until the user picks one, traverse the latent that changes the spectrum most
