@@ -270,6 +270,9 @@ class DashboardApp(param.Parameterized):
                                    on_error=lambda mapped: self.show_tab(mapped.get("tab")))
         if pn.state.curdoc is not None:  # new or retrained weights appear without a reload
             self._poll = pn.state.add_periodic_callback(self._poll_models, period=MODEL_POLL_MS)
+        data.session_opened(self)
+        if session_doc() is not None:  # served: the process tidies up after the session
+            pn.state.on_session_destroyed(lambda _ctx: data.session_closed())
         if ctx.store is None and pn.state.curdoc is not None:
             pn.state.onload(lambda: ctx.notify(f"No dataset: {ctx.store_problem}", "error"))
 

@@ -10,8 +10,14 @@ Predictor into the context's :class:`~dashboard.state.ModelSlot`.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import gc
+import logging
 import os
+import threading
 import time
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -325,3 +331,50 @@ def warm_up() -> None:
         return True
 
     pn.state.as_cached("stellarscope-warm-up", compile_kernels)
+
+
+# -- sessions ----------------------------------------------------------------------------------
+
+#: Every session's app object until it is garbage collected (a closed session that stays here
+#: is held by something: the log says how many are live after each burst of closes).
+LIVE_SESSIONS: weakref.WeakSet = weakref.WeakSet()
+#: Seconds after the last closed session before the process tidies up (one tidy per burst).
+TIDY_DELAY_S = 5.0
+_tidy_timer: threading.Timer | None = None
+_tidy_lock = threading.Lock()
+_log = logging.getLogger("dashboard.sessions")
+
+
+def session_opened(app) -> None:
+    LIVE_SESSIONS.add(app)
+
+
+def session_closed(delay: float | None = None) -> None:
+    """A session was destroyed: tidy the process up once the closes stop coming."""
+    global _tidy_timer
+    with _tidy_lock:
+        if _tidy_timer is not None:
+            _tidy_timer.cancel()
+        _tidy_timer = threading.Timer(TIDY_DELAY_S if delay is None else delay, tidy)
+        _tidy_timer.daemon = True
+        _tidy_timer.start()
+
+
+def _malloc_trim() -> bool:
+    """Give freed heap pages back to the system (glibc only): a closed session's memory is
+    freed by Python, but glibc keeps the pages of its per-thread arenas without this."""
+    name = ctypes.util.find_library("c")
+    try:
+        return bool(ctypes.CDLL(name).malloc_trim(0)) if name else False
+    except (OSError, AttributeError):
+        return False
+
+
+def tidy() -> int:
+    """Collect closed sessions' reference cycles and return the freed memory to the system;
+    returns how many sessions are still live."""
+    gc.collect()
+    _malloc_trim()
+    live = len(LIVE_SESSIONS)
+    _log.info("sessions closed: %d still live", live)
+    return live

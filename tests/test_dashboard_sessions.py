@@ -141,3 +141,30 @@ def test_corner_aggregates_of_a_shared_frame_are_cached_and_private():
 
     gc.collect()
     assert not [k for k in corner._CACHE if k[0] == key]
+
+
+def test_a_dropped_session_is_collected_not_held_by_shared_state(store):
+    """Nothing the process shares (stores, models, frames, caches) keeps a session alive:
+    once dropped (Panel drops a closed session), the tidy-up collects it."""
+    before = data.tidy()
+    app = make_app(store)
+    app.session.select_star(store.catalog["APOGEE_ID"].iloc[3])
+    # every view built, as a user who opened every tab; not Attention, whose catalog-mean job
+    # (minutes on a loaded machine) holds its session until the job ends
+    for name in app.specs:
+        if name != "attention":
+            app.tab = name
+    assert len(data.LIVE_SESSIONS) == before + 1
+    del app
+    assert data.tidy() == before
+
+
+def test_session_closed_tidies_once_after_a_burst(monkeypatch):
+    calls = []
+    monkeypatch.setattr(data, "tidy", lambda: calls.append(1) or 0)
+    for _ in range(5):
+        data.session_closed(delay=0.2)
+    import time
+
+    time.sleep(0.6)
+    assert calls == [1]

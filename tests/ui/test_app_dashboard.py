@@ -41,6 +41,16 @@ def test_open_app_shows_dataset_model_and_tabs(page, dashboard, artifacts):
     page.screenshot(path=artifacts / "01-open-app.png", full_page=True)
 
 
+#: True once the search box's completions (sent by the server) hold the star ``arg``.
+COMPLETIONS_HOLD = """(star) => {
+  for (const d of (window.Bokeh && Bokeh.documents) || [])
+    for (const m of d.all_models)
+      if ((m.css_classes || []).includes('ss-star-search') && Array.isArray(m.completions)
+          && m.completions.includes(star)) return true;
+  return false;
+}"""
+
+
 def test_search_a_star_and_see_its_spectrum(page, dashboard, artifacts):
     url, store = dashboard
     star = str(store.catalog["APOGEE_ID"].iloc[17])
@@ -48,6 +58,11 @@ def test_search_a_star_and_see_its_spectrum(page, dashboard, artifacts):
     box = page.locator(".ss-star-search input")
     box.click()
     box.press_sequentially(star[:7], delay=60)
+    # The menu is filtered in the browser, on each key, from the completions the server sends
+    # for what was typed; on a loaded machine they can arrive after the last key.  Wait for
+    # them, then a key that changes nothing (End) refreshes the menu, as typing on would.
+    page.wait_for_function(COMPLETIONS_HOLD, arg=star, timeout=LOAD_MS, polling=100)
+    box.press("End")
     option = page.get_by_text(star, exact=True)
     option.first.wait_for(timeout=SHORT_MS)
     option.first.click()
