@@ -84,6 +84,14 @@ def one_thread():
             torch.set_num_threads(n)
 
 
+class LatentSlider(pn.widgets.FloatSlider):
+    """A slider whose drag does not flash the page's busy indicator: each of its steps is
+    a millisecond decode, and toggling the indicator twice per step made the browser
+    re-style the page on every step."""
+
+    _busy__ignore = ["value"]
+
+
 class LatentView(pn.viewable.Viewer):
     """Sliders over the VAE's latent space with a live decoded spectrum."""
 
@@ -189,8 +197,10 @@ class LatentView(pn.viewable.Viewer):
                   line_width=1, legend_label="star (data)")
         spec.line("wave", "recon", source=self.star_src, color="#d62728", alpha=0.7,
                   line_width=1, line_dash="dashed", legend_label="star's reconstruction")
+        # the decoded curves sit on the plots' overlay layer: a slider step then repaints
+        # that layer alone (one line), not the star's two 7,500-point lines, axes and legend
         spec.line("wave", "flux", source=self.dec_src, color="#e6550d", line_width=1.6,
-                  legend_label="decoded from sliders")
+                  legend_label="decoded from sliders", level="overlay")
         spec.legend.location = "bottom_left"
         spec.legend.click_policy = "hide"
         spec.legend.label_text_font_size = "9pt"
@@ -201,7 +211,11 @@ class LatentView(pn.viewable.Viewer):
                       active_scroll="xwheel_zoom", y_axis_label="decoded − star",
                       title="Difference")
         diff.toolbar.logo = None
-        diff.line("wave", "diff", source=self.dec_src, color="#e6550d", line_width=1.1)
+        # tick labels of one width at every scale: a narrower label would re-lay out the
+        # column (the three plots align their frames), ~45 ms of browser time per change
+        diff.yaxis.formatter = PrintfTickFormatter(format="%+.3f")
+        diff.line("wave", "diff", source=self.dec_src, color="#e6550d", line_width=1.1,
+                  level="overlay")
         diff.add_layout(Span(location=0, dimension="width", line_color="#333"))
         self.spec_fig, self.diff_fig = spec, diff
 
@@ -254,7 +268,7 @@ class LatentView(pn.viewable.Viewer):
             return
         self.message.visible = False
         for i in range(int(vae.n_latent)):
-            s = pn.widgets.FloatSlider(label=f"z{i:02d}", start=-Z_LIMIT, end=Z_LIMIT, step=0.01,
+            s = LatentSlider(label=f"z{i:02d}", start=-Z_LIMIT, end=Z_LIMIT, step=0.01,
                                        value=0.0, width=175, margin=(2, 4))
             self.z_sliders.append(s)
             self.z_notes.append(pn.pane.HTML("", width=215, margin=(0, 0),
@@ -265,7 +279,7 @@ class LatentView(pn.viewable.Viewer):
         for name in vae.label_names:
             lo, hi = self._label_range(name)
             step = 1.0 if name == "TEFF" else 0.01
-            s = pn.widgets.FloatSlider(label=axis_title(name), start=lo,
+            s = LatentSlider(label=axis_title(name), start=lo,
                                        end=hi, step=step, value=(lo + hi) / 2, width=190,
                                        margin=(2, 8), format="0.00" if step < 1 else "0")
             self.y_sliders.append(s)
