@@ -156,3 +156,58 @@ def test_reordering_the_sliders_keeps_their_rendered_models(view):
     box = v.sliders_box._models[ref][0]
     shown = [row.children[0] for row in box.children[3:]]
     assert shown == [v.z_sliders[k]._models[ref][0] for k in v.order]
+
+
+def test_a_burst_of_slider_steps_decodes_the_first_and_the_latest_only(view, monkeypatch):
+    """In a served session a drag sends a slider value per mouse move: the first decodes at
+    once, the rest of the burst folds into one later decode of the newest value, so the
+    browser is never sent stale spectra."""
+    from bokeh.document import Document
+    from panel.io.state import set_curdoc
+
+    _, v = view
+    doc = Document()
+    doc._session_context = lambda: object()  # as if served: the throttle schedules
+    timers = []
+    monkeypatch.setattr(doc, "add_timeout_callback",
+                        lambda cb, ms: timers.append((cb, ms)) or len(timers))
+    monkeypatch.setattr(doc, "remove_timeout_callback", lambda handle: None)
+    seen = []
+    decode = v.vae.decode
+    monkeypatch.setattr(v.vae, "decode", lambda z, y: seen.append(round(float(z[0]), 4)) or decode(z, y))
+    v._throttle._last = 0.0
+    values = [round(0.1 * i, 2) for i in range(1, 11)]
+    with set_curdoc(doc):
+        for x in values:
+            v.z_sliders[0].value = x
+    assert seen == [values[0]]  # the first step at once; the rest wait for the interval
+    throttled = [(cb, ms) for cb, ms in timers if cb.__name__ == "later"
+                 and cb.__qualname__.startswith("Throttle")]
+    assert len(throttled) == 1 and throttled[0][1] <= 1000 * v.throttle_s + 1
+    throttled[0][0]()
+    assert seen == [values[0], values[-1]]  # one decode for the other nine: the newest value
+    z = np.array([s.value for s in v.z_sliders], np.float32)
+    np.testing.assert_allclose(v.decoded, decode(z, v.point[1]), atol=1e-6)
+
+
+def test_a_step_repaints_only_the_decoded_curves_and_not_the_busy_indicator(view):
+    """What a slider step costs the browser: the curves drawn from the decoded source are on
+    the plots' overlay layer (repainted alone), everything else on the primary layer; the
+    difference axis labels keep one width at every scale; and a slider value from the
+    browser does not toggle the page's busy indicator."""
+    import panel as pn
+    from bokeh.models import GlyphRenderer
+
+    _, v = view
+    for fig in (v.spec_fig, v.diff_fig):
+        for r in fig.renderers:
+            if isinstance(r, GlyphRenderer):
+                assert (r.level == "overlay") == (r.data_source is v.dec_src), r
+    labels = {v.diff_fig.yaxis[0].formatter.format % t for t in (-0.05, 0.0, 0.05, 0.1, -0.2)}
+    assert len({len(s) for s in labels}) == 1, labels
+    changes = []
+    pn.state.param.watch(lambda e: changes.append(e.new), "busy")
+    before = v.decode_count
+    v.z_sliders[0]._process_events({"value": 0.37})
+    assert v.z_sliders[0].value == pytest.approx(0.37) and v.decode_count == before + 1
+    assert changes == []
