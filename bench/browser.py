@@ -193,6 +193,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--load-only", action="store_true",
                     help="only the load mode; replaces the 'load' section of --out, keeping "
                          "the rest")
+    ap.add_argument("--clients", choices=("browser", "bokeh"), default="browser",
+                    help="load mode sessions: chromium pages (time to the spectrum drawn) or "
+                         "Bokeh client sessions (no browser: the server's side alone; written "
+                         "as 'load_bokeh_clients')")
     ap.add_argument("--latent-steps", type=int, default=15)
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--screenshots", default=str(REPO / "test-artifacts" / "bench-browser"),
@@ -413,6 +417,60 @@ def load(browser, url: str, stars: list[str], n: int, pid: int | None) -> dict:
                                      "end": [round(x, 2) for x in os.getloadavg()]}}
 
 
+def _has_spectrum(doc) -> bool:
+    for m in doc.models:
+        data = getattr(m, "data", None)
+        if isinstance(data, dict) and {"wave", "flux", "mask"} <= set(data) and len(data["flux"]):
+            return True
+    return False
+
+
+def load_clients(url: str, stars: list[str], n: int, pid: int | None) -> dict:
+    """The load mode without browsers: N Bokeh client sessions (``bokeh.client.pull_session``,
+    what a page's websocket asks for, no JavaScript run) opened at once, each on its own star.
+    Time-to-usable is until its document arrived holding the star's spectrum: the server's
+    side of a session alone (N chromium pages on the same 2 cores mostly measure chromium)."""
+    from bokeh.client import pull_session
+
+    load_start = [round(x, 2) for x in os.getloadavg()]
+    rss_before, cpu0 = rss_mb(pid), bl.process_cpu_s(pid)
+    out: list = [None] * n
+
+    def one(i: int) -> None:
+        t0 = time.perf_counter()
+        try:
+            s = pull_session(url=url, arguments={"star": stars[(7 * i + 3) % len(stars)]})
+            out[i] = (time.perf_counter() - t0, s, _has_spectrum(s.document))
+        except Exception as exc:  # noqa: BLE001 — a session that failed is counted
+            out[i] = (None, None, repr(exc))
+
+    threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(600)
+    cpu1, rss_open = bl.process_cpu_s(pid), rss_mb(pid)
+    usable = [r[0] for r in out if r and r[2] is True]
+    for r in out:
+        if r and r[1] is not None:
+            r[1].close()
+    timeline = watch_rss(pid)
+    rss_after = timeline[-1][1] if timeline else None
+    cpu = (cpu1 - cpu0) / n if cpu0 is not None and cpu1 is not None else None
+    return {"sessions": n, "failed": n - len(usable),
+            "problems": sorted({str(r[2]) for r in out if r and r[2] is not True})[:3],
+            "time_to_usable_s": summary(usable),
+            "server_cpu_s_per_session": round(cpu, 2) if cpu is not None else None,
+            "server_rss_mb": {"before": rss_before, "all_open": rss_open,
+                              "after_close": rss_after,
+                              "after_close_s": timeline[-1][0] if timeline else None,
+                              "after_vs_before": (round(rss_after / rss_before - 1, 3)
+                                                  if rss_before and rss_after else None),
+                              "after_close_timeline": timeline},
+            "machine_load_average": {"start": load_start,
+                                     "end": [round(x, 2) for x in os.getloadavg()]}}
+
+
 def watch_rss(pid: int | None, watch_s: float = CLOSE_WATCH_S,
               settled_s: float = SETTLED_S) -> list[tuple[float, float]]:
     """[(seconds since close, RSS MB)] every 5 s until the RSS has not moved by 1 % for
@@ -467,16 +525,16 @@ def _load_line(ld: dict) -> str:
             f"failed {ld['failed']}")
 
 
-def merge_load(path: Path, result: dict) -> dict:
-    """The JSON at ``path`` with its ``load`` section replaced by ``result``'s (the store and
-    time of the load run go inside it); ``result`` alone when there is no such file."""
+def merge_load(path: Path, result: dict, name: str = "load") -> dict:
+    """The JSON at ``path`` with its ``name`` section replaced by ``result``'s ``load`` (the
+    store and time of the load run go inside it); that alone when there is no such file."""
     try:
         old = json.loads(path.read_text())
     except (OSError, ValueError):
         old = {}
     section = {**result["load"], "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "store": result.get("store")}
-    return {**old, "load": section} if old else {"bench": "browser", "load": section}
+    return {**old, name: section} if old else {"bench": "browser", name: section}
 
 
 def run(args) -> dict:
@@ -513,7 +571,9 @@ def run(args) -> dict:
                 # after all the sessions this bench opened earlier)
                 res["server_rss_mb_after_first_session"] = rss_mb(pid)
                 if args.load_only:
-                    res["load"] = load(browser, url, stars, args.sessions, pid)
+                    res["load"] = (load_clients(url, stars, args.sessions, pid)
+                                   if args.clients == "bokeh" else
+                                   load(browser, url, stars, args.sessions, pid))
                     browser.close()
                     return {"store": _store_note(args, store, ids), **res}
                 res["cold_star_ms"] = summary(cold_star(browser, url, stars, args.repeats, shots))
@@ -579,8 +639,9 @@ def main(argv=None) -> dict:
     result = run(args)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     if args.load_only:
-        result = merge_load(Path(args.out), result)
-        print(_load_line(result["load"]))
+        section = "load_bokeh_clients" if args.clients == "bokeh" else "load"
+        result = merge_load(Path(args.out), result, section)
+        print(_load_line(result[section]))
     else:
         print(_table(result))
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

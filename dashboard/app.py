@@ -272,7 +272,10 @@ class DashboardApp(param.Parameterized):
             self._poll = pn.state.add_periodic_callback(self._poll_models, period=MODEL_POLL_MS)
         data.session_opened(self)
         if session_doc() is not None:  # served: the process tidies up after the session
-            pn.state.on_session_destroyed(lambda _ctx: data.session_closed())
+            # bound now: panel serve runs this file as a module per session and may have
+            # dropped that module's globals by the time the session is destroyed
+            closed = data.session_closed
+            pn.state.on_session_destroyed(lambda _ctx: closed())
         if ctx.store is None and pn.state.curdoc is not None:
             pn.state.onload(lambda: ctx.notify(f"No dataset: {ctx.store_problem}", "error"))
 

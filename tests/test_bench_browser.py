@@ -53,3 +53,30 @@ def test_table_lists_every_action_with_its_target(bench):
     text = bench._table(res)
     assert "≤ 1500 ms" in text and "≤ 300 ms" in text and "≤ 500 ms" in text
     assert "4.2" in text and "2 sessions" in text and "1.5 s/session" in text
+
+
+def test_load_only_replaces_just_its_section(bench, tmp_path):
+    out = tmp_path / "browser.json"
+    out.write_text('{"bench": "browser", "cold_star_ms": {"median": 1.0}, "load": {"old": 1}}')
+    load = {"sessions": 2, "failed": 0}
+    merged = bench.merge_load(out, {"store": {"stars": 5}, "load": load})
+    assert merged["cold_star_ms"] == {"median": 1.0}
+    assert merged["load"]["sessions"] == 2 and "old" not in merged["load"]
+    assert merged["load"]["store"] == {"stars": 5} and merged["load"]["when"]
+    other = bench.merge_load(out, {"store": None, "load": load}, "load_bokeh_clients")
+    assert other["load"] == {"old": 1} and other["load_bokeh_clients"]["sessions"] == 2
+    assert bench.merge_load(tmp_path / "none.json", {"load": load})["load"]["sessions"] == 2
+    a = bench.parse_args(["--load-only", "--clients", "bokeh", "--sessions", "20"])
+    assert a.load_only and a.clients == "bokeh" and a.sessions == 20
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--load-only", "--skip-load"])
+
+
+def test_rss_watch_stops_once_settled(bench, monkeypatch):
+    monkeypatch.setattr(bench.time, "sleep", lambda s: None)
+    clock = iter(range(0, 1000, 5))
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(bench, "rss_mb", lambda pid: 500.0)
+    timeline = bench.watch_rss(123, watch_s=75, settled_s=20)
+    assert timeline[-1][0] == 35 and all(r == 500.0 for _, r in timeline)
+    assert bench.watch_rss(None) == []
