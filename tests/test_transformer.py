@@ -607,3 +607,28 @@ def test_whole_spectrum_validation_scores_stars_as_inference_does(store, tmp_pat
     model.eval()
     with torch.no_grad():
         assert abs(float(task.loss(model, batch)["total"])) > 1e-3
+
+
+def test_interpolate_keeps_the_validation_best_mix_of_start_and_fine_tune(store, tmp_path):
+    base = tmp_path / "base"
+    T.train(TransformerTask(_settings(store, base, epochs=1)))
+    run = tmp_path / "ft"
+    T.train(TransformerTask(_settings(store, run, epochs=3, lr=3e-3, warmup_steps=1,
+                                      init_from=str(base), val_whole=True, interpolate=True)))
+    training = json.loads((run / "config.json").read_text())["training"]
+    inter = training["interpolation"]
+    curve = {float(k): v for k, v in inter["val_total_by_alpha"].items()}
+    assert sorted(curve) == pytest.approx([i / 10 for i in range(11)])
+    assert abs(curve[0.0]) < 1e-5                                   # the starting weights
+    assert curve[1.0] == pytest.approx(training["best"]["val_total"], abs=1e-5)
+    assert inter["alpha"] == min(curve, key=curve.get)
+    # the saved weights are that mix: they score what the curve says
+    task = TransformerTask(_settings(store, tmp_path / "x", init_from=str(base), val_whole=True))
+    task.prepare(type("Info", (), {"world": 1})())
+    saved = task.adopt(models.load(run), str(run)).eval()
+    _, val_src = task.sources(_info())
+    with torch.no_grad():
+        total = task.loss(saved, next(val_src.batches(0, False, False)))["total"]
+    assert float(total) == pytest.approx(inter["val_total"], abs=1e-5)
+    with pytest.raises(T.TrainingSetupError, match="--val-whole"):
+        _settings(store, tmp_path / "y", init_from=str(base), interpolate=True)

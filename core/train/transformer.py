@@ -17,6 +17,10 @@ validation stars in one batch: the validation total is then the mean over labels
 log(mean squared error ÷ the starting model's) (0 = no better than where fine-tuning began),
 so early stopping (``--patience``; the best epoch's weights are kept) weighs every label
 alike and a large gain in one label cannot hide a loss in another as easily.
+``--interpolate`` (with ``--val-whole``) ends a fine-tune by weight-space interpolation
+θ₀ + α(θ − θ₀) between the starting and the best fine-tuned weights, α from 0 to 1 in
+steps of 0.1 chosen on the same validation total (the idea of WiSE-FT: keep what the
+pre-trained model did well while taking the gains of the fine-tune).
 """
 
 from __future__ import annotations
@@ -64,6 +68,7 @@ class TransformerTrainSettings(TrainSettings):
     l2sp: float = 0.0
     val_draws: int = 1
     val_whole: bool = False
+    interpolate: bool = False
 
     def __post_init__(self):
         super().__post_init__()
@@ -82,6 +87,10 @@ class TransformerTrainSettings(TrainSettings):
             raise ValueError("--rehearse-rows and --val-draws must be at least 1")
         if self.l2sp < 0:
             raise ValueError(f"--l2sp must be ≥ 0, got {self.l2sp}")
+        if self.interpolate and not (self.init_from and self.val_whole):
+            raise TrainingSetupError("--interpolate chooses between the --init-from weights "
+                                     "and the fine-tuned ones on the --val-whole total: pass "
+                                     "both")
         if self.l2sp and not self.init_from:
             raise TrainingSetupError("--l2sp penalises the distance from the --init-from "
                                      "weights: pass --init-from MODEL_DIR")
@@ -220,6 +229,10 @@ class TransformerTask(TrainTask):
                        "in one batch: the validation total is the mean over labels of "
                        "log(mean squared error / the --init-from model's), 0 = no gain (from "
                        "scratch: / the label variance)")
+        p.add_argument("--interpolate", action="store_const", const=True, default=None,
+                       help="after fine-tuning, save θ₀ + α(θ − θ₀) between the --init-from "
+                       "weights θ₀ and the best fine-tuned θ, α in 0, 0.1 … 1 chosen by the "
+                       "--val-whole total (needs --init-from and --val-whole)")
 
     # -- data ---------------------------------------------------------------------------------
     def prepare(self, info) -> None:
@@ -381,8 +394,37 @@ class TransformerTask(TrainTask):
                                             self.label_err, info.device,
                                             max(2, -(-len(self.split.validation) // info.world)),
                                             s.bad_bits, s.seed, info.world, info.rank)
+            self.val_source = val
             return train, val
         return train, source(self.split.validation)
+
+    def after_training(self, model, config: dict, summary: dict) -> dict | None:
+        """--interpolate: move the saved best weights toward the starting ones by the α that
+        the validation total prefers; record the curve."""
+        if not self.settings.interpolate:
+            return None
+        from .trainer import load_init
+
+        start = dict(load_init(self.settings.init_from, self.model_type).named_parameters())
+        tuned = {k: p.detach().clone() for k, p in model.named_parameters()}
+        batch = next(self.val_source.batches(0, shuffle=False, drop_last=False))
+        model.eval()
+        curve = {}
+        with torch.no_grad():
+            for alpha in np.round(np.linspace(0.0, 1.0, 11), 2):
+                for k, p in model.named_parameters():
+                    ref = start[k].to(p.device, p.dtype)
+                    p.copy_(ref + float(alpha) * (tuned[k] - ref))
+                curve[float(alpha)] = float(self._whole_terms(model, batch)["total"])
+            best = min(curve, key=curve.get)
+            for k, p in model.named_parameters():
+                ref = start[k].to(p.device, p.dtype)
+                p.copy_(ref + best * (tuned[k] - ref))
+        training = {**config.get("training", {}),
+                    "interpolation": {"alpha": best, "val_total": curve[best],
+                                      "val_total_by_alpha": curve}}
+        summary["interpolation_alpha"] = best
+        return {"training": training}
 
     # -- loss ---------------------------------------------------------------------------------
     def _whole_errors(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]:
