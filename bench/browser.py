@@ -430,7 +430,21 @@ def load_clients(url: str, stars: list[str], n: int, pid: int | None) -> dict:
     what a page's websocket asks for, no JavaScript run) opened at once, each on its own star.
     Time-to-usable is until its document arrived holding the star's spectrum: the server's
     side of a session alone (N chromium pages on the same 2 cores mostly measure chromium)."""
+    import importlib
+
+    import panel.models.location  # noqa: F401
+    import panel.models.tabulator  # noqa: F401
     from bokeh.client import pull_session
+
+    # the page's Panel and dashboard models (Location, Tabulator, the key listener …) must be
+    # known here to read the documents (the repository's dashboard package, not bench/'s
+    # dashboard.py beside this file)
+    saved = list(sys.path)
+    sys.path.insert(0, str(REPO))
+    try:
+        importlib.import_module("dashboard.app")
+    finally:
+        sys.path[:] = saved
 
     load_start = [round(x, 2) for x in os.getloadavg()]
     rss_before, cpu0 = rss_mb(pid), bl.process_cpu_s(pid)
