@@ -22,11 +22,12 @@ DEMO_SEED = 42
 #: Families whose shipped demo runs over the demo store when it is built (through the shared
 #: runner, with a progress bar), in this order.  The emulator's would be a fit of every star
 #: (minutes of CPU): `infer emulator` or the Fit view's "Fit N selected" adds those columns on
-#: demand.  The transformer reads every good pixel in 128-pixel patches (~59 per star,
-#: ~0.9 GFLOP each): 28 spectra per CPU-second (bench/transformer.py --whole-store-only), so
-#: ~55 spectra/s on two idle cores, ~6 min for the 20,000 stars (13 spectra/s, ~25 min, on the
-#: 2-core CPU while other trainings kept it at load 6).  The whole build from nothing, measured:
-#: 8.5 min wall, 650 s CPU (the transformer 7.9 min, 42–59 spectra/s, with a test run beside it).
+#: demand.  The transformer reads every good pixel in 128-pixel patches (~59 per star): the
+#: shipped compact-selector model runs at 46 spectra per CPU-second on one thread
+#: (bench/transformer.py --whole-store-only; 13–15 spectra/s measured at load 7 on the 2-core
+#: machine), so the 20,000 stars take about 3.6 min of two idle cores (computed from that rate).
+#: The whole build from nothing, measured with the previous transformer (28 spectra per
+#: CPU-second): 8.5 min wall, 650 s CPU (the transformer 7.9 min, with a test run beside it).
 DEMO_FAMILIES = ("vae", "transformer")
 
 
