@@ -20,7 +20,7 @@ from collections.abc import Mapping
 
 import panel as pn
 import param
-from panel.io.resources import CDN_DIST
+from panel.io.resources import CDN_DIST, get_dist_path
 from panel.theme import Fast
 
 from core.errors import StellarscopeError
@@ -510,6 +510,12 @@ def error_page(exc: BaseException) -> pn.template.FastListTemplate:
 def page():
     """This session's page; a store or model that breaks under a running server gives a page
     that says what broke."""
+    doc = pn.state.curdoc
+    if doc is not None and "dist_url" not in doc._template_variables:
+        # Panel resolves stylesheet URLs against this while the page is built and only sets it
+        # when the HTML is rendered: before that, a sheet already pointed at this server can
+        # be turned back to the CDN (an unstyled page offline), so point it here from the start
+        doc._template_variables["dist_url"] = get_dist_path(cdn=False)
     try:
         return DashboardApp().template
     except Exception as exc:  # noqa: BLE001  (the page boundary: show it, whatever it is)

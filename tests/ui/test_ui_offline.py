@@ -83,3 +83,64 @@ def test_a_first_page_on_another_tab_stays_offline(page, dashboard_server, tmp_p
         page.wait_for_load_state("networkidle", timeout=LOAD_MS)
         page.screenshot(path=artifacts / "offline-first-catalog.png")
     assert not outside, "requests left localhost:\n" + "\n".join(outside)
+
+
+def test_a_page_built_in_a_session_points_every_stylesheet_at_this_server(tmp_path,
+                                                                            monkeypatch):
+    """While a page is built, before its HTML is rendered, Panel resolves stylesheet URLs
+    against the document's ``dist_url``: unset, it turned sheets already pointed at this
+    server back to the CDN (and a later page on the same server could be left unstyled
+    offline).  The app sets it first, so no sheet in a freshly built page names the CDN."""
+    from bokeh.document import Document
+    from bokeh.models import ImportedStyleSheet
+    from panel.io.state import set_curdoc
+
+    from core.mock import generate_mock_survey
+    from dashboard import app
+
+    store = generate_mock_survey(tmp_path / "mock", n_stars=40, seed=5, progress=False)
+    monkeypatch.setenv("STELLARSCOPE_STORE", str(store))
+    monkeypatch.setenv("STELLARSCOPE_HOME", str(tmp_path / "home"))
+    doc = Document()
+    with set_curdoc(doc):
+        template = app.page()
+        template.server_doc(doc)
+    urls = {s.url for root in doc.roots for s in root.select({"type": ImportedStyleSheet})}
+    assert len(urls) > 5, urls
+    outside = sorted(u for u in urls if urllib.parse.urlsplit(u).scheme in ("http", "https"))
+    assert not outside, "stylesheets resolved to another host:\n" + "\n".join(outside)
+
+
+def test_pages_in_a_row_on_one_server_stay_offline(browser, dashboard_server, tmp_path):
+    """A fresh warmed server: a Star page, then (the first still open) a Catalog page and a
+    second one.  Seen once before the fix: the first Catalog page loaded 22 stylesheets from
+    cdn.holoviz.org."""
+    from core.mock import generate_mock_survey
+
+    store = generate_mock_survey(tmp_path / "mock", n_stars=60, seed=4, progress=False)
+    env = {"STELLARSCOPE_STORE": str(store), "STELLARSCOPE_HOME": str(tmp_path / "home")}
+    outside: list[str] = []
+
+    def route(r):
+        parts = urllib.parse.urlsplit(r.request.url)
+        if parts.scheme in ("data", "blob") or parts.hostname in LOCAL:
+            r.continue_()
+        else:
+            outside.append(r.request.url)
+            r.abort()
+
+    contexts = []
+    try:
+        with dashboard_server(env, tmp_path / "server.log") as url:
+            for tab in ("star", "catalog", "catalog"):
+                ctx = browser.new_context(viewport={"width": 1600, "height": 1000})
+                contexts.append(ctx)
+                ctx.route("**/*", route)
+                page = ctx.new_page()
+                page.goto(f"{url}?tab={tab}", timeout=LOAD_MS)
+                page.wait_for_selector(f".ss-tab-{tab}", timeout=LOAD_MS)
+                page.wait_for_load_state("networkidle", timeout=LOAD_MS)
+    finally:
+        for ctx in contexts:
+            ctx.close()
+    assert not outside, "requests left localhost:\n" + "\n".join(outside)
