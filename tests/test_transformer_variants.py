@@ -96,3 +96,26 @@ def test_wave_blind_values_refuse_a_mixing_encoder():
         TransformerConfig(**{**TINY, "wave_blind_values": True})
     c = TransformerConfig.preset_config("compact-selector")
     assert c.wave_blind_values and not c.encoder_mixing
+
+
+@pytest.mark.parametrize("kw", VARIANTS)
+def test_inference_plan_weights_are_the_explicit_maps(kw):
+    m = tiny(**kw)
+    flux, error, wave, mask = tokens()
+    mask[2, 20:] = False
+    plan = m.inference_plan()
+    assert plan.gives_weights
+    with torch.inference_mode():
+        mean, logvar, _, dec = m.attention_weights(flux, error, wave, mask)
+        pm, pl, maps = plan(flux, error, wave, mask, weights=True)
+    torch.testing.assert_close(pm, mean, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(pl, logvar, atol=1e-5, rtol=1e-5)
+    for a, b in zip(maps, dec, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+def test_a_mixing_encoder_gives_no_weights_from_the_plan():
+    plan = tiny().inference_plan()
+    assert not plan.gives_weights
+    with pytest.raises(ValueError, match="mixes pixels"):
+        plan(*tokens(), weights=True)

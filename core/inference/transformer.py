@@ -217,16 +217,22 @@ class TransformerPredictor(Predictor):
     @torch.inference_mode()
     def _run(self, flux, error, wave, mask, attention: bool = False):
         """Standardised (mean, logvar) per patch; with ``attention`` also the encoder's and
-        the decoder's attention maps per layer (numpy, patches stacked) from the model's
-        explicit path."""
+        the decoder's attention maps per layer (numpy, patches stacked): from the inference
+        plan when no encoder block mixes pixels, else from the model's explicit path."""
         if not attention:
             return self._forward(flux, error, wave, mask)
         dev, means, logvars, enc, dec = self.device, [], [], [], []
+        # without pixel mixing the fast path's own softmax weights are every map needed
+        plan = self.model.inference_plan()
+        plan = plan if plan.gives_weights else None
         for k in range(0, len(flux), self.patch_batch):
             t = [torch.from_numpy(a[k:k + self.patch_batch]).to(dev)
                  for a in (flux, error, wave, mask)]
-            with autocast(dev, self.amp):
-                mean, logvar, e, d = self.model.attention_weights(*t)
+            with autocast(dev, self.amp), torch.inference_mode():
+                if plan is None:
+                    mean, logvar, e, d = self.model.attention_weights(*t)
+                else:
+                    (mean, logvar, d), e = plan(*t, weights=True), []
             enc.append([w.float().cpu() for w in e])
             dec.append([w.float().cpu() for w in d])
             means.append(mean.float().cpu())

@@ -345,10 +345,21 @@ class InferencePlan:
                     (wv @ shift + bv).view(h, dh),
                 ))
 
-    def __call__(self, flux, error, wave, mask, wave_code=None):
+    @property
+    def gives_weights(self) -> bool:
+        """Whether ``weights=True`` can return every map attention rollout needs: only when no
+        encoder block mixes pixels (their self-attention runs fused, without weights)."""
+        return all(w is None for _, w, _ in self.encoder)
+
+    def __call__(self, flux, error, wave, mask, wave_code=None, weights: bool = False):
         """Standardised (mean, logvar), each (B, L), of pixel tokens (B, N); ``wave_code``
-        (B, N, width) replaces the encoding of ``wave`` (which may then be None).  Inputs are
-        not checked here (see :meth:`SpectralTransformer.check_inputs`)."""
+        (B, N, width) replaces the encoding of ``wave`` (which may then be None).  With
+        ``weights`` (see :attr:`gives_weights`) also the decoder's cross-attention per layer,
+        each (B, heads, L, N), as :meth:`SpectralTransformer.attention_weights` returns them.
+        Inputs are not checked here (see :meth:`SpectralTransformer.check_inputs`)."""
+        if weights and not self.gives_weights:
+            raise ValueError("this model's encoder mixes pixels: take its attention maps from "
+                             "SpectralTransformer.attention_weights")
         m, d, h = self.model, self.width, self.heads
         full = bool(mask.all())
         if not full:  # masked pixels get harmless inputs so nothing NaN reaches a matmul
@@ -375,6 +386,7 @@ class InferencePlan:
             F.layer_norm(m.value_only(ze), (d,))
         q = m.label_tokens(b_n).to(x.dtype)
         n_lab = q.shape[1]
+        maps = []
         for block, wk, wv, bv in self.decoder:
             qh = block.attn.q(block.norm_q(q)).view(b_n, n_lab, h, d // h)
             u = torch.einsum("blhe,hed->blhd", qh, wk.to(qh.dtype)).reshape(b_n, n_lab * h, d)
@@ -382,11 +394,15 @@ class InferencePlan:
             if not full:
                 scores = scores.masked_fill(~mask[:, None, :], float("-inf"))
             p = torch.softmax(scores.float(), dim=-1).to(xhat.dtype)
+            if weights:
+                maps.append(p.view(b_n, n_lab, h, n).transpose(1, 2))
             pooled = torch.bmm(p, vhat).view(b_n, n_lab, h, d)
             a = torch.einsum("blhd,hed->blhe", pooled, wv.to(pooled.dtype)) + bv.to(pooled.dtype)
             q = q + block.attn.out(a.reshape(b_n, n_lab, d))
             q = q + block.ffn(block.norm_f(q))
         out = m.head(m.head_norm(q)).float()
+        if weights:
+            return out[..., 0], out[..., 1].clamp(-20.0, 20.0), maps
         return out[..., 0], out[..., 1].clamp(-20.0, 20.0)
 
 
