@@ -15,22 +15,30 @@ LOAD_MS = 120_000
 LOCAL = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
 
-def test_no_request_leaves_localhost(page, dashboard, artifacts):
-    url, store = dashboard
-    requests: list[str] = []
-    outside: list[str] = []
+def offline_router(outside: list[str], requests: list[str] | None = None):
+    """A route handler that lets localhost (and data/blob URLs) through and records and aborts
+    everything else, as if offline."""
 
     def route(r):
         target = r.request.url
-        requests.append(target)
+        if requests is not None:
+            requests.append(target)
         parts = urllib.parse.urlsplit(target)
         if parts.scheme in ("data", "blob") or parts.hostname in LOCAL:
             r.continue_()
         else:
             outside.append(target)
-            r.abort()  # as if offline
+            r.abort()
 
-    page.context.route("**/*", route)
+    return route
+
+
+def test_no_request_leaves_localhost(page, dashboard, artifacts):
+    url, store = dashboard
+    requests: list[str] = []
+    outside: list[str] = []
+
+    page.context.route("**/*", offline_router(outside, requests))
     sockets: list[str] = []
     page.on("websocket", lambda ws: sockets.append(ws.url))
     failed: list[str] = []
@@ -68,13 +76,7 @@ def test_a_first_page_on_another_tab_stays_offline(page, dashboard_server, tmp_p
     env = {"STELLARSCOPE_STORE": str(store), "STELLARSCOPE_HOME": str(tmp_path / "home")}
     outside: list[str] = []
 
-    def route(r):
-        parts = urllib.parse.urlsplit(r.request.url)
-        if parts.scheme in ("data", "blob") or parts.hostname in LOCAL:
-            r.continue_()
-        else:
-            outside.append(r.request.url)
-            r.abort()
+    route = offline_router(outside)
 
     page.context.route("**/*", route)
     with dashboard_server(env, tmp_path / "server.log") as url:
@@ -121,13 +123,7 @@ def test_pages_in_a_row_on_one_server_stay_offline(browser, dashboard_server, tm
     env = {"STELLARSCOPE_STORE": str(store), "STELLARSCOPE_HOME": str(tmp_path / "home")}
     outside: list[str] = []
 
-    def route(r):
-        parts = urllib.parse.urlsplit(r.request.url)
-        if parts.scheme in ("data", "blob") or parts.hostname in LOCAL:
-            r.continue_()
-        else:
-            outside.append(r.request.url)
-            r.abort()
+    route = offline_router(outside)
 
     contexts = []
     try:
