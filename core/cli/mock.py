@@ -29,7 +29,9 @@ def register(sub, groups) -> None:
                    "shipped models were trained on: APOGEE-like line depths and molecular "
                    "forest), classic (the original synthesis, lines far too deep), shifted / "
                    "shifted-apogee (perturbed log gf, extra "
-                   "unidentified lines, broader LSF, continuum ripples); recorded in the "
+                   "unidentified lines, broader LSF, continuum ripples), apogee2 "
+                   "(experimental: OH and CO bands computed from molecular constants); "
+                   "recorded in the "
                    "store's manifest")
     p.add_argument("--population", default="dr17", choices=["classic", "dr17"],
                    help="label population: dr17 (default, the one the shipped models were "
