@@ -159,6 +159,16 @@ def _wait_for_own_reading(view, timeout: float = 120) -> None:
     assert "own" in view.readings, "the own-pixel reading never arrived"
 
 
+def _wait_for_catalog_mean(view, timeout: float = 300) -> None:
+    """The catalog mean the view computes in a worker (once per model and store): its line
+    joins the score text when it lands, so wait for it before comparing texts."""
+    deadline = time.time() + timeout
+    while not (view.mean is not None and "catalog mean" in view.score.object) and \
+            time.time() < deadline:
+        time.sleep(0.05)
+    assert view.mean is not None, "the catalog mean never arrived"
+
+
 def _check_own_pixels(session, view, path, background: bool = True) -> np.ndarray:
     """Upload ``path`` (an apVisit), switch to its own pixels and back; the |Δ|/σ per label.
     ``background``: the own pixels were read in the worker before the switch (the
@@ -168,6 +178,7 @@ def _check_own_pixels(session, view, path, background: bool = True) -> np.ndarra
 
     spec = _upload(session, path)
     _wait_for_own_reading(view)
+    _wait_for_catalog_mean(view)
     assert "own pixels" in view.compare.object             # both readings, before any switch
     if not background:
         view.readings.pop("own")
