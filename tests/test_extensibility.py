@@ -120,6 +120,7 @@ class ExtView(pn.viewable.Viewer):
         super().__init__(**params)
         self.text = pn.pane.Markdown("")
         self.focus.param.watch(lambda e: self.update(), "spectrum")
+        self.update()  # built on first opening its tab: show the star already in focus
 
     def update(self):
         pred, spec = self.context.slot("ext").model, self.focus.spectrum
