@@ -174,7 +174,9 @@ class AttentionView(pn.viewable.Viewer):
             "Heat strip: attention of the label's query over the pixels read, ×uniform "
             "(1 = every pixel alike), summed over the star's context-sized patches. "
             "Rollout: the decoder layers averaged, carried back through the encoder's "
-            "self-attention. Click a table row to zoom there." + note,
+            "self-attention when it has any (the demo model's encoder reads each pixel alone, "
+            "so its maps are the pixels the labels read). Click a table row to zoom "
+            "there." + note,
             styles={"font-size": "85%", "color": "#555"}, sizing_mode="stretch_width")
         controls = pn.Row(self.label_select, self.layer_select, self.head_select,
                           self.show_buttons,
