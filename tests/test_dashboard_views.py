@@ -369,6 +369,20 @@ def test_a_rejected_upload_is_not_shown_as_loaded(session):
     assert "NoneType" not in picker.upload_status.object
 
 
+def test_the_search_box_follows_the_focus_and_clears_for_an_upload(session):
+    from dashboard.views.upload import StarPicker
+
+    picker = StarPicker(session=session)
+    assert session.select_star(2)
+    star = session.focus.star_id
+    assert picker.search.value == star
+    upload = session.focus.spectrum.copy(meta={"APOGEE_ID": "UPLOAD-1"})
+    session.show(upload, source="upload")
+    assert session.focus.star_id == "" and picker.search.value == ""
+    assert session.focus.spectrum is upload      # clearing the box selected nothing
+    assert session.select_star(star) and picker.search.value == star
+
+
 def test_star_view_warns_when_the_vae_does_not_apply(tmp_path):
     """Percentiles from the VAE columns this model wrote in the store; a normal star shows no
     warning, an upload with lines eight times deeper (latents and χ²_ν far out) does."""

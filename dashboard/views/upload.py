@@ -116,6 +116,9 @@ class StarPicker(pn.viewable.Viewer):
         # only a star that stayed focused: an unknown one (reverted) is not searched again
         if event.new and event.new == self.session.focus.star_id != self.search.value:
             self.search.param.update(value=event.new)
+        elif not event.new and self.search.value:
+            # an upload (no store star) is on screen: the box no longer names the star before
+            self.search.param.update(value="")
 
     # -- upload -----------------------------------------------------------------------------
     def _on_upload(self, event) -> None:
