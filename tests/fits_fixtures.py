@@ -653,3 +653,16 @@ __all__ = [
     "write_allstar", "write_apstar", "write_apvisit", "write_aspcapstar", "write_astronn_vac",
     "write_contspec_trio", "write_generic",
 ]  # fmt: skip
+
+
+def write_apvisit_of(path, spec, vrad: float = -30.0):
+    """An apVisit whose observed pixels carry ``spec`` (a store spectrum, rest frame) shifted
+    by ``vrad``: a mock star seen as a single visit."""
+    from core.grid import doppler_factor
+
+    rest = apvisit_wavelength(True) / float(doppler_factor(vrad))
+    good = spec.good()
+    flux = np.interp(rest, spec.wavelength[good], spec.flux[good]) * 300.0
+    error = np.interp(rest, spec.wavelength[good], spec.error[good]) * 300.0
+    return write_apvisit(path, vrad=vrad, bc=0.0, flux=flux, error=error,
+                         pixmask=np.zeros(rest.shape, np.int16), n_bad=0)

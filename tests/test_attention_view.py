@@ -7,6 +7,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from fits_fixtures import write_apvisit_of
 
 from core import models
 from core.inference.transformer import TransformerPredictor
@@ -128,20 +129,6 @@ def _demo_transformer() -> TransformerPredictor:
     return TransformerPredictor.load(demo)
 
 
-def _mock_apvisit(path, spec, vrad=-30.0):
-    """An apVisit whose observed pixels carry a mock star's spectrum shifted by ``vrad``."""
-    from fits_fixtures import apvisit_wavelength, write_apvisit
-
-    from core.grid import doppler_factor
-
-    rest = apvisit_wavelength(True) / float(doppler_factor(vrad))
-    good = spec.good()
-    flux = np.interp(rest, spec.wavelength[good], spec.flux[good]) * 300.0
-    error = np.interp(rest, spec.wavelength[good], spec.error[good]) * 300.0
-    return write_apvisit(path, vrad=vrad, bc=0.0, flux=flux, error=error,
-                         pixmask=np.zeros(rest.shape, np.int16), n_bad=0)
-
-
 def _upload(session, path):
     """The app's upload path: bytes parsed by core, then shown as an upload."""
     from dashboard.views.upload import read_upload
@@ -252,7 +239,7 @@ def test_uploaded_apvisit_on_its_own_pixels_agrees_with_the_grid_reading(tmp_pat
     store = SpectraStore.open(generate_mock_survey(tmp_path / "mock", n_stars=3, seed=5,
                                                    progress=False))
     session, view = _view(store, pred)
-    zs = [_check_own_pixels(session, view, _mock_apvisit(tmp_path / f"apVisit-mock-{row}.fits",
+    zs = [_check_own_pixels(session, view, write_apvisit_of(tmp_path / f"apVisit-mock-{row}.fits",
                                                          store.spectrum(row)), background=row > 0)
           for row in range(len(store))]
     assert np.all(np.abs(zs) < 1.0), zs
@@ -309,7 +296,7 @@ def test_cli_own_pixels_prints_both_readings(tmp_path, capsys):
     pred = _demo_transformer()
     store = SpectraStore.open(generate_mock_survey(tmp_path / "mock", n_stars=1, seed=8,
                                                    progress=False))
-    visit = _mock_apvisit(tmp_path / "apVisit-cli.fits", store.spectrum(0))
+    visit = write_apvisit_of(tmp_path / "apVisit-cli.fits", store.spectrum(0))
     model = str(SHIPPED_MODELS / "transformer-demo")
     assert cli(["attention", "--model", model, "--file", str(visit), "--own-pixels",
                 "--label", "MG_FE", "--json", "--threads", "1"]) == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from fits_fixtures import write_apvisit_of
 
 pytestmark = pytest.mark.ui
 
@@ -112,21 +113,6 @@ HEAT_LEN = """() => { for (const doc of Bokeh.documents) {
     if (src) return src.data.value.length; } return null; }"""
 
 
-def _mock_apvisit(path: Path, spec, vrad: float = -30.0) -> Path:
-    """An apVisit whose observed pixels carry a mock star's spectrum shifted by ``vrad``."""
-    import numpy as np
-    from fits_fixtures import apvisit_wavelength, write_apvisit
-
-    from core.grid import doppler_factor
-
-    rest = apvisit_wavelength(True) / float(doppler_factor(vrad))
-    good = spec.good()
-    flux = np.interp(rest, spec.wavelength[good], spec.flux[good]) * 300.0
-    error = np.interp(rest, spec.wavelength[good], spec.error[good]) * 300.0
-    return write_apvisit(path, vrad=vrad, bc=0.0, flux=flux, error=error,
-                         pixmask=np.zeros(rest.shape, np.int16), n_bad=0)
-
-
 def test_an_uploaded_apvisit_read_on_its_own_pixels(served_app, page, artifacts, tmp_path):
     """Upload an apVisit, switch the Attention view to its own pixels: the heat strip holds
     one cell per own pixel, the table and labels change, both readings' labels side by side."""
@@ -136,7 +122,7 @@ def test_an_uploaded_apvisit_read_on_its_own_pixels(served_app, page, artifacts,
     page.set_viewport_size({"width": 1600, "height": 1200})
     page.set_default_timeout(LOAD_MS)
     star = store.catalog["APOGEE_ID"].iloc[5]
-    visit = _mock_apvisit(tmp_path / "apVisit-mock-5.fits", store.spectrum(5))
+    visit = write_apvisit_of(tmp_path / "apVisit-mock-5.fits", store.spectrum(5))
     page.goto(f"{url}?star={star.replace('+', '%2B')}&tab=attention", timeout=LOAD_MS)
     table = page.locator(".ss-att-table")
     expect(table.locator(".tabulator-row").first).to_be_visible(timeout=LOAD_MS)
