@@ -180,7 +180,10 @@ class TransformerTask(TrainTask):
     @classmethod
     def add_arguments(cls, p: argparse.ArgumentParser) -> None:
         p.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                       help="compact (CPU-sized, default) or spectrafm (context 512, width 256, "
+                       help="compact (CPU-sized, default); compact-local (its encoder reads "
+                       "each pixel alone); compact-selector (the shipped demo's: token-wise "
+                       "encoder, values blind to wavelength so attention is the only wavelength "
+                       "selection, 8 heads, 1 Å encoding); spectrafm (context 512, width 256, "
                        "2 encoder + 3 decoder blocks)")
         p.add_argument("--context", type=int, default=None,
                        help="pixels per star per step (default: the preset's)")
