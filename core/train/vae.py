@@ -27,6 +27,7 @@ from .adversary import (
     control_columns,
     label_residuals,
 )
+from .conditional import ConditionalMoments
 from .decorrelate import decorrelate_latents
 from .losses import (
     ERROR_FLOOR,
@@ -105,6 +106,13 @@ class VAETrainSettings(TrainSettings):
     #: optimiser steps of the adversary per VAE step, and its learning rate
     adversary_steps: int = 2
     adversary_lr: float = 2e-3
+    #: weight λ of the conditional-moment penalty (core.train.conditional; 0: off): the share
+    #: of μ's variance, and of its spread, that label terms explain beyond the controls
+    cond_moments: float = 0.0
+    #: its controls: auto (a mock's TRUE_* columns, else the measured ones) or measured
+    cond_moments_controls: str = "auto"
+    #: epochs over which its weight ramps from 0 to λ
+    cond_moments_warmup: float = 1.0
 
 
 def _widths(text: str) -> list[int]:
@@ -213,6 +221,16 @@ class VAETask(TrainTask):
                        help="epochs over which the adversary's weight ramps up (3)")
         p.add_argument("--adversary-steps", type=int, default=None,
                        help="adversary optimiser steps per training step (2)")
+        p.add_argument("--cond-moments", type=float, default=None, metavar="λ",
+                       help="weight of the conditional-moment penalty: the share of the latent "
+                       "means' variance (and of their spread) that the injected labels explain "
+                       "beyond the controls, from ridge fits refreshed every step "
+                       "(core.train.conditional; default 0 = off)")
+        p.add_argument("--cond-moments-controls", choices=("auto", "measured"), default=None,
+                       help="its controls: auto (default; a mock's TRUE_* VMICRO, [X/Fe] …, "
+                       "the measured columns on real data) or measured")
+        p.add_argument("--cond-moments-warmup", type=float, default=None, metavar="EPOCHS",
+                       help="epochs over which its weight ramps up (1)")
 
     # -- data ---------------------------------------------------------------------------------
     def prepare(self, info) -> None:
@@ -244,6 +262,14 @@ class VAETask(TrainTask):
                                                  s.adversary_controls)
             self.controls = torch.from_numpy(control_array(store.catalog, self.control_names,
                                                            self.split.train))
+        if s.cond_moments:
+            self.cm_names = control_columns(store.catalog, s.labels, self.split.train,
+                                            s.cond_moments_controls)
+            if not self.cm_names:
+                raise TrainingSetupError(f"{store.path}: --cond-moments found no control "
+                                         "columns (VMICRO, [X/Fe] …) in the catalog")
+            self.cm_controls = torch.from_numpy(control_array(store.catalog, self.cm_names,
+                                                              self.split.train))
         n_joint = s.n_latent + len(s.labels)
         if s.gamma and s.batch_size <= n_joint:
             raise TrainingSetupError(
@@ -304,6 +330,12 @@ class VAETask(TrainTask):
                 s.n_latent, len(s.labels), len(self.control_names), weight=s.adversary,
                 warmup_steps=round(s.adversary_warmup * self.train_src.n_steps()),
                 lr=s.adversary_lr, steps=s.adversary_steps, device=info.device, seed=s.seed)
+        if s.cond_moments:
+            self.cm_controls = self.cm_controls.to(info.device)
+            self.cond = ConditionalMoments(
+                s.n_latent, len(s.labels), len(self.cm_names), weight=s.cond_moments,
+                warmup_steps=round(s.cond_moments_warmup * self.train_src.n_steps()),
+                device=info.device)
         return self.train_src, val
 
     # -- loss and saving -------------------------------------------------------------------------
@@ -318,6 +350,8 @@ class VAETask(TrainTask):
             terms = (*terms, "kl_offset")
         if settings.adversary:
             terms = (*terms, "adv_r2", "adv_excess", "adv_term")
+        if settings.cond_moments:
+            terms = (*terms, "cm_mean", "cm_spread", "cm_term")
         self.terms = terms
 
     def loss(self, model, batch) -> dict:
@@ -347,6 +381,11 @@ class VAETask(TrainTask):
             adv = self.adversary.penalty(out["mu"], controls, raw.scale_labels(batch["labels"]),
                                          training=torch.is_grad_enabled())
             terms = {**terms, **adv, "total": terms["total"] + adv["adv_term"]}
+        if s.cond_moments:
+            cm = self.cond.penalty(out["mu"], self.cm_controls.index_select(0, batch["rows"]),
+                                   raw.scale_labels(batch["labels"]),
+                                   training=torch.is_grad_enabled())
+            terms = {**terms, **cm, "total": terms["total"] + cm["cm_term"]}
         return terms
 
     def extra_config(self, model, best: dict) -> dict:
@@ -355,6 +394,8 @@ class VAETask(TrainTask):
             extra["training"]["adversary_controls"] = list(self.control_names)
         if self.settings.hsic and self.settings.hsic_controls != "none":
             extra["training"]["hsic_controls"] = list(self.hsic_names)
+        if self.settings.cond_moments:
+            extra["training"]["cond_moments_controls"] = list(self.cm_names)
         return extra
 
     def before_save(self, model, extra: dict) -> None:
