@@ -25,7 +25,7 @@ from panel.theme import Fast
 
 from core.errors import StellarscopeError
 from core.models import FAMILIES, get_family
-from dashboard import data, persist
+from dashboard import data, deferred, page_resources, persist
 from dashboard.jobs import on_doc, session_doc
 from dashboard.shortcuts import Shortcuts
 from dashboard.state import AppContext, ModelSlot, Session
@@ -240,12 +240,18 @@ class DashboardApp(param.Parameterized):
                 if ctx.status else ""), focus.param.spectrum, focus.param.source,
                 focus.param.star_id, ctx.param.status),
             css_classes=["ss-selected-star"], sizing_mode="stretch_width")
+        session_card, shortcuts = self._session_card(), self._shortcuts()
         sidebar = [
             pn.pane.Markdown("### Dataset", margin=(0, 10)), dataset_card(ctx),
             pn.pane.Markdown("### Models", margin=(0, 10)), model_card(ctx),
-            pn.pane.Markdown("### Star", margin=(0, 10)), selected, self.picker,
-            pn.pane.Markdown("### Session", margin=(0, 10)), self._session_card(),
-            pn.pane.Markdown("### Keys", margin=(0, 10)), self._shortcuts(),
+            pn.pane.Markdown("### Star", margin=(0, 10)), selected,
+            # the star picker (its upload box), the session and the keys come once the page
+            # is shown: a new page's spectrum is drawn first
+            deferred.slot(lambda: [
+                self.picker,
+                pn.pane.Markdown("### Session", margin=(0, 10)), session_card,
+                pn.pane.Markdown("### Keys", margin=(0, 10)), shortcuts],
+                css_classes=["ss-sidebar-below"]),
         ]
         self.template = pn.template.FastListTemplate(
             title=TITLE + (" · mock survey" if ctx.is_mock else ""), sidebar=sidebar,
@@ -507,6 +513,19 @@ def error_page(exc: BaseException) -> pn.template.FastListTemplate:
                                         header_background=ACCENT, design=OfflineFast)
 
 
+def serve_page() -> None:
+    """Build this session's page into its document and mark it servable.  The document's
+    model graph is recomputed once at the end, not once for each of the template's ~20 roots
+    as they are added (that was a third of a new session's server time)."""
+    page_resources.install()
+    doc = pn.state.curdoc
+    if doc is None:
+        page().servable(title=TITLE)
+        return
+    with doc.models.freeze():
+        page().servable(title=TITLE)
+
+
 def page():
     """This session's page; a store or model that breaks under a running server gives a page
     that says what broke."""
@@ -526,4 +545,4 @@ def page():
 # the script's own name first: ``pn.state.served`` walks the stack with inspect (~0.2 s of CPU
 # on every session, since panel serve runs this file once per session)
 if __name__.startswith("bokeh_app") or pn.state.served:
-    page().servable(title=TITLE)
+    serve_page()

@@ -176,6 +176,22 @@ def linelist() -> tuple[pd.DataFrame | None, str]:
     return df, ""
 
 
+def line_names() -> list[str]:
+    """'Fe I 15207.53'-style names of the line list's non-molecular lines (the Star view's
+    go-to-line choices), made once per process: a copy per call."""
+    lines, _ = linelist()
+    if lines is None:
+        return []
+
+    def build():
+        from .figures.lines import line_label
+
+        named = lines[lines["kind"] != "molecular"]
+        return tuple(f"{line_label(r)} {r['wavelength_vac']:.2f}" for _, r in named.iterrows())
+
+    return list(pn.state.as_cached(f"stellarscope-line-names:{_mtime(LINELIST_PATH)}", build))
+
+
 def element_windows() -> pd.DataFrame | None:
     """The element windows of the shipped line list, or None when they cannot be read."""
     try:

@@ -178,3 +178,70 @@ def test_session_closed_tidies_once_after_a_burst(monkeypatch):
 
     time.sleep(0.6)
     assert calls == [1]
+
+
+def test_no_view_needs_the_script_bundles_the_page_leaves_out(store):
+    """The page omits BokehJS's WebGL and MathJax bundles (dashboard.page_resources): every
+    tab, once opened, draws on canvas and holds no TeX."""
+    from bokeh.document import Document
+    from bokeh.embed.bundle import _use_gl, _use_mathjax
+    from bokeh.models import Plot
+
+    app = make_app(store)
+    for name in app.specs:
+        app.tab = name
+    models = app.tabs.get_root(Document()).references()
+    assert sum(isinstance(m, Plot) for m in models) >= 2  # the tabs' figures are in there
+    assert not _use_gl(models) and not _use_mathjax(models)
+
+
+class _Served:
+    """Stands in for the session context of a document that panel serve is serving."""
+
+    id = "fake-session"
+
+    class request:  # noqa: N801  (the request that opened it: no arguments)
+        arguments: dict = {}
+        headers: dict = {}
+        cookies: dict = {}
+
+
+def test_a_served_page_shows_its_spectrum_first_and_the_rest_once_shown(store):
+    """In a served session the first document holds the spectrum and the controls above it;
+    the Star view's tables and line-list row and the sidebar's picker, session and keys are
+    filled in once the browser has drawn the page (pn.state.onload)."""
+    import weakref
+
+    import panel as pn
+    from bokeh.document import Document
+    from panel.io.state import set_curdoc
+
+    served = _Served()
+    doc = Document()
+    doc._session_context = weakref.ref(served)
+    star = str(store.catalog["APOGEE_ID"].iloc[3])
+    with set_curdoc(doc):
+        app = make_app(store)
+        app.session.select_star(star)
+        view = app.views["star"]
+        root = view.__panel__()
+        below = [o for o in root.objects if "ss-star-below" in o.css_classes]
+        assert len(below) == 1 and below[0].objects == []  # not yet
+        assert view.figure.pane in root.objects and len(view.figure.spec_src.data["flux"]) > 0
+        assert view.figure._res_fig is None  # no overlay on: no residual panel built
+        sidebar_below = [o for o in app.template.sidebar if "ss-sidebar-below" in
+                         getattr(o, "css_classes", [])]
+        assert len(sidebar_below) == 1 and sidebar_below[0].objects == []
+        pn.state._on_load(doc)  # the browser reports the page drawn
+        assert len(below[0].objects) == 2
+        shown = sidebar_below[0].select()
+        assert app.picker.search in shown and app.picker.upload in shown
+        assert app.session_upload in shown
+    pn.state._loaded.pop(doc, None)
+
+
+def test_outside_a_served_session_nothing_waits(store):
+    app = make_app(store)
+    below = [o for o in app.template.sidebar if "ss-sidebar-below" in
+             getattr(o, "css_classes", [])]
+    assert app.picker.search in below[0].select() and app.session_upload in below[0].select()

@@ -9,6 +9,7 @@ while on a loaded machine; the others stop before a server would start.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -88,6 +90,20 @@ def serve_process(args, tmp_path) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, text=True)
 
 
+def check_first_page(port: int) -> None:
+    """The served page loads BokehJS from this server, without the WebGL and MathJax bundles
+    the app never uses (2 MB of script a new page would parse before its spectrum)."""
+    from dashboard.page_resources import UNUSED_BUNDLES
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/app", timeout=START_TIMEOUT_S) as r:
+        assert r.status == 200
+        page = r.read().decode()
+    scripts = re.findall(r'<script[^>]* src="([^"]+)"', page)
+    assert any("static/js/bokeh.min.js" in s for s in scripts), scripts
+    assert not [s for s in scripts for b in UNUSED_BUNDLES if f"/{b}." in s], scripts
+    assert not [s for s in scripts if "://" in s], "a script from another host"
+
+
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to find child processes")
 def test_sigterm_stops_the_server_and_frees_the_port(store, tmp_path):
     port = free_port()
@@ -110,6 +126,7 @@ def test_sigterm_stops_the_server_and_frees_the_port(store, tmp_path):
         assert up.is_set(), "server did not come up:\n" + "".join(lines[-40:])
         with socket.create_connection(("127.0.0.1", port), timeout=5):
             pass  # it answers
+        check_first_page(port)
         children = descendants(proc.pid)
         assert children, "the server runs in a child process"
         proc.send_signal(signal.SIGTERM)

@@ -3,7 +3,9 @@
 Used by the Star and the Fit views.  Every Bokeh model is made once; a new star, a model or a
 filter only swaps the data of its ``ColumnDataSource`` (a round trip measured ~100 ms in place
 against ~250 ms for a rebuilt plot), and a source whose wavelengths did not change gets only its
-changed columns.  Extra linked panels (an attention strip …) come from :meth:`add_strip`.
+changed columns.  The residual panel is made the first time something is drawn on it (a new
+page with no model overlay on shows none, so it does not carry the panel's ~50 models).  Extra
+linked panels (an attention strip …) come from :meth:`add_strip`.
 """
 
 from __future__ import annotations
@@ -73,10 +75,20 @@ class SpectrumFigure:
         self.residual_curves: dict[str, object] = {}
         self.span_sources: dict[str, ColumnDataSource] = {}
         self.strips: dict[str, object] = {}
+        self._res_fig = None
+        self._res_args = (residual_height, residual_css_class)
+        self._res_spans: list[tuple[ColumnDataSource, str, float]] = []
         self.fig = self._main_figure(height, css_class)
-        self.res_fig = self._residual_figure(residual_height, residual_css_class)
-        self.layout = bk_column(self.fig, self.res_fig, sizing_mode="stretch_width")
+        self.layout = bk_column(self.fig, sizing_mode="stretch_width")
         self.pane = pn.pane.Bokeh(self.layout, sizing_mode="stretch_width")
+
+    @property
+    def res_fig(self):
+        """The residual panel (hidden until framed), made on first use under the spectrum."""
+        if self._res_fig is None:
+            self._res_fig = self._residual_figure(*self._res_args)
+            self.layout.children.insert(1, self._res_fig)
+        return self._res_fig
 
     def gapped(self, wavelength, columns: dict) -> dict:
         """:func:`~dashboard.spectra.with_gaps`, with the last wavelength array's chip gaps
@@ -160,6 +172,9 @@ class SpectrumFigure:
         res.css_classes = [css_class]
         res.vstrip(x0="x0", x1="x1", source=self.mask_src, fill_color="#9e9e9e",
                    fill_alpha=0.28, line_alpha=0)
+        for src, color, alpha in self._res_spans:
+            res.vstrip(x0="x0", x1="x1", source=src, fill_color=color, fill_alpha=alpha,
+                       line_alpha=0)
         self.res_band = ColumnDataSource({"x": [], "y": []})
         res.patch(x="x", y="y", source=self.res_band, fill_color="#7f9fbf", fill_alpha=0.4,
                   line_alpha=0)
@@ -177,8 +192,10 @@ class SpectrumFigure:
                                 fill_alpha=alpha, line_color=edge or color,
                                 line_alpha=0.9 if edge else 0)
             if on_residuals:
-                self.res_fig.vstrip(x0="x0", x1="x1", source=src, fill_color=color,
-                                    fill_alpha=alpha, line_alpha=0)
+                self._res_spans.append((src, color, alpha))
+                if self._res_fig is not None:
+                    self._res_fig.vstrip(x0="x0", x1="x1", source=src, fill_color=color,
+                                         fill_alpha=alpha, line_alpha=0)
             if legend:
                 self.legend.items.append(LegendItem(label=legend, renderers=[r]))
             self.span_sources[name] = src
@@ -266,6 +283,7 @@ class SpectrumFigure:
     def set_residual_band(self, wavelength, half_width) -> None:
         """A ±``half_width`` band around zero (NaN-free: pixels without one get 0)."""
         half = np.asarray(half_width, dtype=np.float32)
+        self.res_fig  # noqa: B018  (made now: the band lives on it)
         self.res_band.data = band_patch(wavelength, -half, half)
 
     def frame_residuals(self, lo: float, hi: float, title: str | None = None,
@@ -278,6 +296,8 @@ class SpectrumFigure:
         self.res_fig.visible = True
 
     def clear_residuals(self) -> None:
+        if self._res_fig is None:  # never drawn: nothing to clear
+            return
         for r in self.residual_curves.values():
             r.data_source.data = {"wave": [], "y": []}
         self.res_band.data = {"x": [], "y": []}
@@ -355,6 +375,7 @@ class SpectrumFigure:
         """A panel under the others sharing their x-range (zooms and pans with them)."""
         if name in self.strips:
             return self.strips[name]
+        self.res_fig  # noqa: B018  (the residual panel stays next to the spectrum)
         strip = figure(height=height, sizing_mode="stretch_width", x_range=self.x_range,
                        tools="xpan,xwheel_zoom,reset,save", active_scroll="xwheel_zoom",
                        x_axis_label=WAVE_LABEL, y_axis_label=y_axis_label, title=title,

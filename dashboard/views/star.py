@@ -27,8 +27,8 @@ from core.labels import display_name
 from core.models import applicability as AP
 from core.models import get_family
 
-from .. import data
-from ..figures.lines import filter_lines, line_label
+from .. import data, deferred
+from ..figures.lines import filter_lines
 from ..figures.spectrum import DATA_TOP, SpectrumFigure
 from ..spectra import (
     csv_bytes,
@@ -187,10 +187,7 @@ class StarView(pn.viewable.Viewer):
                                            css_classes=["ss-applicability"])
 
     def _line_names(self) -> list[str]:
-        if self._lines is None:
-            return []
-        named = self._lines[self._lines["kind"] != "molecular"]
-        return [f"{line_label(r)} {r['wavelength_vac']:.2f}" for _, r in named.iterrows()]
+        return data.line_names() if self._lines is not None else []
 
     # -- updates ------------------------------------------------------------------------------
     def _on_focus(self, *events) -> None:
@@ -447,6 +444,7 @@ class StarView(pn.viewable.Viewer):
                       self.latent_table, width=360),
             gap="0px 16px", sizing_mode="stretch_width")
         items = [lines_note] if lines_note is not None else []
+        # below the plot: filled once the page is shown (a new page draws its spectrum first)
+        below = deferred.slot(lambda: [more, tables], css_classes=["ss-star-below"])
         return pn.Column(*items, controls, self.empty, self.applicability, self.figure.pane,
-                         self.res_info, more,
-                         tables, sizing_mode="stretch_width")
+                         self.res_info, below, sizing_mode="stretch_width")
