@@ -13,7 +13,9 @@ already served, and times in the page itself (``performance.now()``), over ``--r
 * ``--sessions N``: N browser contexts opened at once: time-to-usable per session, server CPU
   seconds per session (/proc/<pid>/stat) and the server's RSS before, at peak and after closing
   (sampled until it settles: Bokeh discards a closed session up to ~30 s after its websocket
-  goes).  ``--load-only`` runs this alone and replaces just the ``load`` section of ``--out``.
+  goes).  ``--load-only`` runs this alone and replaces just the ``load`` section of ``--out``;
+  ``--corner-only`` measures just the Catalog's first corner (each repeat in a fresh session,
+  the first right after the server started) and the box selects, and replaces just those.
 
 "Drawn" is detected in the page (see ``DRAWN`` in the JSON): a Bokeh document change event
 (``Document.on_change``) on the model that shows the result, then the next
@@ -193,6 +195,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--load-only", action="store_true",
                     help="only the load mode; replaces the 'load' section of --out, keeping "
                          "the rest")
+    ap.add_argument("--corner-only", action="store_true",
+                    help="only the Catalog's first corner (--repeats fresh sessions) and box "
+                         "selects; replaces those entries of --out, keeping the rest")
     ap.add_argument("--clients", choices=("browser", "bokeh"), default="browser",
                     help="load mode sessions: chromium pages (time to the spectrum drawn) or "
                          "Bokeh client sessions (no browser: the server's side alone; written "
@@ -206,6 +211,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         ap.error("--repeats and --sessions must be at least 1")
     if args.skip_load and args.load_only:
         ap.error("--skip-load and --load-only exclude each other")
+    if args.corner_only and args.load_only:
+        ap.error("--corner-only and --load-only exclude each other")
     if args.url and not args.store:
         ap.error("--url needs --store (the star IDs to open)")
     return args
@@ -539,6 +546,44 @@ def _load_line(ld: dict) -> str:
             f"failed {ld['failed']}")
 
 
+def merge_corner(path: Path, result: dict) -> dict:
+    """The JSON at ``path`` with its corner and box-select entries (and the machine's load
+    during their run) replaced by ``result``'s; ``result`` alone when there is no such file."""
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        old = {}
+    keys = ("catalog_first_corner_ms", "box_select_ms")
+    new = {k: {**result[k], "when": result["when"], "machine_load_average": {
+        "start": result["machine"]["load_average_start"],
+        "end": result["machine"]["load_average_end"]}} for k in keys}
+    return {**old, **new} if old else {**result, **new}
+
+
+def corner_sessions(browser, url: str, stars: list[str], repeats: int, n_total: int,
+                    shots: Path) -> dict:
+    """The Catalog's first corner in ``repeats`` fresh sessions (the first one right after the
+    server's start, as the first user after a restart meets it) and, in the first session,
+    ``repeats`` box selects."""
+    firsts, boxes, n_fig = [], [], 0
+    for i in range(repeats):
+        ctx, page = _new_page(browser)
+        page.goto(f"{url}?star={_quoted(stars[(2 + i) % len(stars)])}", timeout=TIMEOUT_MS)
+        _wait_usable(page)
+        page.wait_for_timeout(500)
+        t, n_fig = catalog_first(page)
+        firsts.append(t)
+        if i == 0:
+            page.wait_for_timeout(1500)
+            page.screenshot(path=shots / "catalog.png", full_page=True)
+            boxes = box_select(page, repeats, n_total, shots)
+        ctx.close()
+    return {"catalog_first_corner_ms": {**summary(firsts), "panels": n_fig,
+                                        "first_after_server_start": round(firsts[0], 1),
+                                        "all": [round(t, 1) for t in firsts]},
+            "box_select_ms": {**summary(boxes), "all": [round(t, 1) for t in boxes]}}
+
+
 def merge_load(path: Path, result: dict, name: str = "load") -> dict:
     """The JSON at ``path`` with its ``name`` section replaced by ``result``'s ``load`` (the
     store and time of the load run go inside it); that alone when there is no such file."""
@@ -590,6 +635,11 @@ def run(args) -> dict:
                                    load(browser, url, stars, args.sessions, pid))
                     browser.close()
                     return {"store": _store_note(args, store, ids), **res}
+                if args.corner_only:
+                    res.update(corner_sessions(browser, url, stars, args.repeats, len(ids),
+                                               shots))
+                    browser.close()
+                    return _result(args, load_start, store, ids, res)
                 res["cold_star_ms"] = summary(cold_star(browser, url, stars, args.repeats, shots))
 
                 ctx, page = _new_page(browser)
@@ -630,6 +680,10 @@ def run(args) -> dict:
                 browser.close()
         finally:
             bl.stop_server(proc, fh)
+    return _result(args, load_start, store, ids, res)
+
+
+def _result(args, load_start, store, ids, res: dict) -> dict:
     return {
         "bench": "browser", "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
@@ -656,6 +710,10 @@ def main(argv=None) -> dict:
         section = "load_bokeh_clients" if args.clients == "bokeh" else "load"
         result = merge_load(Path(args.out), result, section)
         print(_load_line(result[section]))
+    elif args.corner_only:
+        result = merge_corner(Path(args.out), result)
+        for k in ("catalog_first_corner_ms", "box_select_ms"):
+            print(k, {n: v for n, v in result[k].items() if n != "machine_load_average"})
     else:
         print(_table(result))
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

@@ -1,7 +1,13 @@
-"""Corner-plot numbers: datashader aggregates of catalog column pairs and 1-D histograms.
+"""Corner-plot numbers: aggregates of catalog column pairs (star counts or a column's mean
+per pixel, as datashader's ``Canvas.points`` makes them) and 1-D histograms.
 
-Pure numpy/pandas/datashader (no Panel, no Bokeh), so the bench times exactly what the
-Catalog view computes on every zoom and brush.
+Pure numpy/pandas (no Panel, no Bokeh), so the bench times exactly what the Catalog view
+computes on every zoom and brush.  The aggregation is numpy's ``bincount`` over pixel indices
+rather than datashader's numba kernels: those were compiled on first use in each server
+process, once per pair of column dtypes (12-18 s before the first corner after a restart on
+the 2-core machine), for no faster counting (bench/dashboard.py).  The pixel index of every
+star in each column of a shared frame is cached per display range, so a selection's panels
+are counted from the cached indices of its rows.
 """
 
 from __future__ import annotations
@@ -11,8 +17,6 @@ import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 
-import datashader as ds
-import datashader.transfer_functions as tf
 import numpy as np
 import pandas as pd
 
@@ -55,6 +59,10 @@ class Aggregate:
 _SHARED: dict[int, weakref.ref] = {}
 _CACHE: OrderedDict = OrderedDict()
 CACHE_SIZE = 512  # aggregates (a 180×180 float32 image each: ~130 kB; 512 → ≤ 66 MB)
+#: pixel indices of a shared frame's columns per display range (int16: 1.5 MB per column
+#: of the 733,901-row allStar; 36 → ≤ 53 MB)
+_PIXELS: OrderedDict = OrderedDict()
+PIXELS_SIZE = 36
 _LOCK = threading.Lock()
 
 
@@ -67,8 +75,9 @@ def share(frame: pd.DataFrame) -> pd.DataFrame:
         with _LOCK:
             if _SHARED.get(key) is _ref:
                 del _SHARED[key]
-            for k in [k for k in _CACHE if k[0] == key]:
-                del _CACHE[k]
+            for cache in (_CACHE, _PIXELS):
+                for k in [k for k in cache if k[0] == key]:
+                    del cache[k]
 
     with _LOCK:
         _SHARED[key] = weakref.ref(frame, forget)
@@ -79,23 +88,59 @@ def cache_info() -> dict:
     return {"shared_frames": len(_SHARED), "aggregates": len(_CACHE)}
 
 
+def pixel_index(values: np.ndarray, lo: float, hi: float, n: int) -> np.ndarray:
+    """Each value's pixel (0 … n-1) on [lo, hi], as datashader bins (the upper edge falls in
+    the last pixel); -1 for values outside or NaN."""
+    dtype = np.int16 if n < 32_000 else np.int32
+    if not hi > lo:
+        return np.full(np.shape(values), -1, dtype=dtype)
+    pix = np.asarray(values, dtype=np.float64) - lo  # a copy: the frame is not touched
+    pix *= n / (hi - lo)
+    with np.errstate(invalid="ignore"):
+        outside = ~((pix >= 0) & (pix <= n))  # NaN: outside
+    np.minimum(pix, n - 1, out=pix)
+    pix[outside] = -1
+    return pix.astype(dtype)
+
+
+def _column_pixels(frame: pd.DataFrame, col: str, lo: float, hi: float, n: int) -> np.ndarray:
+    """:func:`pixel_index` of a column, cached for a :func:`share`d frame (read only)."""
+    ref = _SHARED.get(id(frame))
+    if ref is None or ref() is not frame:
+        return pixel_index(frame[col].to_numpy(), lo, hi, n)
+    key = (id(frame), col, lo, hi, int(n))
+    with _LOCK:
+        hit = _PIXELS.get(key)
+        if hit is not None:
+            _PIXELS.move_to_end(key)
+            return hit
+    hit = pixel_index(frame[col].to_numpy(), lo, hi, n)
+    hit.flags.writeable = False
+    with _LOCK:
+        _PIXELS[key] = hit
+        while len(_PIXELS) > PIXELS_SIZE:
+            _PIXELS.popitem(last=False)
+    return hit
+
+
 def aggregate(frame: pd.DataFrame, xcol: str, ycol: str, x_range, y_range,
               width: int = PANEL_BINS, height: int = PANEL_BINS, color: str | None = None,
-              ) -> Aggregate:
+              rows: np.ndarray | None = None) -> Aggregate:
     """Star counts (``color`` None) or the mean of ``color`` per pixel; empty pixels are NaN.
-    Cached for a :func:`share`d frame (each caller gets its own copy of the image)."""
+    ``rows``: of these rows of ``frame`` only.  Cached for a :func:`share`d frame and all its
+    rows (each caller gets its own copy of the image)."""
     x0, x1 = sorted(map(float, x_range))
     y0, y1 = sorted(map(float, y_range))
     ref = _SHARED.get(id(frame))
-    if ref is None or ref() is not frame:
-        return _aggregate(frame, xcol, ycol, x0, x1, y0, y1, width, height, color)
+    if rows is not None or ref is None or ref() is not frame:
+        return _aggregate(frame, xcol, ycol, x0, x1, y0, y1, width, height, color, rows)
     key = (id(frame), xcol, ycol, x0, x1, y0, y1, int(width), int(height), color)
     with _LOCK:
         hit = _CACHE.get(key)
         if hit is not None:
             _CACHE.move_to_end(key)
     if hit is None:
-        hit = _aggregate(frame, xcol, ycol, x0, x1, y0, y1, width, height, color)
+        hit = _aggregate(frame, xcol, ycol, x0, x1, y0, y1, width, height, color, None)
         with _LOCK:
             _CACHE[key] = hit
             while len(_CACHE) > CACHE_SIZE:
@@ -103,47 +148,117 @@ def aggregate(frame: pd.DataFrame, xcol: str, ycol: str, x_range, y_range,
     return replace(hit, image=hit.image.copy())
 
 
-def _aggregate(frame, xcol, ycol, x0, x1, y0, y1, width, height, color) -> Aggregate:
-    cvs = ds.Canvas(plot_width=int(width), plot_height=int(height), x_range=(x0, x1),
-                    y_range=(y0, y1))
-    agg = cvs.points(frame, xcol, ycol, agg=ds.count() if color is None else ds.mean(color))
-    if color is None and float(agg.values.sum()) < SPARSE_STARS:
-        agg = tf.spread(agg, px=1, how="max")
-    image = np.asarray(agg.values, dtype=np.float32)
+def _counts(frame, xcol, ycol, x0, x1, y0, y1, width, height, rows, weights=None):
+    """Per-pixel star counts (and sums of ``weights``) as flat arrays of width × height."""
+    xi = _column_pixels(frame, xcol, x0, x1, width)
+    yi = _column_pixels(frame, ycol, y0, y1, height)
+    if rows is not None:
+        xi, yi = xi[rows], yi[rows]
+        if weights is not None:
+            weights = weights[rows]
+    ok = (xi >= 0) & (yi >= 0)
+    if weights is not None:
+        ok &= np.isfinite(weights)  # as datashader's mean: a NaN value is not counted
+    flat = yi[ok].astype(np.intp) * int(width) + xi[ok]
+    size = int(width) * int(height)
+    counts = np.bincount(flat, minlength=size)
+    sums = None if weights is None else np.bincount(flat, weights=weights[ok], minlength=size)
+    return counts, sums
+
+
+def _aggregate(frame, xcol, ycol, x0, x1, y0, y1, width, height, color, rows) -> Aggregate:
+    shape = (int(height), int(width))
     if color is None:
+        counts, _ = _counts(frame, xcol, ycol, x0, x1, y0, y1, width, height, rows)
+        image = counts.reshape(shape).astype(np.float32)
+        if float(image.sum()) < SPARSE_STARS:
+            image = spread(image)
         image[image == 0] = np.nan  # no stars: transparent, not the colormap's low end
+    else:
+        weights = frame[color].to_numpy(np.float64)
+        counts, sums = _counts(frame, xcol, ycol, x0, x1, y0, y1, width, height, rows, weights)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            image = (sums / counts).reshape(shape).astype(np.float32)  # 0/0: NaN, empty
     return Aggregate(image, x0, y0, x1 - x0, y1 - y0)
+
+
+def spread(image: np.ndarray) -> np.ndarray:
+    """Each pixel the largest value of its 3 × 3 neighbourhood (isolated stars grow to 3 × 3
+    pixels; datashader's ``spread(px=1, how="max")``)."""
+    padded = np.pad(image, 1)
+    out = image.copy()
+    h, w = image.shape
+    for dy in range(3):
+        for dx in range(3):
+            np.maximum(out, padded[dy:dy + h, dx:dx + w], out=out)
+    return out
 
 
 #: Opacity of a subset's faintest occupied pixel (0-255): sparse regions stay visible.
 SUBSET_MIN_ALPHA = 110
 
 
-def subset_image(frames: list[pd.DataFrame], colours: list[str], xcol: str, ycol: str,
-                 x_range, y_range, width: int = PANEL_BINS, height: int = PANEL_BINS
-                 ) -> Aggregate:
+def _rgb(colour: str) -> tuple[int, int, int]:
+    c = colour.lstrip("#")
+    return int(c[0:2], 16), int(c[2:4], 16), int(c[4:6], 16)
+
+
+def _shade(counts: np.ndarray, colour: str) -> np.ndarray:
+    """Straight RGBA floats (0-1) of one subset: its colour, opacity by histogram-equalised
+    count from SUBSET_MIN_ALPHA (fewest stars) to opaque (most); empty pixels clear."""
+    rgba = np.zeros(counts.shape + (4,), dtype=np.float64)
+    occupied = counts > 0
+    if not occupied.any():
+        return rgba
+    values = counts[occupied]
+    levels, inverse = np.unique(values, return_inverse=True)
+    cdf = np.cumsum(np.bincount(inverse)) / values.size  # share of pixels at or below
+    rank = cdf[inverse]
+    lo = cdf[0]
+    level = (rank - lo) / (1 - lo) if lo < 1 else np.ones_like(rank)
+    low = SUBSET_MIN_ALPHA / 255
+    rgba[occupied, 3] = low + (1 - low) * level
+    rgba[occupied, :3] = np.array(_rgb(colour)) / 255
+    return rgba
+
+
+def _over(top: np.ndarray, under: np.ndarray) -> np.ndarray:
+    """``top`` composited over ``under`` (straight-alpha RGBA floats)."""
+    a_t, a_u = top[..., 3:], under[..., 3:]
+    a = a_t + a_u * (1 - a_t)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rgb = np.where(a > 0, (top[..., :3] * a_t + under[..., :3] * a_u * (1 - a_t)) / a, 0)
+    return np.concatenate([rgb, a], axis=-1)
+
+
+def subset_image(frames: list, colours: list[str], xcol: str, ycol: str,
+                 x_range, y_range, width: int = PANEL_BINS, height: int = PANEL_BINS,
+                 base: pd.DataFrame | None = None) -> Aggregate:
     """Several subsets' star counts in one RGBA image (``uint32``, Bokeh's ``image_rgba``):
-    each subset shaded in its own colour by datashader (opacity by histogram-equalised
-    count), later subsets drawn over earlier ones.  No star leaves the server."""
+    each subset shaded in its own colour (opacity by histogram-equalised count, as datashader's
+    ``shade(how="eq_hist")``), later subsets drawn over earlier ones.  A subset is a frame of
+    its rows, or, with ``base``, an array of row numbers of ``base`` (counted from its cached
+    pixel indices).  No star leaves the server."""
     x0, x1 = sorted(map(float, x_range))
     y0, y1 = sorted(map(float, y_range))
-    cvs = ds.Canvas(plot_width=int(width), plot_height=int(height), x_range=(x0, x1),
-                    y_range=(y0, y1))
-    layers = []
-    for frame, colour in zip(frames, colours, strict=True):
-        agg = cvs.points(frame, xcol, ycol, agg=ds.count())
-        if float(agg.values.sum()) == 0:
+    shape = (int(height), int(width))
+    out = np.zeros(shape + (4,), dtype=np.float64)
+    for sub, colour in zip(frames, colours, strict=True):
+        if base is None:
+            counts, _ = _counts(sub, xcol, ycol, x0, x1, y0, y1, width, height, None)
+            n = len(sub)
+        else:
+            counts, _ = _counts(base, xcol, ycol, x0, x1, y0, y1, width, height, sub)
+            n = len(sub)
+        counts = counts.reshape(shape).astype(np.float64)
+        if counts.sum() == 0:
             continue
-        img = tf.shade(agg, cmap=colour, how="eq_hist", min_alpha=SUBSET_MIN_ALPHA)
-        if len(frame) < SPARSE_STARS:
-            img = tf.spread(img, px=1)
-        layers.append(img)
-    if not layers:
-        image = np.zeros((int(height), int(width)), dtype=np.uint32)
-    else:
-        image = np.ascontiguousarray((tf.stack(*layers) if len(layers) > 1 else layers[0]).values,
-                                     dtype=np.uint32)
-    return Aggregate(image, x0, y0, x1 - x0, y1 - y0)
+        if n < SPARSE_STARS:
+            counts = spread(counts)
+        out = _over(_shade(counts, colour), out)
+    rgba = np.round(out * 255).astype(np.uint32)
+    image = rgba[..., 0] | (rgba[..., 1] << 8) | (rgba[..., 2] << 16) | (rgba[..., 3] << 24)
+    return Aggregate(np.ascontiguousarray(image, dtype=np.uint32), x0, y0, x1 - x0, y1 - y0)
 
 
 def histogram(values: np.ndarray, x_range, bins: int = HIST_BINS

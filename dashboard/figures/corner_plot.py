@@ -18,20 +18,34 @@ from functools import partial
 import numpy as np
 import pandas as pd
 import panel as pn
+from bokeh.core.properties import field
+from bokeh.core.property.validation import without_property_validation
 from bokeh.events import RangesUpdate, SelectionGeometry, Tap
 from bokeh.layouts import gridplot
 from bokeh.models import (
+    BasicTicker,
     BoxAnnotation,
     BoxSelectTool,
     ColorBar,
     ColumnDataSource,
     EqHistColorMapper,
+    GlyphRenderer,
+    Grid,
     HoverTool,
+    Image,
+    ImageRGBA,
     LassoSelectTool,
+    LinearAxis,
     LinearColorMapper,
     LogColorMapper,
+    MultiLine,
+    PanTool,
     PolyAnnotation,
+    Quad,
     Range1d,
+    ResetTool,
+    Scatter,
+    WheelZoomTool,
 )
 from bokeh.palettes import Greys256, Oranges256, Plasma256, Viridis256
 from bokeh.plotting import figure
@@ -78,6 +92,26 @@ def short_label(col: str) -> str:
     return axis_label(col).split(" [")[0]
 
 
+class _Panel(dict):
+    """One panel's models by name; its selection outlines ("highlight": a box, "outline": a
+    lasso, None on a histogram) are made when first asked for and drawn in the panel when
+    first shown (:meth:`CornerPlot._show`): most panels never show one."""
+
+    def __init__(self, items: dict, handles):
+        super().__init__(items)
+        self._handles = handles
+
+    def __missing__(self, key):
+        if key == "highlight":
+            made = BoxAnnotation(**OUTLINE_STYLE, handles=self._handles)
+        elif key == "outline":
+            made = None if self["y"] is None else PolyAnnotation(**OUTLINE_STYLE)
+        else:
+            raise KeyError(key)
+        self[key] = made
+        return made
+
+
 class CornerPlot:
     """One corner plot's Bokeh models and the server-side work behind them."""
 
@@ -102,6 +136,11 @@ class CornerPlot:
         self.refresh()
 
     # -- models -----------------------------------------------------------------------------
+    # Built from Bokeh's plain models (GlyphRenderer, LinearAxis …), not figure()'s helpers: a
+    # corner of 6 columns is 21 plots, and figure()'s extra models (title, hidden axes and grids, copied
+    # selection glyphs, a dummy renderer for the select tools, annotations never shown) were
+    # ~1,650 models per session, whose construction, serialisation and BokehJS views were most
+    # of the wait for the first corner.  Outlines of a selection are added on first use.
     def _mapper(self, selected: bool):
         if self.color:
             lo, hi = self.color_range
@@ -115,79 +154,100 @@ class CornerPlot:
     def _figure(self, xcol: str, ycol: str | None, i: int, j: int):
         k = len(self.cols)
         y_range = self.ranges[ycol] if ycol else Range1d(0, 1)
+        # a figure without figure()'s own axes, grids and tools (a Bokeh "Figure" in the page)
         fig = figure(frame_width=PANEL_PX, frame_height=PANEL_PX, x_range=self.ranges[xcol],
-                     y_range=y_range, tools="pan,wheel_zoom,reset,save",
-                     active_scroll="wheel_zoom", min_border=4, toolbar_location=None,
-                     output_backend="canvas",
-                     # room for the axes kept on every panel of the first column / last row, so
-                     # the frames line up whatever the tick labels' widths
-                     min_border_left=64 if j == 0 else 4, min_border_bottom=58 if i == k - 1 else 4)
-        dummy = fig.scatter([], [], alpha=0)  # select tools need a renderer to talk to
-        # histograms use the box's x-span only, so they get no lasso
-        box = BoxSelectTool(dimensions="both", renderers=[dummy], persistent=False)
-        fig.add_tools(box)
+                     y_range=y_range, title=None, toolbar_location=None, tools="",
+                     x_axis_type=None, y_axis_type=None, output_backend="canvas", min_border=4,
+                     # room for the axes of the first column / last row, so the frames line up
+                     # whatever the tick labels' widths
+                     min_border_left=64 if j == 0 else 4,
+                     min_border_bottom=58 if i == k - 1 else 4)
+        xticks = self._tickers[xcol]
+        yticks = self._tickers[ycol] if ycol else self._hist_ticker
+        fig.add_layout(Grid(dimension=0, ticker=xticks, grid_line_alpha=0.25), "center")
+        fig.add_layout(Grid(dimension=1, ticker=yticks, grid_line_alpha=0.25), "center")
+        if i == k - 1:
+            fig.add_layout(LinearAxis(ticker=xticks, axis_label=axis_label(xcol),
+                                      major_label_orientation=0.6), "below")
+        if j == 0:
+            fig.add_layout(LinearAxis(ticker=yticks,
+                                      axis_label=axis_label(ycol) if ycol else "stars"), "left")
+        return fig
+
+    def _tools(self, fig, target, xcol: str, ycol: str | None) -> dict:
+        """Box select (active), lasso (off-diagonal), pan, wheel zoom, reset; the select
+        tools report their shapes through ``target`` (the focused-star marker: a select tool
+        needs a renderer, and that one holds at most one point)."""
+        box = BoxSelectTool(dimensions="both", renderers=[target], persistent=False)
+        box.overlay.handles = self._handles
+        tools = [PanTool(), WheelZoomTool(), box, ResetTool()]
         if ycol:
             # only the finished polygon is sent (continuous=False): the server selects once
-            fig.add_tools(LassoSelectTool(renderers=[dummy], persistent=False, continuous=False))
+            tools.append(LassoSelectTool(renderers=[target], persistent=False, continuous=False))
+        fig.add_tools(*tools)
         fig.toolbar.active_drag = box  # the merged toolbar alone does not reach the figures
-        fig.xaxis.visible = i == k - 1
-        fig.yaxis.visible = j == 0
-        fig.xaxis.axis_label = axis_label(xcol)
-        if ycol:
-            fig.yaxis.axis_label = axis_label(ycol)
-        fig.grid.grid_line_alpha = 0.25
-        fig.xaxis.major_label_orientation = 0.6
-        highlight = BoxAnnotation(**OUTLINE_STYLE)
-        fig.add_layout(highlight)
-        outline = PolyAnnotation(**OUTLINE_STYLE) if ycol else None
-        if outline is not None:
-            fig.add_layout(outline)
+        fig.toolbar.active_scroll = tools[1]
         fig.on_event(SelectionGeometry, partial(self._on_geometry, xcol, ycol))
         fig.on_event(RangesUpdate, lambda e: self._reaggregate())
         if ycol:
             fig.on_event(Tap, partial(self._on_tap_event, xcol, ycol))
-        return fig, highlight, outline
+        return {"box": box}
 
+    @staticmethod
+    def _renderer(fig, source, glyph):
+        r = GlyphRenderer(data_source=source, glyph=glyph)
+        fig.renderers.append(r)
+        return r
+
+    def _image_panel(self, fig, xcol: str, ycol: str) -> dict:
+        p = {"base": ColumnDataSource(dict(EMPTY_IMAGE)), "sel": ColumnDataSource(dict(EMPTY_IMAGE)),
+             "subsets": ColumnDataSource(dict(EMPTY_IMAGE)),
+             "focus": ColumnDataSource({"x": [], "y": []}),
+             "base_map": self._mapper(False), "sel_map": self._mapper(True)}
+        img = {"image": "image", "x": "x", "y": "y", "dw": "dw", "dh": "dh"}
+        r = self._renderer(fig, p["base"], Image(**img, color_mapper=p["base_map"]))
+        self._renderer(fig, p["subsets"], ImageRGBA(**img))
+        self._renderer(fig, p["sel"], Image(**img, color_mapper=p["sel_map"]))
+        focus = self._renderer(fig, p["focus"], Scatter(
+            x="x", y="y", marker="circle", size=11, fill_alpha=0, line_color="#d62728",
+            line_width=2.2))
+        self._tools(fig, focus, xcol, ycol)
+        what = f"mean {axis_label(self.color)}" if self.color else "stars"
+        fig.add_tools(HoverTool(renderers=[r], tooltips=[
+            (axis_label(xcol), "$x{0.00}"), (axis_label(ycol), "$y{0.00}"),
+            (what, "@image{0.00}")]))
+        return p
+
+    def _hist_panel(self, fig, col: str) -> dict:
+        p = {"base": ColumnDataSource({"left": [], "right": [], "top": []}),
+             "sel": ColumnDataSource({"left": [], "right": [], "top": []}),
+             "subsets": ColumnDataSource({"xs": [], "ys": [], "color": []})}
+        bars = {"left": "left", "right": "right", "top": "top", "bottom": 0}
+        p["bars"] = Quad(**bars, fill_color=HIST_FILL, line_color=HIST_LINE)
+        target = self._renderer(fig, p["base"], p["bars"])
+        self._renderer(fig, p["sel"], Quad(**bars, fill_color="#e6550d", line_color="#c44a0b",
+                                           fill_alpha=0.8))
+        self._renderer(fig, p["subsets"], MultiLine(xs="xs", ys="ys", line_color=field("color"),
+                                                    line_width=2.2))
+        self._tools(fig, target, col, None)
+        return p
+
+    # The values below are fixed and known good: Bokeh's checks of each property (they format
+    # an error text for every dict they check) were a fifth of the build.
+    @without_property_validation
     def _build(self):
         k = len(self.cols)
+        self._tickers = {c: BasicTicker() for c in self.cols}
+        self._hist_ticker = BasicTicker()
+        self._handles = BoxAnnotation().handles  # one style for every box's (unused) handles
         grid = [[None] * k for _ in range(k)]
         for i, ycol in enumerate(self.cols):
             for j, xcol in enumerate(self.cols[: i + 1]):
                 diag = i == j
-                fig, highlight, outline = self._figure(xcol, None if diag else ycol, i, j)
-                p = {"fig": fig, "highlight": highlight, "outline": outline, "x": xcol,
-                     "y": None if diag else ycol}
-                if diag:
-                    p["base"] = ColumnDataSource({"left": [], "right": [], "top": []})
-                    p["sel"] = ColumnDataSource({"left": [], "right": [], "top": []})
-                    p["bars"] = fig.quad(left="left", right="right", top="top", bottom=0,
-                                         source=p["base"], fill_color=HIST_FILL,
-                                         line_color=HIST_LINE).glyph
-                    fig.quad(left="left", right="right", top="top", bottom=0, source=p["sel"],
-                             fill_color="#e6550d", line_color="#c44a0b", fill_alpha=0.8)
-                    p["subsets"] = ColumnDataSource({"xs": [], "ys": [], "color": []})
-                    fig.multi_line(xs="xs", ys="ys", line_color="color", line_width=2.2,
-                                   source=p["subsets"])
-                    fig.yaxis.axis_label = "stars"
-                else:
-                    p["base"] = ColumnDataSource(dict(EMPTY_IMAGE))
-                    p["sel"] = ColumnDataSource(dict(EMPTY_IMAGE))
-                    p["base_map"], p["sel_map"] = self._mapper(False), self._mapper(True)
-                    r = fig.image(image="image", x="x", y="y", dw="dw", dh="dh", source=p["base"],
-                                  color_mapper=p["base_map"])
-                    p["subsets"] = ColumnDataSource(dict(EMPTY_IMAGE))
-                    fig.image_rgba(image="image", x="x", y="y", dw="dw", dh="dh",
-                                   source=p["subsets"])
-                    fig.image(image="image", x="x", y="y", dw="dw", dh="dh", source=p["sel"],
-                              color_mapper=p["sel_map"])
-                    what = f"mean {axis_label(self.color)}" if self.color else "stars"
-                    fig.add_tools(HoverTool(renderers=[r], tooltips=[
-                        (axis_label(xcol), "$x{0.00}"), (axis_label(ycol), "$y{0.00}"),
-                        (what, "@image{0.00}")]))
-                    p["focus"] = ColumnDataSource({"x": [], "y": []})
-                    fig.scatter("x", "y", source=p["focus"], marker="circle", size=11,
-                                fill_alpha=0, line_color="#d62728", line_width=2.2)
-                self.panels[(xcol, xcol if diag else ycol)] = p
+                fig = self._figure(xcol, None if diag else ycol, i, j)
+                p = self._hist_panel(fig, xcol) if diag else self._image_panel(fig, xcol, ycol)
+                p.update(fig=fig, x=xcol, y=None if diag else ycol)
+                self.panels[(xcol, xcol if diag else ycol)] = _Panel(p, self._handles)
                 grid[i][j] = fig
         if self.color and k >= 2:
             grid[0][k - 1] = self._colorbar_figure()
@@ -200,44 +260,42 @@ class CornerPlot:
         return layout
 
     def _colorbar_figure(self):
-        fig = figure(frame_width=60, frame_height=PANEL_PX, toolbar_location=None,
-                     min_border=4, outline_line_color=None)
-        fig.axis.visible = False
-        fig.grid.visible = False
-        mapper = self._mapper(False)
-        fig.add_layout(ColorBar(color_mapper=mapper, title=f"mean {axis_label(self.color)}",
-                                width=12), "right")
-        fig.scatter([0], [0], alpha=0)
+        fig = figure(frame_width=60, frame_height=PANEL_PX, toolbar_location=None, title=None,
+                     tools="", x_axis_type=None, y_axis_type=None, min_border=4,
+                     outline_line_color=None, x_range=Range1d(0, 1), y_range=Range1d(0, 1))
+        fig.add_layout(ColorBar(color_mapper=self._mapper(False),
+                                title=f"mean {axis_label(self.color)}", width=12), "right")
         return fig
+
+    @staticmethod
+    def _show(p, key: str, **props) -> None:
+        """Show the panel's selection outline ``key`` (added to its plot on first use)."""
+        annotation = p[key]
+        if annotation not in p["fig"].center:
+            p["fig"].add_layout(annotation)
+        annotation.update(visible=True, **props)
 
     # -- aggregation ----------------------------------------------------------------------
     def _span(self, col: str) -> tuple[float, float]:
         r = self.ranges[col]
         return tuple(sorted((float(r.start), float(r.end))))
 
-    def _selected_frame(self) -> pd.DataFrame | None:
-        if self.rows is None:
-            return None
-        used = list(dict.fromkeys(self.cols + ([self.color] if self.color else [])))
-        return self.frame[used].take(self.rows)
-
-    def _subset_frames(self) -> list[pd.DataFrame]:
-        """The shown subsets' rows (the plotted columns only), cached per subset mask."""
-        used = list(self.cols)
-        frames = []
+    def _subset_frames(self) -> list[np.ndarray]:
+        """The shown subsets' row numbers, cached per subset mask."""
+        rows = []
         for name, mask, _ in self.subset_items:
             cached = self._subset_cache.get(name)
             if cached is None or cached[0] is not mask:
-                cached = (mask, self.frame[used].take(np.flatnonzero(mask)))
+                cached = (mask, np.flatnonzero(mask))
                 self._subset_cache[name] = cached
-            frames.append(cached[1])
-        return frames
+            rows.append(cached[1])
+        return rows
 
     def refresh(self, columns=None, base: bool = True, selection: bool = True,
                 subsets: bool = True) -> None:
         """Re-aggregate the panels that involve ``columns`` (all when None): the ``base``
         layer, the ``selection`` and the ``subsets``, as asked."""
-        sel = self._selected_frame() if selection else None
+        sel = self.rows if selection else None
         subs = self._subset_frames() if subsets else None
         with pn.io.hold():
             for (xcol, ycol), p in self.panels.items():
@@ -258,7 +316,7 @@ class CornerPlot:
             if sel is None:
                 p["sel"].data = dict(EMPTY_IMAGE)
             else:
-                a = corner.aggregate(sel, xcol, ycol, xr, yr, color=self.color)
+                a = corner.aggregate(self.frame, xcol, ycol, xr, yr, color=self.color, rows=sel)
                 p["sel"].data = {"image": [a.image], "x": [a.x0], "y": [a.y0], "dw": [a.dw],
                                  "dh": [a.dh]}
         if subs is not None:
@@ -266,7 +324,7 @@ class CornerPlot:
                 p["subsets"].data = dict(EMPTY_IMAGE)
             else:
                 a = corner.subset_image(subs, [c for _, _, c in self.subset_items], xcol, ycol,
-                                        xr, yr)
+                                        xr, yr, base=self.frame)
                 p["subsets"].data = {"image": [a.image], "x": [a.x0], "y": [a.y0],
                                      "dw": [a.dw], "dh": [a.dh]}
         # the whole catalog turns grey under a selection or subsets, which carry the colour
@@ -283,12 +341,13 @@ class CornerPlot:
             if sel is None:
                 p["sel"].data = {"left": [], "right": [], "top": []}
             else:
-                c, e = corner.histogram(sel[col].to_numpy(), xr)
+                c, e = corner.histogram(self.frame[col].to_numpy()[sel], xr)
                 p["sel"].data = {"left": e[:-1], "right": e[1:], "top": c}
         if subs is not None:
             xs, ys, colours = [], [], []
-            for frame, (_, _, colour) in zip(subs, self.subset_items, strict=True):
-                c, e = corner.histogram(frame[col].to_numpy(), xr)
+            values = self.frame[col].to_numpy()
+            for rows, (_, _, colour) in zip(subs, self.subset_items, strict=True):
+                c, e = corner.histogram(values[rows], xr)
                 xs.append(np.repeat(e, 2)[1:-1].tolist())  # a step outline of the bins
                 ys.append(np.repeat(c, 2).astype(float).tolist())
                 colours.append(colour)
@@ -319,21 +378,20 @@ class CornerPlot:
             for key, p in self.panels.items():
                 here = rows is not None and key == panel
                 keep = rows is not None and keep_boxes
-                hl, outline = p["highlight"], p["outline"]
                 if here and box is not None:
                     edges = {"left": min(box[0], box[1]), "right": max(box[0], box[1])}
                     if p["y"] is not None:
                         edges.update(bottom=min(box[2], box[3]), top=max(box[2], box[3]))
-                    hl.update(visible=True, **edges)
-                elif not keep:
-                    hl.visible = False
-                if outline is None:
+                    self._show(p, "highlight", **edges)
+                elif not keep and p.get("highlight") is not None:
+                    p["highlight"].visible = False  # only outlines made so far
+                if p["y"] is None:
                     continue
                 if here and lasso is not None:
-                    outline.update(visible=True, xs=[float(v) for v in lasso[0]],
-                                   ys=[float(v) for v in lasso[1]])
-                elif not keep:
-                    outline.visible = False
+                    self._show(p, "outline", xs=[float(v) for v in lasso[0]],
+                               ys=[float(v) for v in lasso[1]])
+                elif not keep and p.get("outline") is not None:
+                    p["outline"].visible = False
             self.refresh(base=False, subsets=False)
 
     def mark_star(self, row: int | None) -> None:
