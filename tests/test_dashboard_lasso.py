@@ -184,9 +184,12 @@ def test_lasso_selects_the_stars_inside_and_outlines_itself(view):
     np.testing.assert_array_equal(sel.rows, np.flatnonzero(inside))
     assert sel.description == "lasso on Teff–log g (3 vertices)"
     assert f"**{sel.count:,}** of 60 stars selected" in view.count.object
+    # the lasso alone is drawn, in its own panel, as the polygon it was
+    assert view.plot.outlines == {("TEFF", "LOGG"): ("lasso", tx, ty)}
     panel = view.plot.panels[("TEFF", "LOGG")]
-    assert panel["outline"].visible and list(panel["outline"].xs) == tx
-    assert not any(p["highlight"].visible for p in view.plot.panels.values())
+    assert panel["outline"].data["xs"] == [tx] and panel["outline"].data["ys"] == [ty]
+    assert all(p["outline"].data["xs"] == [] for k, p in view.plot.panels.items()
+               if k != ("TEFF", "LOGG"))
     assert all(len(p["sel"].data["image"]) == 1
                for p in view.plot.panels.values() if p["y"] is not None)
 
@@ -205,19 +208,25 @@ def test_lasso_narrows_a_box_and_a_new_box_replaces_both(view):
     np.testing.assert_array_equal(view.selection.rows, np.flatnonzero(expected))
     assert view.selection.description.count("; ") == 2
     assert view.selection.description.endswith("lasso on Teff–log g (4 vertices)")
-    panels = view.plot.panels
-    assert panels[("FE_H", "FE_H")]["highlight"].visible
-    assert panels[("TEFF", "LOGG")]["outline"].visible and panels[("LOGG", "FE_H")]["outline"].visible
+    panels, outlines = view.plot.panels, view.plot.outlines
+    # the histogram's span (its full height), and both lassos, each in its panel
+    top = panels[("FE_H", "FE_H")]["fig"].y_range.end
+    assert outlines[("FE_H", "FE_H")] == ("box", [-0.4, 0.3, 0.3, -0.4], [0, 0, top, top])
+    assert outlines[("TEFF", "LOGG")][0] == outlines[("LOGG", "FE_H")][0] == "lasso"
+    assert len(outlines) == 3
+    drawn = {k for k, p in panels.items() if p["outline"].data["xs"]}
+    assert drawn == set(outlines)
 
     view.mode = "new shape replaces"
     view.select_box("TEFF", "LOGG", (4000, 5000, 1.0, 3.0))
-    assert not any(p["outline"].visible for p in panels.values() if p["outline"] is not None)
+    assert view.plot.outlines == {("TEFF", "LOGG"): ("box", [4000, 5000, 5000, 4000],
+                                                     [1.0, 1.0, 3.0, 3.0])}
     assert "lasso" not in view.selection.description
     view.select_lasso("TEFF", "LOGG", xs, ys)
-    assert not panels[("TEFF", "LOGG")]["highlight"].visible
+    assert view.plot.outlines == {("TEFF", "LOGG"): ("lasso", xs, ys)}  # the box is gone
     view.clear_selection()
-    assert not view.selection.active
-    assert not any(p["outline"].visible for p in panels.values() if p["outline"] is not None)
+    assert not view.selection.active and view.plot.outlines == {}
+    assert not any(p["outline"].data["xs"] for p in panels.values())
 
 
 def test_a_finished_lasso_event_selects_and_other_events_do_not(view):

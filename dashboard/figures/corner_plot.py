@@ -40,11 +40,12 @@ from bokeh.models import (
     LogColorMapper,
     MultiLine,
     PanTool,
-    PolyAnnotation,
+    Patches,
     Quad,
     Range1d,
     ResetTool,
     Scatter,
+    UnionRenderers,
     WheelZoomTool,
 )
 from bokeh.palettes import Greys256, Oranges256, Plasma256, Viridis256
@@ -68,7 +69,8 @@ HIST_FILL_UNDER, HIST_LINE_UNDER = "#d4d4d4", "#bdbdbd"
 SELECTED_COUNT = list(reversed(Oranges256[:200]))
 #: How the box or lasso behind the selection stays drawn in its panel.
 OUTLINE_STYLE = {"fill_color": "#e6550d", "fill_alpha": 0.08, "line_color": "#e6550d",
-                 "line_width": 1.5, "line_dash": "dashed", "visible": False}
+                 "line_width": 1.5, "line_dash": "dashed"}
+EMPTY_OUTLINE = {"xs": [], "ys": []}
 
 
 def axis_label(col: str) -> str:
@@ -92,26 +94,6 @@ def short_label(col: str) -> str:
     return axis_label(col).split(" [")[0]
 
 
-class _Panel(dict):
-    """One panel's models by name; its selection outlines ("highlight": a box, "outline": a
-    lasso, None on a histogram) are made when first asked for and drawn in the panel when
-    first shown (:meth:`CornerPlot._show`): most panels never show one."""
-
-    def __init__(self, items: dict, handles):
-        super().__init__(items)
-        self._handles = handles
-
-    def __missing__(self, key):
-        if key == "highlight":
-            made = BoxAnnotation(**OUTLINE_STYLE, handles=self._handles)
-        elif key == "outline":
-            made = None if self["y"] is None else PolyAnnotation(**OUTLINE_STYLE)
-        else:
-            raise KeyError(key)
-        self[key] = made
-        return made
-
-
 class CornerPlot:
     """One corner plot's Bokeh models and the server-side work behind them."""
 
@@ -130,6 +112,8 @@ class CornerPlot:
         self.color_range = (corner.finite_range(frame[color].to_numpy(), 1, 99, 0)
                             if color else None)
         self.panels: dict[tuple[str, str], dict] = {}
+        #: panel → ("box" | "lasso", xs, ys): the shapes behind the selection, drawn in them
+        self.outlines: dict[tuple[str, str], tuple[str, list, list]] = {}
         self._reaggregate = Throttle(self._refresh_changed, 0.1)
         self._seen = {c: self._span(c) for c in cols}
         self.layout = self._build()
@@ -140,7 +124,7 @@ class CornerPlot:
     # corner of 6 columns is 21 plots, and figure()'s extra models (title, hidden axes and grids, copied
     # selection glyphs, a dummy renderer for the select tools, annotations never shown) were
     # ~1,650 models per session, whose construction, serialisation and BokehJS views were most
-    # of the wait for the first corner.  Outlines of a selection are added on first use.
+    # of the wait for the first corner.
     def _mapper(self, selected: bool):
         if self.color:
             lo, hi = self.color_range
@@ -193,6 +177,9 @@ class CornerPlot:
             fig.on_event(Tap, partial(self._on_tap_event, xcol, ycol))
         return {"box": box}
 
+    def _source(self, data: dict) -> ColumnDataSource:
+        return ColumnDataSource(data, selection_policy=self._policy)
+
     @staticmethod
     def _renderer(fig, source, glyph):
         r = GlyphRenderer(data_source=source, glyph=glyph)
@@ -200,14 +187,16 @@ class CornerPlot:
         return r
 
     def _image_panel(self, fig, xcol: str, ycol: str) -> dict:
-        p = {"base": ColumnDataSource(dict(EMPTY_IMAGE)), "sel": ColumnDataSource(dict(EMPTY_IMAGE)),
-             "subsets": ColumnDataSource(dict(EMPTY_IMAGE)),
-             "focus": ColumnDataSource({"x": [], "y": []}),
+        src = self._source
+        p = {"base": src(dict(EMPTY_IMAGE)), "sel": src(dict(EMPTY_IMAGE)),
+             "subsets": src(dict(EMPTY_IMAGE)), "focus": src({"x": [], "y": []}),
+             "outline": src(dict(EMPTY_OUTLINE)),
              "base_map": self._mapper(False), "sel_map": self._mapper(True)}
         img = {"image": "image", "x": "x", "y": "y", "dw": "dw", "dh": "dh"}
         r = self._renderer(fig, p["base"], Image(**img, color_mapper=p["base_map"]))
         self._renderer(fig, p["subsets"], ImageRGBA(**img))
         self._renderer(fig, p["sel"], Image(**img, color_mapper=p["sel_map"]))
+        self._renderer(fig, p["outline"], Patches(xs="xs", ys="ys", **OUTLINE_STYLE))
         focus = self._renderer(fig, p["focus"], Scatter(
             x="x", y="y", marker="circle", size=11, fill_alpha=0, line_color="#d62728",
             line_width=2.2))
@@ -219,9 +208,10 @@ class CornerPlot:
         return p
 
     def _hist_panel(self, fig, col: str) -> dict:
-        p = {"base": ColumnDataSource({"left": [], "right": [], "top": []}),
-             "sel": ColumnDataSource({"left": [], "right": [], "top": []}),
-             "subsets": ColumnDataSource({"xs": [], "ys": [], "color": []})}
+        src = self._source
+        p = {"base": src({"left": [], "right": [], "top": []}),
+             "sel": src({"left": [], "right": [], "top": []}),
+             "subsets": src({"xs": [], "ys": [], "color": []}), "outline": src(dict(EMPTY_OUTLINE))}
         bars = {"left": "left", "right": "right", "top": "top", "bottom": 0}
         p["bars"] = Quad(**bars, fill_color=HIST_FILL, line_color=HIST_LINE)
         target = self._renderer(fig, p["base"], p["bars"])
@@ -229,6 +219,7 @@ class CornerPlot:
                                            fill_alpha=0.8))
         self._renderer(fig, p["subsets"], MultiLine(xs="xs", ys="ys", line_color=field("color"),
                                                     line_width=2.2))
+        self._renderer(fig, p["outline"], Patches(xs="xs", ys="ys", **OUTLINE_STYLE))
         self._tools(fig, target, col, None)
         return p
 
@@ -240,6 +231,7 @@ class CornerPlot:
         self._tickers = {c: BasicTicker() for c in self.cols}
         self._hist_ticker = BasicTicker()
         self._handles = BoxAnnotation().handles  # one style for every box's (unused) handles
+        self._policy = UnionRenderers()  # one (stateless) selection policy for every source
         grid = [[None] * k for _ in range(k)]
         for i, ycol in enumerate(self.cols):
             for j, xcol in enumerate(self.cols[: i + 1]):
@@ -247,7 +239,7 @@ class CornerPlot:
                 fig = self._figure(xcol, None if diag else ycol, i, j)
                 p = self._hist_panel(fig, xcol) if diag else self._image_panel(fig, xcol, ycol)
                 p.update(fig=fig, x=xcol, y=None if diag else ycol)
-                self.panels[(xcol, xcol if diag else ycol)] = _Panel(p, self._handles)
+                self.panels[(xcol, xcol if diag else ycol)] = p
                 grid[i][j] = fig
         if self.color and k >= 2:
             grid[0][k - 1] = self._colorbar_figure()
@@ -266,14 +258,6 @@ class CornerPlot:
         fig.add_layout(ColorBar(color_mapper=self._mapper(False),
                                 title=f"mean {axis_label(self.color)}", width=12), "right")
         return fig
-
-    @staticmethod
-    def _show(p, key: str, **props) -> None:
-        """Show the panel's selection outline ``key`` (added to its plot on first use)."""
-        annotation = p[key]
-        if annotation not in p["fig"].center:
-            p["fig"].add_layout(annotation)
-        annotation.update(visible=True, **props)
 
     # -- aggregation ----------------------------------------------------------------------
     def _span(self, col: str) -> tuple[float, float]:
@@ -329,7 +313,9 @@ class CornerPlot:
                                      "dw": [a.dw], "dh": [a.dh]}
         # the whole catalog turns grey under a selection or subsets, which carry the colour
         overlay = self.rows is not None or bool(self.subset_items)
-        p["base_map"].palette = LIGHT_GREYS if overlay else Viridis256
+        palette = LIGHT_GREYS if overlay else Viridis256
+        if list(p["base_map"].palette) != list(palette):  # Bokeh checks every colour set
+            p["base_map"].palette = palette
 
     def _draw_hist(self, p, col, sel, base, selection, subs) -> None:
         xr = self._span(col)
@@ -374,24 +360,27 @@ class CornerPlot:
         """Show ``rows`` as the selection; outline the ``box`` or the ``lasso`` (xs, ys) in the
         ``panel`` it was drawn in, keeping the other panels' outlines when ``keep_boxes``."""
         self.rows = rows
+        outlines = dict(self.outlines) if rows is not None and keep_boxes else {}
+        if rows is not None and panel in self.panels:
+            if box is not None:
+                x0, x1 = sorted(map(float, box[:2]))
+                if self.panels[panel]["y"] is None:  # a histogram's span: the full height
+                    y0, y1 = 0.0, float(self.panels[panel]["fig"].y_range.end)
+                else:
+                    y0, y1 = sorted(map(float, box[2:]))
+                outlines[panel] = ("box", [x0, x1, x1, x0], [y0, y0, y1, y1])
+            elif lasso is not None:
+                outlines[panel] = ("lasso", [float(v) for v in lasso[0]],
+                                   [float(v) for v in lasso[1]])
         with pn.io.hold():
+            # the outlines are glyph data, not annotations: changing an annotation's edges
+            # makes Bokeh re-walk every model of the page (~1 s here on each brush)
             for key, p in self.panels.items():
-                here = rows is not None and key == panel
-                keep = rows is not None and keep_boxes
-                if here and box is not None:
-                    edges = {"left": min(box[0], box[1]), "right": max(box[0], box[1])}
-                    if p["y"] is not None:
-                        edges.update(bottom=min(box[2], box[3]), top=max(box[2], box[3]))
-                    self._show(p, "highlight", **edges)
-                elif not keep and p.get("highlight") is not None:
-                    p["highlight"].visible = False  # only outlines made so far
-                if p["y"] is None:
-                    continue
-                if here and lasso is not None:
-                    self._show(p, "outline", xs=[float(v) for v in lasso[0]],
-                               ys=[float(v) for v in lasso[1]])
-                elif not keep and p.get("outline") is not None:
-                    p["outline"].visible = False
+                new, old = outlines.get(key), self.outlines.get(key)
+                if new != old:
+                    p["outline"].data = (dict(EMPTY_OUTLINE) if new is None else
+                                         {"xs": [new[1]], "ys": [new[2]]})
+            self.outlines = outlines
             self.refresh(base=False, subsets=False)
 
     def mark_star(self, row: int | None) -> None:
