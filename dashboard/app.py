@@ -240,18 +240,22 @@ class DashboardApp(param.Parameterized):
                 if ctx.status else ""), focus.param.spectrum, focus.param.source,
                 focus.param.star_id, ctx.param.status),
             css_classes=["ss-selected-star"], sizing_mode="stretch_width")
-        session_card, shortcuts = self._session_card(), self._shortcuts()
+        shortcuts = self._shortcuts()
         sidebar = [
             pn.pane.Markdown("### Dataset", margin=(0, 10)), dataset_card(ctx),
             pn.pane.Markdown("### Models", margin=(0, 10)), model_card(ctx),
             pn.pane.Markdown("### Star", margin=(0, 10)), selected,
-            # the star picker (its upload box), the session and the keys come once the page
-            # is shown: a new page's spectrum is drawn first
+            # the star picker (its upload box), the session and the list of keys come once
+            # the page is shown: a new page's spectrum is drawn first
             deferred.slot(lambda: [
                 self.picker,
-                pn.pane.Markdown("### Session", margin=(0, 10)), session_card,
-                pn.pane.Markdown("### Keys", margin=(0, 10)), shortcuts],
+                pn.pane.Markdown("### Session", margin=(0, 10)), self._session_card(),
+                pn.pane.Markdown("### Keys", margin=(0, 10)), pn.pane.Markdown(
+                    shortcuts.help_markdown(), css_classes=["ss-shortcuts"], margin=(0, 10),
+                    styles={"font-size": "85%", "color": "#555"})],
                 css_classes=["ss-sidebar-below"]),
+            # the keys themselves work from the first moment (an invisible listener)
+            shortcuts.listener,
         ]
         self.template = pn.template.FastListTemplate(
             title=TITLE + (" · mock survey" if ctx.is_mock else ""), sidebar=sidebar,
@@ -262,11 +266,16 @@ class DashboardApp(param.Parameterized):
         ctx.param.watch(self._notify, "message_count")
         self.tabs.param.watch(self._on_active, "active")
         self.param.watch(self._on_tab, "tab")
-        self._show_first_tab()
-        self._poll = None
-        if pn.state.location is not None:
+        served = pn.state.location is not None
+        if served:
             self._refused_star, self._url_busy = "", False
             self.param.watch(self._on_url_star, "star")
+            # the URL's star is focused before the first tab is built, which then draws it
+            # once (the URL sync below finds it focused already)
+            self.star = url_argument("star")
+        self._show_first_tab()
+        self._poll = None
+        if served:
             # the URL follows the focused star (its value now: a refused one was reverted)
             focus.param.watch(lambda e: self._url_busy or setattr(self, "star", focus.star_id),
                               "star_id")

@@ -192,6 +192,38 @@ def line_names() -> list[str]:
     return list(pn.state.as_cached(f"stellarscope-line-names:{_mtime(LINELIST_PATH)}", build))
 
 
+def line_columns(kinds, elements) -> tuple[pd.DataFrame, dict, dict] | None:
+    """(shown lines, marker columns, label columns) of the line list filtered to ``kinds``
+    and ``elements``, made once per process for each filter (a new page's default costs no
+    work); None without a line list.  Shared by sessions, so read-only: tuples and
+    non-writeable arrays (a source given them is replaced, never edited in place)."""
+    lines, _ = linelist()
+    if lines is None:
+        return None
+    kinds = None if kinds is None else tuple(sorted(kinds))
+    elements = tuple(sorted(elements or ()))
+
+    def frozen(cols: dict) -> dict:
+        out = {}
+        for k, v in cols.items():
+            if isinstance(v, np.ndarray):
+                v = v.copy()
+                v.setflags(write=False)
+                out[k] = v
+            else:
+                out[k] = tuple(v)
+        return out
+
+    def build():
+        from .figures.lines import filter_lines, label_columns, marker_columns
+
+        shown = filter_lines(lines, kinds, elements)
+        return shown, frozen(marker_columns(shown)), frozen(label_columns(shown))
+
+    key = f"stellarscope-line-columns:{_mtime(LINELIST_PATH)}:{kinds}:{elements}"
+    return pn.state.as_cached(key, build)
+
+
 def element_windows() -> pd.DataFrame | None:
     """The element windows of the shipped line list, or None when they cannot be read."""
     try:

@@ -232,6 +232,8 @@ def test_a_served_page_shows_its_spectrum_first_and_the_rest_once_shown(store):
         sidebar_below = [o for o in app.template.sidebar if "ss-sidebar-below" in
                          getattr(o, "css_classes", [])]
         assert len(sidebar_below) == 1 and sidebar_below[0].objects == []
+        # the keys work from the first moment: their listener is not deferred
+        assert any(o is app.shortcuts.listener for o in app.template.sidebar)
         pn.state._on_load(doc)  # the browser reports the page drawn
         assert len(below[0].objects) == 2
         shown = sidebar_below[0].select()

@@ -304,14 +304,18 @@ class SpectrumFigure:
         self.res_fig.visible = False
 
     # -- line markers -------------------------------------------------------------------------
-    def set_lines(self, lines: pd.DataFrame | None, fit_labels=None) -> None:
-        """Markers and labels for ``lines`` (a line-list frame; None or empty: none)."""
+    def set_lines(self, lines: pd.DataFrame | None, fit_labels=None,
+                  columns: tuple[dict, dict] | None = None) -> None:
+        """Markers and labels for ``lines`` (a line-list frame; None or empty: none);
+        ``columns``: their (marker, label) columns when already made
+        (:func:`dashboard.data.line_columns`)."""
         if lines is None or not len(lines):
             self.lines_src.data = {k: [] for k in LINE_COLUMNS}
             self.labels_all.data = {"x": [], "text": [], "color": [], "rank": []}
         else:
-            self.lines_src.data = marker_columns(lines, fit_labels)
-            self.labels_all.data = label_columns(lines)
+            markers, labels = columns or (marker_columns(lines, fit_labels), label_columns(lines))
+            self.lines_src.data = dict(markers)
+            self.labels_all.data = dict(labels)
         self.relabel()
 
     def relabel(self) -> None:

@@ -337,10 +337,16 @@ class StarView(pn.viewable.Viewer):
         self.latent_table.value = df
 
     def _update_lines(self) -> None:
-        self._shown_lines = filter_lines(self._lines, self.line_kinds, self.line_elements)
-        if self._shown_lines is not None:
-            with pn.io.hold():
-                self.figure.set_lines(self._shown_lines)
+        shared = data.line_columns(self.line_kinds, self.line_elements)
+        if shared is None:
+            self._shown_lines = filter_lines(self._lines, self.line_kinds, self.line_elements)
+            if self._shown_lines is not None:
+                with pn.io.hold():
+                    self.figure.set_lines(self._shown_lines)
+            return
+        self._shown_lines, markers, labels = shared
+        with pn.io.hold():
+            self.figure.set_lines(self._shown_lines, columns=(markers, labels))
 
     # -- zoom ---------------------------------------------------------------------------------
     def _on_zoom(self, event) -> None:
