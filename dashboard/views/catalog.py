@@ -41,6 +41,7 @@ from core.subsets import SubsetError, make_subset, range_expression, range_mask,
 
 from .. import corner, data
 from ..figures.corner_plot import CornerPlot, axis_label, short_label
+from ..jobs import JobRunner, session_doc
 from ..state import AppContext, FocusState, SelectionState, Session, SubsetState
 
 __all__ = ["CatalogView", "axis_label"]
@@ -93,6 +94,7 @@ class CatalogView(pn.viewable.Viewer):
                                      visible=not self.available)
         self.count = pn.pane.Markdown("", css_classes=["ss-selection-count"], margin=(5, 10))
         self.plot = None
+        self.jobs = JobRunner()
         #: called with the APOGEE_ID of a star opened here (a click in a panel or a row): the
         #: app shows it in the Star view
         self.on_open: list = []
@@ -167,7 +169,8 @@ class CatalogView(pn.viewable.Viewer):
         self.param.color_by.objects = ["count"] + columns
 
     def ensure_built(self) -> None:
-        """Build the corner plot the first time it is needed (it costs a second or two).
+        """Build the corner plot the first time it is needed (off the session's thread in a
+        served page: the other tabs stay usable meanwhile).
 
         No ``loading`` toggle on the Bokeh pane here: under concurrent sessions that toggle
         (Panel restyling the pane through its css classes) raised "List parameter
@@ -180,22 +183,45 @@ class CatalogView(pn.viewable.Viewer):
 
     # -- corner plot ----------------------------------------------------------------------
     def rebuild(self) -> None:
-        """(Re)build the corner plot for the chosen columns; the selection starts afresh."""
+        """(Re)build the corner plot for the chosen columns; the selection starts afresh.
+
+        In a served session the Bokeh models are made in a worker thread (they belong to no
+        document until shown) and shown on the session's thread, so building never blocks the
+        page's other tabs; a newer rebuild drops an older one still running."""
         cols = list(self.axes)
         self._reset_selection()
         if len(cols) < 2:
+            self.jobs.cancel("corner")
             self.plot = None
             self.corner_pane.object = None
             self.count.object = "Choose at least two columns for the corner plot."
             return
         color = None if self.color_by == "count" else self.color_by
         self.cnorm_select.visible = color is None  # a mean has its own scale and colour bar
-        self.plot = CornerPlot(self.frame, cols, color, self.cnorm, self.select_box,
-                               self.open_nearest, self.select_lasso,
-                               subsets=self._shown_items())
-        self.corner_pane.object = self.plot.layout
+        args = (self.frame, cols, color, self.cnorm, self.select_box, self.open_nearest,
+                self.select_lasso)
+        items = self._shown_items()
+        if session_doc() is None:
+            self._show_plot(CornerPlot(*args, subsets=items))
+            return
+        self.count.object = "Building the corner plot …"
+        self.jobs.submit(lambda: CornerPlot(*args, subsets=items), key="corner",
+                         on_done=self._show_plot, on_error=self._build_failed)
+
+    def _show_plot(self, plot: CornerPlot) -> None:
+        """Show a newly built corner plot, with what changed while it was being built."""
+        self.plot = plot
+        items = self._shown_items()
+        if [(n, m) for n, m, _ in items] != [(n, m) for n, m, _ in plot.subset_items]:
+            plot.set_subsets(items)
+        if self.selection.active:
+            plot.set_selection(self.selection.rows)
+        self.corner_pane.object = plot.layout
         self._mark_focus()
         self._update_count()
+
+    def _build_failed(self, exc: BaseException) -> None:
+        self.count.object = f"The corner plot could not be drawn: {html.escape(str(exc))}"
 
     def select_box(self, xcol: str, ycol: str | None, box) -> None:
         """Select the stars in a box of panel (xcol, ycol), or an x span of a histogram."""
