@@ -261,6 +261,47 @@ def subset_image(frames: list, colours: list[str], xcol: str, ycol: str,
     return Aggregate(np.ascontiguousarray(image, dtype=np.uint32), x0, y0, x1 - x0, y1 - y0)
 
 
+def _lut(palette) -> np.ndarray:
+    """A palette's colours as opaque little-endian RGBA ``uint32`` (Bokeh's ``image_rgba``)."""
+    rgb = np.array([_rgb(c) for c in palette], dtype=np.uint32)
+    return rgb[:, 0] | (rgb[:, 1] << 8) | (rgb[:, 2] << 16) | np.uint32(255 << 24)
+
+
+_LUTS: dict = {}
+
+
+def colorize(image: np.ndarray, palette, how: str = "eq_hist", span=None) -> np.ndarray:
+    """An aggregate coloured on the server, as Bokeh's colour mappers would in the browser:
+    ``how`` "linear" over ``span`` (default: the finite values' range), "log", or "eq_hist"
+    (histogram-equalised: each colour for about as many occupied pixels); NaN transparent.
+    The browser then only copies pixels (its own colour mapping of 15 panels took a second
+    on every brush here)."""
+    key = tuple(palette)
+    lut = _LUTS.get(key)
+    if lut is None:
+        lut = _LUTS[key] = _lut(palette)
+    v = np.asarray(image, dtype=np.float64)
+    finite = np.isfinite(v)
+    out = np.zeros(v.shape, dtype=np.uint32)
+    if not finite.any():
+        return out
+    vals = v[finite]
+    if how == "eq_hist":
+        _, inverse = np.unique(vals, return_inverse=True)
+        cdf = np.cumsum(np.bincount(inverse)) / vals.size
+        lo = cdf[0]
+        t = (cdf[inverse] - lo) / (1 - lo) if lo < 1 else np.ones(vals.size)
+    else:
+        lo, hi = (float(vals.min()), float(vals.max())) if span is None else map(float, span)
+        if how == "log":
+            vals = np.log(np.maximum(vals, 1e-300))
+            lo, hi = np.log(max(lo, 1e-300)), np.log(max(hi, 1e-300))
+        t = (vals - lo) / (hi - lo) if hi > lo else np.ones(vals.size)
+    idx = np.clip(np.floor(np.clip(t, 0, 1) * len(lut)), 0, len(lut) - 1).astype(np.intp)
+    out[finite] = lut[idx]
+    return out
+
+
 def histogram(values: np.ndarray, x_range, bins: int = HIST_BINS
               ) -> tuple[np.ndarray, np.ndarray]:
     """(counts, edges) of the finite values over ``x_range``."""

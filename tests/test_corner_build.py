@@ -147,3 +147,44 @@ def test_counts_and_means_match_datashader():
     # under 30,000 stars each occupied pixel also lights its 8 neighbours (sparse panels)
     image = corner.aggregate(frame, "x", "y", (0, 1), (0, 1), 37, 23, rows=rows).image
     np.testing.assert_array_equal(np.nan_to_num(image), corner.spread(want.astype(np.float32)))
+
+
+def test_panels_are_coloured_on_the_server_and_keep_their_numbers_for_hover(store):
+    from bokeh.models import HoverTool
+
+    view = new_view(store)
+    view.axes = ["TEFF", "LOGG"]
+    view.ensure_built()
+    p = view.plot.panels[("TEFF", "LOGG")]
+    data = p["base"].data
+    value, image = np.asarray(data["value"][0]), np.asarray(data["image"][0], dtype=np.uint32)
+    assert image.shape == value.shape
+    np.testing.assert_array_equal((image >> 24) > 0, np.isfinite(value))  # empty: clear
+    hover = next(t for t in p["fig"].tools if isinstance(t, HoverTool))
+    assert "@value" in hover.tooltips[-1][1]  # the counts, not the packed colours
+    view.select_box("TEFF", "LOGG", (4000, 5200, 1.0, 3.5))
+    grey = np.asarray(p["base"].data["image"][0], dtype=np.uint32)
+    shown = grey[(grey >> 24) > 0]
+    assert ((shown & 0xFF) == ((shown >> 16) & 0xFF)).all()
+    view.clear_selection()
+    again = np.asarray(p["base"].data["image"][0], dtype=np.uint32)
+    np.testing.assert_array_equal(again, image)  # back to the colours of before
+
+
+def test_colorize_equalises_scales_and_clears_empty_pixels():
+    from bokeh.palettes import Viridis256
+
+    rng = np.random.default_rng(2)
+    counts = np.floor(rng.lognormal(1, 1.2, (60, 60))).astype(np.float32) + 1
+    counts[:5] = np.nan
+    rgba = corner.colorize(counts, Viridis256, "eq_hist")
+    assert not (rgba[:5] >> 24).any() and ((rgba[5:] >> 24) == 255).all()
+    lut = corner._lut(Viridis256)
+    assert np.isin(rgba[5:], lut).all()
+    # histogram-equalised: the lower and the upper half of the palette hold similar shares
+    pos = {c: i for i, c in enumerate(lut.tolist())}
+    where = np.array([pos[c] for c in rgba[5:].ravel().tolist()])
+    assert 0.3 < (where < 128).mean() < 0.7
+    linear = corner.colorize(np.array([[0.0, 5.0, 10.0, 20.0]]), Viridis256, "linear", (0, 10))
+    assert linear[0, 0] == lut[0] and linear[0, 2] == lut[-1] == linear[0, 3]  # clipped
+    assert corner.colorize(np.full((2, 2), np.nan), Viridis256).sum() == 0

@@ -32,7 +32,6 @@ from bokeh.models import (
     GlyphRenderer,
     Grid,
     HoverTool,
-    Image,
     ImageRGBA,
     LassoSelectTool,
     LinearAxis,
@@ -190,12 +189,12 @@ class CornerPlot:
         src = self._source
         p = {"base": src(dict(EMPTY_IMAGE)), "sel": src(dict(EMPTY_IMAGE)),
              "subsets": src(dict(EMPTY_IMAGE)), "focus": src({"x": [], "y": []}),
-             "outline": src(dict(EMPTY_OUTLINE)),
-             "base_map": self._mapper(False), "sel_map": self._mapper(True)}
+             "outline": src(dict(EMPTY_OUTLINE))}
         img = {"image": "image", "x": "x", "y": "y", "dw": "dw", "dh": "dh"}
-        r = self._renderer(fig, p["base"], Image(**img, color_mapper=p["base_map"]))
+        # coloured on the server (corner.colorize): the browser only copies the pixels
+        r = self._renderer(fig, p["base"], ImageRGBA(**img))
         self._renderer(fig, p["subsets"], ImageRGBA(**img))
-        self._renderer(fig, p["sel"], Image(**img, color_mapper=p["sel_map"]))
+        self._renderer(fig, p["sel"], ImageRGBA(**img))
         self._renderer(fig, p["outline"], Patches(xs="xs", ys="ys", **OUTLINE_STYLE))
         focus = self._renderer(fig, p["focus"], Scatter(
             x="x", y="y", marker="circle", size=11, fill_alpha=0, line_color="#d62728",
@@ -204,7 +203,7 @@ class CornerPlot:
         what = f"mean {axis_label(self.color)}" if self.color else "stars"
         fig.add_tools(HoverTool(renderers=[r], tooltips=[
             (axis_label(xcol), "$x{0.00}"), (axis_label(ycol), "$y{0.00}"),
-            (what, "@image{0.00}")]))
+            (what, "@value{0.00}")]))
         return p
 
     def _hist_panel(self, fig, col: str) -> dict:
@@ -294,15 +293,18 @@ class CornerPlot:
         xr, yr = self._span(xcol), self._span(ycol)
         if base:
             a = corner.aggregate(self.frame, xcol, ycol, xr, yr, color=self.color)
-            p["base"].data = {"image": [a.image], "x": [a.x0], "y": [a.y0], "dw": [a.dw],
-                              "dh": [a.dh]}
+            p["values"] = a.image
+            p["palette"] = self._base_palette()
+            p["base"].data = {"image": [self._colour(a.image, p["palette"])], "value": [a.image],
+                              "x": [a.x0], "y": [a.y0], "dw": [a.dw], "dh": [a.dh]}
         if selection:
             if sel is None:
                 p["sel"].data = dict(EMPTY_IMAGE)
             else:
                 a = corner.aggregate(self.frame, xcol, ycol, xr, yr, color=self.color, rows=sel)
-                p["sel"].data = {"image": [a.image], "x": [a.x0], "y": [a.y0], "dw": [a.dw],
-                                 "dh": [a.dh]}
+                selected = Plasma256 if self.color else SELECTED_COUNT
+                p["sel"].data = {"image": [self._colour(a.image, selected)], "x": [a.x0],
+                                 "y": [a.y0], "dw": [a.dw], "dh": [a.dh]}
         if subs is not None:
             if not subs:
                 p["subsets"].data = dict(EMPTY_IMAGE)
@@ -311,11 +313,21 @@ class CornerPlot:
                                         xr, yr, base=self.frame)
                 p["subsets"].data = {"image": [a.image], "x": [a.x0], "y": [a.y0],
                                      "dw": [a.dw], "dh": [a.dh]}
-        # the whole catalog turns grey under a selection or subsets, which carry the colour
-        overlay = self.rows is not None or bool(self.subset_items)
-        palette = LIGHT_GREYS if overlay else Viridis256
-        if list(p["base_map"].palette) != list(palette):  # Bokeh checks every colour set
-            p["base_map"].palette = palette
+        palette = self._base_palette()
+        if p["palette"] is not palette:  # recoloured alone: the counts stay in the browser
+            p["palette"] = palette
+            p["base"].data.update(image=[self._colour(p["values"], palette)])
+
+    def _base_palette(self):
+        """The whole catalog turns grey under a selection or subsets, which carry the colour."""
+        return LIGHT_GREYS if self.rows is not None or self.subset_items else Viridis256
+
+    def _colour(self, image: np.ndarray, palette) -> np.ndarray:
+        """An aggregate in ``palette``: a mean over the colour column's range, counts by the
+        chosen count scale."""
+        if self.color:
+            return corner.colorize(image, palette, "linear", self.color_range)
+        return corner.colorize(image, palette, self.cnorm)
 
     def _draw_hist(self, p, col, sel, base, selection, subs) -> None:
         xr = self._span(col)
