@@ -1,13 +1,16 @@
-"""The catalog's corner plot: datashaded panels sharing one range per column, a linked
-box / lasso selection, named subsets in their own colours, the focused star marked in every
-panel.
+"""The catalog's corner plot: aggregated ("datashaded") panels sharing one range per column,
+a linked box / lasso selection, named subsets in their own colours, the focused star marked in
+every panel.
 
-Each off-diagonal panel is a datashader aggregate of every star (counts, or the mean of a
-chosen column) drawn as a Bokeh image that the browser colour-maps; no star is sent to the
-browser.  Zooming a column anywhere zooms it everywhere and re-aggregates the affected panels
-on the server (:mod:`dashboard.corner` holds the numerics).  Subsets are datashaded too: one
-RGBA image per panel holds every shown subset (each in its colour), and each histogram gets
-one outline per subset, so a subset of 700,000 stars costs what the base layer costs.
+Each off-diagonal panel is an aggregate of every star (counts, or the mean of a chosen column)
+coloured on the server and drawn as a Bokeh RGBA image (the numbers ride along for the hover);
+no star is sent to the browser, which only copies pixels.  Zooming a column anywhere zooms it
+everywhere and re-aggregates the affected panels on the server (:mod:`dashboard.corner` holds
+the numerics).  Subsets are aggregated too: one RGBA image per panel holds every shown subset
+(each in its colour), and each histogram gets one outline per subset, so a subset of 700,000
+stars costs what the base layer costs.  A brush changes only the selection layer (and, the
+first time, the base layer's colours to grey) and the outline of its shape, which is glyph
+data like the rest.
 """
 
 from __future__ import annotations

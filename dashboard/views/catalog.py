@@ -1,9 +1,9 @@
 """Catalog view: a datashaded corner plot of the whole catalog with linked selection, and
 the catalog table filtered by that selection.
 
-Each off-diagonal panel is a datashader aggregate of every star (counts, or the mean of a
-chosen column) drawn as a Bokeh image that the browser colour-maps; no star is sent to the
-browser.  Panels share one Range1d per column, so zooming a column anywhere zooms it
+Each off-diagonal panel is an aggregate of every star (counts, or the mean of a chosen column,
+per pixel as datashader makes them) coloured on the server and drawn as a Bokeh image; no star
+is sent to the browser.  The plot is built off the session's thread (:meth:`rebuild`).  Panels share one Range1d per column, so zooming a column anywhere zooms it
 everywhere and re-aggregates the affected panels on the server.  A box or a lasso drawn in any
 panel (or a span on a histogram) selects stars in :class:`~dashboard.state.SelectionState`, the
 stars inside being found on the server (:mod:`dashboard.corner`); every panel then shows the selected stars in colour over the rest in grey, the table lists them and
@@ -23,7 +23,7 @@ filters each page again with the same function, and a custom one cannot be sent 
 
 Why not ``hv.link_selections``: on this 2-core machine one selection event over a 4-column
 corner of 20k stars took 25-43 s through HoloViews (every stream refreshed every panel), and
-rendering a 6-column corner took ~30 s.  Direct datashader aggregation into Bokeh sources keeps
+rendering a 6-column corner took ~30 s.  Direct aggregation into Bokeh sources keeps
 each brush to one aggregation per panel (see bench/dashboard.py).
 """
 
