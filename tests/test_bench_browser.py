@@ -80,3 +80,25 @@ def test_rss_watch_stops_once_settled(bench, monkeypatch):
     timeline = bench.watch_rss(123, watch_s=75, settled_s=20)
     assert timeline[-1][0] == 35 and all(r == 500.0 for _, r in timeline)
     assert bench.watch_rss(None) == []
+
+
+def test_corner_only_replaces_just_the_corner_and_box_select(bench, tmp_path):
+    out = tmp_path / "browser.json"
+    out.write_text('{"bench": "browser", "cold_star_ms": {"median": 1.0}, '
+                   '"catalog_first_corner_ms": {"median": 9.0}, "box_select_ms": {"median": 8.0}}')
+    s = {"median": 10.0, "p90": 20.0, "max": 30.0, "n": 3}
+    result = {"when": "T", "machine": {"load_average_start": [1, 2, 3],
+                                        "load_average_end": [4, 5, 6]},
+              "catalog_first_corner_ms": {**s, "panels": 21}, "box_select_ms": s}
+    merged = bench.merge_corner(out, result)
+    assert merged["cold_star_ms"] == {"median": 1.0}  # kept
+    assert merged["catalog_first_corner_ms"]["median"] == 10.0
+    assert merged["catalog_first_corner_ms"]["panels"] == 21
+    assert merged["box_select_ms"]["machine_load_average"] == {"start": [1, 2, 3],
+                                                              "end": [4, 5, 6]}
+    assert merged["box_select_ms"]["when"] == "T"
+    alone = bench.merge_corner(tmp_path / "none.json", result)
+    assert alone["catalog_first_corner_ms"]["median"] == 10.0
+    assert bench.parse_args(["--corner-only"]).corner_only
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--corner-only", "--load-only"])
