@@ -566,7 +566,8 @@ def merge_corner(path: Path, result: dict) -> dict:
     except (OSError, ValueError):
         old = {}
     keys = ("catalog_first_corner_ms", "box_select_ms")
-    new = {k: {**result[k], "when": result["when"], "machine_load_average": {
+    new = {k: {**result[k], "when": result["when"], "store": result.get("store"),
+               "machine_load_average": {
         "start": result["machine"]["load_average_start"],
         "end": result["machine"]["load_average_end"]}} for k in keys}
     return {**old, **new} if old else {**result, **new}
