@@ -1,6 +1,8 @@
 """Cold ``/app?star=ID`` → spectrum drawn, and random star → new spectrum, in chromium.
 
-The first two rows of issue 13's table, with where the cold page's time goes: the server's
+The first two rows of issue 13's table (random star: the steady state, once the page is
+complete; ``random_star_first_press_ms``: key r pressed as soon as the spectrum shows, while
+the page still fills in its lower parts), with where the cold page's time goes: the server's
 HTML response (time to first byte, measured in the page and with a plain HTTP GET), the
 scripts and stylesheets it loads (count, bytes on the wire and decoded), the websocket's
 document, the number of Bokeh models the first page holds, and the spectrum painted
@@ -117,9 +119,22 @@ def run(args) -> dict:
                 res["first_page"] = {"html_bytes": first["html_bytes"],
                                      "bokeh_models": first["bokeh_models"],
                                      "resources": first["resources"]}
+                # one key press as soon as the spectrum shows (the page is still filling in
+                # its lower parts), in fresh pages
+                first = []
+                for i in range(min(args.repeats, 3)):
+                    ctx, page = bb._new_page(browser)
+                    page.goto(f"{url}?star={bb._quoted(stars[30 + i])}", timeout=bb.TIMEOUT_MS)
+                    bb._wait_usable(page)
+                    first += bb.random_star(page, 1)
+                    ctx.close()
+                res["random_star_first_press_ms"] = stats(first)
+                # the steady state: once the page is complete (tables drawn), key r repeatedly
                 ctx, page = bb._new_page(browser)
                 page.goto(f"{url}?star={bb._quoted(stars[1])}", timeout=bb.TIMEOUT_MS)
                 bb._wait_usable(page)
+                page.locator(".ss-labels").first.wait_for(timeout=bb.TIMEOUT_MS)
+                page.wait_for_timeout(1000)
                 res["random_star_ms"] = stats(bb.random_star(page, args.repeats))
                 ctx.close()
                 browser.close()
@@ -141,23 +156,30 @@ def main(argv=None) -> dict:
     ap.add_argument("--n-stars", type=int, default=2000)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--out", default=str(OUT))
-    ap.add_argument("--label", default="", help="a name for this run in the JSON")
+    ap.add_argument("--label", default="",
+                    help="file this run under 'runs' → LABEL in --out, beside earlier runs")
     ap.add_argument("--screenshots", default=str(REPO / "test-artifacts" / "bench-cold-star"))
     args = ap.parse_args(argv)
     if not Path(bl.CHROMIUM).exists():
         print(f"skipped: {bl.CHROMIUM} is absent")
         return {}
     result = run(args)
-    if args.label:
-        result["label"] = args.label
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    if args.label:  # kept beside the other labelled runs of --out (e.g. before / after)
+        old = json.loads(out.read_text()) if out.exists() else {}
+        runs = old.get("runs", {}) if isinstance(old, dict) else {}
+        runs.setdefault(args.label, []).append(result)
+        out.write_text(json.dumps({"bench": "cold_star", "runs": runs}, indent=1) + "\n")
+    else:
+        out.write_text(json.dumps(result, indent=1) + "\n")
     c, r, b = result["cold_star_ms"], result["random_star_ms"], result["cold_breakdown_ms"]
     print(f"cold /app?star=ID → spectrum: median {c['median']} ms, p90 {c['p90']} ms "
           f"(ttfb median {b['ttfb']['median']} ms, DOMContentLoaded "
           f"{b['dom_content_loaded']['median']} ms); random star: median {r['median']} ms, "
-          f"p90 {r['p90']} ms; load {result['machine']['load_average_start']} → "
+          f"p90 {r['p90']} ms (first press: median "
+          f"{result['random_star_first_press_ms']['median']} ms); "
+          f"load {result['machine']['load_average_start']} → "
           f"{result['machine']['load_average_end']}")
     print(json.dumps(result["first_page"], indent=1))
     return result

@@ -247,3 +247,23 @@ def test_outside_a_served_session_nothing_waits(store):
     below = [o for o in app.template.sidebar if "ss-sidebar-below" in
              getattr(o, "css_classes", [])]
     assert app.picker.search in below[0].select() and app.session_upload in below[0].select()
+
+
+def test_the_star_views_tables_are_escaped_html_that_follow_the_star(store):
+    """The labels and latents tables are plain HTML (cheap for a new page and a new star);
+    text from a file's header cannot become markup."""
+    import pandas as pd
+
+    from dashboard.views.star import html_table
+
+    out = html_table(pd.DataFrame({"quantity": ["<b>x</b>"], "value": ['1 & "2"']}))
+    assert "<b>x</b>" not in out and "&lt;b&gt;x&lt;/b&gt;" in out and "&amp;" in out
+    assert out.count("<tr>") == 2 and "<th>quantity</th>" in out
+    app = make_app(store)
+    view = app.views["star"]
+    a, b = (str(store.catalog["APOGEE_ID"].iloc[i]) for i in (2, 9))
+    app.session.select_star(a)
+    first = view.table.object
+    assert "Teff" in first and "ss-table" in first
+    app.session.select_star(b)
+    assert view.table.object != first and "Teff" in view.table.object

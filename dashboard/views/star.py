@@ -53,6 +53,39 @@ RESIDUAL_MODES = {"data − model": "diff", "(data − model)/σ": "pull"}
 OVERLAY_ALPHA = 0.6
 
 
+TABLE_CSS = """
+table.ss-table { border-collapse: collapse; width: 100%; font-size: 13px; }
+.ss-table th { text-align: left; font-weight: 600; padding: 4px 8px;
+               border-bottom: 2px solid #1f4e79; }
+.ss-table td { padding: 3px 8px; vertical-align: top; }
+.ss-table tbody tr:nth-child(even) { background: #f0f0f0; }
+"""
+
+
+def html_table(frame: pd.DataFrame) -> str:
+    """``frame`` as an HTML table; every header and cell escaped (values can come from an
+    uploaded file's header)."""
+    cell = lambda v, tag: f"<{tag}>{html.escape(str(v), quote=True)}</{tag}>"  # noqa: E731
+    head = "".join(cell(c, "th") for c in frame.columns)
+    rows = "".join("<tr>" + "".join(cell(v, "td") for v in row) + "</tr>"
+                   for row in frame.itertuples(index=False, name=None))
+    return f'<table class="ss-table"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
+
+
+class HTMLTable(pn.pane.HTML):
+    """A read-only table drawn as escaped HTML; ``value`` is its DataFrame."""
+
+    value = param.DataFrame(default=None, doc="the table shown")
+    _rename = {**pn.pane.HTML._rename, "value": None}
+
+    def __init__(self, value: pd.DataFrame, **params):
+        super().__init__(html_table(value), value=value, **params)
+
+    @param.depends("value", watch=True)
+    def _redraw(self) -> None:
+        self.object = html_table(self.value if self.value is not None else pd.DataFrame())
+
+
 class StarView(pn.viewable.Viewer):
     """The focused star's spectrum, its models and residuals, the line list and its labels."""
 
@@ -168,15 +201,14 @@ class StarView(pn.viewable.Viewer):
             label="Lines CSV", callback=self._lines_csv, filename="apogee_lines_shown.csv",
             color="light", width=110, disabled=self._lines is None,
             description="the line list as filtered here (vacuum wavelengths)")
-        unsorted = {"columnDefaults": {"headerSort": False}}
-        self.table = W.Tabulator(label_table(None), show_index=False, disabled=True,
-                                 sizing_mode="stretch_width", height=400, layout="fit_columns",
-                                 theme="simple", configuration=unsorted,
-                                 css_classes=["ss-labels"], widths={"quantity": 105, "true": 62},
-                                 formatters={"value": {"type": "textarea"}})
-        self.latent_table = W.Tabulator(pd.DataFrame(), show_index=False, disabled=True,
-                                        sizing_mode="stretch_width", height=240, theme="simple",
-                                        layout="fit_columns", configuration=unsorted)
+        # read-only tables as plain HTML: a new star replaces one string (a Tabulator costs
+        # the browser far more to build and to update, for nothing a reader uses here)
+        self.table = HTMLTable(label_table(None), sizing_mode="stretch_width",
+                               css_classes=["ss-labels"], stylesheets=[TABLE_CSS],
+                               styles={"max-height": "400px", "overflow-y": "auto"})
+        self.latent_table = HTMLTable(pd.DataFrame(), stylesheets=[TABLE_CSS],
+                                      sizing_mode="stretch_width", css_classes=["ss-latents"],
+                                      styles={"max-height": "240px", "overflow-y": "auto"})
         self.empty = pn.pane.Alert(
             "**No star selected.** Search an APOGEE_ID in the sidebar, press *Random star*, "
             "upload a FITS file, or click a star in the Catalog tab.", alert_type="info",
