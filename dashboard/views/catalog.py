@@ -128,10 +128,7 @@ class CatalogView(pn.viewable.Viewer):
             header_filters={c: {"type": "input", "func": "like", "placeholder": "contains"}
                             for c in self.table_columns if c not in self.number_columns},
             disabled=True, selectable=1, sizing_mode="stretch_width",
-            height=430, theme="simple", css_classes=["ss-table"],
-            # columns share the width (the text ones sized for their values): Tabulator's
-            # "fit data" layouts measured every cell on each new selection (~0.2-0.5 s here)
-            layout="fit_columns", widths={"APOGEE_ID": 180, "FIELD": 130, "TELESCOPE": 105},
+            height=430, theme="simple", layout="fit_data_stretch", css_classes=["ss-table"],
             formatters={c: NumberFormatter(format="0" if c in ("TEFF", "SNR") else "0.000")
                         for c in self.table_columns if pd.api.types.is_float_dtype(cat[c])},
         )
