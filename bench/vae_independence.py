@@ -86,6 +86,20 @@ OBJECTIVES = {
                  "their errors)", ["--no-label-redraw"]),
     "noredraw-hsic-3e5": ("hsic-3e5 without the label re-draw",
                           ["--hsic", "3e5", "--no-label-redraw"]),
+    "cm-3e4": ("hsic-3e5 + conditional-moment penalty λ=3e4 (core.train.conditional: the "
+               "share of μ's variance and spread that label terms explain beyond the controls)",
+               ["--hsic", "3e5", "--cond-moments", "3e4"]),
+    "cm-1e5": ("hsic-3e5 + conditional-moment penalty λ=1e5",
+               ["--hsic", "3e5", "--cond-moments", "1e5"]),
+    "cm-2e5": ("hsic-3e5 + conditional-moment penalty λ=2e5",
+               ["--hsic", "3e5", "--cond-moments", "2e5"]),
+    "cm-1e5-nohsic": ("conditional-moment penalty λ=1e5 alone (no HSIC)",
+                      ["--cond-moments", "1e5"]),
+    "cm-3e5-nohsic": ("conditional-moment penalty λ=3e5 alone (no HSIC)",
+                      ["--cond-moments", "3e5"]),
+    "cm-2e5-wide": ("cm-2e5 with a wider decoder (128, 256): room for the cool stars' "
+                    "molecular bands without label-warped latents",
+                    ["--hsic", "3e5", "--cond-moments", "2e5", "--decoder-widths", "128,256"]),
 }
 
 

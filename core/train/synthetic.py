@@ -19,8 +19,11 @@ from ..store import SpectraStore
 
 
 def synthetic_arrays(n: int, seed: int = 0, grid: Grid = APOGEE_7514, n_lines: int = 60,
-                     bad_fraction: float = 0.01) -> dict:
-    """flux, error, pixmask (n × n_pix) and a catalog DataFrame with allStar label columns."""
+                     bad_fraction: float = 0.01, hidden_column: str = "HIDDEN") -> dict:
+    """flux, error, pixmask (n × n_pix) and a catalog DataFrame with allStar label columns.
+
+    The hidden parameter goes to the catalog column ``hidden_column``: name a label column
+    (e.g. ``"VMICRO"``) to make it a control that a VAE's free latents may legitimately hold."""
     rng = np.random.default_rng(seed)
     p = grid.n_pix
     teff = rng.uniform(4000.0, 5500.0, n)
@@ -52,7 +55,7 @@ def synthetic_arrays(n: int, seed: int = 0, grid: Grid = APOGEE_7514, n_lines: i
         "TEFF": teff + rng.normal(0, 30, n), "TEFF_ERR": np.full(n, 30.0),
         "LOGG": logg + rng.normal(0, 0.05, n), "LOGG_ERR": np.full(n, 0.05),
         "FE_H": feh + rng.normal(0, 0.02, n), "FE_H_ERR": np.full(n, 0.02),
-        "SNR": snr, "HIDDEN": hidden,
+        "SNR": snr, hidden_column: hidden,
     })
     return {"flux": flux.astype(np.float32), "error": error.astype(np.float32),
             "pixmask": pixmask, "catalog": catalog, "clean": clean.astype(np.float32)}
