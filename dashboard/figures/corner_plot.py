@@ -22,7 +22,6 @@ import numpy as np
 import pandas as pd
 import panel as pn
 from bokeh.core.properties import field
-from bokeh.core.property.validation import without_property_validation
 from bokeh.events import RangesUpdate, SelectionGeometry, Tap
 from bokeh.layouts import gridplot
 from bokeh.models import (
@@ -225,9 +224,10 @@ class CornerPlot:
         self._tools(fig, target, col, None)
         return p
 
-    # The values below are fixed and known good: Bokeh's checks of each property (they format
-    # an error text for every dict they check) were a fifth of the build.
-    @without_property_validation
+    # Not under Bokeh's without_property_validation: that switch is process-wide, and the corner
+    # is built in a worker thread, so figures built meanwhile by other sessions lost their
+    # property conversions (a title left as a str: "'str' object has no attribute
+    # 'text_font_size'" when a restored session built its Fit view).
     def _build(self):
         k = len(self.cols)
         self._tickers = {c: BasicTicker() for c in self.cols}
