@@ -225,7 +225,9 @@ class VAETask(TrainTask):
                        help="weight of the conditional-moment penalty: the share of the latent "
                        "means' variance (and of their spread) that the injected labels explain "
                        "beyond the controls, from ridge fits refreshed every step "
-                       "(core.train.conditional; default 0 = off)")
+                       "(core.train.conditional; default 0 = off).  With --hsic 3e5, λ=2e5 took "
+                       "the Teff excess R² from 0.14 to 0.01-0.06 on the demo mock; the shipped "
+                       "demo VAE uses it")
         p.add_argument("--cond-moments-controls", choices=("auto", "measured"), default=None,
                        help="its controls: auto (default; a mock's TRUE_* VMICRO, [X/Fe] …, "
                        "the measured columns on real data) or measured")
