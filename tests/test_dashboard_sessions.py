@@ -264,6 +264,6 @@ def test_the_star_views_tables_are_escaped_html_that_follow_the_star(store):
     a, b = (str(store.catalog["APOGEE_ID"].iloc[i]) for i in (2, 9))
     app.session.select_star(a)
     first = view.table.object
-    assert "Teff" in first and "ss-table" in first
+    assert "Teff" in first and "ss-star-table" in first
     app.session.select_star(b)
     assert view.table.object != first and "Teff" in view.table.object

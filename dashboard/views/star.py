@@ -54,11 +54,11 @@ OVERLAY_ALPHA = 0.6
 
 
 TABLE_CSS = """
-table.ss-table { border-collapse: collapse; width: 100%; font-size: 13px; }
-.ss-table th { text-align: left; font-weight: 600; padding: 4px 8px;
+table.ss-star-table { border-collapse: collapse; width: 100%; font-size: 13px; }
+.ss-star-table th { text-align: left; font-weight: 600; padding: 4px 8px;
                border-bottom: 2px solid #1f4e79; }
-.ss-table td { padding: 3px 8px; vertical-align: top; }
-.ss-table tbody tr:nth-child(even) { background: #f0f0f0; }
+.ss-star-table td { padding: 3px 8px; vertical-align: top; }
+.ss-star-table tbody tr:nth-child(even) { background: #f0f0f0; }
 """
 
 
@@ -69,7 +69,7 @@ def html_table(frame: pd.DataFrame) -> str:
     head = "".join(cell(c, "th") for c in frame.columns)
     rows = "".join("<tr>" + "".join(cell(v, "td") for v in row) + "</tr>"
                    for row in frame.itertuples(index=False, name=None))
-    return f'<table class="ss-table"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
+    return f'<table class="ss-star-table"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
 
 
 class HTMLTable(pn.pane.HTML):
