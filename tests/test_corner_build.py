@@ -50,6 +50,7 @@ def store(tmp_path_factory):
 def served(monkeypatch):
     doc = FakeDoc()
     monkeypatch.setattr(catalog, "session_doc", lambda: doc)
+    monkeypatch.setattr(catalog, "BUILD_OFF_THREAD", True)  # off in the app for now
     monkeypatch.setattr(jobs, "session_doc", lambda: doc)
     monkeypatch.setattr(jobs, "on_doc", lambda d, fn, *a: doc.add_next_tick_callback(
         lambda: fn(*a)))

@@ -63,6 +63,15 @@ def is_number_column(values: pd.Series) -> bool:
     return pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
 
 
+
+#: Build the corner plot in a worker thread in served sessions.  Off: in two of three
+#: clean-clone CI runs, four sessions opening the Catalog at once left a page without its
+#: corner (server idle, no error logged; tests/ui/test_app_dashboard.py::
+#: test_concurrent_sessions_build_the_catalog_without_errors), which never happened with the
+#: build on the session's thread.  The threaded path stays tested (tests/test_corner_build.py)
+#: for when the cause is found.
+BUILD_OFF_THREAD = False
+
 class CatalogView(pn.viewable.Viewer):
     """Corner plot + linked selection + filtered table over the whole catalog."""
 
@@ -201,7 +210,7 @@ class CatalogView(pn.viewable.Viewer):
         args = (self.frame, cols, color, self.cnorm, self.select_box, self.open_nearest,
                 self.select_lasso)
         items = self._shown_items()
-        if session_doc() is None:
+        if not BUILD_OFF_THREAD or session_doc() is None:
             self._show_plot(CornerPlot(*args, subsets=items))
             return
         self.count.object = "Building the corner plot …"
