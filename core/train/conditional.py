@@ -25,7 +25,8 @@ hide from a lagging opponent the way it can from a trained adversary
 
 Measured (``bench/vae_independence.py`` round 7: the 20,000-star demo mock, judged on an unseen
 seed-8 mock): with ``--hsic 3e5`` the Teff excess R² went from +0.14 (HSIC alone) to +0.07 at
-λ = 1e5 and +0.01–0.06 at λ = 2e5 (15–20 epochs), at median χ²_ν 1.05–1.17; alone, without
+λ = 1e5 (+0.06 at 15 epochs) and +0.01–0.06 at λ = 2e5 (15–20 epochs), at median χ²_ν
+1.05–1.18; alone, without
 the HSIC term, it did not help (+0.14–0.18).  The cost falls on stars below 4,000 K, whose
 reconstructions got 2–3× worse in χ²_ν (``assets/models/vae-demo/TRAINING.md``).
 """
