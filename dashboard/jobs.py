@@ -5,6 +5,13 @@ session's document thread (Bokeh models may only change there).  Each ``key`` ke
 generation counter: a result whose request has been superseded (the user moved on to another
 star) is dropped, and the running job's ``cancelled`` event is set so cooperative work can stop.
 
+A job touches no served document.  Bokeh's "current document" is process-wide: in a worker
+thread ``pn.state.curdoc`` would be whichever session the server is serving at that instant,
+so a job runs with a detached document of its own as current (Panel calls in it, such as
+``pn.io.hold()``, act on that), and its result reaches the session through the server's event
+loop (Tornado's thread-safe ``add_callback``), which then schedules it on the session's
+document from the loop's own thread.
+
 :class:`Throttle` runs a callback at most once per interval, always with the newest arguments,
 so a dragged slider never queues up more decodes than the server can draw.
 """
@@ -39,8 +46,24 @@ def session_doc():
     return doc if doc is not None and doc.session_context is not None else None
 
 
-def on_doc(doc, fn: Callable, *args) -> None:
-    """Call ``fn(*args)`` on ``doc``'s thread (now when there is no served document)."""
+def event_loop():
+    """The server's event loop when called on it (a served session's thread), else None."""
+    import asyncio
+
+    from tornado.ioloop import IOLoop
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+    return IOLoop.current()
+
+
+def on_doc(doc, fn: Callable, *args, loop=None) -> None:
+    """Call ``fn(*args)`` on ``doc``'s thread (now when there is no served document).
+
+    From another thread pass the server's ``loop`` (:func:`event_loop`, taken on the session's
+    thread): the document is then scheduled on from the loop's thread, never from this one."""
     if doc is None:
         fn(*args)
         return
@@ -50,7 +73,10 @@ def on_doc(doc, fn: Callable, *args) -> None:
         with set_curdoc(doc):
             fn(*args)
 
-    doc.add_next_tick_callback(run)
+    if loop is None:
+        doc.add_next_tick_callback(run)
+    else:
+        loop.add_callback(doc.add_next_tick_callback, run)
 
 
 @dataclass
@@ -81,7 +107,8 @@ class JobRunner:
                 old.cancelled.set()
             job = self._running[key] = Job(key, gen)
         doc = session_doc()
-        executor().submit(self._run, job, fn, args, doc, on_done, on_error)
+        loop = event_loop() if doc is not None else None
+        executor().submit(self._run, job, fn, args, doc, loop, on_done, on_error)
         return job
 
     def is_current(self, job: Job) -> bool:
@@ -95,14 +122,18 @@ class JobRunner:
             job.cancelled.set()
             job.status = "cancelled"
 
-    def _run(self, job, fn, args, doc, on_done, on_error) -> None:
+    def _run(self, job, fn, args, doc, loop, on_done, on_error) -> None:
+        from bokeh.document import Document
+        from panel.io.state import set_curdoc
+
         job.status = "running"
         try:
-            result = fn(*args)
+            with set_curdoc(Document()):  # detached: see the module's docstring
+                result = fn(*args)
         except BaseException as exc:  # handed to the UI as a message, never a traceback
             job.status, job.error = "error", exc
             if self.is_current(job) and on_error is not None:
-                on_doc(doc, on_error, exc)
+                on_doc(doc, on_error, exc, loop=loop)
             return
         finally:
             with self._lock:
@@ -113,7 +144,7 @@ class JobRunner:
             return
         job.status = "finished"
         if on_done is not None:
-            on_doc(doc, on_done, result)
+            on_doc(doc, on_done, result, loop=loop)
 
 
 class Throttle:

@@ -50,9 +50,9 @@ def store(tmp_path_factory):
 def served(monkeypatch):
     doc = FakeDoc()
     monkeypatch.setattr(catalog, "session_doc", lambda: doc)
-    monkeypatch.setattr(catalog, "BUILD_OFF_THREAD", True)  # off in the app for now
+    monkeypatch.setattr(catalog, "BUILD_OFF_THREAD", True)
     monkeypatch.setattr(jobs, "session_doc", lambda: doc)
-    monkeypatch.setattr(jobs, "on_doc", lambda d, fn, *a: doc.add_next_tick_callback(
+    monkeypatch.setattr(jobs, "on_doc", lambda d, fn, *a, loop=None: doc.add_next_tick_callback(
         lambda: fn(*a)))
     return doc
 
@@ -160,7 +160,7 @@ def test_panels_are_coloured_on_the_server_and_keep_their_numbers_for_hover(stor
     data = p["base"].data
     value, image = np.asarray(data["value"][0]), np.asarray(data["image"][0], dtype=np.uint32)
     assert image.shape == value.shape
-    np.testing.assert_array_equal((image >> 24) > 0, np.isfinite(value))  # empty: clear
+    np.testing.assert_array_equal((image >> 24) > 0, value > 0)  # empty: clear
     hover = next(t for t in p["fig"].tools if isinstance(t, HoverTool))
     assert "@value" in hover.tooltips[-1][1]  # the counts, not the packed colours
     view.select_box("TEFF", "LOGG", (4000, 5200, 1.0, 3.5))
@@ -189,3 +189,34 @@ def test_colorize_equalises_scales_and_clears_empty_pixels():
     linear = corner.colorize(np.array([[0.0, 5.0, 10.0, 20.0]]), Viridis256, "linear", (0, 10))
     assert linear[0, 0] == lut[0] and linear[0, 2] == lut[-1] == linear[0, 3]  # clipped
     assert corner.colorize(np.full((2, 2), np.nan), Viridis256).sum() == 0
+
+
+def test_hovering_an_empty_pixel_shows_no_stars_not_nan(store):
+    """An empty pixel's hover said "stars: NaN": it holds 0 stars; with a mean colour it says
+    "no stars" (a mean of nothing), its number staying NaN so it is drawn clear."""
+    from bokeh.models import CustomJSHover, HoverTool
+
+    view = new_view(store)
+    view.axes = ["TEFF", "LOGG"]
+    view.ensure_built()
+    p = view.plot.panels[("TEFF", "LOGG")]
+    value = np.asarray(p["base"].data["value"][0])
+    image = np.asarray(p["base"].data["image"][0], dtype=np.uint32)
+    empty = (image >> 24) == 0
+    assert empty.any() and not np.isnan(value).any()
+    assert (value[empty] == 0).all() and (value[~empty] >= 1).all()
+    assert value.sum() >= len(view.frame.dropna(subset=["TEFF", "LOGG"])) * 0.5  # counts
+    hover = next(t for t in p["fig"].tools if isinstance(t, HoverTool))
+    assert hover.tooltips[-1] == ("stars", "@value{0,0}")
+    view.clear_selection()
+    np.testing.assert_array_equal(np.asarray(p["base"].data["value"][0]), value)
+
+    view.color_by = "FE_H"
+    p = view.plot.panels[("TEFF", "LOGG")]
+    value = np.asarray(p["base"].data["value"][0])
+    image = np.asarray(p["base"].data["image"][0], dtype=np.uint32)
+    np.testing.assert_array_equal((image >> 24) == 0, np.isnan(value))
+    hover = next(t for t in p["fig"].tools if isinstance(t, HoverTool))
+    formatter = hover.formatters["@value"]
+    assert isinstance(formatter, CustomJSHover) and "no stars" in formatter.code
+    assert hover.tooltips[-1][1] == "@value{custom}"

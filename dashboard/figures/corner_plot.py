@@ -15,6 +15,7 @@ data like the rest.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from functools import partial
 
@@ -30,6 +31,7 @@ from bokeh.models import (
     BoxSelectTool,
     ColorBar,
     ColumnDataSource,
+    CustomJSHover,
     EqHistColorMapper,
     GlyphRenderer,
     Grid,
@@ -72,6 +74,8 @@ SELECTED_COUNT = list(reversed(Oranges256[:200]))
 OUTLINE_STYLE = {"fill_color": "#e6550d", "fill_alpha": 0.08, "line_color": "#e6550d",
                  "line_width": 1.5, "line_dash": "dashed"}
 EMPTY_OUTLINE = {"xs": [], "ys": []}
+#: A pixel's mean in the hover, "no stars" where there is none (NaN).
+MEAN_HOVER_JS = "return Number.isFinite(value) ? value.toFixed(2) : 'no stars'"
 
 
 def axis_label(col: str) -> str:
@@ -202,10 +206,13 @@ class CornerPlot:
             x="x", y="y", marker="circle", size=11, fill_alpha=0, line_color="#d62728",
             line_width=2.2))
         self._tools(fig, focus, xcol, ycol)
+        if self.color:  # a pixel without stars has no mean
+            value, formatters = "@value{custom}", {"@value": self._mean_hover}
+        else:
+            value, formatters = "@value{0,0}", {}
         what = f"mean {axis_label(self.color)}" if self.color else "stars"
-        fig.add_tools(HoverTool(renderers=[r], tooltips=[
-            (axis_label(xcol), "$x{0.00}"), (axis_label(ycol), "$y{0.00}"),
-            (what, "@value{0.00}")]))
+        fig.add_tools(HoverTool(renderers=[r], formatters=formatters, tooltips=[
+            (axis_label(xcol), "$x{0.00}"), (axis_label(ycol), "$y{0.00}"), (what, value)]))
         return p
 
     def _hist_panel(self, fig, col: str) -> dict:
@@ -234,6 +241,7 @@ class CornerPlot:
         self._hist_ticker = BasicTicker()
         self._handles = BoxAnnotation().handles  # one style for every box's (unused) handles
         self._policy = UnionRenderers()  # one (stateless) selection policy for every source
+        self._mean_hover = CustomJSHover(code=MEAN_HOVER_JS)
         grid = [[None] * k for _ in range(k)]
         for i, ycol in enumerate(self.cols):
             for j, xcol in enumerate(self.cols[: i + 1]):
@@ -277,13 +285,27 @@ class CornerPlot:
             rows.append(cached[1])
         return rows
 
+    def _hold(self):
+        """Hold the events of the document this plot is shown in, so that a refresh goes to
+        the browser as one patch; a plot not shown yet (built in a worker) has none to hold.
+
+        Never ``pn.io.hold()``'s default document, ``pn.state.curdoc``: off the session's
+        thread that is Bokeh's process-wide "current document", i.e. whichever session the
+        server happens to be serving at that instant.  A corner built in a worker took that
+        other session's hold and released it from the wrong thread; when the other session
+        held its document at the same time, its own release restored the worker's hold and
+        the document stayed held for good: its page never received another change (four
+        concurrent Catalog sessions, one without its corner, the server idle, no error)."""
+        doc = self.layout.document if getattr(self, "layout", None) is not None else None
+        return pn.io.hold(doc) if doc is not None else contextlib.nullcontext()
+
     def refresh(self, columns=None, base: bool = True, selection: bool = True,
                 subsets: bool = True) -> None:
         """Re-aggregate the panels that involve ``columns`` (all when None): the ``base``
         layer, the ``selection`` and the ``subsets``, as asked."""
         sel = self.rows if selection else None
         subs = self._subset_frames() if subsets else None
-        with pn.io.hold():
+        with self._hold():
             for (xcol, ycol), p in self.panels.items():
                 if columns is not None and xcol not in columns and ycol not in columns:
                     continue
@@ -298,7 +320,8 @@ class CornerPlot:
             a = corner.aggregate(self.frame, xcol, ycol, xr, yr, color=self.color)
             p["values"] = a.image
             p["palette"] = self._base_palette()
-            p["base"].data = {"image": [self._colour(a.image, p["palette"])], "value": [a.image],
+            p["base"].data = {"image": [self._colour(a.image, p["palette"])],
+                              "value": [self._hover_values(a.image)],
                               "x": [a.x0], "y": [a.y0], "dw": [a.dw], "dh": [a.dh]}
         if selection:
             if sel is None:
@@ -320,6 +343,11 @@ class CornerPlot:
         if p["palette"] is not palette:  # recoloured alone: the counts stay in the browser
             p["palette"] = palette
             p["base"].data.update(image=[self._colour(p["values"], palette)])
+
+    def _hover_values(self, image: np.ndarray) -> np.ndarray:
+        """The numbers the hover shows: an empty pixel (NaN in the aggregate, so it is drawn
+        clear) holds 0 stars; a mean stays NaN there, which the tooltip words."""
+        return image if self.color else np.nan_to_num(image, nan=0.0)
 
     def _base_palette(self):
         """The whole catalog turns grey under a selection or subsets, which carry the colour."""
@@ -387,7 +415,7 @@ class CornerPlot:
             elif lasso is not None:
                 outlines[panel] = ("lasso", [float(v) for v in lasso[0]],
                                    [float(v) for v in lasso[1]])
-        with pn.io.hold():
+        with self._hold():
             # the outlines are glyph data, not annotations: changing an annotation's edges
             # makes Bokeh re-walk every model of the page (~1 s here on each brush)
             for key, p in self.panels.items():

@@ -64,13 +64,13 @@ def is_number_column(values: pd.Series) -> bool:
 
 
 
-#: Build the corner plot in a worker thread in served sessions.  Off: in two of three
-#: clean-clone CI runs, four sessions opening the Catalog at once left a page without its
-#: corner (server idle, no error logged; tests/ui/test_app_dashboard.py::
-#: test_concurrent_sessions_build_the_catalog_without_errors), which never happened with the
-#: build on the session's thread.  The threaded path stays tested (tests/test_corner_build.py)
-#: for when the cause is found.
-BUILD_OFF_THREAD = False
+#: Build the corner plot in a worker thread in served sessions.  It was off for a while: four
+#: sessions opening the Catalog at once sometimes left a page without its corner, because the
+#: worker's refresh held ``pn.state.curdoc``, which off the session's thread is whichever
+#: session the server is serving at that instant, and could leave that document held for good
+#: (:meth:`CornerPlot._hold <dashboard.figures.corner_plot.CornerPlot._hold>`,
+#: :mod:`dashboard.jobs`; tests/test_job_documents.py).
+BUILD_OFF_THREAD = True
 
 class CatalogView(pn.viewable.Viewer):
     """Corner plot + linked selection + filtered table over the whole catalog."""
