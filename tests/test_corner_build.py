@@ -220,3 +220,21 @@ def test_hovering_an_empty_pixel_shows_no_stars_not_nan(store):
     formatter = hover.formatters["@value"]
     assert isinstance(formatter, CustomJSHover) and "no stars" in formatter.code
     assert hover.tooltips[-1][1] == "@value{custom}"
+
+
+def test_the_mean_hover_words_an_empty_pixel(tmp_path):
+    """The mean's hover formatter (run by BokehJS as a function of ``value``, ``format``,
+    ``special_vars``), run here by node: NaN reads "no stars", a number two decimals."""
+    import json
+    import shutil
+    import subprocess
+
+    from dashboard.figures.corner_plot import MEAN_HOVER_JS
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is absent: the hover's JavaScript cannot be run here")
+    script = (f"const f = new Function('value', 'format', 'special_vars', {json.dumps(MEAN_HOVER_JS)});"
+              "console.log(JSON.stringify([f(NaN, '', {}), f(4.256, '', {}), f(-0.5, '', {})]));")
+    out = subprocess.run([node, "-e", script], capture_output=True, text=True, timeout=60, check=True)
+    assert json.loads(out.stdout) == ["no stars", "4.26", "-0.50"]
