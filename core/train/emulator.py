@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from tqdm import tqdm
 
@@ -63,6 +64,7 @@ class EmulatorTrainSettings(_SharedSettings):
     labels_from: str = "catalog"            # "catalog" or "truth" (a mock's TRUE_* columns)
     val_fraction: float = 0.1
     max_stars: int | None = None
+    extra_stars: int = 0                    # noiseless only: stars drawn beyond the store's
     bank_size: int = 512
     max_missing: float = 0.5                # drop a label missing for more rows than this
     name: str = ""
@@ -74,6 +76,11 @@ class EmulatorTrainSettings(_SharedSettings):
         if self.labels_from not in LABEL_SOURCES:
             raise ValueError(f"labels_from must be one of {LABEL_SOURCES}, got "
                              f"{self.labels_from!r}")
+        if self.extra_stars < 0:
+            raise ValueError(f"extra_stars must be ≥ 0, got {self.extra_stars}")
+        if self.extra_stars and self.labels_from != "noiseless":
+            raise ValueError("extra stars are synthesised without noise: they need "
+                             "labels_from='noiseless'")
 
     def layer_sizes(self) -> tuple[int, ...]:
         if self.hidden:
@@ -90,7 +97,13 @@ TrainSettings = EmulatorTrainSettings
 @dataclass
 class TrainData:
     """In-memory training arrays: physical labels, flux and χ² weights 1/(σ² + floor²)
-    (0 = masked)."""
+    (0 = masked).
+
+    ``weight`` is (N, P), or (N, 1) when every pixel of a row weighs the same (noiseless
+    spectra: a per-pixel copy of a constant would double the memory).  Rows beyond
+    ``rows.size`` are extra stars that are not in the store (``n_extra`` of them, last):
+    they train, they never validate.
+    """
 
     names: list[str]
     labels: np.ndarray
@@ -99,6 +112,7 @@ class TrainData:
     rows: np.ndarray
     floor: float = ERROR_FLOOR
     dropped: dict = field(default_factory=dict)
+    n_extra: int = 0
 
 
 def available_labels(store: SpectraStore) -> list[str]:
@@ -116,11 +130,15 @@ def available_labels(store: SpectraStore) -> list[str]:
 
 
 def _label_table(store: SpectraStore, names: list[str], labels_from: str) -> np.ndarray:
-    cat = store.catalog
     cols = [n if labels_from == "catalog" else f"TRUE_{n}" for n in names]
-    missing = [c for c in cols if c not in cat.columns]
+    missing = [c for c in cols if c not in store.catalog.columns]
     if missing:
         raise BadDataError(f"{store.path}: catalog has no column(s) {missing}")
+    return _label_table_of(store.catalog, names, labels_from)
+
+
+def _label_table_of(cat: pd.DataFrame, names: list[str], labels_from: str) -> np.ndarray:
+    cols = [n if labels_from == "catalog" else f"TRUE_{n}" for n in names]
     table = cat[cols].to_numpy(dtype=np.float64, copy=True)
     table[is_missing(table)] = np.nan
     return table
@@ -151,8 +169,15 @@ def load_training_data(store: SpectraStore, settings: EmulatorTrainSettings) -> 
             f"{store.path}: only {rows.size} stars have every label {names}; need at least 20"
         )
     if settings.labels_from == "noiseless":
-        flux, weight = _noiseless_spectra(store, rows, settings.progress)
-        return TrainData(names, table[rows], flux, weight, rows, ERROR_FLOOR, dropped)
+        truth = store.catalog.iloc[rows]
+        labels = table[rows]
+        if settings.extra_stars:
+            extra = _extra_truth(store, settings.extra_stars, settings.seed)
+            truth = pd.concat([truth, extra], ignore_index=True)
+            labels = np.concatenate([labels, _label_table_of(extra, names, "truth")])
+        flux, weight = _noiseless_spectra(store, truth, settings.progress)
+        return TrainData(names, labels, flux, weight, rows, ERROR_FLOOR, dropped,
+                         n_extra=settings.extra_stars)
     flux = np.empty((rows.size, store.grid.n_pix), np.float32)
     weight = np.empty_like(flux)
     start = 0
@@ -166,26 +191,43 @@ def load_training_data(store: SpectraStore, settings: EmulatorTrainSettings) -> 
     return TrainData(names, table[rows], flux, weight, rows, ERROR_FLOOR, dropped)
 
 
-def _noiseless_spectra(store: SpectraStore, rows: np.ndarray, progress: bool,
+def _extra_truth(store: SpectraStore, n: int, seed: int) -> pd.DataFrame:
+    """``n`` more stars of the store's mock population, drawn with a seed of their own.
+
+    The Payne's training set is as large as the synthesis allows; a mock survey's own stars
+    are a few ten thousand.  The seed mixes the training seed with the store's, so the extra
+    stars never repeat the store's (nor another store's of a different seed).
+    """
+    from ..mock.physics import _provenance
+    from ..mock.populations import draw_labels
+    from ..mock.survey import store_population
+
+    store_seed = int(_provenance(store).get("seed", 0))
+    mixed = int(np.random.SeedSequence([store_seed, int(seed), 0xE7A5]).generate_state(1)[0])
+    return draw_labels(n, seed=mixed, population=store_population(store))
+
+
+def _noiseless_spectra(store: SpectraStore, truth: pd.DataFrame, progress: bool,
                        chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
-    """A mock store's spectra re-synthesised without noise from its TRUE_* labels.
+    """Spectra synthesised without noise, with the store's physics, from ``truth``'s TRUE_*
+    labels (rows of the store's catalog, and any extra stars).
 
     The Payne learns from noiseless model spectra: the emulator then reaches the accuracy of
     the synthesis rather than that of the survey's noise.  Every pixel counts, with the χ²
-    weight of the error floor alone (no noise, no masked pixels).
+    weight of the error floor alone (no noise, no masked pixels), one weight per row.
     """
     from ..mock.synth import noiseless_flux
 
     physics = mock_physics(store)
-    truth = store.catalog.iloc[rows]
-    flux = np.empty((rows.size, store.grid.n_pix), np.float32)
-    for start in tqdm(range(0, rows.size, chunk), desc="noiseless spectra", unit="chunk",
+    n = len(truth)
+    flux = np.empty((n, store.grid.n_pix), np.float32)
+    for start in tqdm(range(0, n, chunk), desc="noiseless spectra", unit="chunk",
                       file=sys.stderr, disable=not progress or None):
         part = truth.iloc[start:start + chunk]
         flux[start:start + len(part)] = (
             noiseless_flux(part, store.grid, physics=physics) if physics != "classic"
             else noiseless_flux(part, store.grid))
-    weight = np.full_like(flux, 1.0 / ERROR_FLOOR**2)
+    weight = np.full((n, 1), 1.0 / ERROR_FLOOR**2, np.float32)
     return flux, weight
 
 
@@ -253,17 +295,23 @@ class EmulatorTask(TrainTask):
         p.add_argument("--val-fraction", type=float, default=None,
                        help="fraction of stars held out for validation (0.1)")
         p.add_argument("--max-stars", type=int, default=None, help="train on a random subset")
+        p.add_argument("--extra-stars", type=int, default=None,
+                       help="with --labels-from noiseless: also train on this many more stars "
+                       "drawn from the store's mock population (their own seed) and "
+                       "synthesised without noise; validation stays on the store's stars")
 
     # -- data ---------------------------------------------------------------------------------
     def prepare(self, info) -> None:
         s = self.settings
         self.store = store = SpectraStore.open(resolve_store(s.store))
         self.data = data = load_training_data(store, s)
-        n = data.labels.shape[0]
+        n = data.rows.size  # the store's stars; extra stars (after them) only train
         self.rng = np.random.default_rng(s.seed)
         perm = self.rng.permutation(n)
         n_val = max(1, int(round(s.val_fraction * n)))
-        self.val_idx, self.train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+        extra = np.arange(n, n + data.n_extra)
+        self.val_idx = np.sort(perm[:n_val])
+        self.train_idx = np.concatenate([np.sort(perm[n_val:]), extra])
 
     def new_model(self, info) -> Emulator:
         s, data, train_idx = self.settings, self.data, self.train_idx
@@ -318,7 +366,7 @@ class EmulatorTask(TrainTask):
         w = batch["weight"]
         good = w > 0
         r2 = torch.where(good, pred - batch["flux"], torch.zeros((), device=w.device)).square()
-        n_good = good.sum().clamp(min=1)
+        n_good = good.expand_as(r2).sum().clamp(min=1)  # weight may be one column per row
         total = (w * r2).sum() / n_good
         return {"total": total, "resid_rms": (r2.sum() / n_good).detach().sqrt()}
 
@@ -335,6 +383,7 @@ class EmulatorTask(TrainTask):
             "dropped_labels": self.data.dropped,
             "n_train": int(self.train_idx.size),
             "n_val": int(self.val_idx.size),
+            "n_extra": int(self.data.n_extra),
         }
 
     def extra_config(self, model, best: dict) -> dict:
