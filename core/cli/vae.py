@@ -45,8 +45,8 @@ def register(sub, groups) -> None:
     e.add_argument("--no-swap", dest="swap", action="store_false",
                    help="skip the swap check (decode star A's latents with star B's labels "
                         "and read the labels back: slope of read vs injected, 1 is ideal)")
-    e.add_argument("--swap-max-stars", type=int, default=2000,
-                   help="stars used by the swap check (2000: half train its label reader, "
+    e.add_argument("--swap-max-stars", type=int, default=4000,
+                   help="stars used by the swap check (4000: half train its label reader, "
                         "half are decoded in random pairs)")
     e.add_argument("--probe-controls", default=None, metavar="COL,COL",
                    help="catalog columns the latents may legitimately encode (default: the "

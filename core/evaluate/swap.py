@@ -14,7 +14,10 @@ decoder that follows its labels, with latents that do not carry them, gives 1; l
 hold part of star A's labels keep pulling the spectrum back to A and give less than 1.
 Differencing against the star's own reconstruction takes out the reader's bias for star A;
 ``reader_self_slope`` (reader on decode(μ_A, y_A) against y_A) and ``reader_r2`` (on real
-spectra) say how trustworthy the reader itself is.
+spectra) say how trustworthy the reader itself is.  A reader that shrinks towards the mean
+pulls both slopes below 1 alike: on the demo VAE and an unseen mock, a reader trained on
+1,000 stars with 32 components read [Fe/H] with self-slope 0.935 (swap slope 0.935); on
+2,000 stars with 64 components, 0.960 (swap 0.956) — hence the defaults.
 """
 
 from __future__ import annotations
@@ -51,8 +54,8 @@ def _slope(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def swap_check(model, store, rows: np.ndarray, labels: np.ndarray, label_err: np.ndarray, *,
-               bad_bits: str, floor: float, device, seed: int = 0, max_stars: int = 2000,
-               n_components: int = 32, batch_size: int = 512,
+               bad_bits: str, floor: float, device, seed: int = 0, max_stars: int = 4000,
+               n_components: int = 64, batch_size: int = 512,
                settings: ProbeSettings | None = None) -> dict:
     """The swap slope per injected label (see the module docstring) on up to ``max_stars``
     of ``rows``: half train the reader, half are decoded in random pairs."""

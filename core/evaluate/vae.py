@@ -142,7 +142,7 @@ def evaluate_vae(store_or_path, model_dir, out_dir=None, rows: str = "held-out",
                  corner_per_bin: int = 500, seed: int = 0, progress: bool = True,
                  probe: bool = True, probe_control_columns: list[str] | None = None,
                  probe_max_stars: int | None = PROBE_MAX_STARS, swap: bool = True,
-                 swap_max_stars: int = 2000) -> dict:
+                 swap_max_stars: int = 4000) -> dict:
     """Compute and write the diagnostics; returns the summary (also in summary.json).
 
     ``out_dir`` defaults to ``$STELLARSCOPE_HOME/evaluations/<model>-<UTC time>``; the model
