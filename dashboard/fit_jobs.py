@@ -9,7 +9,7 @@ import panel as pn
 
 from core.errors import StellarscopeError
 
-from .jobs import JobRunner, on_doc, session_doc
+from .jobs import JobRunner, event_loop, on_doc, session_doc
 
 
 class FitJobs:
@@ -59,7 +59,10 @@ class FitJobs:
     def page_progress(self):
         """A ``progress(fraction, message)`` that worker threads may call."""
         doc = session_doc()
-        return lambda fraction, message: on_doc(doc, self._set_progress, fraction, message)
+        # Scheduled through the server's loop: a worker thread must not touch the document.
+        loop = event_loop() if doc is not None else None
+        return lambda fraction, message: on_doc(doc, self._set_progress, fraction, message,
+                                                loop=loop)
 
     def _set_progress(self, fraction: float, message: str) -> None:
         if self.busy:
