@@ -20,7 +20,6 @@ An emulator at the floor scatters like the oracle.  Writes bench/results/emulato
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 import warnings
@@ -30,6 +29,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from _common import write_result  # noqa: E402  (bench/ is the script directory)
 
 from core.evaluate.information import cramer_rao, oracle_fit, synthesis_jacobian  # noqa: E402
 from core.fit import load_model  # noqa: E402
@@ -126,10 +127,7 @@ def main(argv=None) -> int:
                 fmt = "{:.1f}" if n == "TEFF" else "{:.3f}"
                 cells.append(f"{'/'.join(fmt.format(v[k]) for k in ('bound', 'oracle', 'emulator')):>22}")
         print(f"{row['snr_bin']:>8} {row['n_stars']:>4}  " + "  ".join(cells))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_result(args.out, result)
     return 0
 
 
