@@ -47,6 +47,24 @@ def artifacts() -> Path:
     return ARTIFACTS
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed browser test leaves what its page showed (screenshot and visible text) in
+    test-artifacts/failed-NAME.*, so an intermittent failure can be read after the run."""
+    report = yield
+    args = getattr(item, "funcargs", {})
+    page = next((args[k] for k in ("page", "browser_page") if hasattr(args.get(k), "screenshot")),
+                None)
+    if report.when == "call" and report.failed and page is not None:
+        name = "".join(c if c.isalnum() or c in "-_" else "_" for c in item.name)[:80]
+        ARTIFACTS.mkdir(exist_ok=True)
+        with contextlib.suppress(Exception):  # the page may be gone; the report comes first
+            page.screenshot(path=ARTIFACTS / f"failed-{name}.png", full_page=True)
+            (ARTIFACTS / f"failed-{name}.txt").write_text(
+                f"{page.url}\n\n{page.inner_text('body', timeout=5000)}")
+    return report
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
