@@ -49,8 +49,9 @@ def artifacts() -> Path:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
-    """A failed browser test leaves what its page showed (screenshot and visible text) in
-    test-artifacts/failed-NAME.*, so an intermittent failure can be read after the run."""
+    """A failed browser test leaves what its page showed (visible text, also printed with the
+    failure, and a screenshot) in test-artifacts/failed-NAME.*: an intermittent failure can be
+    read after the run, CI's included."""
     report = yield
     args = getattr(item, "funcargs", {})
     page = next((args[k] for k in ("page", "browser_page") if hasattr(args.get(k), "screenshot")),
@@ -59,9 +60,10 @@ def pytest_runtest_makereport(item, call):
         name = "".join(c if c.isalnum() or c in "-_" else "_" for c in item.name)[:80]
         ARTIFACTS.mkdir(exist_ok=True)
         with contextlib.suppress(Exception):  # the page may be gone; the report comes first
+            text = f"{page.url}\n\n{page.inner_text('body', timeout=5000)}"
+            (ARTIFACTS / f"failed-{name}.txt").write_text(text)
+            report.sections.append(("page at failure", text[:3000]))  # printed with the failure
             page.screenshot(path=ARTIFACTS / f"failed-{name}.png", full_page=True)
-            (ARTIFACTS / f"failed-{name}.txt").write_text(
-                f"{page.url}\n\n{page.inner_text('body', timeout=5000)}")
     return report
 
 
