@@ -62,3 +62,20 @@ def test_bad_input_is_refused(star):
         synthesis_jacobian(star.rename(lambda c: c.replace("TRUE_", "")), NAMES, GRID, "apogee")
     with pytest.raises(BadDataError, match="NOPE"):
         synthesis_jacobian(star, ["NOPE"], GRID, "apogee")
+
+
+def test_the_oracle_stays_inside_the_synthesisers_range_and_never_raises_chi2(star):
+    """Lines cubed at 2,600 K ask for a far cooler star than the synthesis can make (a full
+    Gauss–Newton step in Teff alone goes ~900 K down): the iterate stops at the range's
+    edge, and χ² does not rise."""
+    from core.evaluate.information import ORACLE_TEFF_RANGE
+
+    cool = star.copy()
+    cool["TRUE_TEFF"] = 2600.0
+    start = noiseless_flux(cool.to_frame().T, GRID, physics="apogee")[0].astype(np.float64)
+    flux = start ** 3
+    error = np.full(GRID.n_pix, 0.01)
+    good = np.ones(GRID.n_pix, bool)
+    theta, _, chi2 = oracle_fit(flux, error, good, cool, ["TEFF"], GRID, "apogee", iterations=3)
+    assert ORACLE_TEFF_RANGE[0] <= theta[0] <= ORACLE_TEFF_RANGE[1]
+    assert chi2 <= (((flux - start) / error) ** 2).sum() / (GRID.n_pix - 1)

@@ -22,6 +22,8 @@ from ..errors import BadDataError
 #: Central-difference steps (label units); 0.02 (dex, km/s) for any label not named.
 STEPS = {"TEFF": 10.0, "LOGG": 0.02}
 DEFAULT_STEP = 0.02
+#: Teff the oracle's iterates may take (K): the mock synthesiser's range, less its step.
+ORACLE_TEFF_RANGE = (2520.0, 11980.0)
 
 
 def _truth_frame(truth: pd.Series | pd.DataFrame) -> pd.DataFrame:
@@ -75,7 +77,11 @@ def cramer_rao(jac: np.ndarray, error: np.ndarray, good: np.ndarray) -> np.ndarr
 def oracle_fit(flux, error, good, truth, names: list[str], grid, physics,
                iterations: int = 4) -> tuple[np.ndarray, np.ndarray, float]:
     """Fit ``names`` to an observed spectrum with the exact synthesis (Gauss–Newton from the
-    true labels; other labels held at their truth).  Returns (labels, σ_CR there, χ²_ν)."""
+    true labels; other labels held at their truth).  Returns (labels, σ_CR there, χ²_ν).
+
+    Steps are halved until χ² does not rise, and Teff stays inside the synthesiser's range:
+    a cool giant's molecular bands are far from linear, and a full step can overshoot by
+    hundreds of kelvin."""
     from ..mock.synth import noiseless_flux
 
     base = _truth_frame(truth)
@@ -84,17 +90,33 @@ def oracle_fit(flux, error, good, truth, names: list[str], grid, physics,
     cols = [f"TRUE_{n}" for n in names]
     theta = base[cols].to_numpy()[0].copy()
     w = np.where(ok, 1.0 / np.where(ok, error, 1.0) ** 2, 0.0)
-    for _ in range(iterations):
+    k_teff = names.index("TEFF") if "TEFF" in names else None
+
+    def at(labels):
         star = base.copy()
-        star[cols] = theta
-        model, jac = synthesis_jacobian(star, names, grid, physics)
+        star[cols] = labels
+        return star
+
+    def chi2_of(model):
+        return float((w * (flux - model) ** 2).sum())
+
+    for _ in range(iterations):
+        model, jac = synthesis_jacobian(at(theta), names, grid, physics)
+        current = chi2_of(model)
         live = np.abs(jac[ok]).max(0) > 0
         r = np.where(ok, flux - model, 0.0)
         a = jac[:, live].T @ (jac[:, live] * w[:, None])
         b = jac[:, live].T @ (w * r)
-        theta[live] += np.linalg.lstsq(a, b, rcond=None)[0]
-    star = base.copy()
-    star[cols] = theta
-    model = noiseless_flux(star, grid, physics=physics)[0].astype(np.float64)
-    chi2 = float((w * (flux - model) ** 2).sum() / max(int(ok.sum()) - len(names), 1))
+        step = np.zeros_like(theta)
+        step[live] = np.linalg.lstsq(a, b, rcond=None)[0]
+        for _halving in range(6):
+            trial = theta + step
+            if k_teff is not None:
+                trial[k_teff] = np.clip(trial[k_teff], *ORACLE_TEFF_RANGE)
+            if chi2_of(noiseless_flux(at(trial), grid, physics=physics)[0]) <= current:
+                theta = trial
+                break
+            step = step / 2.0
+    model = noiseless_flux(at(theta), grid, physics=physics)[0].astype(np.float64)
+    chi2 = chi2_of(model) / max(int(ok.sum()) - len(names), 1)
     return theta, cramer_rao(jac, error, ok), chi2
