@@ -102,7 +102,10 @@ def test_real_apvisit_file_is_fitted_through_the_cli(demo, capsys):
     assert main(["fit", "--model", str(DEMO), "--file", str(path), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["n_pix"] > 5000 and np.isfinite(out["chi2_nu"])
-    assert abs(out["rv"]) < 30  # the reader puts the visit in the rest frame
+    if out["rv"] is None:  # an F dwarf's weak lines: no significant CCF peak, and it says so
+        assert "NO_RV_SIGNAL" in out["flag_names"]
+    else:
+        assert abs(out["rv"]) < 30  # the reader puts the visit in the rest frame
 
 
 def test_ingested_real_star_is_fitted_from_its_store(demo, tmp_path, capsys):

@@ -90,8 +90,9 @@ def test_torchrun_two_processes_write_the_same_columns_as_one(vae, tmp_path):
     assert len(cols) == 59 and cols == [c for c in two.catalog.columns if c.startswith("VAE_")]
     assert np.array_equal(one.catalog["VAE_FLAG"], two.catalog["VAE_FLAG"])
     assert one.catalog.loc[8, "VAE_FLAG"] & 2 and np.isnan(two.catalog.loc[8, "VAE_CHI2"])
+    # float32 sums over other batch shapes: ~1e-6 apart on some CPUs (seen: 1.1e-6 on one value)
     np.testing.assert_allclose(two.catalog[cols].to_numpy(float), one.catalog[cols].to_numpy(float),
-                               rtol=1e-5, atol=1e-6)
+                               rtol=1e-5, atol=1e-5)
     assert two.manifest["columns"]["VAE_CHI2"]["model"] == vae
     assert not list((tmp_path / "two").glob(".infer-*"))  # the shards' files are gone
 
