@@ -35,9 +35,8 @@ def result_table(result) -> pd.DataFrame:
 
 def summary_text(result, calibrated: bool) -> str:
     flags = "; ".join(result.flag_descriptions) or "none"  # core.fit.flags.describe_flags
-    return (f"**χ²_ν = {result.chi2_nu:.3f}** on {result.n_pix} pixels · RV = "
-            f"{result.rv:.2f} ± {result.rv_err:.2f} km/s in the spectrum's frame "
-            f"(cross-correlation {result.rv_start:.1f}) · flags: {flags} · "
+    return (f"**χ²_ν = {result.chi2_nu:.3f}** on {result.n_pix} pixels · "
+            f"{result.rv_text()} · flags: {flags} · "
             f"{result.n_iter} iterations"
             + (" · σ include the emulator's calibrated systematic floor" if calibrated else ""))
 

@@ -312,3 +312,22 @@ def test_fit_selection_writes_fit_columns_and_the_catalog_picks_them_up(setup, m
     monkeypatch.setattr("dashboard.views.fit.MAX_SELECTION_FIT", 1)
     v.fit_selection(sync=True)
     assert "the app fits up to 1" in v.status.object
+
+
+def test_fit_summary_words_an_unknown_rv_instead_of_printing_nan():
+    """A NO_RV_SIGNAL fit has RV NaN: the Fit view says so in words (seen as 'RV = nan ± nan')."""
+    from types import SimpleNamespace
+
+    from core.fit.result import FitResult
+    from dashboard import fit_report
+
+    def result(rv, err, start):
+        r = SimpleNamespace(chi2_nu=1.2, n_pix=7000, rv=rv, rv_err=err, rv_start=start,
+                            flag_descriptions=[], n_iter=9)
+        r.rv_text = lambda: FitResult.rv_text(r)
+        return r
+
+    unknown = fit_report.summary_text(result(float("nan"), float("nan"), float("nan")), False)
+    assert "RV unknown" in unknown and "nan" not in unknown.lower()
+    known = fit_report.summary_text(result(-1.79, 0.12, -2.0), True)
+    assert "RV = -1.79 ± 0.12 km/s" in known and "calibrated" in known

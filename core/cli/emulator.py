@@ -187,12 +187,8 @@ def run_fit(args) -> int:
 
 
 def _format(result, element) -> str:
-    import math
-
-    rv = (f"RV = {result.rv:.2f} ± {result.rv_err:.2f} km/s in the spectrum's frame "
-          f"(cross-correlation {result.rv_start:.1f})" if math.isfinite(result.rv)
-          else "RV unknown (no cross-correlation peak; labels fitted in the rest frame)")
-    lines = [f"{result.star}: χ²_ν = {result.chi2_nu:.3f} on {result.n_pix} pixels, {rv}"]
+    lines = [f"{result.star}: χ²_ν = {result.chi2_nu:.3f} on {result.n_pix} pixels, "
+             f"{result.rv_text()}"]
     if result.sigma_scale > 1:
         lines.append(f"σ inflated ×{result.sigma_scale:.2f} (= √χ²_ν): the model does not "
                      f"describe this spectrum well")

@@ -67,6 +67,13 @@ class FitResult:
                 return float(v)
         return 0.0
 
+    def rv_text(self) -> str:
+        """The RV in words, for the CLI and the Fit view: a value, or why there is none."""
+        if math.isfinite(self.rv):
+            return (f"RV = {self.rv:.2f} ± {self.rv_err:.2f} km/s in the spectrum's frame "
+                    f"(cross-correlation {self.rv_start:.1f})")
+        return "RV unknown (no cross-correlation peak; labels fitted in the rest frame)"
+
     @property
     def residual(self) -> np.ndarray:
         return np.where(self.used, self.flux - self.model, np.nan)
